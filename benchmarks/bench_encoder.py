@@ -1,0 +1,76 @@
+"""Encoder throughput, in memory, against baselines measured in the same run.
+
+Prints encryptions/s of the numba encoder and of the plain numpy reference (ratio must be >= 20),
+and the encoder's output bytes/s as a share of this machine's memcpy bandwidth (must be >= 0.25).
+JIT compilation is excluded (a warm-up call first).  Exit status 1 if a target is missed.
+
+    python benchmarks/bench_encoder.py [--rows 50000] [--reference-rows 5000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import numpy as np
+
+from challenge.domain import affine
+from challenge.params import Params
+from generator.default_data import default_private, default_public
+from generator.encoder import encode, encode_reference
+from generator.keys import draw_plan, sign_bits
+
+
+def best_of(repeats: int, fn) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=50_000)
+    parser.add_argument("--reference-rows", type=int, default=5_000)
+    args = parser.parse_args()
+
+    seed = bytes(range(32))
+    params = Params(n_private=100, per_image=args.rows // 100)
+    private, bank = default_private(), default_public()
+    rows = params.n_encryptions
+
+    t_keys = best_of(1, lambda: draw_plan(seed, params, private.labels, len(bank)))
+    plan = draw_plan(seed, params, private.labels, len(bank))
+    t_signs = best_of(1, lambda: sign_bits(seed, 0, rows))
+    signs = sign_bits(seed, 0, rows)
+    truth = private.images[plan.selection]
+    keys = (truth, bank.images, affine("centered"), plan.private_index, plan.public_bank_index, plan.lam, signs)
+    out = np.empty((rows, 32, 32, 3), np.float32)
+    encode(*(k[:10] if isinstance(k, np.ndarray) and len(k) == rows else k for k in keys))  # JIT warm-up
+    t_fast = best_of(3, lambda: encode(*keys, out=out))
+
+    r = args.reference_rows
+    ref_keys = tuple(k[:r] if isinstance(k, np.ndarray) and len(k) == rows else k for k in keys)
+    t_ref = best_of(1, lambda: encode_reference(*ref_keys)) * rows / r
+
+    src = np.ones(out.size, np.float32)
+    dst = np.empty_like(src)
+    np.copyto(dst, src)  # fault the pages in first
+    t_copy = best_of(5, lambda: np.copyto(dst, src))
+
+    speedup = t_ref / t_fast
+    share = (out.nbytes / t_fast) / (out.nbytes / t_copy)
+    print(f"encoder            {rows / t_fast:12,.0f} encryptions/s  {out.nbytes / t_fast / 1e9:6.2f} GB/s")
+    print(f"numpy reference    {rows / t_ref:12,.0f} encryptions/s  (timed on {r} rows)")
+    print(f"memcpy             {out.nbytes / t_copy / 1e9:6.2f} GB/s ({out.nbytes / 1e6:.0f} MB, best of 5)")
+    print(f"keys: plan {t_keys:.3f} s, sign masks {t_signs:.3f} s for {rows} rows")
+    print(f"ratio to reference {speedup:8.1f}x   (target >= 20x)")
+    print(f"share of memcpy    {share:8.2f}    (target >= 0.25)")
+    return 0 if speedup >= 20 and share >= 0.25 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,196 @@
+"""The release format: folder layout, manifest, key store schema, digests and commitment.
+
+See ``docs/FORMAT.md`` for the prose version.  A release is a folder::
+
+    release/
+      public/                  everything here may be published
+        encryption.npy         float32 (N, 32, 32, 3) NHWC, in the release's pixel domain
+        label.npy              float32 (N, C) lambda-weighted one-hot labels of the private images
+        public.zarr/           the same two arrays, Zarr v3, uncompressed
+        preview.png            contact sheet of the first encryptions
+        manifest.json          parameters, shapes, SHA-256 of every other public file, commitment
+      secret/
+        keys.zarr/             seed, per-encryption keys, ground truth (never published before reveal)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import zarr
+
+from challenge import __version__
+from challenge.errors import UsageError
+from challenge.keystream import SEED_BYTES
+from challenge.params import ParameterError, Params
+
+FORMAT_VERSION = 1
+PUBLIC_DIR = "public"
+SECRET_DIR = "secret"
+KEYS_NAME = "keys.zarr"
+ENCRYPTION_FILE = "encryption.npy"
+LABEL_FILE = "label.npy"
+PUBLIC_ZARR = "public.zarr"
+PREVIEW_FILE = "preview.png"
+MANIFEST_FILE = "manifest.json"
+IMAGE_SHAPE = (32, 32, 3)
+SIGN_BYTES = 32 * 32 * 3 // 8
+ROWS_PER_ZARR_CHUNK = 4096  # storage layout is fixed by the format, never by --chunk
+
+
+class FormatError(UsageError):
+    """A release, key store or submission that does not follow the format."""
+
+
+def write_json(path: Path, obj: dict) -> None:
+    """Canonical JSON (sorted keys, 2-space indent, final newline): same object, same bytes."""
+    path.write_text(json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=True) + "\n", encoding="utf-8")
+
+
+def read_json(path: Path) -> dict:
+    try:
+        obj = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FormatError(f"{path}: missing") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise FormatError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(obj, dict):
+        raise FormatError(f"{path}: expected a JSON object")
+    return obj
+
+
+def sha256_file(path: Path, block: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(block):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def public_files(public_dir: Path) -> list[str]:
+    """Relative POSIX paths of every file under ``public/`` except the manifest, sorted."""
+    return sorted(
+        p.relative_to(public_dir).as_posix()
+        for p in public_dir.rglob("*")
+        if p.is_file() or p.is_symlink()
+        if p.relative_to(public_dir).as_posix() != MANIFEST_FILE
+    )
+
+
+# --- key store -------------------------------------------------------------------------------
+
+def key_schema(params: Params) -> dict[str, tuple[str, tuple]]:
+    """Name -> (dtype, shape) of every key-store array; ``None`` in a shape is data-dependent."""
+    n, N = params.n_private, params.n_encryptions
+    return {
+        "seed": ("uint8", (SEED_BYTES,)),
+        "private/images": ("uint8", (n, *IMAGE_SHAPE)),
+        "private/labels": ("int64", (n,)),
+        "private/source_index": ("int64", (n,)),
+        "private/origin": ("int64", (n, None)),
+        "public/images": ("uint8", (None, *IMAGE_SHAPE)),
+        "public/bank_index": ("int64", (None,)),
+        "public/origin": ("int64", (None, None)),
+        "encryption/private_index": ("int32", (N, params.k_private)),
+        "encryption/public_index": ("int32", (N, params.k_public)),
+        "encryption/lam": ("float32", (N, params.k)),
+        "encryption/sign_bits": ("uint8", (N, SIGN_BYTES)),
+    }
+
+
+def create_key_store(path: Path, params: Params, attrs: dict, tables: dict[str, np.ndarray]) -> zarr.Group:
+    """Create ``keys.zarr`` with every array of :func:`key_schema`; small tables written now.
+
+    The per-encryption arrays are created empty and filled chunk by chunk by the generator.
+    """
+    group = zarr.open_group(str(path), mode="w-")
+    group.attrs.update({"format": "instahide-keys", "format_version": FORMAT_VERSION, "params": params.to_dict(), **attrs})
+    schema = key_schema(params)
+    for name, (dtype, shape) in schema.items():
+        if name in tables:
+            data = np.ascontiguousarray(tables[name], dtype=dtype)
+            rows = max(1, min(len(data), ROWS_PER_ZARR_CHUNK))
+            array = group.create_array(name, shape=data.shape, chunks=(rows, *data.shape[1:]), dtype=dtype, fill_value=0)
+            if data.size:
+                array[...] = data
+        else:
+            array = group.create_array(name, shape=shape, chunks=(ROWS_PER_ZARR_CHUNK, *shape[1:]), dtype=dtype, fill_value=0)
+    return group
+
+
+@dataclass
+class KeyStore:
+    """An opened key store whose every array was checked against the schema."""
+
+    group: zarr.Group
+    params: Params
+    attrs: dict
+
+    def __getitem__(self, name: str) -> zarr.Array:
+        return self.group[name]
+
+    def read(self, name: str) -> np.ndarray:
+        return self.group[name][...]
+
+
+def open_key_store(path: Path) -> KeyStore:
+    """Open ``keys.zarr`` read-only, checking every array's dtype and shape against the params.
+
+    Zarr metadata is data too: a store that lies about a shape or dtype is refused here, before
+    anything is read from it.
+    """
+    path = Path(path)
+    if not (path / "zarr.json").is_file():
+        raise FormatError(f"{path}: not a key store (no zarr.json)")
+    try:
+        group = zarr.open_group(str(path), mode="r")
+        attrs = dict(group.attrs)
+    except Exception as e:  # zarr raises many types for malformed metadata
+        raise FormatError(f"{path}: unreadable key store ({type(e).__name__}: {e})") from None
+    if attrs.get("format") != "instahide-keys":
+        raise FormatError(f"{path}: attribute 'format' is {attrs.get('format')!r}, expected 'instahide-keys'")
+    if attrs.get("format_version") != FORMAT_VERSION:
+        raise FormatError(f"{path}: format_version {attrs.get('format_version')!r}, this tool reads {FORMAT_VERSION}")
+    try:
+        params = Params.from_dict(attrs["params"]).validate()
+    except (KeyError, TypeError, ParameterError) as e:
+        raise FormatError(f"{path}: attribute 'params' is invalid ({e})") from None
+    for name, (dtype, shape) in key_schema(params).items():
+        try:
+            array = group[name]
+        except KeyError:
+            raise FormatError(f"{path}: array '{name}' is missing") from None
+        if not isinstance(array, zarr.Array) or str(array.dtype) != dtype:
+            raise FormatError(f"{path}: array '{name}' has dtype {getattr(array, 'dtype', '?')}, expected {dtype}")
+        if len(array.shape) != len(shape) or any(s is not None and a != s for a, s in zip(array.shape, shape)):
+            raise FormatError(f"{path}: array '{name}' has shape {array.shape}, expected {shape} (None: any)")
+    m = group["public/images"].shape[0]
+    for name, expected in (("public/bank_index", (m,)), ("public/origin", (m,))):
+        if group[name].shape[: len(expected)] != expected:
+            raise FormatError(f"{path}: array '{name}' has {group[name].shape[0]} rows, expected {m}")
+    return KeyStore(group, params, attrs)
+
+
+def commitment(store: KeyStore, rows_per_read: int = 65536) -> str:
+    """SHA-256 binding every key-store array of the schema and every attribute (docs/FORMAT.md).
+
+    Hashes, in sorted name order, each array's name, dtype, shape and C-order little-endian
+    bytes, then the canonical JSON of the attributes.  The seed is inside, so a strong-seed
+    commitment also hides the keys until they are revealed.
+    """
+    h = hashlib.sha256(b"instahide-key-commitment-v1\0")
+    for name in sorted(key_schema(store.params)):
+        array = store[name]
+        h.update(json.dumps([name, str(array.dtype), list(array.shape)]).encode() + b"\0")
+        for start in range(0, array.shape[0], rows_per_read):
+            h.update(np.ascontiguousarray(array[start : start + rows_per_read]).tobytes())
+    h.update(json.dumps(store.attrs, sort_keys=True).encode())
+    return "sha256:" + h.hexdigest()
+
+
+def generator_info() -> dict:
+    return {"name": "instahide-challenge", "version": __version__}

@@ -1,0 +1,60 @@
+"""In-memory image sets: the one shape every loader produces and the generator consumes.
+
+A private set and a public patch bank are both an :class:`ImageSet`: 32x32 RGB uint8 images with
+where each came from.  ``origin`` rows say how to find an image again in its source (for CIFAR:
+file and record; for a patch: file and crop box), so a key store can name the exact source of
+every secret image without copying the source data set.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+import numpy as np
+
+IMAGE_SHAPE = (32, 32, 3)
+
+
+@dataclass(frozen=True)
+class ImageSet:
+    """Images (N, 32, 32, 3) uint8 with labels and provenance.
+
+    Attributes
+    ----------
+    images : uint8 array (N, 32, 32, 3), NHWC.
+    labels : int64 array (N,), class index per image; -1 where a set has no labels (patches).
+    class_names : names of the classes, indexed by label.
+    source_files : relative paths (or names) of the files the images came from.
+    origin : int64 array (N, len(origin_columns)); column 0 indexes ``source_files``.
+    origin_columns : what each column of ``origin`` means, e.g. ("file", "record").
+    notes : counts of handled oddities (skipped, converted), reported in summaries and manifests.
+    """
+
+    images: np.ndarray
+    labels: np.ndarray
+    class_names: tuple[str, ...]
+    source_files: tuple[str, ...]
+    origin: np.ndarray
+    origin_columns: tuple[str, ...]
+    notes: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        n = len(self.images)
+        if self.images.dtype != np.uint8 or self.images.shape[1:] != IMAGE_SHAPE:
+            raise ValueError(f"images must be uint8 (N, 32, 32, 3), got {self.images.dtype} {self.images.shape}")
+        if self.labels.shape != (n,):
+            raise ValueError(f"labels must have shape ({n},), got {self.labels.shape}")
+        if self.origin.shape != (n, len(self.origin_columns)):
+            raise ValueError(f"origin must have shape ({n}, {len(self.origin_columns)}), got {self.origin.shape}")
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def fingerprint(self) -> str:
+        """SHA-256 of the pixels and labels in order: equal fingerprints mean equal inputs."""
+        h = hashlib.sha256(b"instahide-imageset-v1\0")
+        h.update(np.int64(len(self)).tobytes())
+        h.update(np.ascontiguousarray(self.images).tobytes())
+        h.update(np.ascontiguousarray(self.labels, dtype="<i8").tobytes())
+        return h.hexdigest()

@@ -1,0 +1,105 @@
+"""Secret randomness: ChaCha20 keystreams with random access, keyed by a 256-bit seed.
+
+Why not ``np.random``: the 2020 release drew its secrets from ordinary seeded PRNGs, and an
+attacker who tried all 2^32 seeds replayed the whole generation.  Here every secret choice is
+read from a ChaCha20 keystream (RFC 8439, via the ``cryptography`` package) keyed by the
+32-byte seed.  Each *purpose* (selection, order, partners, public patches, lambda, signs) has
+its own 96-bit nonce, and each row of a purpose owns a fixed run of 64-byte blocks addressed by
+the block counter, so any row can be drawn on its own: the bytes do not depend on thread count,
+chunk size or the order in which rows are produced.
+
+Nonce layout (12 bytes): the purpose name in ASCII, NUL-padded to 8 bytes, then the round
+number as a little-endian uint32 (rounds > 0 exist only for lambda redraws).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+
+import numpy as np
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
+
+SEED_BYTES = 32
+BLOCK_BYTES = 64
+PURPOSES = ("select", "order", "partners", "public", "lambda", "sign")
+_MAX_BLOCKS = 2**32  # the RFC 8439 block counter is 32 bits
+
+
+def fresh_seed() -> bytes:
+    """A new secret seed from the operating system's CSPRNG."""
+    return secrets.token_bytes(SEED_BYTES)
+
+
+def parse_seed(text: str, *, practice: bool) -> bytes:
+    """Turn ``--seed`` text into a 32-byte key.
+
+    A strong seed is exactly 64 hex digits.  Any other text is accepted only for practice
+    releases and is hashed into a key; such a seed can be guessed, which is how the 2020 release
+    fell, so the manifest then marks the release as replayable.
+    """
+    text = text.strip()
+    if len(text) == 2 * SEED_BYTES:
+        try:
+            return bytes.fromhex(text)
+        except ValueError:
+            pass
+    if not practice:
+        raise ValueError(
+            "--seed must be 64 hex digits (256 bits); a shorter, guessable seed is accepted only "
+            "with --practice, which marks the release as replayable"
+        )
+    return hashlib.sha256(b"instahide-practice-seed\0" + text.encode()).digest()
+
+
+def nonce(purpose: str, round_: int = 0) -> bytes:
+    if purpose not in PURPOSES:
+        raise ValueError(f"unknown keystream purpose {purpose!r}")
+    return purpose.encode().ljust(8, b"\0") + int(round_).to_bytes(4, "little")
+
+
+def chacha20_keystream(key: bytes, counter: int, nonce96: bytes, n_bytes: int) -> np.ndarray:
+    """Raw RFC 8439 ChaCha20 keystream: ``n_bytes`` from block ``counter`` of (key, nonce)."""
+    n_blocks = -(-n_bytes // BLOCK_BYTES)
+    if counter < 0 or counter + n_blocks > _MAX_BLOCKS:
+        raise ValueError(f"keystream block range {counter}+{n_blocks} exceeds the 32-bit counter")
+    cipher = Cipher(algorithms.ChaCha20(key, int(counter).to_bytes(4, "little") + nonce96), mode=None)
+    out = np.empty(n_bytes, dtype=np.uint8)
+    if n_bytes:
+        cipher.encryptor().update_into(np.zeros(n_bytes, dtype=np.uint8), out)
+    return out
+
+
+def keystream(seed: bytes, purpose: str, first_block: int, n_bytes: int, round_: int = 0) -> np.ndarray:
+    """``n_bytes`` of the keystream for ``purpose`` (and lambda round) from block ``first_block``."""
+    if len(seed) != SEED_BYTES:
+        raise ValueError(f"seed must be {SEED_BYTES} bytes, got {len(seed)}")
+    return chacha20_keystream(seed, first_block, nonce(purpose, round_), n_bytes)
+
+
+def row_bytes(seed: bytes, purpose: str, first_row: int, n_rows: int, bytes_per_row: int, round_: int = 0) -> np.ndarray:
+    """uint8 (n_rows, bytes_per_row): the keystream of ``purpose`` cut into packed rows.
+
+    Row r owns bytes ``[bytes_per_row * r, bytes_per_row * (r + 1))`` of the stream, so any row is
+    found from its index alone.
+    """
+    start = bytes_per_row * first_row
+    skip = start % BLOCK_BYTES
+    raw = keystream(seed, purpose, start // BLOCK_BYTES, skip + n_rows * bytes_per_row, round_)
+    return raw[skip:].reshape(n_rows, bytes_per_row)
+
+
+def row_words(seed: bytes, purpose: str, first_row: int, n_rows: int, words_per_row: int, round_: int = 0) -> np.ndarray:
+    """Like :func:`row_bytes`, read as little-endian uint64 words: (n_rows, words_per_row)."""
+    raw = row_bytes(seed, purpose, first_row, n_rows, 8 * words_per_row, round_)
+    return np.ascontiguousarray(raw).view("<u8").astype(np.uint64)
+
+
+def uniform_below(words: np.ndarray, bound) -> np.ndarray:
+    """Map uniform 64-bit words to integers in ``[0, bound)``; modulo bias < bound / 2^64."""
+    return (words % np.asarray(bound, dtype=np.uint64)).astype(np.int64)
+
+
+def random_order(seed: bytes, purpose: str, n: int) -> np.ndarray:
+    """A uniformly random permutation of ``range(n)``: stable argsort of one 64-bit word per item."""
+    return np.argsort(row_words(seed, purpose, 0, n, 1)[:, 0], kind="stable")

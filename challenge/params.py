@@ -1,0 +1,99 @@
+"""Generation parameters and the rules that make a combination valid."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from challenge.domain import check_domain
+from challenge.errors import UsageError
+
+MODES = ("cross", "inside", "mixup")
+MAX_K = 16
+MAX_ENCRYPTIONS = 100_000_000  # keeps every keystream inside ChaCha20's 32-bit block counter
+
+
+class ParameterError(UsageError):
+    """A parameter (or combination) that cannot make a valid release."""
+
+
+@dataclass(frozen=True)
+class Params:
+    """Everything that shapes a release except the seed and the data.
+
+    mode: ``cross`` mixes ``k_private`` private images with ``k - k_private`` public patches;
+    ``inside`` mixes ``k`` private images; ``mixup`` is ``cross`` without the sign mask.
+    lambda: ``|N(0,1)|^k`` normalised, redrawn while ``max > c1`` or the private sum ``< c2``.
+    """
+
+    mode: str = "cross"
+    k: int = 6
+    k_private: int = 2
+    c1: float = 0.65
+    c2: float = 0.3
+    n_private: int = 100
+    per_image: int = 50
+    domain: str = "centered"
+    balanced: bool = False
+
+    @property
+    def k_public(self) -> int:
+        return self.k - self.k_private
+
+    @property
+    def n_encryptions(self) -> int:
+        return self.n_private * self.per_image
+
+    @property
+    def masked(self) -> bool:
+        return self.mode != "mixup"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Params":
+        return cls(**{name: d[name] for name in cls.__dataclass_fields__})
+
+    def validate(self) -> "Params":
+        """Raise :class:`ParameterError` naming the first parameter that is wrong."""
+        if self.mode not in MODES:
+            raise ParameterError(f"--mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        try:
+            check_domain(self.domain)
+        except ValueError as e:
+            raise ParameterError(f"--domain: {e}") from None
+        if not 2 <= self.k <= MAX_K:
+            raise ParameterError(f"--k must be between 2 and {MAX_K}, got {self.k}")
+        if self.mode == "inside" and self.k_private != self.k:
+            raise ParameterError(f"--mode inside mixes only private images: --k-private must equal --k ({self.k})")
+        if not 1 <= self.k_private <= self.k:
+            raise ParameterError(f"--k-private must be between 1 and --k ({self.k}), got {self.k_private}")
+        if self.mode != "inside" and self.k_private == self.k:
+            raise ParameterError(f"--mode {self.mode} needs at least one public patch: --k-private < --k")
+        if not 1.0 / self.k < self.c1 <= 1.0:
+            raise ParameterError(f"--c1 must be in (1/k, 1] = ({1 / self.k:.4f}, 1], got {self.c1}")
+        if not 0.0 <= self.c2 <= 1.0:
+            raise ParameterError(f"--c2 must be in [0, 1], got {self.c2}")
+        if self.n_private < self.k_private or self.n_private < 2:
+            raise ParameterError(f"--n-private must be at least max(2, k_private) = {max(2, self.k_private)}, got {self.n_private}")
+        if self.per_image < 1:
+            raise ParameterError(f"--per-image must be positive, got {self.per_image}")
+        if self.n_encryptions > MAX_ENCRYPTIONS:
+            raise ParameterError(f"n_private * per_image = {self.n_encryptions} exceeds the limit of {MAX_ENCRYPTIONS}")
+        rate = lambda_acceptance(self)
+        if rate < 1e-3:
+            raise ParameterError(
+                f"--c1 {self.c1} and --c2 {self.c2} accept only {rate:.2%} of lambda draws for k={self.k}, "
+                f"k_private={self.k_private}; loosen them"
+            )
+        return self
+
+
+def lambda_acceptance(params: Params, draws: int = 20_000) -> float:
+    """Monte-Carlo share of lambda draws that meet c1 and c2 (public randomness: a feasibility check only)."""
+    z = np.abs(np.random.default_rng(0).standard_normal((draws, params.k)))
+    lam = z / z.sum(axis=1, keepdims=True)
+    ok = (lam.max(axis=1) <= params.c1) & (lam[:, : params.k_private].sum(axis=1) >= params.c2)
+    return float(ok.mean())

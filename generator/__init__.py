@@ -1,0 +1,1 @@
+"""Build InstaHide challenge releases: draw the secret keys, encode, write the release."""

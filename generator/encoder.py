@@ -1,0 +1,90 @@
+"""The InstaHide encoder: mix with lambda, then flip signs, for a batch of rows.
+
+For a pixel domain with value ``u / scale + offset`` (:func:`challenge.domain.affine`) the mix
+``sum_j lam_j * (u_j / scale + offset)`` is computed as
+
+    acc = 0;  acc += lam[j] * u_j   for j = 0 .. k-1 (private images first), in float64
+    mix = acc / scale + offset * (lam[0] + ... + lam[k-1])
+    out = float32(mix), negated where the sign bit is 1
+
+``encode`` (numba, parallel over rows) and ``encode_reference`` (plain numpy) produce the same
+bytes.  The products lam_j * u_j of a float32 and a byte are exact in float64, so the sum does not
+depend on vector width; no fastmath, because the order of operations is part of the format.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+
+@njit(cache=True, parallel=True)
+def _encode_kernel(private_images, public_images, scale, offset, private_index, public_index, lam, sign_bits, out):
+    k = lam.shape[1]
+    k_private = private_index.shape[1]
+    pixels = out.shape[1]
+    for r in prange(out.shape[0]):
+        lam_sum = 0.0
+        for j in range(k):
+            lam_sum += np.float64(lam[r, j])
+        shift = offset * lam_sum
+        acc = np.empty(pixels)
+        for j in range(k):
+            weight = np.float64(lam[r, j])
+            if j < k_private:
+                image = private_images[private_index[r, j]]
+            else:
+                image = public_images[public_index[r, j - k_private]]
+            if j == 0:
+                for t in range(pixels):
+                    acc[t] = weight * np.float64(image[t])
+            elif j < k - 1:
+                for t in range(pixels):
+                    acc[t] += weight * np.float64(image[t])
+            else:  # the last term, fused with scaling and the sign flip: one pass less over acc
+                for b in range(pixels // 8):
+                    byte = sign_bits[r, b]
+                    for i in range(8):
+                        t = 8 * b + i
+                        mix = (acc[t] + weight * np.float64(image[t])) / scale + shift
+                        out[r, t] = np.float32(mix) * np.float32(1 - 2 * ((byte >> i) & 1))
+
+
+def _flat(images: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(images).reshape(len(images), -1)
+
+
+def encode(private_images, public_images, domain_affine, private_index, public_index, lam, sign_bits, out=None):
+    """Encrypt rows: float32 (B, 32, 32, 3).
+
+    private_images, public_images : uint8 (n, 32, 32, 3) tables that the indices point into.
+    domain_affine : (scale, offset) of the pixel domain.
+    private_index (B, k_private), public_index (B, k_public) : int32 rows of those tables.
+    lam : float32 (B, k); sign_bits : uint8 (B, 384), all zero for Mixup.
+    """
+    rows = len(lam)
+    if out is None:
+        out = np.empty((rows, 32, 32, 3), np.float32)
+    scale, offset = domain_affine
+    _encode_kernel(
+        _flat(private_images), _flat(public_images), float(scale), float(offset),
+        private_index, public_index, lam, sign_bits, out.reshape(rows, -1),
+    )
+    return out
+
+
+def encode_reference(private_images, public_images, domain_affine, private_index, public_index, lam, sign_bits):
+    """Plain numpy twin of :func:`encode`, slow and obvious, for tests."""
+    rows = len(lam)
+    scale, offset = domain_affine
+    images = np.concatenate([private_images[private_index], public_images[public_index]], axis=1)
+    weights = lam.astype(np.float64)
+    acc = np.zeros((rows, 32 * 32 * 3))
+    lam_sum = np.zeros(rows)
+    for j in range(lam.shape[1]):
+        acc += weights[:, j, None] * images[:, j].reshape(rows, -1)
+        lam_sum += weights[:, j]
+    out = (acc / scale + offset * lam_sum[:, None]).astype(np.float32)
+    signs = np.unpackbits(sign_bits, axis=1, bitorder="little").astype(bool)
+    out[signs] = -out[signs]
+    return out.reshape(rows, 32, 32, 3)

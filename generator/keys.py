@@ -1,0 +1,167 @@
+"""Draw every secret of a release from the seed: which images, in what order, mixed how.
+
+All draws read the ChaCha20 keystreams of :mod:`challenge.keystream`, one purpose each, indexed
+by the *published* row, so a row's keys depend only on the seed, the parameters and its index.
+The bulky per-pixel sign masks are drawn per chunk by :func:`sign_bits`; everything else is
+small (about 50 bytes a row) and drawn for the whole release at once by :func:`draw_plan`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from numba import njit, prange
+
+from challenge.keystream import random_order, row_bytes, row_words, uniform_below
+from challenge.params import ParameterError, Params
+
+PIXELS = 32 * 32 * 3
+SIGN_BYTES = PIXELS // 8
+LAMBDA_TRIES = 8  # tries per row and round; a row that rejects them all redraws in the next round
+_LAMBDA_ROW_BLOCK = 1 << 16
+_MAX_LAMBDA_ROUNDS = 100_000
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The small secret keys of a release, row i describing published encryption i.
+
+    selection : int64 (n_private,) source-set index of each ground-truth private image, ascending.
+    private_index : int32 (N, k_private) rows of the ground-truth table; column 0 is the image
+        this encryption belongs to, the others its partners.
+    public_bank_index : int32 (N, k_public) patch-bank index of each public patch.
+    lam : float32 (N, k) mixing coefficients, private images first.
+    """
+
+    selection: np.ndarray
+    private_index: np.ndarray
+    public_bank_index: np.ndarray
+    lam: np.ndarray
+
+
+def select_private(seed: bytes, labels: np.ndarray, n_private: int, balanced: bool) -> np.ndarray:
+    """Choose ``n_private`` source images uniformly at random (or ``balanced`` per class)."""
+    if len(labels) < n_private:
+        raise ParameterError(f"the private set has {len(labels)} images, fewer than --n-private {n_private}")
+    order = random_order(seed, "select", len(labels))
+    if not balanced:
+        return np.sort(order[:n_private])
+    classes = np.unique(labels)
+    if n_private % len(classes):
+        raise ParameterError(f"--balanced needs --n-private divisible by the {len(classes)} classes, got {n_private}")
+    quota = n_private // len(classes)
+    shuffled = labels[order]
+    chosen = [order[shuffled == c][:quota] for c in classes]
+    short = [int(c) for c, picked in zip(classes, chosen) if len(picked) < quota]
+    if short:
+        raise ParameterError(f"--balanced needs {quota} images of each class; classes {short} have fewer")
+    return np.sort(np.concatenate(chosen))
+
+
+def distinct_below(words: np.ndarray, bound: int, excluded: np.ndarray | None = None) -> np.ndarray:
+    """Per row, ``words.shape[1]`` distinct integers in ``[0, bound)`` avoiding ``excluded``.
+
+    Draw t picks uniformly among the values still free, then is shifted past every taken value
+    in ascending order, so each row is a uniform sample without replacement using exactly one
+    word per draw.
+    """
+    n_rows, m = words.shape
+    taken = np.empty((n_rows, 0), np.int64) if excluded is None else excluded.astype(np.int64)
+    out = np.empty((n_rows, m), np.int64)
+    for t in range(m):
+        j = uniform_below(words[:, t], bound - taken.shape[1])
+        for column in np.sort(taken, axis=1).T:
+            j += j >= column
+        out[:, t] = j
+        taken = np.concatenate([taken, j[:, None]], axis=1)
+    return out
+
+
+@njit(cache=True)
+def _try_lambda(words, k, k_private, c1, c2, lam):
+    """One try: |N(0,1)|^k by Box-Muller from ``words``, normalised into ``lam`` (float32).
+
+    Returns whether the stored float32 values meet max <= c1 and private sum >= c2.
+    """
+    z = np.empty(k + 1)
+    for i in range((k + 1) // 2):
+        u1 = ((words[2 * i] >> np.uint64(11)) + np.uint64(1)) * 2.0**-53
+        u2 = (words[2 * i + 1] >> np.uint64(11)) * 2.0**-53
+        radius = math.sqrt(-2.0 * math.log(u1))
+        z[2 * i] = abs(radius * math.cos(2.0 * math.pi * u2))
+        z[2 * i + 1] = abs(radius * math.sin(2.0 * math.pi * u2))
+    total = 0.0
+    for j in range(k):
+        total += z[j]
+    if total == 0.0:
+        return False
+    largest = 0.0
+    private_sum = 0.0
+    for j in range(k):
+        lam[j] = np.float32(z[j] / total)
+        largest = max(largest, np.float64(lam[j]))
+        if j < k_private:
+            private_sum += np.float64(lam[j])
+    return largest <= c1 and private_sum >= c2
+
+
+@njit(cache=True, parallel=True)
+def lambda_kernel(words, k, k_private, c1, c2, lam, accepted):
+    """For each row, the first of its tries (``words`` (R, tries, 2*ceil(k/2))) that is accepted."""
+    for r in prange(words.shape[0]):
+        accepted[r] = False
+        for t in range(words.shape[1]):
+            if _try_lambda(words[r, t], k, k_private, c1, c2, lam[r]):
+                accepted[r] = True
+                break
+
+
+def words_per_lambda_try(k: int) -> int:
+    return 2 * ((k + 1) // 2)
+
+
+def draw_lambda(seed: bytes, params: Params, first_row: int, n_rows: int) -> np.ndarray:
+    """float32 (n_rows, k): accepted coefficients of rows ``first_row ..``.
+
+    Round 0 gives each row ``LAMBDA_TRIES`` tries; rows that reject them all are redrawn one by one
+    from round 1, 2, ... of the same keystream, so a row's lambda depends on nothing but its index.
+    """
+    per_try = words_per_lambda_try(params.k)
+    lam = np.zeros((n_rows, params.k), np.float32)
+    accepted = np.zeros(n_rows, np.bool_)
+    constants = (params.k, params.k_private, float(params.c1), float(params.c2))
+    words = row_words(seed, "lambda", first_row, n_rows, LAMBDA_TRIES * per_try)
+    lambda_kernel(words.reshape(n_rows, LAMBDA_TRIES, per_try), *constants, lam, accepted)
+    for r in np.flatnonzero(~accepted):
+        for round_ in range(1, _MAX_LAMBDA_ROUNDS):
+            words = row_words(seed, "lambda", first_row + r, 1, LAMBDA_TRIES * per_try, round_)
+            lambda_kernel(words.reshape(1, LAMBDA_TRIES, per_try), *constants, lam[r : r + 1], accepted[r : r + 1])
+            if accepted[r]:
+                break
+        else:
+            raise ParameterError("lambda constraints rejected every draw; loosen --c1 / --c2")
+    return lam
+
+
+def draw_plan(seed: bytes, params: Params, labels: np.ndarray, bank_size: int) -> Plan:
+    """Every small secret of the release (see :class:`Plan`)."""
+    n, N = params.n_private, params.n_encryptions
+    if params.k_public and bank_size < params.k_public:
+        raise ParameterError(f"the public bank has {bank_size} patches, fewer than k - k_private = {params.k_public}")
+    selection = select_private(seed, labels, n, params.balanced)
+    canonical_row = random_order(seed, "order", N)
+    first = (canonical_row // params.per_image)[:, None]
+    partners = distinct_below(row_words(seed, "partners", 0, N, params.k_private - 1), n, excluded=first)
+    private_index = np.concatenate([first, partners], axis=1).astype(np.int32)
+    public_bank_index = distinct_below(row_words(seed, "public", 0, N, params.k_public), bank_size).astype(np.int32)
+    lam = np.concatenate(
+        [draw_lambda(seed, params, a, min(_LAMBDA_ROW_BLOCK, N - a)) for a in range(0, N, _LAMBDA_ROW_BLOCK)]
+    )
+    return Plan(selection, private_index, public_bank_index, lam)
+
+
+def sign_bits(seed: bytes, first_row: int, n_rows: int) -> np.ndarray:
+    """uint8 (n_rows, 384): bit-packed sign masks (little bit order; bit 1 means the pixel is negated)."""
+    return row_bytes(seed, "sign", first_row, n_rows, SIGN_BYTES)

@@ -1,0 +1,68 @@
+import numpy as np
+import pytest
+
+from challenge.keystream import (
+    PURPOSES, chacha20_keystream, keystream, parse_seed, random_order, row_bytes, row_words, uniform_below,
+)
+
+SEED = bytes(range(32))
+
+
+def test_rfc8439_block_function_vector():
+    # RFC 8439 section 2.3.2: key 00..1f, nonce 000000090000004a00000000, block counter 1
+    got = chacha20_keystream(bytes(range(32)), 1, bytes.fromhex("000000090000004a00000000"), 64)
+    assert got.tobytes().hex() == (
+        "10f1e7e4d13b5915500fdd1fa32071c4c7d1f4c733c068030422aa9ac3d46c4e"
+        "d2826446079faa0914c2d705d98b02a2b5129cd1de164eb9cbd083e8a2503c4e"
+    )
+
+
+def test_rfc8439_appendix_a1_vector():
+    # RFC 8439 appendix A.1, test vector #1: all-zero key and nonce, counter 0
+    got = chacha20_keystream(bytes(32), 0, bytes(12), 64)
+    assert got.tobytes().hex() == (
+        "76b8e0ada0f13d90405d6ae55386bd28bdd219b8a08ded1aa836efcc8b770dc7"
+        "da41597c5157488d7724e03fb8d84a376a43b8f41518a11cc387b669b2ee6586"
+    )
+
+
+def test_random_access_equals_one_contiguous_stream():
+    whole = keystream(SEED, "sign", 0, 64 * 50)
+    assert np.array_equal(keystream(SEED, "sign", 7, 64 * 3), whole[7 * 64 : 10 * 64])
+    rows = row_bytes(SEED, "sign", 0, 40, 37)
+    assert np.array_equal(row_bytes(SEED, "sign", 13, 5, 37), rows[13:18])
+    words = row_words(SEED, "partners", 0, 30, 3)
+    assert np.array_equal(row_words(SEED, "partners", 11, 4, 3), words[11:15])
+    assert np.array_equal(words.reshape(-1), np.frombuffer(keystream(SEED, "partners", 0, 720).tobytes(), "<u8"))
+
+
+def test_purposes_rounds_and_seeds_give_independent_streams():
+    streams = {keystream(SEED, p, 0, 64).tobytes() for p in PURPOSES}
+    streams.add(keystream(SEED, "lambda", 0, 64, round_=1).tobytes())
+    streams.add(keystream(bytes(32), "lambda", 0, 64).tobytes())
+    assert len(streams) == len(PURPOSES) + 2
+
+
+def test_counter_overflow_is_refused():
+    with pytest.raises(ValueError, match="32-bit counter"):
+        keystream(SEED, "sign", 2**32 - 1, 128)
+
+
+def test_parse_seed():
+    assert parse_seed("ab" * 32, practice=False) == bytes([0xAB] * 32)
+    with pytest.raises(ValueError, match="--practice"):
+        parse_seed("42", practice=False)
+    with pytest.raises(ValueError, match="64 hex digits"):
+        parse_seed("zz" * 32, practice=False)
+    practice = parse_seed("42", practice=True)
+    assert len(practice) == 32 and practice == parse_seed("42", practice=True) != parse_seed("43", practice=True)
+
+
+def test_uniform_below_and_random_order():
+    words = row_words(SEED, "select", 0, 60_000, 1)[:, 0]
+    values = uniform_below(words, 6)
+    counts = np.bincount(values, minlength=6)
+    assert values.min() >= 0 and values.max() < 6
+    assert np.all(np.abs(counts - 10_000) < 500)  # ~5 sigma
+    order = random_order(SEED, "order", 1000)
+    assert np.array_equal(np.sort(order), np.arange(1000)) and not np.array_equal(order, np.arange(1000))

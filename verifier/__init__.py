@@ -1,0 +1,1 @@
+"""Validate and score submitted reconstructions against a release's ground truth."""
