@@ -23,4 +23,4 @@ def contact_sheet(images: np.ndarray, columns: int = 8, scale: int = 2, gap: int
 
 def save_png(image: Image.Image, path: Path) -> None:
     """PNG without timestamps or other metadata, so equal pixels give equal bytes."""
-    image.save(path, format="PNG", optimize=False, compress_level=9)
+    image.save(path, format="PNG", optimize=False, compress_level=1)

@@ -51,7 +51,7 @@ def _encode_kernel(private_images, public_images, scale, offset, private_index, 
 
 
 def _flat(images: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(images).reshape(len(images), -1)
+    return np.ascontiguousarray(images).reshape(len(images), 32 * 32 * 3)  # also for an empty table
 
 
 def encode(private_images, public_images, domain_affine, private_index, public_index, lam, sign_bits, out=None):
