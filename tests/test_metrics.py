@@ -1,0 +1,357 @@
+"""The verifier's metrics against scikit-image, a plain numpy reference and direct formulas."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.ndimage import gaussian_filter, uniform_filter
+from skimage.metrics import structural_similarity  # test-only dependency ([test] extra)
+
+from verifier.metrics import l2, l2_reference, score_pairs, ssim, ssim_reference
+
+SHAPE = (32, 32, 3)
+
+
+def skimage_ssim(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The definition being matched, pair by pair, on float64 copies."""
+    return np.array([
+        structural_similarity(
+            x.astype(np.float64), y.astype(np.float64), win_size=7, gaussian_weights=False,
+            use_sample_covariance=True, K1=0.01, K2=0.03, channel_axis=-1, data_range=2.0,
+        )
+        for x, y in zip(a, b)
+    ])
+
+
+def to_unit(u: np.ndarray) -> np.ndarray:
+    return u.astype(np.float64) / 127.5 - 1.0
+
+
+# ---------------------------------------------------------------------------------------------
+# Image families
+
+
+def random_images(rng, n):
+    return rng.uniform(-1.0, 1.0, (n, *SHAPE))
+
+
+def natural_images(rng, n):
+    """Smooth fields with sharp-edged shapes: blurred noise plus rectangles and discs."""
+    out = np.empty((n, *SHAPE))
+    yy, xx = np.mgrid[:32, :32]
+    for i in range(n):
+        img = gaussian_filter(rng.normal(size=SHAPE), sigma=(rng.uniform(1, 4), rng.uniform(1, 4), 0))
+        img = img / (np.abs(img).max() + 1e-12) * rng.uniform(0.2, 0.8)
+        for _ in range(rng.integers(1, 4)):
+            colour = rng.uniform(-1, 1, 3)
+            if rng.random() < 0.5:
+                r0, c0 = rng.integers(0, 28, 2)
+                img[r0 : r0 + rng.integers(3, 16), c0 : c0 + rng.integers(3, 16)] = colour
+            else:
+                cy, cx, rad = rng.uniform(0, 32), rng.uniform(0, 32), rng.uniform(2, 10)
+                img[(yy - cy) ** 2 + (xx - cx) ** 2 < rad**2] = colour
+        out[i] = np.clip(img, -1, 1)
+    return out
+
+
+def quantised(images):
+    """As a private image would be: through uint8 and back."""
+    return to_unit(np.round((images + 1) * 127.5).astype(np.uint8))
+
+
+def checkerboard(period: int, phase: int = 0) -> np.ndarray:
+    yy, xx = np.mgrid[:32, :32]
+    board = np.where(((yy // period + xx // period + phase) % 2) == 0, 1.0, -1.0)
+    return np.repeat(board[:, :, None], 3, axis=2)
+
+
+def constant(value) -> np.ndarray:
+    return np.broadcast_to(np.asarray(value, dtype=np.float64), SHAPE).copy()
+
+
+def extreme_pairs():
+    """Images at and around the ends of the range."""
+    lo, hi = constant(-1.0), constant(1.0)
+    boards = [checkerboard(p, ph) for p in (1, 2, 3, 7, 16) for ph in (0, 1)]
+    channel_board = checkerboard(1) * np.array([1.0, -1.0, 1.0])
+    stripes = np.repeat(np.where(np.arange(32) % 2 == 0, 1.0, -1.0)[None, :, None], 32, axis=0).repeat(3, axis=2)
+    images = [lo, hi, channel_board, stripes, stripes.transpose(1, 0, 2), *boards]
+    a, b = [], []
+    for i, x in enumerate(images):
+        for y in images[i:]:
+            a.append(x)
+            b.append(y)
+    return np.array(a), np.array(b)
+
+
+def constant_pairs(rng):
+    values = [-1.0, -0.5, 0.0, 1e-9, 0.3, 1.0]
+    a, b = [], []
+    for v in values:  # both constant
+        for w in values:
+            a.append(constant(v))
+            b.append(constant(w))
+    per_channel = constant(rng.uniform(-1, 1, 3))
+    for other in (*random_images(rng, 4), *natural_images(rng, 4), per_channel):  # one constant
+        for v in (-1.0, 0.0, 0.7):
+            a.append(constant(v))
+            b.append(other)
+            a.append(other)
+            b.append(constant(v))
+    return np.array(a), np.array(b)
+
+
+@pytest.fixture(scope="module")
+def pair_sets():
+    """Named (a, b) batches, float64 on [-1, 1]; over 1,000 pairs in all."""
+    rng = np.random.default_rng(20240517)
+    nat = natural_images(rng, 300)
+    sets = {
+        "random": (random_images(rng, 200), random_images(rng, 200)),
+        "natural": (nat[:150], nat[150:]),
+        "natural_vs_noisy": (nat[:150], np.clip(nat[:150] + rng.normal(0, 0.1, (150, *SHAPE)), -1, 1)),
+        "natural_vs_quantised_self": (nat[150:], quantised(nat[150:])),
+        "random_vs_natural": (random_images(rng, 100), nat[:100]),
+        "small_differences": (nat[:100], nat[:100] + rng.normal(0, 1e-6, (100, *SHAPE))),
+        "wide_range": (rng.uniform(-3, 3, (50, *SHAPE)), nat[:50] * 2.5),
+        "constant": constant_pairs(rng),
+        "extreme": extreme_pairs(),
+    }
+    assert sum(len(a) for a, _ in sets.values()) >= 1000
+    return sets
+
+
+# ---------------------------------------------------------------------------------------------
+# SSIM
+
+
+@pytest.mark.parametrize("name", [
+    "random", "natural", "natural_vs_noisy", "natural_vs_quantised_self", "random_vs_natural",
+    "small_differences", "wide_range", "constant", "extreme",
+])
+def test_ssim_matches_skimage(pair_sets, name):
+    a, b = pair_sets[name]
+    expected = skimage_ssim(a, b)
+    got = ssim(a, b)
+    assert got.dtype == np.float64 and got.shape == (len(a),)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
+    # Actually far closer than demanded; a regression to float32 or a wrong constant shows here.
+    assert np.abs(got - expected).max() < 1e-12
+
+
+def test_ssim_covers_a_wide_spread_of_scores(pair_sets):
+    """Guards the test data itself: the comparisons above must span low to perfect scores."""
+    scores = np.concatenate([ssim(a, b) for a, b in pair_sets.values()])
+    assert scores.min() < -0.5 and scores.max() > 0.999 and np.ptp(np.quantile(scores, [0.25, 0.75])) > 0.1
+
+
+def test_identical_images_score_one(pair_sets):
+    rng = np.random.default_rng(7)
+    images = np.concatenate([
+        random_images(rng, 20), natural_images(rng, 20), pair_sets["extreme"][0], pair_sets["constant"][0],
+    ])
+    got = ssim(images, images.copy())
+    np.testing.assert_allclose(got, 1.0, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(skimage_ssim(images[:20], images[:20]), 1.0, rtol=0, atol=1e-12)
+
+
+def test_kernel_matches_numpy_reference(pair_sets):
+    a = np.concatenate([pair_sets[k][0][:60] for k in ("random", "natural_vs_noisy", "constant", "extreme")])
+    b = np.concatenate([pair_sets[k][1][:60] for k in ("random", "natural_vs_noisy", "constant", "extreme")])
+    np.testing.assert_allclose(ssim(a, b), ssim_reference(a, b), rtol=0, atol=1e-12)
+
+
+def test_numpy_reference_matches_skimage(pair_sets):
+    a, b = pair_sets["natural_vs_noisy"]
+    np.testing.assert_allclose(ssim_reference(a[:40], b[:40]), skimage_ssim(a[:40], b[:40]), rtol=0, atol=1e-12)
+
+
+def test_border_mode_cannot_reach_the_averaged_interior():
+    """Why the kernel skips padding: after the 3-pixel crop no 7x7 window touches the border."""
+    rng = np.random.default_rng(3)
+    img = rng.uniform(-1, 1, (32, 32))
+    modes = ("reflect", "constant", "wrap", "nearest", "mirror")
+    crops = [uniform_filter(img, size=7, mode=mode)[3:-3, 3:-3] for mode in modes]
+    for crop in crops[1:]:
+        np.testing.assert_allclose(crop, crops[0], rtol=0, atol=1e-14)
+    # ... whereas one more row or column would see it.
+    wider = [uniform_filter(img, size=7, mode=mode)[2:-2, 2:-2] for mode in ("reflect", "wrap")]
+    assert np.abs(wider[0] - wider[1]).max() > 1e-3
+
+
+def test_float32_input_is_scored_as_its_float64_value(pair_sets):
+    a, b = pair_sets["natural_vs_noisy"]
+    a32 = a[:50].astype(np.float32)
+    np.testing.assert_array_equal(ssim(a32, b[:50]), ssim(a32.astype(np.float64), b[:50]))
+    b32 = b[:50].astype(np.float32)
+    np.testing.assert_array_equal(ssim(a32, b32), ssim(a32.astype(np.float64), b32.astype(np.float64)))
+    np.testing.assert_allclose(ssim(a32, b[:50]), skimage_ssim(a32, b[:50]), rtol=0, atol=1e-12)
+
+
+def test_ssim_is_symmetric_and_accepts_views(pair_sets):
+    a, b = pair_sets["random_vs_natural"]
+    np.testing.assert_allclose(ssim(a, b), ssim(b, a), rtol=0, atol=1e-15)
+    # Non-contiguous inputs (every other image, a flipped view) are scored like their copies.
+    np.testing.assert_array_equal(ssim(a[::2], b[::2]), ssim(a[::2].copy(), b[::2].copy()))
+    flipped_a, flipped_b = a[:, ::-1], b[:, ::-1]
+    np.testing.assert_array_equal(ssim(flipped_a, flipped_b), ssim(flipped_a.copy(), flipped_b.copy()))
+
+
+# ---------------------------------------------------------------------------------------------
+# L2
+
+
+def test_l2_matches_direct_formula(pair_sets):
+    for a, b in pair_sets.values():
+        expected = np.sqrt(np.mean((a - b) ** 2, axis=(1, 2, 3)))
+        np.testing.assert_allclose(l2(a, b), expected, rtol=1e-13, atol=0)
+        np.testing.assert_allclose(l2_reference(a, b), expected, rtol=1e-13, atol=0)
+
+
+def test_l2_known_values():
+    lo, hi = constant(-1.0)[None], constant(1.0)[None]
+    assert l2(lo, hi)[0] == 2.0
+    assert l2(lo, lo)[0] == 0.0
+    x = np.zeros((1, *SHAPE))
+    x[0, 5, 6, 1] = 1.0  # one value off by 1: sqrt(1 / 3072)
+    np.testing.assert_allclose(l2(x, np.zeros_like(x)), [np.sqrt(1 / 3072)], rtol=1e-15)
+    np.testing.assert_allclose(l2(x.astype(np.float32), np.zeros_like(x)), [np.sqrt(1 / 3072)], rtol=1e-15)
+
+
+# ---------------------------------------------------------------------------------------------
+# score_pairs
+
+
+@pytest.fixture(scope="module")
+def scoring_case():
+    rng = np.random.default_rng(11)
+    private = np.round((natural_images(rng, 25) + 1) * 127.5).astype(np.uint8)
+    recovered = np.clip(to_unit(private[rng.integers(0, 25, 40)]) + rng.normal(0, 0.2, (40, *SHAPE)), -1, 1)
+    index = rng.integers(0, 25, (40, 3))
+    index[0] = [4, 4, 4]  # repeats are allowed
+    return recovered.astype(np.float32), private, index
+
+
+def test_score_pairs_equals_looping_over_ssim_and_l2(scoring_case):
+    recovered, private, index = scoring_case
+    got_ssim, got_l2 = score_pairs(recovered, private, index)
+    assert got_ssim.shape == got_l2.shape == index.shape
+    assert got_ssim.dtype == got_l2.dtype == np.float64
+    for b in range(len(recovered)):
+        for k in range(index.shape[1]):
+            x, y = recovered[b : b + 1], to_unit(private[index[b, k] : index[b, k] + 1])
+            assert got_ssim[b, k] == pytest.approx(ssim(x, y)[0], abs=1e-15, rel=0)
+            assert got_l2[b, k] == pytest.approx(l2(x, y)[0], abs=1e-15, rel=0)
+    expected = skimage_ssim(recovered, to_unit(private[index[:, 0]]))
+    np.testing.assert_allclose(got_ssim[:, 0], expected, rtol=0, atol=1e-12)
+
+
+def test_score_pairs_rows_do_not_interact(scoring_case):
+    """Any subset, any order, any number of candidates per row: each score depends on its pair only."""
+    recovered, private, index = scoring_case
+    full_ssim, full_l2 = score_pairs(recovered, private, index)
+    order = np.random.default_rng(1).permutation(len(recovered))[:17]
+    part_ssim, part_l2 = score_pairs(recovered[order], private, index[order, ::-1])
+    np.testing.assert_array_equal(part_ssim, full_ssim[order, ::-1])
+    np.testing.assert_array_equal(part_l2, full_l2[order, ::-1])
+    one_ssim, _ = score_pairs(recovered, private, index[:, 1:2].astype(np.int32))
+    np.testing.assert_array_equal(one_ssim[:, 0], full_ssim[:, 1])
+
+
+def test_perfect_recovery_scores_exactly(scoring_case):
+    _, private, _ = scoring_case
+    index = np.arange(len(private))[:, None]
+    s, d = score_pairs(to_unit(private), private, index)
+    assert (s == 1.0).all() and (d == 0.0).all()
+
+
+def test_score_pairs_empty_inputs(scoring_case):
+    recovered, private, index = scoring_case
+    s, d = score_pairs(recovered[:0], private, index[:0])
+    assert s.shape == d.shape == (0, 3)
+    s, d = score_pairs(recovered, private, np.zeros((len(recovered), 0), dtype=np.int64))
+    assert s.shape == d.shape == (len(recovered), 0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad inputs
+
+
+def _bad_recovered():
+    good = np.zeros((2, *SHAPE), dtype=np.float32)
+    nan = good.copy()
+    nan[1, 3, 4, 2] = np.nan
+    inf = good.copy()
+    inf[0, 0, 0, 0] = -np.inf
+    return [
+        (good.astype(np.uint8), "recovered must be float32 or float64"),
+        (good.astype(np.float16), "recovered must be float32 or float64"),
+        (good.astype(np.int64), "recovered must be float32 or float64"),
+        (good[0], r"recovered must have shape \(N, 32, 32, 3\)"),
+        (good.transpose(0, 3, 1, 2), r"recovered must have shape \(N, 32, 32, 3\)"),
+        (np.zeros((2, 32, 32, 4), np.float32), r"recovered must have shape \(N, 32, 32, 3\)"),
+        (nan, "recovered must be finite, but image 1 holds 1 NaN or inf"),
+        (inf, "recovered must be finite, but image 0 holds 1 NaN or inf"),
+    ]
+
+
+@pytest.mark.parametrize("recovered, message", _bad_recovered())
+def test_score_pairs_rejects_bad_recovered(recovered, message):
+    private = np.zeros((3, *SHAPE), dtype=np.uint8)
+    index = np.zeros((len(recovered) if recovered.ndim == 4 else 2, 2), dtype=np.int64)
+    with pytest.raises(ValueError, match=message):
+        score_pairs(recovered, private, index)
+
+
+def test_score_pairs_finds_every_nonfinite_image_in_a_large_batch():
+    recovered = np.zeros((600, *SHAPE), np.float32)
+    recovered[457, 31, 0, 1] = np.inf
+    recovered[458, 2, 2, 2] = np.nan
+    recovered[458, 2, 3, 2] = np.nan
+    message = r"recovered must be finite, but image 457 holds 1 NaN or inf values \(2 such images\)"
+    with pytest.raises(ValueError, match=message):
+        score_pairs(recovered, np.zeros((1, *SHAPE), np.uint8), np.zeros((600, 2), np.int64))
+    message = r"b must be finite, but image 456 holds 1 NaN or inf values \(2 such images\)"
+    with pytest.raises(ValueError, match=message):
+        ssim(np.zeros((599, *SHAPE)), recovered[1:])
+
+
+def test_score_pairs_checks_finiteness_without_pairs():
+    recovered = np.zeros((2, *SHAPE))
+    recovered[1, 0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="recovered must be finite, but image 1"):
+        score_pairs(recovered, np.zeros((1, *SHAPE), np.uint8), np.zeros((2, 0), np.int64))
+
+
+@pytest.mark.parametrize("private, index, message", [
+    (np.zeros((3, *SHAPE), np.float32), np.zeros((2, 1), np.int64), "private_images must be uint8"),
+    (np.zeros((3, 32, 32), np.uint8), np.zeros((2, 1), np.int64), r"private_images must have shape \(n, 32, 32, 3\)"),
+    (np.zeros((3, 3, 32, 32), np.uint8), np.zeros((2, 1), np.int64),
+     r"private_images must have shape \(n, 32, 32, 3\)"),
+    (np.zeros((3, *SHAPE), np.uint8), np.zeros((2, 1), np.float64), "private_index must be an integer array"),
+    (np.zeros((3, *SHAPE), np.uint8), np.zeros((2, 1), np.bool_), "private_index must be an integer array"),
+    (np.zeros((3, *SHAPE), np.uint8), np.zeros(2, np.int64), r"private_index must have shape \(B, m\) with B = 2"),
+    (np.zeros((3, *SHAPE), np.uint8), np.zeros((3, 1), np.int64), r"private_index must have shape \(B, m\) with B = 2"),
+    (np.zeros((3, *SHAPE), np.uint8), np.array([[0], [-1]]), r"private_index values must lie in \[0, 3\)"),
+    (np.zeros((3, *SHAPE), np.uint8), np.array([[0], [3]]), r"private_index values must lie in \[0, 3\)"),
+])
+def test_score_pairs_rejects_bad_private_side(private, index, message):
+    with pytest.raises(ValueError, match=message):
+        score_pairs(np.zeros((2, *SHAPE), np.float32), private, index)
+
+
+@pytest.mark.parametrize("fn", [ssim, l2])
+def test_pair_functions_reject_bad_inputs(fn):
+    good = np.zeros((2, *SHAPE))
+    with pytest.raises(ValueError, match="a must be float32 or float64"):
+        fn(good.astype(np.uint8), good)
+    with pytest.raises(ValueError, match=r"b must have shape \(N, 32, 32, 3\)"):
+        fn(good, good[:, :16])
+    with pytest.raises(ValueError, match="a and b must hold the same number of images, got 2 and 1"):
+        fn(good, good[:1])
+    bad = good.copy()
+    bad[1, 31, 31, 2] = np.inf
+    with pytest.raises(ValueError, match="b must be finite, but image 1"):
+        fn(good, bad)
+    with pytest.raises(ValueError, match="a must be finite, but image 1"):
+        fn(bad, good)
