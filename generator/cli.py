@@ -1,0 +1,193 @@
+"""``instahide generate`` and ``instahide patches``: the commands that build things."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+from challenge.errors import UsageError
+
+GENERATE_EXAMPLES = """\
+examples:
+  instahide generate --out release/                       # embedded data, fresh secret seed
+  instahide generate --out practice/ --practice --seed 7  # replayable practice release
+  instahide generate --out r/ --private cifar-10-batches-py/ --public bank.zarr --balanced
+"""
+
+PATCHES_EXAMPLES = """\
+examples:
+  instahide patches /data/imagenet/train --out bank.zarr            # ~1.28M JPEGs, resumable
+  instahide patches photos/ --out bank.zarr --crops-per-image 4 --workers 8
+"""
+
+DEFAULT_BANK_SEED = "instahide-patches-v1"
+
+
+def register(sub) -> None:
+    _add_generate(sub)
+    _add_patches(sub)
+
+
+def _add_generate(sub) -> None:
+    from challenge.domain import DOMAINS
+    from challenge.params import MODES, Params
+
+    d = Params()
+    p = sub.add_parser(
+        "generate",
+        help="build a challenge release (public files + secret key store)",
+        description="Build an InstaHide challenge release: public/ (encryptions, labels, manifest, "
+        "preview) and secret/keys.zarr (seed, keys, ground truth; keep it secret until the reveal). "
+        "With no --private/--public the embedded default data in data/ is used.",
+        epilog=GENERATE_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--out", type=Path, default=Path("release"), help="release folder to create (default: %(default)s)")
+    p.add_argument("--seed", help="secret seed: 64 hex digits (256 bits); default: fresh from the OS")
+    p.add_argument("--practice", action="store_true",
+                   help="accept a short, guessable --seed and mark the release as replayable")
+    p.add_argument("--private", type=Path,
+                   help="private set: CIFAR-10/100 folder (binary or python version), image folder "
+                   "(one subfolder per class) or .npz (default: embedded)")
+    p.add_argument("--public", type=Path,
+                   help="public patches: a bank from 'instahide patches', an image folder (a bank is "
+                   "built with the default settings) or an .npz with 'patches' (default: embedded)")
+    p.add_argument("--mode", choices=MODES, default=d.mode,
+                   help="cross: private + public patches; inside: private only; mixup: no sign mask (default: %(default)s)")
+    p.add_argument("--k", type=int, default=d.k, help="images per encryption (default: %(default)s)")
+    p.add_argument("--k-private", type=int, help="private images per encryption (default: 2; k for --mode inside)")
+    p.add_argument("--c1", type=float, default=d.c1, help="redraw lambda while any lambda > c1 (default: %(default)s)")
+    p.add_argument("--c2", type=float, default=d.c2,
+                   help="redraw lambda while the private lambdas sum < c2 (default: %(default)s)")
+    p.add_argument("--n-private", type=int, default=d.n_private, help="private images in the challenge (default: %(default)s)")
+    p.add_argument("--per-image", type=int, default=d.per_image,
+                   help="encryptions whose first private image is each private image (default: %(default)s)")
+    p.add_argument("--balanced", action="store_true", help="choose the private images equally from every class")
+    p.add_argument("--domain", choices=list(DOMAINS), default=d.domain,
+                   help="pixel domain: centered [-1,1] (the mask hides signs) or positive [0,1] "
+                   "(|encryption| = mix: InstaHide collapses to Mixup) (default: %(default)s)")
+    p.add_argument("--chunk", type=int, default=4096, help="encryptions encoded per batch; bounds memory (default: %(default)s)")
+    p.add_argument("--force", action="store_true", help="replace an existing release at --out")
+    p.add_argument("--json", action="store_true", help="print the manifest as JSON on stdout")
+    p.set_defaults(run=_run_generate)
+
+
+def _run_generate(args) -> int:
+    from challenge.keystream import fresh_seed, parse_seed
+    from challenge.params import Params
+    from generator.release import generate
+
+    k_private = args.k_private if args.k_private is not None else (args.k if args.mode == "inside" else 2)
+    params = Params(mode=args.mode, k=args.k, k_private=k_private, c1=args.c1, c2=args.c2,
+                    n_private=args.n_private, per_image=args.per_image, domain=args.domain,
+                    balanced=args.balanced).validate()
+    if args.seed is None:
+        if args.practice:
+            raise UsageError("--practice needs a --seed (a practice release exists to be replayed)")
+        seed = fresh_seed()
+    else:
+        try:
+            seed = parse_seed(args.seed, practice=args.practice)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+    if args.practice:
+        print("instahide: warning: practice seed: anyone can replay this release's keys; never use it "
+              "for a real challenge", file=sys.stderr)
+    private, public = load_sources(args.private, args.public, params)
+    manifest = generate(args.out, params, seed, private, public, practice=args.practice,
+                        chunk=args.chunk, force=args.force)
+    if args.json:
+        print(json.dumps(manifest, indent=2, sort_keys=True))
+    else:
+        print(f"wrote {args.out}/: {manifest['n_encryptions']} encryptions "
+              f"({params.mode}, k={params.k}, k_private={params.k_private}, {params.domain} domain)")
+        print("  public/  publish this (manifest.json lists every file's SHA-256)")
+        print(f"  secret/keys.zarr  KEEP SECRET until the reveal; commitment {manifest['key_store']['commitment']}")
+    return 0
+
+
+def load_sources(private_path: Path | None, public_path: Path | None, params):
+    """The private set and (when the mode uses one) the public bank; embedded data by default."""
+    from generator.default_data import default_private, default_public
+    from generator.sources import load_private, load_public
+
+    private = load_private(private_path) if private_path is not None else default_private()
+    if not params.k_public:
+        return private, None
+    if public_path is None:
+        return private, default_public()
+    if public_path.is_dir() and not (public_path / "zarr.json").is_file():
+        return private, _bank_from_folder(public_path)
+    return private, load_public(public_path)
+
+
+def _bank_from_folder(folder: Path):
+    """Build a patch bank of an image folder with the default settings, in a temporary place."""
+    from generator.patches import build_patch_bank
+    from generator.sources import load_public
+
+    with tempfile.TemporaryDirectory(prefix="instahide-bank-") as tmp:
+        bank = Path(tmp) / "bank.zarr"
+        build_patch_bank(folder, bank, seed=bank_seed(DEFAULT_BANK_SEED))
+        return load_public(bank)
+
+
+def bank_seed(text: str) -> bytes:
+    """Crop positions are public: the bank seed only makes them reproducible, it guards nothing."""
+    return text.encode()
+
+
+def _add_patches(sub) -> None:
+    from generator.patches import DEFAULT_MIN_KEYPOINTS
+
+    p = sub.add_parser(
+        "patches",
+        help="build a public patch bank from a folder of photos (e.g. ImageNet train)",
+        description="Walk PUBLIC_DIR, resize every image so its short side is 40 px, take random 32x32 "
+        "crops and keep those that are not flat (a keypoint-count filter in the spirit of the 2020 "
+        "challenge). Writes a Zarr bank recording each patch's source file and crop box. Parallel, "
+        "bounded in memory and resumable: re-run the same command after an interruption.",
+        epilog=PATCHES_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("public_dir", type=Path, metavar="PUBLIC_DIR", help="folder tree of images")
+    p.add_argument("--out", type=Path, required=True, help="bank to create or resume (a .zarr folder)")
+    p.add_argument("--crops-per-image", type=int, default=2, help="random crops tried per image (default: %(default)s)")
+    p.add_argument("--min-keypoints", type=int, default=DEFAULT_MIN_KEYPOINTS,
+                   help="keep patches with more keypoints than this (default: %(default)s)")
+    p.add_argument("--workers", type=int, help="decoding processes (default: one per core)")
+    p.add_argument("--seed", default=DEFAULT_BANK_SEED,
+                   help="public text that fixes the crop positions (default: %(default)s)")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
+    p.set_defaults(run=_run_patches)
+
+
+def _run_patches(args) -> int:
+    from challenge.progress import Progress
+    from generator.patches import build_patch_bank
+
+    if args.workers is not None and args.workers < 1:
+        raise UsageError(f"--workers must be positive, got {args.workers}")
+    bar = None
+
+    def progress(done: int, total: int, patches: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = Progress("patches", total).__enter__()
+        bar.advance(done - bar.done)
+
+    summary = build_patch_bank(args.public_dir, args.out, crops_per_image=args.crops_per_image,
+                               seed=bank_seed(args.seed), workers=args.workers,
+                               min_keypoints=args.min_keypoints, progress=progress)
+    if bar is not None:
+        bar.__exit__(None, None, None)
+    if args.json:
+        print(json.dumps(dataclasses.asdict(summary), indent=2, sort_keys=True))
+    else:
+        print(f"wrote {summary.path}: {summary.patches} patches from {summary.files} images "
+              f"({summary.unreadable} unreadable, skipped) in {summary.seconds:.1f} s")
+    return 0

@@ -1,0 +1,587 @@
+"""Load a private image set from the user's disk into an :class:`ImageSet`, trusting no file.
+
+``load_private(path)`` looks at what is on disk and picks the layout:
+
+* CIFAR-10 binary: ``data_batch_1.bin``..``data_batch_5.bin`` (``test_batch.bin`` with
+  ``split="test"``); records of 1 label byte + 3072 pixel bytes (R, G, B planes of 32x32).
+  Class names from ``batches.meta.txt`` when present.
+* CIFAR-100 binary: ``train.bin`` (``test.bin``); records of 2 label bytes (coarse, fine) + 3072.
+  Labels are the *fine* labels; class names from ``fine_label_names.txt`` when present.
+* CIFAR-10 python: ``data_batch_1``..``data_batch_5`` (``test_batch``), ``batches.meta``.
+* CIFAR-100 python: ``train`` (``test``), ``meta``; fine labels.
+  These are Python 2 pickles: they are read with :class:`RestrictedUnpickler`, which admits only the
+  numpy array reconstruction globals the real files contain and refuses anything else before it runs.
+* ``.npz`` with arrays ``images`` (N, 32, 32, 3) uint8 and ``labels`` (N,) integer (optional
+  ``class_names``, a unicode array), or a directory holding ``images.npy`` + ``labels.npy``.
+  Read with ``allow_pickle=False``.
+* An image folder with one subfolder per class (torchvision ``ImageFolder`` / ImageNet layout);
+  classes are the sorted subfolder names.
+
+Every set has ``origin_columns = ("file", "record")``: index into ``source_files`` and record
+number inside that file (0 for an image file).  :func:`load_public` reads the public set (a patch
+bank folder or an ``.npz`` with ``patches``).
+
+The training files are used by default (``split="train"``); every batch file present is required
+to be numbered 1..k without gaps.  A directory that holds exactly one of the folders the official
+archives unpack to (``cifar-10-batches-bin`` etc.) is looked into.
+
+Image folder rules (documented here because they change pixels):
+
+* Files: recursive walk of each class folder, sorted by relative POSIX path; hidden entries
+  (name starting with ".") are ignored; symlinked *directories* are never followed (so symlink
+  loops cannot hang the walk) and are counted in ``notes["skipped_symlinked_dirs"]``; only files
+  with an extension in :data:`IMAGE_EXTENSIONS` are read, others are counted in
+  ``notes["ignored_non_image_files"]``.  Multi-frame files give their first frame; EXIF
+  orientation is ignored (pixels as stored), as torchvision does.  Symlinked files are read;
+  files directly in the top folder are ignored (``notes["ignored_top_level_files"]``).
+* Conversion to 8-bit RGB (:func:`to_rgb8`), counted as ``notes["converted_<MODE>"]``:
+  16-bit/32-bit integer grey (``I;16*``, ``I``) -> clip to 0..65535, then ``round(v / 257)``;
+  everything else through Pillow's ``convert("RGB")`` (grey is replicated, palettes expanded,
+  CMYK converted, alpha dropped as torchvision does; ``F`` is clipped to 0..255 by Pillow).
+* Resize: images already 32x32 are kept as they are; others are resized so the short side is
+  32 (long side ``long * 32 / short`` rounded half up) with Pillow LANCZOS, then centre-cropped
+  to 32x32 (offset ``(size - 32) // 2``).
+* Unreadable files (corrupt, truncated, unknown format) are skipped and counted in
+  ``notes["skipped_unreadable"]``; the private set must stay usable when one file of 50,000 is
+  damaged, and the count is reported in summaries.  A class folder with no image file, or with
+  none readable, is an error naming the folder.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import re
+import struct
+import zipfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from challenge.errors import UsageError
+from challenge.imageset import ImageSet
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "RestrictedUnpickler",
+    "SourceError",
+    "detect_layout",
+    "load_private",
+    "load_public",
+    "read_image_rgb8",
+    "resize_center_crop",
+    "to_rgb8",
+    "walk_image_files",
+]
+
+CIFAR_PIXELS = 3072
+SIZE = 32
+
+#: Extensions read as images (lower-case).  A fixed list, not Pillow's registry, so the set of
+#: files read does not change with the Pillow version.
+IMAGE_EXTENSIONS = frozenset(
+    ".jpg .jpeg .jpe .jfif .png .bmp .dib .gif .tif .tiff .webp .ppm .pgm .pbm .pnm .tga "
+    ".qoi .pcx .sgi .ras .jp2 .j2k .avif".split()
+)
+
+_ARCHIVE_DIRS = ("cifar-10-batches-bin", "cifar-100-binary", "cifar-10-batches-py", "cifar-100-python")
+
+
+class SourceError(UsageError):
+    """A user's data set is not what its layout requires; the message names file, field, expectation."""
+
+
+# --------------------------------------------------------------------------------------------
+# Layout detection
+
+
+def detect_layout(path: str | os.PathLike) -> tuple[str, Path]:
+    """Return (layout name, resolved path) for ``path`` without reading any data.
+
+    Layout names: ``cifar10-bin``, ``cifar100-bin``, ``cifar10-py``, ``cifar100-py``, ``npz``,
+    ``npy``, ``image-folder``.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise SourceError(f"{p}: no such file or directory")
+    if p.is_file():
+        if p.suffix == ".npz":
+            return "npz", p
+        if p.suffix == ".npy":
+            if (p.parent / "labels.npy").is_file() and p.name != "labels.npy":
+                return "npy", p.parent
+            raise SourceError(f"{p}: a .npy images file needs labels.npy beside it")
+        raise SourceError(f"{p}: unrecognised file; expected a .npz file or a data set directory")
+    names = {e.name for e in os.scandir(p) if e.is_file()}
+    if "data_batch_1.bin" in names or "test_batch.bin" in names:
+        return "cifar10-bin", p
+    if "train.bin" in names or "test.bin" in names:
+        return "cifar100-bin", p
+    if "data_batch_1" in names or "test_batch" in names:
+        return "cifar10-py", p
+    if ("train" in names or "test" in names) and "meta" in names:
+        return "cifar100-py", p
+    if "images.npy" in names and "labels.npy" in names:
+        return "npy", p
+    inner = [d for d in _ARCHIVE_DIRS if (p / d).is_dir()]
+    if len(inner) == 1:
+        return detect_layout(p / inner[0])
+    if any(e.is_dir(follow_symlinks=False) and not e.name.startswith(".") for e in os.scandir(p)):
+        return "image-folder", p
+    raise SourceError(
+        f"{p}: unrecognised layout; expected CIFAR-10/100 (binary or python version), "
+        "images.npy + labels.npy, a .npz file, or one subfolder per class"
+    )
+
+
+def load_private(path: str | os.PathLike, *, split: str = "train") -> ImageSet:
+    """Load the private set at ``path`` (layout detected from disk); ``split`` is "train" or "test"."""
+    if split not in ("train", "test"):
+        raise SourceError(f"split: expected 'train' or 'test', got {split!r}")
+    layout, p = detect_layout(path)
+    if layout == "cifar10-bin":
+        return _load_cifar_bin(p, split, cifar100=False)
+    if layout == "cifar100-bin":
+        return _load_cifar_bin(p, split, cifar100=True)
+    if layout == "cifar10-py":
+        return _load_cifar_py(p, split, cifar100=False)
+    if layout == "cifar100-py":
+        return _load_cifar_py(p, split, cifar100=True)
+    if layout == "npz":
+        return _load_npz(p)
+    if layout == "npy":
+        return _load_npy_pair(p)
+    return _load_image_folder(p)
+
+
+def load_public(path: str | os.PathLike) -> ImageSet:
+    """Load the public set: a patch bank folder written by ``instahide patches``
+    (:func:`generator.patches.build_patch_bank`), or an ``.npz`` with an array ``patches``
+    (N, 32, 32, 3) uint8.  Labels are -1."""
+    p = Path(path)
+    if p.is_dir():
+        from generator.patches import load_patch_bank  # patches imports this module
+
+        return load_patch_bank(p)
+    if not p.is_file():
+        raise SourceError(f"{p}: no such file or directory")
+    with _np_load(p) as z:
+        if not isinstance(z, np.lib.npyio.NpzFile) or "patches" not in z.files:
+            raise SourceError(f"{p}: patches: expected a patch bank folder or an .npz with an array 'patches'")
+        try:
+            patches = z["patches"]
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+            raise SourceError(f"{p}: not readable without pickles ({e})") from None
+    if patches.dtype != np.uint8 or patches.ndim != 4 or patches.shape[1:] != (SIZE, SIZE, 3):
+        raise SourceError(f"{p}: patches: expected uint8 (N, 32, 32, 3), got {patches.dtype} {patches.shape}")
+    n = len(patches)
+    origin = np.stack([np.zeros(n, np.int64), np.arange(n, dtype=np.int64)], axis=1)
+    return ImageSet(np.ascontiguousarray(patches), np.full(n, -1, np.int64), (), (p.name,), origin,
+                    ("file", "record"))
+
+
+# --------------------------------------------------------------------------------------------
+# CIFAR, binary version
+
+
+def _numbered_batches(d: Path, pattern: str, what: str) -> list[Path]:
+    """Files data_batch_1..k (no gaps) in ``d``; ``pattern`` has one ``(\\d+)`` group."""
+    rx = re.compile(pattern)
+    found = {}
+    for e in os.scandir(d):
+        m = rx.fullmatch(e.name)
+        if m:
+            found[int(m.group(1))] = d / e.name
+    if not found:
+        raise SourceError(f"{d}: no {what} files found")
+    missing = [i for i in range(1, max(found) + 1) if i not in found]
+    if missing:
+        raise SourceError(f"{d}: {what} {missing[0]} is missing; batches must be numbered 1..{max(found)}")
+    return [found[i] for i in sorted(found)]
+
+
+def _read_class_names_txt(path: Path, expected: int) -> tuple[str, ...]:
+    if not path.is_file():
+        return tuple(str(i) for i in range(expected))
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise SourceError(f"{path}: class names: expected UTF-8 text, one name a line ({e})") from None
+    names = tuple(line.strip() for line in text.splitlines() if line.strip())
+    if len(names) != expected:
+        raise SourceError(f"{path}: class names: expected {expected} non-empty lines, got {len(names)}")
+    return names
+
+
+def _planar_to_hwc(planes: np.ndarray, out: np.ndarray) -> None:
+    """(n, 3072) R, G, B planes -> out (n, 32, 32, 3); in blocks that stay in cache (4x faster
+    than one big transpose)."""
+    flat = out.reshape(len(out), SIZE * SIZE, 3)
+    for i in range(0, len(out), 256):
+        block = planes[i : i + 256]
+        for c in range(3):
+            flat[i : i + 256, :, c] = block[:, c * 1024 : (c + 1) * 1024]
+
+
+def _load_cifar_bin(d: Path, split: str, *, cifar100: bool) -> ImageSet:
+    label_bytes = 2 if cifar100 else 1
+    n_classes = 100 if cifar100 else 10
+    if cifar100:
+        files = [d / f"{split}.bin"]
+        if not files[0].is_file():
+            raise SourceError(f"{files[0]}: missing (CIFAR-100 binary {split} file)")
+        names = _read_class_names_txt(d / "fine_label_names.txt", 100)
+    else:
+        if split == "train":
+            files = _numbered_batches(d, r"data_batch_(\d+)\.bin", "data_batch_N.bin")
+        else:
+            files = [d / "test_batch.bin"]
+            if not files[0].is_file():
+                raise SourceError(f"{files[0]}: missing (CIFAR-10 binary test file)")
+        names = _read_class_names_txt(d / "batches.meta.txt", 10)
+    rec = label_bytes + CIFAR_PIXELS
+    counts = []
+    for f in files:
+        size = f.stat().st_size
+        if size == 0 or size % rec:
+            raise SourceError(
+                f"{f}: file size {size} bytes is not a whole number of {rec}-byte records "
+                f"({label_bytes} label byte{'s' if label_bytes > 1 else ''} + {CIFAR_PIXELS} pixel bytes)"
+            )
+        counts.append(size // rec)
+    total = sum(counts)
+    images = np.empty((total, SIZE, SIZE, 3), np.uint8)
+    labels = np.empty(total, np.int64)
+    origin = np.empty((total, 2), np.int64)
+    at = 0
+    for i, (f, n) in enumerate(zip(files, counts)):
+        raw = np.fromfile(f, dtype=np.uint8)
+        if raw.size != n * rec:  # file changed while reading
+            raise SourceError(f"{f}: read {raw.size} bytes, expected {n * rec}")
+        raw = raw.reshape(n, rec)
+        lab = raw[:, label_bytes - 1]
+        if cifar100:
+            bad = np.flatnonzero(raw[:, 0] >= 20)
+            if bad.size:
+                raise SourceError(f"{f}: record {bad[0]}: coarse label: expected 0..19, got {raw[bad[0], 0]}")
+        bad = np.flatnonzero(lab >= n_classes)
+        if bad.size:
+            field = "fine label" if cifar100 else "label"
+            raise SourceError(f"{f}: record {bad[0]}: {field}: expected 0..{n_classes - 1}, got {lab[bad[0]]}")
+        _planar_to_hwc(raw[:, label_bytes:], images[at : at + n])
+        labels[at : at + n] = lab
+        origin[at : at + n, 0] = i
+        origin[at : at + n, 1] = np.arange(n)
+        at += n
+    return ImageSet(images, labels, names, tuple(f.name for f in files), origin, ("file", "record"))
+
+
+# --------------------------------------------------------------------------------------------
+# CIFAR, python version
+
+
+def _allowed_globals() -> dict[tuple[str, str], object]:
+    try:
+        from numpy._core.multiarray import _reconstruct  # numpy >= 2
+    except ImportError:  # pragma: no cover - numpy 1.x
+        from numpy.core.multiarray import _reconstruct
+    return {
+        ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
+        ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
+        ("numpy", "ndarray"): np.ndarray,
+        ("numpy", "dtype"): np.dtype,
+    }
+
+
+class RestrictedUnpickler(pickle.Unpickler):
+    """Unpickler that resolves only the globals a CIFAR pickle holds (numpy array rebuilding).
+
+    Any other global (``os.system``, ``builtins.eval``, ...) raises :class:`SourceError` before
+    it is called, so a crafted file cannot run code.  ``name`` is used in error messages.
+    """
+
+    def __init__(self, file, *, name: str, encoding: str = "bytes"):
+        super().__init__(file, encoding=encoding)
+        self.name = name
+        self._allowed = _allowed_globals()
+
+    def find_class(self, module: str, name: str):
+        obj = self._allowed.get((module, name))
+        if obj is None:
+            raise SourceError(
+                f"{self.name}: refused global '{module}.{name}': a CIFAR pickle may only hold numpy "
+                "arrays, lists, ints and strings; the file is not a CIFAR batch, or it is malicious"
+            )
+        return obj
+
+    def persistent_load(self, pid):
+        raise SourceError(f"{self.name}: refused persistent id in pickle")
+
+
+def _unpickle(path: Path) -> dict:
+    try:
+        with open(path, "rb") as fh:
+            obj = RestrictedUnpickler(fh, name=str(path)).load()
+    except SourceError:
+        raise
+    except MemoryError:
+        raise
+    except Exception as e:  # any malformed pickle: user error, not a crash
+        raise SourceError(f"{path}: not a readable CIFAR pickle ({type(e).__name__}: {e})") from None
+    if not isinstance(obj, dict):
+        raise SourceError(f"{path}: expected a pickled dict, got {type(obj).__name__}")
+    return {(k.decode("latin-1") if isinstance(k, bytes) else k): v for k, v in obj.items()}
+
+
+def _names_from(value, path: Path, key: str, expected: int) -> tuple[str, ...]:
+    if not isinstance(value, (list, tuple)) or len(value) != expected:
+        raise SourceError(f"{path}: {key}: expected a list of {expected} names")
+    out = []
+    for v in value:
+        if isinstance(v, bytes):
+            v = v.decode("utf-8", errors="replace")
+        if not isinstance(v, str):
+            raise SourceError(f"{path}: {key}: expected strings, got {type(v).__name__}")
+        out.append(v)
+    return tuple(out)
+
+
+def _load_cifar_py(d: Path, split: str, *, cifar100: bool) -> ImageSet:
+    n_classes = 100 if cifar100 else 10
+    label_key = "fine_labels" if cifar100 else "labels"
+    if cifar100:
+        files = [d / split]
+        meta_path, meta_key = d / "meta", "fine_label_names"
+    elif split == "train":
+        files = _numbered_batches(d, r"data_batch_(\d+)", "data_batch_N")
+        meta_path, meta_key = d / "batches.meta", "label_names"
+    else:
+        files = [d / "test_batch"]
+        meta_path, meta_key = d / "batches.meta", "label_names"
+    for f in files:
+        if not f.is_file():
+            raise SourceError(f"{f}: missing")
+    names = tuple(str(i) for i in range(n_classes))
+    if meta_path.is_file():
+        meta = _unpickle(meta_path)
+        if meta_key not in meta:
+            raise SourceError(f"{meta_path}: {meta_key}: missing key")
+        names = _names_from(meta[meta_key], meta_path, meta_key, n_classes)
+    parts_i, parts_l, parts_o = [], [], []
+    for i, f in enumerate(files):
+        batch = _unpickle(f)
+        data = batch.get("data")
+        if not (isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.ndim == 2
+                and data.shape[1] == CIFAR_PIXELS):
+            got = f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
+            raise SourceError(f"{f}: data: expected a uint8 array (N, {CIFAR_PIXELS}), got {got}")
+        n = len(data)
+        if label_key not in batch:
+            raise SourceError(f"{f}: {label_key}: missing key")
+        lab = np.asarray(batch[label_key])
+        if lab.dtype.kind not in "iu" or lab.shape != (n,):
+            raise SourceError(f"{f}: {label_key}: expected {n} integers, got {lab.dtype} {lab.shape}")
+        bad = np.flatnonzero((lab < 0) | (lab >= n_classes))
+        if bad.size:
+            raise SourceError(f"{f}: record {bad[0]}: {label_key}: expected 0..{n_classes - 1}, got {lab[bad[0]]}")
+        img = np.empty((n, SIZE, SIZE, 3), np.uint8)
+        _planar_to_hwc(data, img)
+        parts_i.append(img)
+        parts_l.append(lab.astype(np.int64))
+        parts_o.append(np.stack([np.full(n, i, np.int64), np.arange(n, dtype=np.int64)], axis=1))
+    images = np.concatenate(parts_i)
+    return ImageSet(
+        images, np.concatenate(parts_l), names, tuple(f.name for f in files),
+        np.concatenate(parts_o), ("file", "record"),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# numpy files
+
+
+def _check_arrays(images, labels, where_i: str, where_l: str, class_names=None) -> tuple:
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (SIZE, SIZE, 3):
+        raise SourceError(f"{where_i}: images: expected uint8 (N, 32, 32, 3), got {images.dtype} {images.shape}")
+    n = len(images)
+    if labels.dtype.kind not in "iu" or labels.shape != (n,):
+        raise SourceError(f"{where_l}: labels: expected integer ({n},), got {labels.dtype} {labels.shape}")
+    labels = labels.astype(np.int64)
+    if n and labels.min() < 0:
+        raise SourceError(f"{where_l}: labels: expected values >= 0, got {labels.min()}")
+    n_classes = int(labels.max()) + 1 if n else 0
+    if class_names is not None:
+        if class_names.dtype.kind != "U" or class_names.ndim != 1:
+            raise SourceError(f"{where_l}: class_names: expected a 1-D unicode array, got {class_names.dtype}")
+        names = tuple(str(s) for s in class_names)
+        if len(names) < n_classes:
+            raise SourceError(f"{where_l}: class_names: expected at least {n_classes} names, got {len(names)}")
+    else:
+        names = tuple(str(i) for i in range(n_classes))
+    origin = np.stack([np.zeros(n, np.int64), np.arange(n, dtype=np.int64)], axis=1)
+    return images, labels, names, origin
+
+
+def _np_load(path: Path):
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+        raise SourceError(f"{path}: not a readable numpy file without pickles ({e})") from None
+
+
+def _load_npz(path: Path) -> ImageSet:
+    with _np_load(path) as z:
+        if not isinstance(z, np.lib.npyio.NpzFile):
+            raise SourceError(f"{path}: expected a .npz archive")
+        for key in ("images", "labels"):
+            if key not in z.files:
+                raise SourceError(f"{path}: {key}: missing array (has {', '.join(z.files) or 'none'})")
+        try:
+            images, labels = z["images"], z["labels"]
+            cn = z["class_names"] if "class_names" in z.files else None
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+            raise SourceError(f"{path}: not readable without pickles ({e})") from None
+    images, labels, names, origin = _check_arrays(images, labels, str(path), str(path), cn)
+    return ImageSet(np.ascontiguousarray(images), labels, names, (path.name,), origin, ("file", "record"))
+
+
+def _load_npy_pair(d: Path) -> ImageSet:
+    ip, lp = d / "images.npy", d / "labels.npy"
+    images, labels = _np_load(ip), _np_load(lp)
+    cp = d / "class_names.npy"
+    cn = _np_load(cp) if cp.is_file() else None
+    images, labels, names, origin = _check_arrays(images, labels, str(ip), str(lp), cn)
+    return ImageSet(np.ascontiguousarray(images), labels, names, ("images.npy",), origin, ("file", "record"))
+
+
+# --------------------------------------------------------------------------------------------
+# Image files (shared with the patch bank)
+
+
+def walk_image_files(root: Path, notes: dict[str, int]) -> list[str]:
+    """Relative POSIX paths of image files under ``root``, sorted; never follows symlinked dirs."""
+    out: list[str] = []
+    stack = [("", root)]
+    while stack:
+        rel, d = stack.pop()
+        try:
+            entries = list(os.scandir(d))
+        except OSError as e:
+            raise SourceError(f"{d}: cannot list directory ({e.strerror})") from None
+        for e in entries:
+            r = f"{rel}{e.name}"
+            if e.name.startswith("."):
+                _count(notes, "ignored_hidden")
+            elif e.is_dir(follow_symlinks=False):
+                stack.append((r + "/", Path(e.path)))
+            elif e.is_symlink() and os.path.isdir(e.path):
+                _count(notes, "skipped_symlinked_dirs")
+            elif not e.is_file():
+                _count(notes, "ignored_not_regular")
+            elif os.path.splitext(e.name)[1].lower() in IMAGE_EXTENSIONS:
+                out.append(r)
+            else:
+                _count(notes, "ignored_non_image_files")
+    out.sort()
+    return out
+
+
+def _count(notes: dict[str, int], key: str, k: int = 1) -> None:
+    notes[key] = notes.get(key, 0) + k
+
+
+def to_rgb8(im: Image.Image) -> tuple[Image.Image, str | None]:
+    """8-bit RGB version of ``im`` and the original mode if a conversion happened (see module doc)."""
+    mode = im.mode
+    if mode == "RGB":
+        return im, None
+    if mode.startswith("I;16") or mode == "I":
+        a = np.asarray(im).astype(np.int64)
+        a = ((np.clip(a, 0, 65535) * 255 + 32767) // 65535).astype(np.uint8)
+        return Image.fromarray(a, "L").convert("RGB"), mode
+    if mode in ("LA", "PA", "La"):
+        im = im.convert("RGBA")
+    return im.convert("RGB"), mode
+
+
+def read_image_rgb8(path: str | os.PathLike, draft_size: tuple[int, int] | None = None
+                    ) -> tuple[Image.Image, str | None]:
+    """Decode ``path`` fully to 8-bit RGB; raise OSError-like errors for unreadable files.
+
+    ``draft_size``: (w, h) the decoder may reduce to (JPEG DCT scaling; result is at least that
+    big).  Returns (image, original mode if converted else None).
+    """
+    with Image.open(path) as im:
+        if draft_size is not None:
+            im.draft("RGB", draft_size)
+        im.load()
+        rgb, converted = to_rgb8(im)
+        if rgb is im:
+            rgb = im.copy()
+    return rgb, converted
+
+
+#: Errors a malformed image file can raise while decoding (Pillow plugins are not uniform).
+DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, IndexError, TypeError, KeyError,
+                 ZeroDivisionError, Image.DecompressionBombError, struct.error)
+
+
+def scaled_size(w: int, h: int, short: int) -> tuple[int, int]:
+    """(w, h) scaled so the short side is ``short``; long side rounded half up, at least ``short``."""
+    if w <= h:
+        return short, max(short, (2 * h * short + w) // (2 * w))
+    return max(short, (2 * w * short + h) // (2 * h)), short
+
+
+def resize_center_crop(im: Image.Image, size: int = SIZE) -> np.ndarray:
+    """Short side to ``size`` with LANCZOS (skipped if already size x size), then centre crop."""
+    if im.size != (size, size):
+        im = im.resize(scaled_size(*im.size, size), Image.Resampling.LANCZOS)
+    w, h = im.size
+    left, top = (w - size) // 2, (h - size) // 2
+    a = np.asarray(im)[top : top + size, left : left + size]
+    return np.ascontiguousarray(a, dtype=np.uint8)
+
+
+def _load_image_folder(root: Path) -> ImageSet:
+    notes: dict[str, int] = {}
+    classes = []
+    for e in sorted(os.scandir(root), key=lambda e: e.name):
+        if e.name.startswith("."):
+            continue
+        if e.is_dir(follow_symlinks=False):
+            classes.append(e.name)
+        elif e.is_symlink() and os.path.isdir(e.path):
+            _count(notes, "skipped_symlinked_dirs")
+        else:
+            _count(notes, "ignored_top_level_files")
+    if not classes:
+        raise SourceError(f"{root}: image folder: expected one subfolder per class, found none")
+    images, labels, files = [], [], []
+    for label, cls in enumerate(classes):
+        rels = walk_image_files(root / cls, notes)
+        if not rels:
+            raise SourceError(f"{root / cls}: class folder '{cls}' has no image files "
+                              f"(extensions read: {', '.join(sorted(IMAGE_EXTENSIONS))})")
+        kept = 0
+        for rel in rels:
+            try:
+                im, converted = read_image_rgb8(root / cls / rel)
+                arr = resize_center_crop(im)
+            except DECODE_ERRORS:
+                _count(notes, "skipped_unreadable")
+                continue
+            if converted:
+                _count(notes, f"converted_{converted}")
+            images.append(arr)
+            labels.append(label)
+            files.append(f"{cls}/{rel}")
+            kept += 1
+        if not kept:
+            raise SourceError(f"{root / cls}: class folder '{cls}' has no readable image "
+                              f"({len(rels)} file(s), all corrupt or truncated)")
+    n = len(images)
+    origin = np.stack([np.arange(n, dtype=np.int64), np.zeros(n, np.int64)], axis=1)
+    return ImageSet(np.stack(images), np.asarray(labels, np.int64), tuple(classes), tuple(files),
+                    origin, ("file", "record"), notes)
