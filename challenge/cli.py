@@ -21,6 +21,7 @@ class OneLineParser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     from generator.cli import register as register_generator
+    from verifier.cli import register as register_verifier
 
     parser = OneLineParser(
         prog="instahide",
@@ -30,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=OneLineParser)
     register_generator(sub)
+    register_verifier(sub)
     return parser
 
 

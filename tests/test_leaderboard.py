@@ -1,0 +1,99 @@
+"""Leaderboard ranking and pages, and the baselines that calibrate it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from challenge import cli as instahide
+from challenge.format import open_key_store
+from verifier import leaderboard
+from verifier.baselines import blind, write_baseline
+from verifier.submission import Expected
+
+EXPECTED = Expected(100, "centered")
+
+
+@pytest.fixture(scope="module")
+def subs(tiny_release, tmp_path_factory):
+    """The three baselines, a dated copy of the oracle and an invalid submission."""
+    root = tmp_path_factory.mktemp("subs")
+    keys = open_key_store(tiny_release / "secret" / "keys.zarr")
+    for kind in ("oracle", "blind", "noise"):
+        write_baseline(kind, root / kind, EXPECTED, store=keys, release=tiny_release)
+    shutil.copytree(root / "oracle", root / "z-early")
+    (root / "z-early" / "metadata.json").write_text(json.dumps({"team": "<script>x</script> | y", "date": "2020-01-01"}))
+    (root / "bad").mkdir()
+    np.save(root / "bad" / "decryption.npy", np.zeros((100, 3, 32, 32), np.float32))
+    return root
+
+
+def run(capsys, *args):
+    code = instahide.main([str(a) for a in args])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_leaderboard_ranks_and_writes_pages(subs, tiny_release, tmp_path, capsys):
+    keys = tiny_release / "secret" / "keys.zarr"
+    order = ("noise", "bad", "oracle", "blind", "z-early")
+    code, out, err = run(capsys, "leaderboard", *(subs / s for s in order), "--keys", keys, "--out", tmp_path)
+    assert code == 0 and "bad: invalid, not ranked" in err
+    md = (tmp_path / "leaderboard.md").read_text()
+    assert out == md
+    rows = [line.split(" | ")[1] for line in md.splitlines()[2:7] if line.startswith("| ")]
+    # the dated oracle wins the tie with the undated one; noise and blind score far lower
+    assert rows[:2] == ["z-early", "oracle"] and set(rows[2:]) == {"blind", "noise"}
+    assert "Max_SSIM | Mean_SSIM | Min_L2 | Max_L2 | Mean_L2" in md.splitlines()[0]
+    assert "Not ranked" in md and "NCHW" in md and "\\|" in md  # a team's '|' cannot break the table
+    page = (tmp_path / "leaderboard.html").read_text()
+    assert "<script>x" not in page and "&lt;script&gt;" in page
+    images = sorted((tmp_path / "images").iterdir())
+    assert [p.name for p in images] == [f"{r:03d}-{name}.png" for r, name in enumerate(rows, 1)]
+    assert all(f'src="images/{p.name}"' in page for p in images)
+    sheet = np.asarray(Image.open(images[1]))
+    assert sheet.shape == (2 * 98 + 2, 8 * 98 + 2, 3)  # 2 rows of 8 tiles, 96 px each, 2 px gaps
+
+
+def test_oracle_picture_pairs_match(subs, tiny_release):
+    keys = open_key_store(tiny_release / "secret" / "keys.zarr")
+    entries = leaderboard.build([subs / "oracle"], keys)
+    sheet = np.asarray(leaderboard.recovery_sheet(entries[0], keys, EXPECTED))
+    tile = lambda r, c: sheet[2 + r * 98 : 2 + r * 98 + 96, 2 + c * 98 : 2 + c * 98 + 96]
+    for r in range(2):
+        for pair in range(4):  # a perfect recovery looks exactly like the image beside it
+            np.testing.assert_array_equal(tile(r, 2 * pair), tile(r, 2 * pair + 1))
+
+
+def test_tie_goes_to_earlier_date_whatever_the_order(subs, tiny_release):
+    keys = open_key_store(tiny_release / "secret" / "keys.zarr")
+    entries = leaderboard.build([subs / "oracle", subs / "z-early"], keys)
+    for order in (entries, entries[::-1]):
+        assert [e.name for e in leaderboard.rank(order)] == ["z-early", "oracle"]
+
+
+def test_baselines_and_their_errors(tiny_release, tmp_path, capsys):
+    code, _, err = run(capsys, "baseline", "oracle", "--release", tiny_release, "--out", tmp_path / "o")
+    assert code == 2 and "needs --keys" in err
+    code, _, err = run(capsys, "baseline", "blind", "--keys", tiny_release / "secret" / "keys.zarr", "--out", tmp_path / "b")
+    assert code == 2 and "needs --release" in err
+    assert run(capsys, "baseline", "noise", "--release", tiny_release, "--out", tmp_path / "n")[0] == 0
+    first = np.load(tmp_path / "n" / "decryption.npy")
+    code, _, err = run(capsys, "baseline", "noise", "--release", tiny_release, "--out", tmp_path / "n")
+    assert code == 2 and "--force" in err
+    assert run(capsys, "baseline", "noise", "--release", tiny_release, "--out", tmp_path / "n", "--force")[0] == 0
+    np.testing.assert_array_equal(np.load(tmp_path / "n" / "decryption.npy"), first)  # seeded
+    assert first.dtype == np.float32 and first.min() >= -1 and first.max() <= 1 and first.std() > 0.5
+    assert sorted(p.name for p in (tmp_path / "n").iterdir()) == ["decryption.npy", "metadata.json"]
+
+
+def test_blind_stretches_each_image_to_the_domain():
+    x = np.zeros((2, 32, 32, 3), np.float32)
+    x[0, 0, 0, 0], x[0, 1, 1, 1] = -0.5, 0.25  # |x| spans 0 .. 0.5
+    out = blind(x, Expected(2, "positive"))
+    assert out[0].min() == 0 and out[0].max() == 1 and out[0, 1, 1, 1] == 0.5
+    assert np.all(out[1] == 0.5)  # a flat image maps to the middle of the range

@@ -1,0 +1,117 @@
+"""Reference submissions that show the scale of the metric on a release.
+
+``oracle``: the ground truth (each encryption's first private image, uint8): Max_SSIM 1, Min_L2 0.
+``blind``: |encryption| stretched per image to the domain's range, what one gets without any key.
+``noise``: uniform random values in the domain's range (seeded).
+Each is written block by block, so a baseline for a million encryptions needs little memory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from challenge import format as fmt
+from challenge.errors import UsageError
+from verifier.scoring import write_atomic
+from verifier.submission import DECRYPTION_FILE, METADATA_FILE, ROWS, Expected, read_npy_header
+
+KINDS = ("oracle", "blind", "noise")
+METHODS = {
+    "oracle": "oracle: each encryption's first private image (the ground truth)",
+    "blind": "blind: |encryption| stretched per image to the pixel domain's range",
+    "noise": "noise: uniform random values in the pixel domain's range",
+}
+
+
+def oracle_blocks(store: fmt.KeyStore, rows: int = ROWS) -> Iterator[np.ndarray]:
+    private_images = store.read("private/images")
+    index = store["encryption/private_index"]
+    for start in range(0, index.shape[0], rows):
+        yield private_images[index[start : start + rows, 0]]
+
+
+def blind(encryptions: np.ndarray, expected: Expected) -> np.ndarray:
+    """|x| rescaled per image so its smallest value is the domain's low end and its largest the high end."""
+    lo, hi = expected.value_range
+    a = np.abs(encryptions.astype(np.float64)).reshape(len(encryptions), -1)
+    amin = a.min(axis=1, keepdims=True)
+    width = a.max(axis=1, keepdims=True) - amin
+    stretched = np.divide(a - amin, width, out=np.full_like(a, 0.5), where=width > 0)
+    return (lo + stretched * (hi - lo)).astype(np.float32).reshape(encryptions.shape)
+
+
+def blind_blocks(release: Path, expected: Expected, rows: int = ROWS) -> Iterator[np.ndarray]:
+    path = Path(release) / fmt.PUBLIC_DIR / fmt.ENCRYPTION_FILE
+    if not path.is_file():
+        path = Path(release) / fmt.ENCRYPTION_FILE
+    if not path.is_file():
+        raise UsageError(f"{release}: no {fmt.PUBLIC_DIR}/{fmt.ENCRYPTION_FILE}; the blind baseline needs the release's encryptions")
+    array, problems = read_npy_header(path, 1 << 62)
+    if array is not None and (array.shape != expected.shape or array.dtype != np.float32):
+        problems.append(f"shape {array.shape} dtype {array.dtype}, expected {expected.shape} float32")
+    if problems:
+        raise UsageError(f"{path}: not the release's encryptions ({'; '.join(problems)})")
+    for _, block in array.chunks(rows):
+        yield blind(block, expected)
+
+
+def noise_blocks(expected: Expected, seed: int, rows: int = ROWS) -> Iterator[np.ndarray]:
+    lo, hi = expected.value_range
+    rng = np.random.default_rng(seed)
+    for start in range(0, expected.n, rows):
+        count = min(rows, expected.n - start)
+        yield rng.uniform(lo, hi, (count, *fmt.IMAGE_SHAPE)).astype(np.float32)
+
+
+def write_submission(out: Path, blocks: Iterator[np.ndarray], expected: Expected, dtype: str,
+                     metadata: dict, force: bool = False) -> Path:
+    """Stream ``blocks`` into ``out/decryption.npy`` (via a temporary file) and write ``metadata.json``."""
+    out = Path(out)
+    target = out / DECRYPTION_FILE
+    if target.exists() and not force:
+        raise UsageError(f"{target}: already exists; pass --force to replace it")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"{out}: cannot create the folder ({e.strerror})") from None
+    tmp = out / f".{DECRYPTION_FILE}.partial-{os.getpid()}"
+    try:
+        with open(tmp, "wb") as f:
+            header = {"descr": np.dtype(dtype).str, "fortran_order": False, "shape": expected.shape}
+            np.lib.format.write_array_header_1_0(f, header)
+            written = 0
+            for block in blocks:
+                f.write(np.ascontiguousarray(block, dtype=dtype).data)
+                written += len(block)
+        if written != expected.n:
+            raise RuntimeError(f"baseline produced {written} rows, expected {expected.n}")
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    write_atomic(out / METADATA_FILE, json.dumps(metadata, indent=2, sort_keys=True) + "\n")
+    return target
+
+
+def write_baseline(kind: str, out: Path, expected: Expected, *, store: fmt.KeyStore | None = None,
+                   release: Path | None = None, seed: int = 0, rows: int = ROWS, force: bool = False) -> Path:
+    """Write the ``kind`` baseline for a release described by ``expected`` into ``out``."""
+    if kind == "oracle":
+        if store is None:
+            raise UsageError("the oracle baseline needs --keys (it submits the ground truth)")
+        blocks, dtype = oracle_blocks(store, rows), "uint8"
+    elif kind == "blind":
+        if release is None:
+            raise UsageError("the blind baseline needs --release (it reads public/encryption.npy)")
+        blocks, dtype = blind_blocks(release, expected, rows), "float32"
+    elif kind == "noise":
+        blocks, dtype = noise_blocks(expected, seed, rows), "float32"
+    else:
+        raise UsageError(f"unknown baseline {kind!r}; expected one of {', '.join(KINDS)}")
+    metadata = {"team": "baseline", "method": METHODS[kind]}
+    return write_submission(out, blocks, expected, dtype, metadata, force)
