@@ -22,6 +22,7 @@ class OneLineParser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     from generator.cli import register as register_generator
     from verifier.cli import register as register_verifier
+    from verifier.release_cli import register as register_release_checks
 
     parser = OneLineParser(
         prog="instahide",
@@ -32,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=OneLineParser)
     register_generator(sub)
     register_verifier(sub)
+    register_release_checks(sub)
     return parser
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +41,7 @@ MANIFEST_FILE = "manifest.json"
 IMAGE_SHAPE = (32, 32, 3)
 SIGN_BYTES = 32 * 32 * 3 // 8
 ROWS_PER_ZARR_CHUNK = 4096  # storage layout is fixed by the format, never by --chunk
+MAX_CHUNK_BYTES = ROWS_PER_ZARR_CHUNK * 32 * 32 * 3  # the largest chunk a key store needs (images)
 
 
 class FormatError(UsageError):
@@ -69,6 +71,28 @@ def sha256_file(path: Path, block: int = 1 << 22) -> str:
         while chunk := f.read(block):
             h.update(chunk)
     return h.hexdigest()
+
+
+def read_params(obj, where: str) -> Params:
+    """Parameters from JSON: exact field set and JSON types first, then the rules of ``validate``.
+
+    ``Params.from_dict`` alone would accept ``n_private: 20.5`` or ``balanced: "no"``.
+    """
+    fields = Params.__dataclass_fields__
+    if not isinstance(obj, dict) or set(obj) != set(fields):
+        raise FormatError(f"{where}: expected an object with exactly the fields {', '.join(fields)}")
+    for name, field in fields.items():
+        value, default = obj[name], field.default
+        if isinstance(default, float):
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        else:
+            ok = type(value) is type(default)
+        if not ok:
+            raise FormatError(f"{where}: field '{name}' is {value!r}, expected {type(default).__name__}")
+    try:
+        return Params(**obj).validate()
+    except ParameterError as e:
+        raise FormatError(f"{where}: {e}") from None
 
 
 def public_files(public_dir: Path) -> list[str]:
@@ -133,19 +157,33 @@ class KeyStore:
     def __getitem__(self, name: str) -> zarr.Array:
         return self.group[name]
 
+    def rows(self, name: str, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """Rows ``start:stop`` of one array; a chunk that does not decode is a FormatError naming it."""
+        try:
+            return self.group[name][start:stop]
+        except Exception as e:  # codecs raise RuntimeError, ValueError, ... on damaged chunks
+            where = f"{getattr(self.group.store, 'root', 'key store')}/{name}"
+            rows = f"{start}..{'end' if stop is None else stop}"
+            raise FormatError(f"{where}: rows {rows}: unreadable ({type(e).__name__}: {e})") from None
+
     def read(self, name: str) -> np.ndarray:
-        return self.group[name][...]
+        return self.rows(name)
 
 
 def open_key_store(path: Path) -> KeyStore:
-    """Open ``keys.zarr`` read-only, checking every array's dtype and shape against the params.
+    """Open ``keys.zarr`` read-only, checking every array's dtype, shape and chunks against the params.
 
-    Zarr metadata is data too: a store that lies about a shape or dtype is refused here, before
-    anything is read from it.
+    Zarr metadata is data too: a store that lies about a shape or dtype, holds a symlink (which
+    could lead reads outside it) or declares chunks larger than the format writes is refused here,
+    before anything is read from it, so no later read allocates more than one bounded chunk.
     """
     path = Path(path)
     if not (path / "zarr.json").is_file():
         raise FormatError(f"{path}: not a key store (no zarr.json)")
+    for root, dirs, files in os.walk(path):
+        for name in dirs + files:
+            if os.path.islink(os.path.join(root, name)):
+                raise FormatError(f"{os.path.join(root, name)}: symlink inside the key store; it must hold regular files only")
     try:
         group = zarr.open_group(str(path), mode="r")
         attrs = dict(group.attrs)
@@ -155,23 +193,32 @@ def open_key_store(path: Path) -> KeyStore:
         raise FormatError(f"{path}: attribute 'format' is {attrs.get('format')!r}, expected 'instahide-keys'")
     if attrs.get("format_version") != FORMAT_VERSION:
         raise FormatError(f"{path}: format_version {attrs.get('format_version')!r}, this tool reads {FORMAT_VERSION}")
-    try:
-        params = Params.from_dict(attrs["params"]).validate()
-    except (KeyError, TypeError, ParameterError) as e:
-        raise FormatError(f"{path}: attribute 'params' is invalid ({e})") from None
+    params = read_params(attrs.get("params"), f"{path}: attribute 'params'")
+    class_names = attrs.get("class_names")
+    if not isinstance(class_names, list) or not class_names or not all(isinstance(c, str) for c in class_names):
+        raise FormatError(f"{path}: attribute 'class_names' must be a non-empty list of strings")
     for name, (dtype, shape) in key_schema(params).items():
         try:
             array = group[name]
         except KeyError:
-            raise FormatError(f"{path}: array '{name}' is missing") from None
+            raise FormatError(f"{path}/{name}: array is missing") from None
+        except Exception as e:
+            raise FormatError(f"{path}/{name}: unreadable metadata ({type(e).__name__}: {e})") from None
         if not isinstance(array, zarr.Array) or str(array.dtype) != dtype:
-            raise FormatError(f"{path}: array '{name}' has dtype {getattr(array, 'dtype', '?')}, expected {dtype}")
+            raise FormatError(f"{path}/{name}: dtype {getattr(array, 'dtype', '?')}, expected {dtype}")
         if len(array.shape) != len(shape) or any(s is not None and a != s for a, s in zip(array.shape, shape)):
-            raise FormatError(f"{path}: array '{name}' has shape {array.shape}, expected {shape} (None: any)")
+            raise FormatError(f"{path}/{name}: shape {array.shape}, expected {shape} (None: any)")
+        chunks = array.chunks
+        if (array.shards is not None or chunks[0] > ROWS_PER_ZARR_CHUNK or chunks[1:] != array.shape[1:]
+                or int(np.prod(chunks)) * array.dtype.itemsize > MAX_CHUNK_BYTES):
+            raise FormatError(f"{path}/{name}: chunks {chunks}, expected unsharded chunks of whole rows, "
+                              f"at most {ROWS_PER_ZARR_CHUNK} rows and {MAX_CHUNK_BYTES} bytes")
     m = group["public/images"].shape[0]
-    for name, expected in (("public/bank_index", (m,)), ("public/origin", (m,))):
-        if group[name].shape[: len(expected)] != expected:
-            raise FormatError(f"{path}: array '{name}' has {group[name].shape[0]} rows, expected {m}")
+    if m > params.n_encryptions * params.k_public:
+        raise FormatError(f"{path}/public/images: {m} patches, more than the {params.n_encryptions * params.k_public} the encryptions can use")
+    for name in ("public/bank_index", "public/origin"):
+        if group[name].shape[0] != m:
+            raise FormatError(f"{path}/{name}: {group[name].shape[0]} rows, expected {m} (one per public image)")
     return KeyStore(group, params, attrs)
 
 
@@ -187,7 +234,7 @@ def commitment(store: KeyStore, rows_per_read: int = 65536) -> str:
         array = store[name]
         h.update(json.dumps([name, str(array.dtype), list(array.shape)]).encode() + b"\0")
         for start in range(0, array.shape[0], rows_per_read):
-            h.update(np.ascontiguousarray(array[start : start + rows_per_read]).tobytes())
+            h.update(np.ascontiguousarray(store.rows(name, start, start + rows_per_read)).tobytes())
     h.update(json.dumps(store.attrs, sort_keys=True).encode())
     return "sha256:" + h.hexdigest()
 

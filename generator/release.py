@@ -26,6 +26,10 @@ from generator.encoder import encode
 from generator.keys import draw_plan, sign_bits
 
 PREVIEW_COUNT = 64
+SEED_NOTES = {  # manifest "seed.note" by kind; fixed text, so an audit can check it byte for byte
+    "practice": "practice seed: guessable, anyone can replay every key",
+    "strong": "256-bit seed from a CSPRNG or the maintainer; keys are drawn from ChaCha20 keystreams",
+}
 
 
 def weighted_labels(lam: np.ndarray, private_labels: np.ndarray, private_index: np.ndarray, n_classes: int) -> np.ndarray:
@@ -59,7 +63,8 @@ def _claim_output(out: Path, force: bool) -> Path:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UsageError(f"{parent}: cannot create the output's parent folder ({e.strerror})") from None
-    for stale in parent.glob(f".{out.name}.partial-*"):  # left by a killed run
+    # left by a killed run: a half-built release, or the replaced one (with its secret keys) if killed mid-publish
+    for stale in [*parent.glob(f".{out.name}.partial-*"), *parent.glob(f".{out.name}.old-*")]:
         pid = stale.name.rsplit("-", 1)[-1]
         if pid.isdigit() and not _alive(int(pid)):
             shutil.rmtree(stale, ignore_errors=True)
@@ -202,8 +207,7 @@ def _build(tmp: Path, params: Params, seed: bytes, private: ImageSet, public: Im
         "seed": {
             "kind": "practice" if practice else "strong",
             "replayable": practice,
-            "note": "practice seed: guessable, anyone can replay every key" if practice
-            else "256-bit seed from a CSPRNG or the maintainer; keys are drawn from ChaCha20 keystreams",
+            "note": SEED_NOTES["practice" if practice else "strong"],
         },
         "sources": {
             "private": {"fingerprint": private.fingerprint(), "images": len(private), "notes": dict(private.notes)},

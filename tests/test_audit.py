@@ -1,0 +1,226 @@
+"""``instahide audit``: sound on fresh releases, and each planted fault is found and named."""
+
+import json
+import re
+import shutil
+import tracemalloc
+
+import numpy as np
+import pytest
+import zarr
+from PIL import Image
+
+from challenge import format as fmt
+from challenge.cli import main
+from challenge.params import Params
+from generator.release import generate
+from tests.helpers import SEED, run_cli
+from verifier.audit import CHECKS, audit
+
+
+@pytest.fixture
+def release(tiny_release, tmp_path):
+    """A private copy of the tiny release, free to damage."""
+    return shutil.copytree(tiny_release, tmp_path / "release")
+
+
+def keys(release):
+    return release / "secret" / "keys.zarr"
+
+
+def run(release, store=None, chunk=4096):
+    return audit(release, store or keys(release), chunk=chunk)
+
+
+def findings(report, check):
+    return [f for f in report.findings if f.check == check]
+
+
+def rehash(release):
+    """Make the manifest list the files' current digests, as a careless or dishonest maintainer would."""
+    path = release / "public" / "manifest.json"
+    manifest = fmt.read_json(path)
+    manifest["files"] = {name: fmt.sha256_file(release / "public" / name) for name in fmt.public_files(release / "public")}
+    fmt.write_json(path, manifest)
+
+
+def edit_key(release, name, change):
+    array = zarr.open_group(str(keys(release)), mode="r+")[name]
+    data = array[...]
+    change(data)
+    array[...] = data
+
+
+def test_fresh_release_is_sound_with_every_check(tiny_release):
+    report = run(tiny_release)
+    assert report.sound, [f.line() for f in report.findings]
+    assert [report.status(c) for c in CHECKS] == ["ok"] * len(CHECKS)
+    assert run(tiny_release, chunk=7).sound  # chunk boundaries change nothing
+
+
+@pytest.mark.parametrize("params", [
+    Params(mode="inside", k=3, k_private=3, n_private=6, per_image=3),
+    Params(mode="mixup", n_private=6, per_image=3, domain="positive"),
+    Params(k=4, k_private=1, n_private=10, per_image=2, balanced=True),
+])
+def test_fresh_releases_of_every_mode_are_sound(tmp_path, private_set, public_bank, params):
+    generate(tmp_path / "r", params, SEED, private_set, public_bank)
+    report = run(tmp_path / "r")
+    assert report.sound, [f.line() for f in report.findings]
+
+
+def test_flipped_mask_bit(release):
+    edit_key(release, "encryption/sign_bits", lambda a: a.__setitem__((7, 10), a[7, 10] ^ 8))
+    report = run(release)
+    assert {f.check for f in report.findings} == {"commitment", "seed_keys", "encryptions"}
+    assert findings(report, "encryptions")[0].where == "row 7"
+    assert findings(report, "seed_keys")[0].file == "secret/keys.zarr/encryption/sign_bits"
+
+
+def test_changed_lambda_within_the_rules(release):
+    """Swapping the two private lambdas of a row keeps every constraint: only the seed and the encryption tell."""
+    edit_key(release, "encryption/lam", lambda a: a.__setitem__((3, slice(0, 2)), a[3, 1::-1].copy()))
+    report = run(release)
+    assert {"commitment", "seed_keys", "encryptions"} <= {f.check for f in report.findings}
+    assert not findings(report, "lambda")
+    assert [f.where for f in findings(report, "encryptions")] == ["row 3"]
+
+
+def test_changed_lambda_breaking_c1_and_the_sum(release):
+    edit_key(release, "encryption/lam", lambda a: a.__setitem__(5, [0.7, 0.06, 0.06, 0.06, 0.06, 0.06]))
+    edit_key(release, "encryption/lam", lambda a: a.__setitem__((9, 0), a[9, 0] + np.float32(0.01)))
+    messages = {(f.where, f.message) for f in findings(run(release), "lambda")}
+    assert ("row 5", "max lambda > c1 = 0.65") in messages
+    assert ("row 9", "lambdas do not sum to 1") in messages
+
+
+def test_swapped_rows_in_the_published_encryptions(release):
+    enc = np.load(release / "public" / "encryption.npy")
+    enc[[3, 4]] = enc[[4, 3]]
+    np.save(release / "public" / "encryption.npy", enc)
+    report = run(release)
+    assert findings(report, "digests")[0].file == "public/encryption.npy"
+    rehash(release)  # even with a consistent manifest:
+    report = run(release)
+    assert [f.where for f in findings(report, "encryptions")] == ["row 3 (+1 more)"]
+    assert not findings(report, "digests")
+
+
+def test_swapped_rows_in_the_key_store(release):
+    edit_key(release, "encryption/private_index", lambda a: a.__setitem__([3, 4], a[[4, 3]]))
+    report = run(release)
+    assert {"commitment", "seed_keys", "encryptions", "labels"} <= {f.check for f in report.findings}
+
+
+def test_private_image_copied_into_public(release):
+    truth = zarr.open_array(str(keys(release) / "private" / "images"), mode="r")[:1]
+    np.save(release / "public" / "ground_truth.npy", truth)
+    found = findings(run(release), "public_files")
+    assert [(f.file, f.message) for f in found] == [
+        ("public/ground_truth.npy", "not listed in the manifest and not a file the format declares public")]
+    rehash(release)  # listed in the manifest with the right digest: still not a public file
+    found = findings(run(release), "public_files")
+    assert [f.file for f in found] == ["public/ground_truth.npy"] and "not a file the format declares" in found[0].message
+
+
+def test_private_image_hidden_in_declared_files(release):
+    truth = zarr.open_array(str(keys(release) / "private" / "images"), mode="r")[0]
+    Image.fromarray(np.tile(truth, (7, 7, 1))[:202, :202]).save(release / "public" / "preview.png")
+    (release / "public" / "public.zarr" / "encryption" / "c" / "1" / "0" / "0").mkdir(parents=True)
+    (release / "public" / "public.zarr" / "encryption" / "c" / "1" / "0" / "0" / "0").write_bytes(truth.tobytes())
+    rehash(release)
+    report = run(release)
+    assert findings(report, "preview")[0].file == "public/preview.png"
+    assert findings(report, "public_zarr")[0].file == "public/public.zarr/encryption/c/1/0/0/0"
+
+
+def test_seed_in_manifest_is_found(release):
+    path = release / "public" / "manifest.json"
+    manifest = fmt.read_json(path)
+    manifest["sources"]["private"]["fingerprint"] = SEED.hex()
+    fmt.write_json(path, manifest)
+    assert findings(run(release), "secrets")[0].file == "public/manifest.json"
+
+
+def test_key_store_that_differs_from_the_commitment(release):
+    group = zarr.open_group(str(keys(release)), mode="r+")
+    group.attrs["private_source"] = {"files": ["other.npz"], "origin_columns": ["file", "record"]}
+    report = run(release)
+    assert [f.check for f in report.findings] == ["commitment"], [f.line() for f in report.findings]
+    assert report.findings[0].file == "secret/keys.zarr"
+
+
+def test_key_store_of_another_release(release, tmp_path, private_set, public_bank):
+    from tests.helpers import TINY
+    generate(tmp_path / "other", TINY, bytes(32), private_set, public_bank)
+    report = run(release, keys(tmp_path / "other"))
+    assert {"commitment", "encryptions", "labels"} <= {f.check for f in report.findings}
+    assert findings(report, "commitment")[0].file == str(keys(tmp_path / "other"))
+
+
+def _unverifiable_spans(text: str) -> list[range]:
+    """Manifest bytes only the source data can confirm (fingerprints, generator version): reproduce's job."""
+    spans = [range(*m.span(1)) for m in re.finditer(r'"fingerprint": "([0-9a-f]{64})"', text)]
+    return spans + [range(*re.search(r'"version": "([^"]*)"', text).span(1))]
+
+
+def test_a_corrupted_byte_anywhere_is_detected_and_named(release):
+    rng = np.random.default_rng(2024)
+    files = sorted(p for p in release.rglob("*") if p.is_file())
+    assert len(files) > 30
+    for path in files:
+        rel = path.relative_to(release).as_posix()
+        data = bytearray(path.read_bytes())
+        skip = _unverifiable_spans(data.decode()) if path.name == "manifest.json" else []
+        for _ in range(2):
+            i = int(rng.integers(len(data)))
+            while any(i in span for span in skip):
+                i = int(rng.integers(len(data)))
+            bit = 1 << int(rng.integers(8))
+            data[i] ^= bit
+            path.write_bytes(bytes(data))
+            try:
+                report = run(release)
+            finally:
+                data[i] ^= bit
+                path.write_bytes(bytes(data))
+            named = [f for f in report.findings if rel == f.file or rel.startswith(f.file + "/") or rel in f.message]
+            assert named, f"byte {i} bit {bit} of {rel}: {[f.line() for f in report.findings]}"
+    assert run(release).sound
+
+
+def test_memory_does_not_grow_with_the_number_of_encryptions(tmp_path, private_set):
+    """Audit streams: 8x the encryptions, the same peak (well below the size of encryption.npy)."""
+    peaks = []
+    for per_image in (50, 400):
+        out = tmp_path / str(per_image)
+        generate(out, Params(mode="inside", k=2, k_private=2, c1=0.9, c2=0.0, n_private=10, per_image=per_image),
+                 SEED, private_set, None)
+        tracemalloc.start()
+        try:
+            assert run(out, chunk=256).sound
+            peaks.append(tracemalloc.get_traced_memory()[1])
+        finally:
+            tracemalloc.stop()
+    big = (tmp_path / "400" / "public" / "encryption.npy").stat().st_size
+    assert peaks[1] < big / 3 and peaks[1] < peaks[0] + 2**20, (peaks, big)
+
+
+def test_cli_exit_codes_table_and_json(release, tiny_release, tmp_path, capsys):
+    result = run_cli("audit", str(tiny_release), "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["sound"] is True
+
+    assert main(["audit", str(tiny_release)]) == 0
+    table = capsys.readouterr().out
+    assert all(check in table for check in CHECKS) and "sound: every check passed" in table
+
+    edit_key(release, "encryption/lam", lambda a: a.__setitem__((0, 0), 0.5))
+    assert main(["audit", str(release), "--json"]) == 3
+    report = json.loads(capsys.readouterr().out)
+    assert report["sound"] is False and {"file", "where", "message", "check"} == set(report["findings"][0])
+
+    assert main(["audit", str(tmp_path / "nothing")]) == 2
+    assert "not a release" in capsys.readouterr().err
+    assert main(["audit", str(tiny_release), "--keys", str(tmp_path)]) == 2
+    assert "not a key store" in capsys.readouterr().err

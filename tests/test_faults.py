@@ -1,0 +1,171 @@
+"""Faults while writing a release: SIGKILL at random moments, a full disk, a read-only folder;
+and concurrent readers.  A release folder is either absent or complete, never half-written."""
+
+import errno
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from challenge import format as fmt
+from challenge.errors import UsageError
+from generator import release as release_module
+from generator.release import generate
+from tests.helpers import SEED, TINY, run_cli
+from verifier.audit import audit
+
+SMALL = ["--n-private", "20", "--per-image", "50", "--chunk", "128", "--seed", "cd" * 32]
+
+
+def generate_argv(out):
+    return [sys.executable, "-m", "challenge.cli", "generate", "--out", str(out), "--force", *SMALL]
+
+
+def is_complete(out):
+    return audit(out, out / "secret" / "keys.zarr").sound
+
+
+def test_sigkill_at_random_moments_leaves_nothing_or_a_complete_release(tmp_path):
+    out = tmp_path / "release"
+    start = time.monotonic()
+    assert subprocess.run(generate_argv(out), capture_output=True).returncode == 0
+    full = time.monotonic() - start
+    reference = fmt.read_json(out / "public" / "manifest.json")
+    rng = random.Random(20240601)
+    deadline = time.monotonic() + 150
+    outcomes = {"absent": 0, "complete": 0, "killed mid-write": 0}
+    for attempt in range(20):
+        if attempt % 2:
+            shutil.rmtree(out, ignore_errors=True)  # half the runs create, half replace (--force)
+        process = subprocess.Popen(generate_argv(out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(0.2, 1.1) * full)
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=60)
+        if any(p.name.startswith(".release.partial-") for p in tmp_path.iterdir()):
+            outcomes["killed mid-write"] += 1
+        if out.exists():
+            assert is_complete(out), f"attempt {attempt}: {out} exists but is not a sound release"
+            assert fmt.read_json(out / "public" / "manifest.json") == reference
+            outcomes["complete"] += 1
+        else:
+            outcomes["absent"] += 1
+        assert time.monotonic() < deadline, outcomes
+    assert outcomes["killed mid-write"] >= 2, outcomes  # the loop did hit the writing phase
+    assert subprocess.run(generate_argv(out), capture_output=True).returncode == 0
+    assert is_complete(out) and fmt.read_json(out / "public" / "manifest.json") == reference
+    assert [p.name for p in tmp_path.iterdir()] == ["release"]  # every leftover was cleaned up
+
+
+def test_killed_between_the_two_renames_of_a_replacement(tmp_path, private_set, public_bank, monkeypatch):
+    """The replaced release (with its secret keys) must not linger in a hidden folder."""
+    out = tmp_path / "release"
+    generate(out, TINY, SEED, private_set, public_bank)
+    hidden_old = tmp_path / ".release.old-999999999"
+    os.rename(out, hidden_old)  # what a kill right after the first rename of _publish leaves
+    generate(out, TINY, SEED, private_set, public_bank)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["release"]
+
+
+def _failing(real, after: int = 0):
+    calls = []
+
+    def write(*args, **kwargs):
+        calls.append(1)
+        if len(calls) > after:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(*args, **kwargs)
+
+    return write
+
+
+@pytest.mark.parametrize("target", ["label.npy", "preview.png", "manifest.json", "encryption chunk"])
+def test_full_disk_at_any_write_leaves_no_partial_release(tmp_path, private_set, public_bank, monkeypatch, target):
+    if target == "label.npy":
+        monkeypatch.setattr(release_module.np, "save", _failing(np.save))
+    elif target == "preview.png":
+        monkeypatch.setattr(release_module, "save_png", _failing(release_module.save_png))
+    elif target == "manifest.json":
+        monkeypatch.setattr(release_module.fmt, "write_json", _failing(fmt.write_json))
+    else:
+        monkeypatch.setattr(release_module, "encode", _failing(release_module.encode, after=3))
+    with pytest.raises(UsageError, match="No space left on device"):
+        generate(tmp_path / "new", TINY, SEED, private_set, public_bank, chunk=10)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_full_disk_while_replacing_keeps_the_old_release(tmp_path, private_set, public_bank, monkeypatch):
+    out = tmp_path / "release"
+    before = generate(out, TINY, SEED, private_set, public_bank)
+    monkeypatch.setattr(release_module.fmt, "write_json", _failing(fmt.write_json))
+    with pytest.raises(UsageError, match="No space left on device"):
+        generate(out, TINY, bytes(32), private_set, public_bank, force=True)
+    assert [p.name for p in tmp_path.iterdir()] == ["release"]
+    assert fmt.read_json(out / "public" / "manifest.json") == before and is_complete(out)
+
+
+def _in_private_tmpfs(tmp_path, options: str, *args: str) -> subprocess.CompletedProcess:
+    """Run ``instahide ARGS`` with a fresh tmpfs (mount ``options``) at tmp_path/mnt, in a private
+    mount namespace that vanishes with the process; prints the mount's contents after a marker."""
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    script = f'mount -t tmpfs -o {options} tmpfs "{mnt}" || exit 99; "$@"; rc=$?; echo "--- contents:"; ls -A "{mnt}"; exit $rc'
+    command = ["unshare", "-m", "sh", "-c", script, "sh", sys.executable, "-m", "challenge.cli", *args]
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    except FileNotFoundError:
+        pytest.skip("unshare is not available")
+    if result.returncode == 99 or "unshare:" in result.stderr:
+        pytest.skip(f"cannot mount a private tmpfs here: {result.stderr.strip()}")
+    return result
+
+
+def test_real_full_disk_gives_a_clear_error_and_no_partial_release(tmp_path):
+    result = _in_private_tmpfs(tmp_path, "size=4m", "generate", "--out", str(tmp_path / "mnt" / "r"), *SMALL)
+    assert result.returncode == 2 and "No space left on device" in result.stderr and "Traceback" not in result.stderr
+    assert result.stdout.split("--- contents:")[1].strip() == ""  # nothing left on the full disk
+
+
+def test_read_only_output_folder_gives_a_clear_error(tmp_path):
+    if os.geteuid() == 0:  # root ignores permission bits: use a read-only file system
+        result = _in_private_tmpfs(tmp_path, "ro,size=1m", "generate", "--out", str(tmp_path / "mnt" / "r"), *SMALL)
+        assert result.stdout.split("--- contents:")[1].strip() == ""
+    else:
+        folder = tmp_path / "ro"
+        folder.mkdir()
+        folder.chmod(0o555)
+        result = run_cli("generate", "--out", str(folder / "r"), *SMALL)
+        folder.chmod(0o755)
+        assert list(folder.iterdir()) == []
+    assert result.returncode == 2 and "cannot write here" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_concurrent_audits_of_one_release_do_not_interfere(tiny_release):
+    processes = [subprocess.Popen([sys.executable, "-m", "challenge.cli", "audit", str(tiny_release), "--json"],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    results = [p.communicate(timeout=300) for p in processes]
+    assert [p.returncode for p in processes] == [0, 0, 0], results
+    assert len({out for out, _ in results}) == 1
+
+
+def test_concurrent_verify_runs_on_one_release_do_not_interfere(tiny_release, tmp_path):
+    """Four scorings of one submission at once, two of them into the same folder: same scores, whole files."""
+    keys = tiny_release / "secret" / "keys.zarr"
+    submission = tmp_path / "oracle"
+    assert run_cli("baseline", "oracle", "--keys", str(keys), "--out", str(submission)).returncode == 0
+    outs = [tmp_path / "a", tmp_path / "b", tmp_path / "shared", tmp_path / "shared"]
+    processes = [subprocess.Popen([sys.executable, "-m", "verifier.cli", str(submission), "--keys", str(keys),
+                                   "--release", str(tiny_release), "--out", str(out), "--json"],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for out in outs]
+    results = [p.communicate(timeout=300) for p in processes]
+    assert [p.returncode for p in processes] == [0] * 4, results
+    assert len({json.dumps(json.loads(out)["scores"], sort_keys=True) for out, _ in results}) == 1
+    scores = {(out / "scores.json").read_text() for out in outs}
+    assert len(scores) == 1 and json.loads(scores.pop())["Max_SSIM"] == 1.0
+    assert sorted(p.name for p in (tmp_path / "shared").iterdir()) == ["scores.json", "scores.txt"]

@@ -1,0 +1,154 @@
+"""``instahide reproduce``: a pinned known-answer release, and each kind of difference reported."""
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from challenge import format as fmt
+from challenge.cli import main
+from challenge.errors import UsageError
+from generator.default_data import default_private, default_public
+from generator.release import generate
+from tests.helpers import TINY, run_cli
+from verifier.reproduce import reproduce
+
+TINY_ARGS = ["--n-private", "20", "--per-image", "5"]
+
+# Every public file and the commitment of the practice release "kat" (20 x 5 encryptions of the
+# embedded data).  A change here is a change of the algorithm, the format or a library's bytes:
+# it must be deliberate (bump FORMAT_VERSION), never a side effect.
+KNOWN = {
+    "encryption.npy": "f65d8b61a8079fcb1126d2bf788c22fe0b616bef19a12d4874265199fb7d2d09",
+    "label.npy": "3ba4506a24f5bdba92f33ca36ac211d0c90bc45ff58e5b7f1ed943e247ec65be",
+    "manifest.json": "4500c0938ca2e5c68abf375e37b9e1f3e9883f74e847883b72d9857934b71fb6",
+    "preview.png": "5a5f14196f920ace17a589cfaf8bbf16426e2afe96031fd55480abef8b08b025",
+    "public.zarr/encryption/c/0/0/0/0": "f4c1e481a2fc71f7f4518ff9ce96795e4f8dab6bf3183ed6b01fc354558c0fa3",
+    "public.zarr/encryption/zarr.json": "061433f855f0b629da78a741bffb11385dfa09acd72f399c1e56efc6fcacef09",
+    "public.zarr/label/c/0/0": "796deee0c66dcb2c96cecf36217a0a333f4f321c8a780e6c8365e5f33576d695",
+    "public.zarr/label/zarr.json": "56b8ad507976b4bbe0a8dc385c954ed2d5df07a2f48e7d1c2b84922d9b4d67ba",
+    "public.zarr/zarr.json": "44fd836aaf44ed429ee4c58287b074a5e0369b528c6e2cacdb4ec3f8bb011c02",
+    "commitment": "sha256:ea91a289403f86ab6be3148a13e7789b4c0d886b6d635d2ac7a8aad4c0c844b5",
+}
+
+
+def digests(release):
+    public = release / "public"
+    out = {name: fmt.sha256_file(public / name) for name in [*fmt.public_files(public), "manifest.json"]}
+    out["commitment"] = fmt.read_json(public / "manifest.json")["key_store"]["commitment"]
+    return out
+
+
+@pytest.fixture
+def release(tiny_release, tmp_path):
+    return shutil.copytree(tiny_release, tmp_path / "release")
+
+
+def keys(release):
+    return release / "secret" / "keys.zarr"
+
+
+def rehash(release):
+    path = release / "public" / "manifest.json"
+    manifest = fmt.read_json(path)
+    manifest["files"] = {name: fmt.sha256_file(release / "public" / name) for name in fmt.public_files(release / "public")}
+    fmt.write_json(path, manifest)
+
+
+def test_known_answer_release_on_any_thread_count_and_chunk(tmp_path):
+    for threads, chunk in (("1", "7"), ("2", "4096")):
+        out = tmp_path / f"kat-{threads}"
+        env = dict(os.environ, NUMBA_NUM_THREADS=threads)
+        result = run_cli("generate", "--out", str(out), "--practice", "--seed", "kat", "--chunk", chunk, *TINY_ARGS, env=env)
+        assert result.returncode == 0, result.stderr
+        assert digests(out) == KNOWN
+    result = run_cli("reproduce", str(out), env=dict(os.environ, NUMBA_NUM_THREADS="1"))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("reproduced: identical (100 encryptions")
+
+
+def test_fresh_release_reproduces_and_leaves_nothing_behind(tiny_release, tmp_path):
+    work = tmp_path / "work"
+    work.mkdir()
+    before = digests(tiny_release)
+    _, differences = reproduce(tiny_release, keys(tiny_release), work=work)
+    assert differences == []
+    assert list(work.iterdir()) == [] and digests(tiny_release) == before
+
+
+def test_changed_encryption_names_file_and_encryption(release):
+    enc = np.load(release / "public" / "encryption.npy")
+    enc[7, 3, 4, 2] = -enc[7, 3, 4, 2]
+    np.save(release / "public" / "encryption.npy", enc)
+    _, differences = reproduce(release, keys(release))
+    assert differences[0].file == "public/encryption.npy" and "public/manifest.json lists" in differences[0].message
+    rehash(release)
+    _, differences = reproduce(release, keys(release))
+    first = differences[0]
+    assert (first.file, first.where) == ("public/encryption.npy", "encryption 7")
+    assert first.message == "1 of 3072 values differ, first at (h, w, c) = (3, 4, 2)"
+
+
+def test_changed_label_names_row_and_column(release):
+    labels = np.load(release / "public" / "label.npy")
+    column = int(np.flatnonzero(labels[4])[0])
+    labels[4, column] += np.float32(0.125)
+    np.save(release / "public" / "label.npy", labels)
+    rehash(release)
+    first = reproduce(release, keys(release))[1][0]
+    assert (first.file, first.where) == ("public/label.npy", f"row 4, column {column}")
+
+
+def test_changed_manifest_field_is_named(release):
+    path = release / "public" / "manifest.json"
+    manifest = fmt.read_json(path)
+    manifest["generator"]["version"] = "9.9.9"
+    fmt.write_json(path, manifest)
+    differences = reproduce(release, keys(release))[1]
+    assert [(d.file, d.where) for d in differences] == [("public/manifest.json", "field generator.version")]
+    assert differences[0].message == "release has '9.9.9', regenerated '0.1.0'"
+
+
+def test_key_store_of_another_seed(release, tmp_path, private_set, public_bank):
+    generate(tmp_path / "other", TINY, bytes(32), private_set, public_bank)
+    shutil.rmtree(keys(release))
+    shutil.copytree(keys(tmp_path / "other"), keys(release))
+    differences = reproduce(release, keys(release))[1]
+    assert (differences[0].file, differences[0].where) == ("public/encryption.npy", "encryption 0")
+    assert all(d.file.startswith("public/") for d in differences)  # the store is what its own seed makes
+
+
+def test_different_data_is_refused_first(release, tmp_path, capsys):
+    private = default_private()
+    images = private.images.copy()
+    images[0, 0, 0, 0] ^= 1
+    np.savez(tmp_path / "private.npz", images=images, labels=private.labels, class_names=np.array(private.class_names))
+    assert main(["reproduce", str(release), "--private", str(tmp_path / "private.npz")]) == 2
+    error = capsys.readouterr().err
+    assert "--private" in error and "different data" in error and "200 images" in error
+    with pytest.raises(UsageError, match="fingerprint"):  # a corrupted fingerprint in the manifest: same verdict
+        path = release / "public" / "manifest.json"
+        manifest = fmt.read_json(path)
+        manifest["sources"]["public"]["fingerprint"] = "0" * 64
+        fmt.write_json(path, manifest)
+        reproduce(release, keys(release))
+
+
+def test_npz_sources_reproduce_like_the_embedded_data(tiny_release, tmp_path, capsys):
+    private, public = default_private(), default_public()
+    np.savez(tmp_path / "private.npz", images=private.images, labels=private.labels, class_names=np.array(private.class_names))
+    np.savez(tmp_path / "public.npz", patches=public.images)
+    argv = ["reproduce", str(tiny_release), "--private", str(tmp_path / "private.npz"),
+            "--public", str(tmp_path / "public.npz"), "--json"]
+    assert main(argv) == 0
+    assert json.loads(capsys.readouterr().out) == {"identical": True, "differences": []}
+
+
+def test_bad_input_exit_2(tiny_release, tmp_path, capsys):
+    assert main(["reproduce", str(tmp_path)]) == 2
+    assert main(["reproduce", str(tiny_release), "--public", str(tmp_path / "missing.npz")]) == 2
+    assert main(["reproduce", str(tiny_release), "--work", str(tmp_path / "missing")]) == 2
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert len(errors) == 3 and all(line.startswith("instahide: error:") for line in errors)

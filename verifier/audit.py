@@ -1,0 +1,711 @@
+"""Audit a release with its key store, without the source data sets: is every published byte what
+the format and the keys say it must be?
+
+Each check (see :data:`CHECKS` and ``docs/AUDIT.md``) appends :class:`Finding` s naming the check,
+the file, the row or field and what was expected.  The public files are not trusted for anything:
+a file is opened only if its name is one the format declares, it is a regular file (not a
+symlink) and its header or metadata is exactly the one the format prescribes; the arrays are
+then read through memory maps, ``chunk`` rows at a time, so memory stays bounded whatever N is.
+Because every public byte is compared with a value derived from the keys, the public folder can
+hold nothing else: no seed, mask, index or private pixel.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import struct
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import zarr
+from PIL import Image
+
+from challenge import format as fmt
+from challenge.domain import affine, describe, to_uint8
+from challenge.errors import UsageError
+from challenge.params import MAX_ENCRYPTIONS, Params
+from challenge.preview import contact_sheet
+from generator.encoder import encode
+from generator.keys import distinct_below, draw_lambda, random_order, row_words, select_private, sign_bits
+from generator.release import PREVIEW_COUNT, SEED_NOTES, weighted_labels
+
+CHECKS = {  # name -> what it verifies, in the order they run
+    "manifest": "manifest.json has exactly the format's fields and agrees with the key store",
+    "public_files": "public/ holds exactly the declared files: none extra or missing, no symlink, no unsafe name",
+    "digests": "every public file's SHA-256 equals the manifest's",
+    "key_store": "the key store opens, follows the schema, and its Zarr metadata is exactly what generate writes",
+    "commitment": "the key store hashes to the commitment published in the manifest",
+    "seed_keys": "selection, order, partners, patches, lambdas and sign masks are those the seed draws",
+    "lambda": "every lambda row is finite, non-negative, sums to 1, max <= c1, private sum >= c2",
+    "counts": "each private image is the first image of exactly per_image encryptions; every stored patch is used",
+    "partners": "indices in range; private images and public patches distinct within each encryption",
+    "labels": "label.npy equals the lambda-weighted one-hot labels of the private images",
+    "encryptions": "encryption.npy equals every encryption re-computed from its keys and the ground truth",
+    "public_zarr": "public.zarr holds the same two arrays as the .npy files, and nothing else",
+    "preview": "preview.png shows the first encryptions and carries no other data",
+    "secrets": "no public text or image file contains the seed",
+}
+ROW_CHECKS = ("seed_keys", "lambda", "counts", "partners", "labels", "encryptions")
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_CHUNK_NAME = re.compile(r"public\.zarr/(encryption/c/\d+/0/0/0|label/c/\d+/0)")
+_FIXED_NAMES = {fmt.ENCRYPTION_FILE, fmt.LABEL_FILE, fmt.PREVIEW_FILE, "public.zarr/zarr.json",
+                "public.zarr/encryption/zarr.json", "public.zarr/label/zarr.json"}
+_TABLES = ("seed", "private/images", "private/labels", "private/source_index", "public/images", "public/bank_index")
+_PER_ENCRYPTION = ("private_index", "public_index", "lam", "sign_bits")
+_EMPTY_GROUP = {"attributes": {}, "zarr_format": 3, "node_type": "group"}
+_MANIFEST_FIELDS = {"format", "format_version", "generator", "params", "n_encryptions", "class_names",
+                    "pixel_domain", "arrays", "seed", "sources", "key_store", "files"}
+
+
+@dataclass(frozen=True)
+class Finding:
+    check: str
+    file: str
+    where: str  # row, field or "" for the whole file
+    message: str
+
+    def line(self) -> str:
+        where = f" [{self.where}]" if self.where else ""
+        return f"{self.file}{where}: {self.message} ({self.check})"
+
+
+@dataclass
+class Report:
+    findings: list[Finding]
+    skipped: list[str]
+    n_encryptions: int | None
+
+    @property
+    def sound(self) -> bool:
+        return not self.findings and not self.skipped
+
+    def status(self, check: str) -> str:
+        count = sum(f.check == check for f in self.findings)
+        return f"FAIL ({count})" if count else "skipped" if check in self.skipped else "ok"
+
+    def to_json(self) -> dict:
+        return {
+            "sound": self.sound,
+            "n_encryptions": self.n_encryptions,
+            "checks": [{"name": c, "status": self.status(c), "verifies": CHECKS[c]} for c in CHECKS],
+            "findings": [f.__dict__ for f in self.findings],
+        }
+
+
+def audit(release: Path, keys: Path, chunk: int = 4096) -> Report:
+    """Run every check; raise UsageError only when ``release`` or ``keys`` is not one at all."""
+    release, keys = Path(release), Path(keys)
+    if not (release / fmt.PUBLIC_DIR / fmt.MANIFEST_FILE).exists():
+        raise UsageError(f"{release}: not a release (no {fmt.PUBLIC_DIR}/{fmt.MANIFEST_FILE})")
+    if not (keys / "zarr.json").exists():
+        raise UsageError(f"{keys}: not a key store (no zarr.json)")
+    if chunk < 1:
+        raise UsageError(f"--chunk must be positive, got {chunk}")
+    return _Audit(release, keys, chunk).run()
+
+
+def npy_header(shape: tuple) -> bytes:
+    """The exact .npy 1.0 header ``np.save`` writes for a little-endian float32 C-order array."""
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buffer, {"descr": "<f4", "fortran_order": False, "shape": tuple(shape)})
+    return buffer.getvalue()
+
+
+def open_npy(path: Path, shape: tuple) -> np.ndarray:
+    """Memory-map a float32 .npy file whose header and size are exactly those of ``shape``.
+
+    Nothing is parsed or unpickled: the header bytes are compared with the one expected, so a
+    hostile header (objects, a huge shape, Fortran order) is refused before any data is touched.
+    """
+    header = npy_header(shape)
+    if path.is_symlink() or not path.is_file():
+        raise fmt.FormatError("not a regular file")
+    with open(path, "rb") as f:
+        head = f.read(1 << 16)
+    if head[: len(header)] != header:
+        raise fmt.FormatError(f"header is not the .npy 1.0 header of float32 {tuple(shape)} C order ({_describe_npy(head)})")
+    size, expected = path.stat().st_size, len(header) + 4 * int(np.prod(shape))
+    if size != expected:
+        raise fmt.FormatError(f"{size} bytes, expected {expected} ({'truncated' if size < expected else 'bytes after the array'})")
+    return np.memmap(path, dtype="<f4", mode="r", offset=len(header), shape=tuple(shape))
+
+
+def _describe_npy(head: bytes) -> str:
+    """What a header says, for the message; parsed without ever unpickling."""
+    readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+    try:
+        stream = io.BytesIO(head)
+        version = np.lib.format.read_magic(stream)
+        if version not in readers:
+            return f"it is .npy version {version}"
+        shape, fortran, dtype = readers[version](stream)
+        return f"it says {dtype} {shape}{' Fortran order' if fortran else ''}"
+    except Exception as e:  # any malformed header: describe it, never raise
+        return f"unreadable header: {type(e).__name__}"
+
+
+def png_chunks(data: bytes) -> list[tuple[bytes, bytes]]:
+    """(type, payload) of every PNG chunk; ValueError for a broken signature or trailing bytes."""
+    if data[:8] != b"\x89PNG\r\n\x1a\n":
+        raise ValueError("not a PNG file")
+    chunks, i = [], 8
+    while i < len(data):
+        if i + 12 > len(data):
+            raise ValueError("truncated chunk")
+        (length,) = struct.unpack(">I", data[i : i + 4])
+        chunks.append((data[i + 4 : i + 8], data[i + 8 : i + 8 + length]))
+        i += 12 + length
+        if chunks[-1][0] == b"IEND":
+            break
+    if i != len(data):
+        raise ValueError("bytes after IEND" if i < len(data) else "truncated chunk")
+    return chunks
+
+
+def safe_name(name: str) -> bool:
+    """A relative POSIX path that stays inside its folder."""
+    parts = name.split("/")
+    return bool(name) and "\\" not in name and "\0" not in name and all(p not in ("", ".", "..") for p in parts)
+
+
+@dataclass
+class _RowTally:
+    """First row and count of each (check, file, message): one finding per kind, not per row."""
+
+    first: dict = field(default_factory=dict)
+
+    def add(self, key: tuple, rows: np.ndarray, offset: int) -> None:
+        if len(rows):
+            first, count = self.first.get(key, (int(rows[0]) + offset, 0))
+            self.first[key] = (first, count + len(rows))
+
+    def findings(self) -> list[Finding]:
+        out = []
+        for (check, file, message), (first, count) in self.first.items():
+            where = f"row {first}" + (f" (+{count - 1} more)" if count > 1 else "")
+            out.append(Finding(check, file, where, message))
+        return out
+
+
+@dataclass
+class _Rows:
+    """What the per-encryption checks share across chunks: tables, draws and running counts."""
+
+    params: Params
+    tables: dict[str, np.ndarray]
+    arrays: dict[str, np.ndarray]
+    seed: bytes
+    order: np.ndarray
+    bank_size: int | None
+    counts: np.ndarray
+    used: np.ndarray
+
+
+class _Audit:
+    def __init__(self, release: Path, keys: Path, chunk: int):
+        self.release, self.keys, self.chunk = release, keys, chunk
+        self.public = release / fmt.PUBLIC_DIR
+        self.findings: list[Finding] = []
+        self.skipped: list[str] = []
+        self.tally = _RowTally()
+        self.keys_name = self.name(keys)
+
+    def name(self, path: Path) -> str:
+        """A path as the report shows it: relative to the release when inside it."""
+        inside = path.resolve().is_relative_to(self.release.resolve())
+        return Path(os.path.relpath(path.resolve(), self.release.resolve())).as_posix() if inside else str(path)
+
+    def find(self, check: str, file: str, where: str, message: str) -> None:
+        self.findings.append(Finding(check, file, where, message))
+
+    def store_error(self, check: str, error: fmt.FormatError) -> None:
+        """A key-store error ("PATH: message") as a finding naming the file or array inside the store."""
+        text = str(error).replace(str(self.keys.resolve()), self.keys_name).replace(str(self.keys), self.keys_name)
+        file, _, message = text.partition(": ")
+        self.find(check, file, "", message)
+
+    def key_file(self, array: str) -> str:
+        return f"{self.keys_name}/{array}"
+
+    # --- driver -------------------------------------------------------------------------------
+
+    def run(self) -> Report:
+        manifest_name = f"{fmt.PUBLIC_DIR}/{fmt.MANIFEST_FILE}"
+        try:
+            manifest = fmt.read_json(self.public / fmt.MANIFEST_FILE)
+        except fmt.FormatError as e:
+            self.find("manifest", manifest_name, "", str(e).split(": ", 1)[-1])
+            self.skipped = [c for c in CHECKS if c != "manifest"]
+            return self.report(None)
+        params = self.check_manifest(manifest)
+        names = self.check_public_files(manifest)
+        self.check_digests(manifest, names)
+        store = self.open_store()
+        if store is not None:
+            self.check_manifest_against_store(manifest, store)
+            self.check_commitment(manifest, store)
+        arrays = self.open_arrays(params, manifest) if params is not None else {}
+        if store is not None and params is not None and params == store.params:
+            self.check_rows(manifest, store, params, arrays)
+        else:
+            self.skip(*ROW_CHECKS)
+        if params is not None:
+            self.check_public_zarr(arrays)
+            self.check_preview(params, arrays)
+        else:
+            self.skip("public_zarr", "preview")
+        if store is not None:
+            self.check_secrets(store, names)
+        return self.report(params.n_encryptions if params else None)
+
+    def skip(self, *checks: str) -> None:
+        self.skipped += [c for c in checks if c not in self.skipped]
+
+    def report(self, n: int | None) -> Report:
+        self.findings += self.tally.findings()
+        order = list(CHECKS)
+        self.findings.sort(key=lambda f: order.index(f.check))
+        failed = {f.check for f in self.findings}
+        skipped = [c for c in self.skipped if c not in failed]
+        return Report(self.findings, skipped, n)
+
+    # --- manifest -----------------------------------------------------------------------------
+
+    def check_manifest(self, manifest: dict) -> Params | None:
+        """Field by field against the format; returns the params when they are valid."""
+        file = f"{fmt.PUBLIC_DIR}/{fmt.MANIFEST_FILE}"
+
+        def bad(field_: str, message: str) -> None:
+            self.find("manifest", file, field_, message)
+
+        if set(manifest) != _MANIFEST_FIELDS:
+            extra, missing = sorted(set(manifest) - _MANIFEST_FIELDS), sorted(_MANIFEST_FIELDS - set(manifest))
+            bad("", f"fields: unexpected {extra}, missing {missing}")
+        if manifest.get("format") != "instahide-challenge-release" or manifest.get("format_version") != fmt.FORMAT_VERSION:
+            bad("format", f"expected instahide-challenge-release version {fmt.FORMAT_VERSION}")
+        generator = manifest.get("generator")
+        if not (isinstance(generator, dict) and set(generator) == {"name", "version"}
+                and generator["name"] == fmt.generator_info()["name"] and isinstance(generator["version"], str)):
+            bad("generator", f"expected {{name: {fmt.generator_info()['name']}, version: text}}")
+        try:
+            params = fmt.read_params(manifest.get("params"), "params")
+        except fmt.FormatError as e:
+            bad("params", str(e))
+            params = None
+        if params is not None:
+            if manifest.get("n_encryptions") != params.n_encryptions:
+                bad("n_encryptions", f"{manifest.get('n_encryptions')!r}, expected n_private * per_image = {params.n_encryptions}")
+            if manifest.get("pixel_domain") != describe(params.domain):
+                bad("pixel_domain", f"expected {describe(params.domain)}")
+            if manifest.get("arrays") != self.expected_arrays(params, manifest):
+                bad("arrays", f"expected {self.expected_arrays(params, manifest)}")
+            self.check_sources(manifest.get("sources"), params, bad)
+        names = manifest.get("class_names")
+        if not (isinstance(names, list) and names and all(isinstance(c, str) for c in names)):
+            bad("class_names", "expected a non-empty list of strings")
+        seed = manifest.get("seed")
+        if not (isinstance(seed, dict) and set(seed) == {"kind", "replayable", "note"}
+                and isinstance(seed["kind"], str) and seed["kind"] in SEED_NOTES and seed["replayable"] is (seed["kind"] == "practice")
+                and seed["note"] == SEED_NOTES[seed["kind"]]):
+            bad("seed", "expected {kind: strong|practice, replayable: kind == practice, note: the generator's note for the kind}")
+        key_store = manifest.get("key_store")
+        if not (isinstance(key_store, dict) and set(key_store) == {"commitment", "scheme"}
+                and key_store["scheme"] == "instahide-key-commitment-v1"
+                and isinstance(key_store["commitment"], str) and key_store["commitment"].startswith("sha256:")
+                and _HEX64.fullmatch(key_store["commitment"][7:])):
+            bad("key_store", "expected {commitment: sha256:<64 hex>, scheme: instahide-key-commitment-v1}")
+        files = manifest.get("files")
+        if not (isinstance(files, dict) and all(isinstance(v, str) and _HEX64.fullmatch(v) for v in files.values())):
+            bad("files", "expected an object of file name -> SHA-256 (64 lower-case hex digits)")
+        return params
+
+    @staticmethod
+    def expected_arrays(params: Params, manifest: dict) -> dict:
+        n_classes = len(manifest["class_names"]) if isinstance(manifest.get("class_names"), list) else None
+        return {
+            fmt.ENCRYPTION_FILE: {"dtype": "float32", "shape": [params.n_encryptions, *fmt.IMAGE_SHAPE], "layout": "NHWC"},
+            fmt.LABEL_FILE: {"dtype": "float32", "shape": [params.n_encryptions, n_classes]},
+        }
+
+    @staticmethod
+    def check_sources(sources, params: Params, bad) -> None:
+        def source_ok(s, minimum: int) -> bool:
+            return (isinstance(s, dict) and set(s) == {"fingerprint", "images", "notes"}
+                    and isinstance(s["fingerprint"], str) and bool(_HEX64.fullmatch(s["fingerprint"]))
+                    and type(s["images"]) is int and minimum <= s["images"] <= MAX_ENCRYPTIONS
+                    and isinstance(s["notes"], dict)
+                    and all(isinstance(k, str) and type(v) is int for k, v in s["notes"].items()))
+
+        if not (isinstance(sources, dict) and set(sources) == {"private", "public"}):
+            bad("sources", "expected {private, public}")
+            return
+        if not source_ok(sources["private"], params.n_private):
+            bad("sources.private", f"expected {{fingerprint: 64 hex, images: {params.n_private}..{MAX_ENCRYPTIONS}, notes: counts}}")
+        if params.k_public and not source_ok(sources["public"], params.k_public):
+            bad("sources.public", f"expected {{fingerprint: 64 hex, images: {params.k_public}..{MAX_ENCRYPTIONS}, notes: counts}}")
+        if not params.k_public and sources["public"] is not None:
+            bad("sources.public", f"expected null: --mode {params.mode} uses no public patch")
+
+    def check_manifest_against_store(self, manifest: dict, store: fmt.KeyStore) -> None:
+        file = f"{fmt.PUBLIC_DIR}/{fmt.MANIFEST_FILE}"
+        if manifest.get("params") != store.params.to_dict():
+            self.find("manifest", file, "params", f"differ from the key store's {store.params.to_dict()}")
+        if manifest.get("class_names") != store.attrs["class_names"]:
+            self.find("manifest", file, "class_names", "differ from the key store's")
+
+    # --- files ----------------------------------------------------------------------------------
+
+    def check_public_files(self, manifest: dict) -> set[str]:
+        """The declared names that are safe, listed and regular files: the only ones ever opened."""
+        check = "public_files"
+        listed = manifest.get("files") if isinstance(manifest.get("files"), dict) else {}
+        on_disk = set()
+        if self.public.is_symlink():
+            self.find(check, fmt.PUBLIC_DIR, "", "is a symlink; a release holds regular files only")
+            return set()
+        for root, dirs, files in os.walk(self.public):
+            for entry in dirs + files:
+                path = Path(root, entry)
+                rel = path.relative_to(self.public).as_posix()
+                if path.is_symlink():
+                    self.find(check, f"{fmt.PUBLIC_DIR}/{rel}", "", f"symlink to {os.readlink(path)!r}; a release holds regular files only")
+                elif entry in files and not path.is_file():
+                    self.find(check, f"{fmt.PUBLIC_DIR}/{rel}", "", "not a regular file")
+                elif entry in files and rel != fmt.MANIFEST_FILE:
+                    on_disk.add(rel)
+        usable = set()
+        for name in sorted(listed):
+            shown = f"{fmt.PUBLIC_DIR}/{name}"
+            if not safe_name(name):
+                self.find(check, f"{fmt.PUBLIC_DIR}/{fmt.MANIFEST_FILE}", f"files[{name!r}]", "unsafe name (absolute, empty or '..' part): not opened")
+            elif name not in _FIXED_NAMES and not _CHUNK_NAME.fullmatch(name):
+                self.find(check, shown, "", "listed in the manifest but not a file the format declares public")
+            elif name not in on_disk:
+                self.find(check, shown, "", "listed in the manifest but missing (or not a regular file)")
+            else:
+                usable.add(name)
+        for name in sorted(on_disk - set(listed)):
+            declared = name in _FIXED_NAMES or _CHUNK_NAME.fullmatch(name)
+            why = "not listed in the manifest" + ("" if declared else " and not a file the format declares public")
+            self.find(check, f"{fmt.PUBLIC_DIR}/{name}", "", why)
+        return usable
+
+    def check_digests(self, manifest: dict, names: set[str]) -> None:
+        for name in sorted(names):
+            digest, listed = fmt.sha256_file(self.public / name), manifest["files"][name]
+            if digest != listed:
+                self.find("digests", f"{fmt.PUBLIC_DIR}/{name}", "",
+                          f"SHA-256 {digest[:16]}... differs from public/manifest.json's {str(listed)[:16]}...")
+
+    # --- key store ------------------------------------------------------------------------------
+
+    def open_store(self) -> fmt.KeyStore | None:
+        try:
+            store = fmt.open_key_store(self.keys)
+        except fmt.FormatError as e:
+            self.store_error("key_store", e)
+            self.skip("commitment", "secrets", *ROW_CHECKS)
+            return None
+        # the commitment covers contents, not storage metadata: that must be exactly what generate writes
+        schema = fmt.key_schema(store.params)
+        for group in ["", *sorted({name.rsplit("/", 1)[0] for name in schema if "/" in name})]:
+            file = f"{group}/zarr.json" if group else "zarr.json"
+            meta = self.read_zarr_json(self.keys / file)
+            if not group and isinstance(meta, dict):
+                meta = {**meta, "attributes": {}}  # the root's attributes are bound by the commitment
+            if meta != _EMPTY_GROUP:
+                self.find("key_store", self.key_file(file), "", f"expected exactly {_EMPTY_GROUP} (with attributes at the root)")
+        for name in schema:
+            if self.read_zarr_json(self.keys / name / "zarr.json") != _canonical_metadata(store[name]):
+                self.find("key_store", self.key_file(f"{name}/zarr.json"), "",
+                          "metadata (fill value, codecs, attributes) is not what generate writes")
+        return store
+
+    def check_commitment(self, manifest: dict, store: fmt.KeyStore) -> None:
+        published = json_get(manifest, "key_store", "commitment")
+        try:
+            actual = fmt.commitment(store)
+        except fmt.FormatError as e:
+            self.store_error("commitment", e)
+            return
+        if actual != published:
+            self.find("commitment", self.keys_name, "",
+                      f"hashes to {actual[:23]}..., but public/manifest.json key_store.commitment is {str(published)[:23]}...: "
+                      "this is not the committed key store (or the manifest was changed)")
+
+    # --- per-encryption checks ------------------------------------------------------------------
+
+    def open_arrays(self, params: Params, manifest: dict) -> dict[str, np.ndarray]:
+        """Memory maps of encryption.npy and label.npy, for those whose header and size are right."""
+        out = {}
+        names = manifest.get("class_names")
+        n_classes = len(names) if isinstance(names, list) and names else None
+        shapes = {fmt.ENCRYPTION_FILE: ("encryptions", (params.n_encryptions, *fmt.IMAGE_SHAPE)),
+                  fmt.LABEL_FILE: ("labels", (params.n_encryptions, n_classes))}
+        for name, (check, shape) in shapes.items():
+            if shape[-1] is None:
+                continue
+            try:
+                out[name] = open_npy(self.public / name, shape)
+            except (fmt.FormatError, OSError) as e:
+                self.find(check, f"{fmt.PUBLIC_DIR}/{name}", "", str(e))
+        return out
+
+    def check_rows(self, manifest: dict, store: fmt.KeyStore, params: Params, arrays: dict) -> None:
+        """Every per-encryption rule, streamed ``chunk`` rows at a time."""
+        try:
+            t = {name: store.read(name) for name in _TABLES}
+            self.check_tables(manifest, store, params, t)
+            seed = t["seed"].tobytes()
+            rows = _Rows(params, t, arrays, seed, random_order(seed, "order", params.n_encryptions),
+                         _source_size(manifest, "public", params.k_public),
+                         np.zeros(params.n_private, np.int64), np.zeros(len(t["public/images"]), bool))
+            for a in range(0, params.n_encryptions, self.chunk):
+                b = min(a + self.chunk, params.n_encryptions)
+                self.check_chunk(rows, a, *(store.rows(f"encryption/{name}", a, b) for name in _PER_ENCRYPTION))
+        except fmt.FormatError as e:
+            self.store_error("key_store", e)
+            return
+        for array, what, bad in (("encryption/private_index", "private image", rows.counts != params.per_image),
+                                 ("public/images", "row", ~rows.used)):
+            bad = np.flatnonzero(bad)
+            if len(bad):
+                more = f" (+{len(bad) - 1} more)" if len(bad) > 1 else ""
+                message = (f"first image of {rows.counts[bad[0]]} encryptions, expected per_image = {params.per_image}"
+                           if what == "private image" else "stored public patch used by no encryption")
+                self.find("counts", self.key_file(array), f"{what} {bad[0]}{more}", message)
+
+    def check_tables(self, manifest: dict, store: fmt.KeyStore, params: Params, t: dict) -> None:
+        n_classes = len(store.attrs["class_names"])
+        labels = t["private/labels"]
+        if labels.min() < 0 or labels.max() >= n_classes:
+            self.find("labels", self.key_file("private/labels"), "", f"values must be class indices 0..{n_classes - 1}")
+        sizes = {"private": _source_size(manifest, "private", params.n_private),
+                 "public": _source_size(manifest, "public", params.k_public)}
+        for name, source in (("private/source_index", "private"), ("public/bank_index", "public")):
+            index, size = t[name], sizes[source]
+            if len(index) and (np.any(np.diff(index) <= 0) or index[0] < 0 or (size is not None and index[-1] >= size)):
+                self.find("seed_keys", self.key_file(name), "", f"must ascend strictly within 0..sources.{source}.images - 1")
+        size = sizes["private"]
+        if not params.balanced and size is not None:
+            expected = select_private(t["seed"].tobytes(), np.zeros(size, np.int64), params.n_private, False)
+            if not np.array_equal(expected, t["private/source_index"]):
+                self.find("seed_keys", self.key_file("private/source_index"), "", "not the selection the seed draws")
+
+    def check_chunk(self, rows: "_Rows", a: int, pi: np.ndarray, pu: np.ndarray, lam: np.ndarray, signs: np.ndarray) -> None:
+        """Rows ``a .. a + len(lam)``: ``pi``, ``pu``, ``lam``, ``signs`` are their stored keys."""
+        params, t = rows.params, rows.tables
+        n, m, kp = params.n_private, len(t["public/images"]), params.k_private
+
+        def tally(check: str, file: str, bad: np.ndarray, message: str) -> None:
+            self.tally.add((check, file, message), np.flatnonzero(bad), a)
+
+        # partners: ranges first, because everything below indexes with them
+        pi_file, pu_file = self.key_file("encryption/private_index"), self.key_file("encryption/public_index")
+        bad_pi, bad_pu = np.any((pi < 0) | (pi >= n), axis=1), np.any((pu < 0) | (pu >= m), axis=1)
+        tally("partners", pi_file, bad_pi, f"index outside 0..{n - 1}")
+        tally("partners", pu_file, bad_pu, f"index outside 0..{m - 1}")
+        tally("partners", pi_file, _repeats(pi), "a private image appears twice in one encryption")
+        tally("partners", pu_file, _repeats(pu), "a public patch appears twice in one encryption")
+        ok = ~(bad_pi | bad_pu)
+
+        # lambda: the acceptance rule on the stored float32 values, private ones summed left to right
+        lam_file = self.key_file("encryption/lam")
+        with np.errstate(invalid="ignore"):  # NaN is a finding, not a warning
+            lam64 = lam.astype(np.float64)
+            finite = np.all(np.isfinite(lam64), axis=1)
+            private_sum = np.zeros(len(lam))
+            for j in range(kp):
+                private_sum += lam64[:, j]
+            tally("lambda", lam_file, ~finite | np.any(lam64 < 0, axis=1), "not finite and non-negative")
+            tally("lambda", lam_file, finite & (lam64.max(axis=1) > params.c1), f"max lambda > c1 = {params.c1}")
+            tally("lambda", lam_file, finite & (private_sum < params.c2), f"private lambdas sum < c2 = {params.c2}")
+            tally("lambda", lam_file, finite & (np.abs(lam64.sum(axis=1) - 1) > 1e-6), "lambdas do not sum to 1")
+
+        # seed: every key of the row is the one its index draws
+        b, seed = a + len(lam), rows.seed
+        first = rows.order[a:b] // params.per_image
+        partners = distinct_below(row_words(seed, "partners", a, b - a, kp - 1), n, excluded=first[:, None])
+        tally("seed_keys", pi_file, np.any(pi != np.concatenate([first[:, None], partners], axis=1), axis=1),
+              "not the images the seed draws")
+        if params.k_public and rows.bank_size is not None:
+            bank = distinct_below(row_words(seed, "public", a, b - a, params.k_public), rows.bank_size)
+            stored = np.full(pu.shape, -1, np.int64)
+            stored[ok] = t["public/bank_index"][pu[ok]]
+            tally("seed_keys", pu_file, ok & np.any(stored != bank, axis=1), "not the patches the seed draws")
+        tally("seed_keys", lam_file, _differs(lam, draw_lambda(seed, params, a, b - a)), "not the lambdas the seed draws")
+        signs_file = self.key_file("encryption/sign_bits")
+        if params.masked:
+            tally("seed_keys", signs_file, _differs(signs, sign_bits(seed, a, b - a)), "not the sign mask the seed draws")
+        else:
+            tally("seed_keys", signs_file, np.any(signs != 0, axis=1), "mixup has no sign mask: expected all zero")
+
+        # counts and the published arrays, for the rows whose indices are usable
+        rows.counts += np.bincount(pi[ok, 0], minlength=n)
+        rows.used[pu[ok].ravel()] = True
+
+        def usable(differs: np.ndarray) -> np.ndarray:  # a mask over the usable rows, spread over the chunk
+            mask = np.zeros(len(lam), bool)
+            mask[ok] = differs
+            return mask
+
+        labels, published = t["private/labels"], rows.arrays.get(fmt.LABEL_FILE)
+        if published is not None and 0 <= labels.min() and labels.max() < published.shape[1]:
+            expected = weighted_labels(lam[ok], labels, pi[ok], published.shape[1])
+            tally("labels", f"{fmt.PUBLIC_DIR}/{fmt.LABEL_FILE}", usable(_differs(published[a:b][ok], expected)),
+                  "differs from the lambda-weighted labels of its keys")
+        published = rows.arrays.get(fmt.ENCRYPTION_FILE)
+        if published is not None:
+            expected = encode(t["private/images"], t["public/images"], affine(params.domain), *(
+                np.ascontiguousarray(x[ok]) for x in (pi, pu, lam, signs)))
+            tally("encryptions", f"{fmt.PUBLIC_DIR}/{fmt.ENCRYPTION_FILE}", usable(_differs(published[a:b][ok], expected)),
+                  "differs from its re-computation from the keys")
+
+    # --- public.zarr, preview, secrets ----------------------------------------------------------
+
+    def check_public_zarr(self, arrays: dict) -> None:
+        check, root = "public_zarr", self.public / fmt.PUBLIC_ZARR
+        group = {"attributes": {"format": "instahide-public", "format_version": fmt.FORMAT_VERSION},
+                 "zarr_format": 3, "node_type": "group"}
+        if self.read_zarr_json(root / "zarr.json") != group:
+            self.find(check, "public/public.zarr/zarr.json", "", f"expected exactly {group}")
+        for name, source in (("encryption", fmt.ENCRYPTION_FILE), ("label", fmt.LABEL_FILE)):
+            file = f"public/public.zarr/{name}"
+            meta = self.read_zarr_json(root / name / "zarr.json")
+            shape = arrays[source].shape if source in arrays else None
+            rows = _chunk_rows(meta)
+            if shape is None or rows is None or meta != _zarr_array_meta(shape, rows):
+                self.find(check, f"{file}/zarr.json", "", f"expected the metadata of an uncompressed float32 array "
+                          f"of shape {shape} in chunks of at most {fmt.ROWS_PER_ZARR_CHUNK} whole rows, and nothing else")
+                continue
+            self.check_zarr_chunks(file, root / name, arrays[source], source, rows)
+
+    def read_zarr_json(self, path: Path) -> dict | None:
+        if path.is_symlink():
+            return None
+        try:
+            return fmt.read_json(path)
+        except fmt.FormatError:
+            return None
+
+    def check_zarr_chunks(self, file: str, folder: Path, source: np.ndarray, source_name: str, rows: int) -> None:
+        """Every chunk file holds exactly the rows of the .npy file, zero-padded: no room for more."""
+        row_shape = source.shape[1:]
+        count = -(-len(source) // rows)
+        tail = "/0" * len(row_shape)
+        expected = {f"c/{i}{tail}" for i in range(count)}
+        present = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.name != "zarr.json" and not p.is_dir()}
+        for extra in sorted(present - expected):
+            self.find("public_zarr", f"{file}/{extra}", "", "not a chunk of the array")
+        for i in range(count):
+            name = f"c/{i}{tail}"
+            path = folder / name
+            if path.is_symlink() or not path.is_file() or path.stat().st_size != rows * 4 * int(np.prod(row_shape)):
+                self.find("public_zarr", f"{file}/{name}", "", f"missing or not {rows} rows of float32")
+            elif not self.same_rows(path, source, i * rows, rows):
+                self.find("public_zarr", f"{file}/{name}", f"rows {i * rows}..{i * rows + rows - 1}",
+                          f"differs from public/{source_name} (or its zero padding)")
+
+    def same_rows(self, path: Path, source: np.ndarray, first: int, rows: int) -> bool:
+        """Whether a chunk file holds rows ``first ..`` of ``source``, zero past its end; read ``chunk`` rows at a time."""
+        with open(path, "rb") as f:
+            for start in range(first, first + rows, self.chunk):
+                stop = min(start + self.chunk, first + rows)
+                block = np.zeros((stop - start, *source.shape[1:]), "<f4")
+                part = source[start:stop]
+                block[: len(part)] = part
+                if f.read(block.nbytes) != block.tobytes():
+                    return False
+        return True
+
+    def check_preview(self, params: Params, arrays: dict) -> None:
+        file, path = f"{fmt.PUBLIC_DIR}/{fmt.PREVIEW_FILE}", self.public / fmt.PREVIEW_FILE
+        if fmt.ENCRYPTION_FILE not in arrays or path.is_symlink() or not path.is_file():
+            self.skip("preview")
+            return
+        expected = np.asarray(contact_sheet(to_uint8(arrays[fmt.ENCRYPTION_FILE][:PREVIEW_COUNT], params.domain)))
+        height, width = expected.shape[:2]
+        try:
+            chunks = png_chunks(path.read_bytes())
+            kinds = [kind for kind, _ in chunks]
+            if kinds[0] != b"IHDR" or set(kinds[1:-1]) != {b"IDAT"} or kinds[-1] != b"IEND":
+                raise ValueError(f"chunks {sorted(set(k.decode('latin-1') for k in kinds))}, expected IHDR, IDAT, IEND only")
+            ihdr = struct.unpack(">IIBB", chunks[0][1][:10])
+            if ihdr != (width, height, 8, 2):
+                raise ValueError(f"IHDR {ihdr}, expected {width}x{height} 8-bit RGB")
+            with Image.open(path) as image:
+                pixels = np.asarray(image.convert("RGB"))
+        except (ValueError, OSError, SyntaxError, struct.error, zlib.error) as e:
+            self.find("preview", file, "", f"not the format's preview PNG: {e}")
+            return
+        if not np.array_equal(pixels, expected):
+            self.find("preview", file, "", f"pixels differ from the contact sheet of the first {PREVIEW_COUNT} encryptions")
+
+    def check_secrets(self, store: fmt.KeyStore, names: set[str]) -> None:
+        """The seed, raw or as hex, in no file whose content is not fully re-derived from the keys."""
+        try:
+            seed = store.read("seed").tobytes()
+        except fmt.FormatError:
+            return
+        needles = (seed, seed.hex().encode(), seed.hex().upper().encode())
+        texts = [fmt.MANIFEST_FILE, *sorted(n for n in names if not n.endswith(".npy") and not _CHUNK_NAME.fullmatch(n))]
+        for name in texts:
+            path = self.public / name
+            if path.is_file() and not path.is_symlink() and any(needle in path.read_bytes() for needle in needles):
+                self.find("secrets", f"{fmt.PUBLIC_DIR}/{name}", "", "contains the secret seed")
+
+
+def json_get(obj, *keys):
+    """``obj[k1][k2]...`` through JSON objects, or None where a level is missing or not an object."""
+    for key in keys:
+        obj = obj.get(key) if isinstance(obj, dict) else None
+    return obj
+
+
+def _source_size(manifest: dict, role: str, minimum: int) -> int | None:
+    """``sources.ROLE.images`` when it is a plausible size (the manifest check reports it otherwise)."""
+    size = json_get(manifest, "sources", role, "images")
+    return size if type(size) is int and minimum <= size <= MAX_ENCRYPTIONS else None
+
+
+def _repeats(index: np.ndarray) -> np.ndarray:
+    ordered = np.sort(index, axis=1)
+    return np.any(ordered[:, 1:] == ordered[:, :-1], axis=1)
+
+
+def _differs(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Rows whose bytes differ (so -0.0 != 0.0 and NaN == the same NaN: the format is the bytes)."""
+    a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
+    return np.any(a.reshape(len(a), -1).view(np.uint8) != b.reshape(len(b), -1).view(np.uint8), axis=1)
+
+
+def _canonical_metadata(array: zarr.Array) -> dict:
+    """The zarr.json (as JSON, not as zarr's normalised reading) ``create_key_store`` writes for an
+    array of this shape, chunks and dtype."""
+    files = {}
+    zarr.create_array(zarr.storage.MemoryStore(files), shape=array.shape, chunks=array.chunks, dtype=array.dtype, fill_value=0)
+    return json.loads(files["zarr.json"].to_bytes())
+
+
+def _chunk_rows(meta: dict | None) -> int | None:
+    try:
+        rows = meta["chunk_grid"]["configuration"]["chunk_shape"][0]
+    except (TypeError, KeyError, IndexError):
+        return None
+    return rows if type(rows) is int and 1 <= rows <= fmt.ROWS_PER_ZARR_CHUNK else None
+
+
+def _zarr_array_meta(shape: tuple, rows: int) -> dict:
+    """The zarr.json of an uncompressed little-endian float32 array, as the generator writes it."""
+    return {
+        "shape": list(shape), "data_type": "float32",
+        "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": [rows, *shape[1:]]}},
+        "chunk_key_encoding": {"name": "default", "configuration": {"separator": "/"}},
+        "fill_value": 0.0, "codecs": [{"name": "bytes", "configuration": {"endian": "little"}}],
+        "attributes": {}, "zarr_format": 3, "node_type": "array", "storage_transformers": [],
+    }

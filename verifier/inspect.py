@@ -1,0 +1,115 @@
+"""Describe a release for people: parameters, sizes, digests; with the keys, a picture of the
+private images beside their encryptions.  Nothing here is a check (``audit`` is the check): it
+reports what the files say, reading only the manifest, file sizes and, for the sheet, the rows it
+shows.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from challenge import format as fmt
+from challenge.domain import to_uint8
+from challenge.errors import UsageError
+from challenge.preview import contact_sheet, save_png
+from verifier.audit import json_get, open_npy, safe_name
+
+
+def summary(release: Path, keys: Path | None = None) -> dict:
+    """What the manifest and the file system say about a release (and its key store)."""
+    public = Path(release) / fmt.PUBLIC_DIR
+    manifest = fmt.read_json(public / fmt.MANIFEST_FILE)
+    files = manifest.get("files") if isinstance(manifest.get("files"), dict) else {}
+    sizes = {name: _size(public / name) if safe_name(name) else None for name in sorted(files)}
+    out = {
+        "release": str(release),
+        "format_version": manifest.get("format_version"),
+        "generator": manifest.get("generator"),
+        "params": manifest.get("params"),
+        "n_encryptions": manifest.get("n_encryptions"),
+        "class_names": manifest.get("class_names"),
+        "pixel_domain": manifest.get("pixel_domain"),
+        "seed": manifest.get("seed"),
+        "sources": manifest.get("sources"),
+        "commitment": json_get(manifest, "key_store", "commitment"),
+        "files": {name: {"bytes": sizes[name], "sha256": files[name]} for name in sorted(files)},
+        "public_bytes": sum(s for s in sizes.values() if s),
+    }
+    if keys is not None:
+        store = fmt.open_key_store(keys)
+        out["key_store"] = {
+            "path": str(keys),
+            "bytes": sum(_size(Path(root, f)) or 0 for root, _, names in os.walk(keys) for f in names),
+            "commitment": fmt.commitment(store),
+        }
+        out["key_store"]["matches_manifest"] = out["key_store"]["commitment"] == out["commitment"]
+    return out
+
+
+def _object(value) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
+def _size(path: Path) -> int | None:
+    return path.lstat().st_size if path.is_file() and not path.is_symlink() else None
+
+
+def render(info: dict) -> str:
+    """The summary as a few lines of text (whatever shape the manifest's fields have)."""
+    p, seed, sources = (_object(info[key]) for key in ("params", "seed", "sources"))
+    classes = info["class_names"] if isinstance(info["class_names"], list) else []
+    lines = [
+        f"release {info['release']} (format {info['format_version']}, generator "
+        f"{json_get(info, 'generator', 'name')} {json_get(info, 'generator', 'version')})",
+        f"  mode {p.get('mode')}, k={p.get('k')}, k_private={p.get('k_private')}, c1={p.get('c1')}, c2={p.get('c2')}, "
+        f"domain {p.get('domain')}, balanced {'yes' if p.get('balanced') else 'no'}",
+        f"  {p.get('n_private')} private images x {p.get('per_image')} = {info['n_encryptions']} encryptions; "
+        f"{len(classes)} classes ({', '.join(map(str, classes[:10]))}{', ...' if len(classes) > 10 else ''})",
+        f"  seed: {seed.get('kind')}" + (" (REPLAYABLE: anyone can replay every key)" if seed.get("replayable") else ""),
+    ]
+    for role, source in sources.items():
+        if isinstance(source, dict):
+            lines.append(f"  {role} source: {source.get('images')} images, fingerprint {str(source.get('fingerprint'))[:16]}..., "
+                         f"notes {source.get('notes') or 'none'}")
+    lines.append(f"  key store commitment: {info['commitment']}")
+    lines.append(f"  public files: {len(info['files'])} + manifest.json, {info['public_bytes']:,} bytes")
+    for name, f in info["files"].items():
+        size = f"{f['bytes']:>12,}" if f["bytes"] is not None else f"{'missing':>12}"
+        lines.append(f"    {size}  {str(f['sha256'])[:16]}...  {name}")
+    if "key_store" in info:
+        k = info["key_store"]
+        verdict = "matches the manifest" if k["matches_manifest"] else "DOES NOT match the manifest (run audit)"
+        lines.append(f"  key store {k['path']}: {k['bytes']:,} bytes, commitment {verdict}")
+    return "\n".join(lines)
+
+
+def sheet(release: Path, store: fmt.KeyStore, count: int = 8, shown: int = 7, rows: int = 65536) -> tuple[np.ndarray, int]:
+    """uint8 tiles and columns of a contact sheet: each of the first ``count`` private images, then
+    up to ``shown`` encryptions whose first image it is (white where it has fewer)."""
+    params = store.params
+    count, shown = min(count, params.n_private), min(shown, params.per_image)
+    encryptions = open_npy(Path(release) / fmt.PUBLIC_DIR / fmt.ENCRYPTION_FILE, (params.n_encryptions, *fmt.IMAGE_SHAPE))
+    owner = np.concatenate([store.rows("encryption/private_index", a, a + rows)[:, 0]
+                            for a in range(0, params.n_encryptions, rows)])
+    tiles = np.full((count, 1 + shown, *fmt.IMAGE_SHAPE), 255, np.uint8)
+    tiles[:, 0] = store.rows("private/images", 0, count)
+    for i in range(count):
+        mine = np.flatnonzero(owner == i)[:shown]
+        tiles[i, 1 : 1 + len(mine)] = to_uint8(encryptions[mine], params.domain)
+    return tiles.reshape(-1, *fmt.IMAGE_SHAPE), 1 + shown
+
+
+def write_sheet(release: Path, keys: Path, out: Path, count: int = 8) -> Path:
+    """Save the sheet as PNG at ``out``; never inside the public folder, which must hold only declared files."""
+    public = (Path(release) / fmt.PUBLIC_DIR).resolve()
+    if Path(out).resolve().is_relative_to(public):
+        raise UsageError(f"--sheet {out}: inside {public}, where it would be an undeclared public file; choose another path")
+    tiles, columns = sheet(release, fmt.open_key_store(keys), count)
+    try:
+        save_png(contact_sheet(tiles, columns=columns), out)
+    except OSError as e:
+        raise UsageError(f"--sheet {out}: cannot write ({e.strerror or e})") from None
+    return Path(out)

@@ -1,0 +1,142 @@
+"""The ``instahide audit``, ``reproduce`` and ``inspect`` subcommands: is a release trustworthy?
+
+Exit codes: 0 sound / reproduced identical, 3 a finding / a difference, 2 bad input (a path that
+is not a release or key store, different source data, a bad option), 1 internal error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+AUDIT_EXAMPLES = """\
+examples:
+  instahide audit release/                                  # keys at release/secret/keys.zarr
+  instahide audit release/ --keys revealed/keys.zarr --json
+exit codes: 0 sound, 3 at least one finding, 2 bad input, 1 internal error
+"""
+REPRODUCE_EXAMPLES = """\
+examples:
+  instahide reproduce release/                              # embedded default data
+  instahide reproduce release/ --keys keys.zarr --private cifar-10-batches-py/ --public bank.zarr
+exit codes: 0 identical, 3 a difference, 2 bad input (including different source data), 1 internal error
+"""
+INSPECT_EXAMPLES = """\
+examples:
+  instahide inspect release/
+  instahide inspect release/ --keys release/secret/keys.zarr --sheet truth.png   # secret picture!
+"""
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
+    return value
+
+
+def _keys_default(args) -> Path:
+    return args.keys if args.keys is not None else args.release / "secret" / "keys.zarr"
+
+
+def register(sub) -> None:
+    """Add ``audit``, ``reproduce`` and ``inspect`` to the ``instahide`` subcommands."""
+    p = sub.add_parser(
+        "audit",
+        help="check a release against its key store, without the source data",
+        description="Check every published byte of a release against its key store: the commitment, "
+        "every encryption re-computed from its keys and the ground truth, the lambda constraints, "
+        "the per-image counts, partner distinctness, the labels, and that public/ holds only what "
+        "the format declares public. Needs no source data set. See docs/AUDIT.md.",
+        epilog=AUDIT_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("release", type=Path, help="the release folder (holding public/)")
+    p.add_argument("--keys", type=Path, help="the key store (default: RELEASE/secret/keys.zarr)")
+    p.add_argument("--chunk", type=_positive, default=4096, help="encryptions checked at a time; bounds memory (default: %(default)s)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
+    p.set_defaults(run=_run_audit)
+
+    p = sub.add_parser(
+        "reproduce",
+        help="regenerate a release from its sources and seed and compare byte for byte",
+        description="Regenerate the release from the source data and the seed in the key store, then "
+        "compare every public file and the key store with the regenerated ones and report the first "
+        "difference (file, encryption, field). The sources' fingerprints are checked first: "
+        "different data is refused with exit code 2. Without --private/--public the embedded "
+        "default data is used, as in 'instahide generate'.",
+        epilog=REPRODUCE_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("release", type=Path, help="the release folder (holding public/)")
+    p.add_argument("--keys", type=Path, help="the key store holding the seed (default: RELEASE/secret/keys.zarr)")
+    p.add_argument("--private", type=Path, help="private set: CIFAR folder, image folder or .npz (default: embedded)")
+    p.add_argument("--public", type=Path, help="public patch bank: bank .zarr, image folder or .npz (default: embedded)")
+    p.add_argument("--work", type=Path, help="folder for the temporary regenerated release (default: the system's temp folder)")
+    p.add_argument("--json", action="store_true", help="print the outcome as JSON on stdout")
+    p.set_defaults(run=_run_reproduce)
+
+    p = sub.add_parser(
+        "inspect",
+        help="show a release's parameters, sizes and digests (with --keys, a picture of the ground truth)",
+        description="Show what a release's manifest and files say: parameters, sizes, digests. With "
+        "--keys, also write a PNG sheet of private images, each beside its encryptions: it shows the "
+        "ground truth, so keep it as secret as the key store. inspect checks nothing: use audit.",
+        epilog=INSPECT_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("release", type=Path, help="the release folder (holding public/)")
+    p.add_argument("--keys", type=Path, help="the key store; enables the sheet and the commitment comparison")
+    p.add_argument("--sheet", type=Path, default=Path("inspect.png"), help="where the sheet goes, with --keys (default: %(default)s)")
+    p.add_argument("--images", type=_positive, default=8, help="private images on the sheet (default: %(default)s)")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
+    p.set_defaults(run=_run_inspect)
+
+
+def _run_audit(args) -> int:
+    from verifier.audit import CHECKS, audit
+
+    report = audit(args.release, _keys_default(args), chunk=args.chunk)
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2))
+        return 0 if report.sound else 3
+    print(f"audit of {args.release} with {_keys_default(args)}: {report.n_encryptions} encryptions")
+    width = max(map(len, CHECKS))
+    for check, verifies in CHECKS.items():
+        print(f"  {check:<{width}}  {report.status(check):<9}  {verifies}")
+    if report.sound:
+        print("sound: every check passed")
+        return 0
+    print(f"NOT SOUND: {len(report.findings)} finding(s)" + (f", skipped: {', '.join(report.skipped)}" if report.skipped else ""))
+    for finding in report.findings:
+        print(f"  - {finding.line()}")
+    return 3
+
+
+def _run_reproduce(args) -> int:
+    from verifier.reproduce import reproduce
+
+    manifest, differences = reproduce(args.release, _keys_default(args), args.private, args.public, args.work)
+    if args.json:
+        print(json.dumps({"identical": not differences, "differences": [d.__dict__ for d in differences]}, indent=2))
+    elif not differences:
+        print(f"reproduced: identical ({manifest['n_encryptions']} encryptions, {len(manifest['files'])} public files "
+              f"+ manifest, key store {manifest['key_store']['commitment']})")
+    else:
+        print(f"differs: {differences[0].line()}")
+        if len(differences) > 1:
+            print(f"  ({len(differences) - 1} more difference(s); --json lists them all)")
+    return 0 if not differences else 3
+
+
+def _run_inspect(args) -> int:
+    from verifier.inspect import render, summary, write_sheet
+
+    info = summary(args.release, args.keys)
+    if args.keys is not None:
+        info["sheet"] = str(write_sheet(args.release, args.keys, args.sheet, args.images))
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    print(render(info))
+    if args.keys is not None:
+        print(f"  wrote {info['sheet']}: private images (left) beside their encryptions; it shows the ground truth, keep it secret")
+    return 0

@@ -1,0 +1,204 @@
+"""Regenerate a release from its source data and its seed, and compare it with the published one.
+
+``audit`` shows that a release agrees with its key store; ``reproduce`` shows that the key store
+and the release are what the named data and the seed produce, byte for byte.  The sources are
+checked first (their fingerprints are in the manifest), so different data is reported as such,
+not as a thousand differing bytes.  The regenerated release is written to a temporary folder and
+removed afterwards; nothing is written into the release or the key store.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from challenge import format as fmt
+from challenge.errors import UsageError
+from challenge.imageset import ImageSet
+from generator.cli import load_sources
+from generator.release import generate
+from verifier.audit import json_get, open_npy, safe_name
+
+
+
+@dataclass(frozen=True)
+class Difference:
+    file: str  # as shown: "public/encryption.npy", "secret/keys.zarr/encryption/lam", ...
+    where: str  # "encryption 17", "field generator.version", "row 3", or ""
+    message: str
+
+    def line(self) -> str:
+        where = f" [{self.where}]" if self.where else ""
+        return f"{self.file}{where}: {self.message}"
+
+
+def check_sources(manifest: dict, given: dict[str, tuple[ImageSet | None, str]]) -> None:
+    """Refuse data whose fingerprint is not the manifest's: that is not this release's data."""
+    for role, (images, named) in given.items():
+        claimed = json_get(manifest, "sources", role)
+        if images is None and claimed is None:
+            continue
+        if images is None or not isinstance(claimed, dict):
+            raise UsageError(f"--{role}: the release's manifest has sources.{role} = {claimed!r}, which does not fit --mode")
+        if images.fingerprint() != claimed.get("fingerprint"):
+            raise UsageError(
+                f"--{role} {named}: different data: fingerprint {images.fingerprint()[:16]}... of {len(images)} images, "
+                f"the release was made from {str(claimed.get('fingerprint'))[:16]}... of {claimed.get('images')} images"
+            )
+
+
+def reproduce(release: Path, keys: Path, private: Path | None = None, public: Path | None = None,
+              work: Path | None = None) -> tuple[dict, list[Difference]]:
+    """Regenerate and compare; returns the published manifest and every difference found."""
+    release, keys = Path(release), Path(keys)
+    if work is not None and not Path(work).is_dir():
+        raise UsageError(f"--work {work}: not a folder")
+    manifest = fmt.read_json(release / fmt.PUBLIC_DIR / fmt.MANIFEST_FILE)
+    params = fmt.read_params(manifest.get("params"), f"{release}/{fmt.PUBLIC_DIR}/{fmt.MANIFEST_FILE}: params")
+    store = fmt.open_key_store(keys)
+    seed = store.read("seed").tobytes()
+    private_set, public_set = load_sources(private, public, params)  # exactly as generate loads them
+    check_sources(manifest, {"private": (private_set, private or "(embedded data)"),
+                             "public": (public_set, public or "(embedded data)")})
+    practice = json_get(manifest, "seed", "kind") == "practice"
+    with tempfile.TemporaryDirectory(prefix="instahide-reproduce-", dir=work) as tmp:
+        again = Path(tmp) / "release"
+        generate(again, params, seed, private_set, public_set, practice=practice)
+        differences = compare_public(release, again)
+        differences += compare_keys(store, fmt.open_key_store(again / fmt.SECRET_DIR / fmt.KEYS_NAME), str(keys))
+    return manifest, differences
+
+
+def compare_public(release: Path, again: Path) -> list[Difference]:
+    """Every public file of ``release`` against the regenerated one, in name order."""
+    published, regenerated = release / fmt.PUBLIC_DIR, again / fmt.PUBLIC_DIR
+    claimed = fmt.read_json(published / fmt.MANIFEST_FILE).get("files")
+    claimed = claimed if isinstance(claimed, dict) else {}
+    expected = {**fmt.read_json(regenerated / fmt.MANIFEST_FILE)["files"], fmt.MANIFEST_FILE: None}
+    names = sorted(set(expected) | set(claimed) | set(fmt.public_files(published)) | {fmt.MANIFEST_FILE})
+    out = []
+    for name in names:
+        shown, mine = f"{fmt.PUBLIC_DIR}/{name}", published / name
+        if not safe_name(name):
+            out.append(Difference(f"{fmt.PUBLIC_DIR}/{fmt.MANIFEST_FILE}", f"files[{name!r}]", "unsafe file name (not opened)"))
+        elif name not in expected:
+            out.append(Difference(shown, "", "not part of the regenerated release"))
+        elif mine.is_symlink() or not mine.is_file():
+            out.append(Difference(shown, "", "missing from the release (or not a regular file)"))
+        else:
+            digest = fmt.sha256_file(mine)
+            if name in claimed and claimed[name] != digest:
+                out.append(Difference(shown, "", f"SHA-256 {digest[:16]}... but public/manifest.json lists {str(claimed[name])[:16]}..."))
+            if digest != fmt.sha256_file(regenerated / name):
+                out.append(explain(name, mine, regenerated / name))
+    return out
+
+
+def explain(name: str, mine: Path, theirs: Path) -> Difference:
+    """Where two versions of a public file first differ: encryption, row and column, or field."""
+    shown = f"{fmt.PUBLIC_DIR}/{name}"
+    if name == fmt.MANIFEST_FILE:
+        a, b = fmt.read_json(mine), fmt.read_json(theirs)
+        path = first_field_difference(a, b)
+        if path is None:
+            return Difference(shown, "", "same fields, different bytes (not canonical JSON)")
+        return Difference(shown, f"field {_field_name(path)}", f"release has {_short(_at(a, path))}, regenerated {_short(_at(b, path))}")
+    if name in (fmt.ENCRYPTION_FILE, fmt.LABEL_FILE):
+        expected = np.load(theirs, mmap_mode="r", allow_pickle=False)
+        try:
+            array = open_npy(mine, expected.shape)
+        except fmt.FormatError as e:
+            return Difference(shown, "header", str(e))
+        row = first_row_difference(array, expected)
+        flat = np.flatnonzero(_bits(array[row]) != _bits(expected[row]))
+        if name == fmt.ENCRYPTION_FILE:
+            pixel = tuple(int(i) for i in np.unravel_index(flat[0], fmt.IMAGE_SHAPE))
+            return Difference(shown, f"encryption {row}", f"{len(flat)} of 3072 values differ, first at (h, w, c) = {pixel}")
+        column = int(flat[0])
+        return Difference(shown, f"row {row}, column {column}", f"release has {array[row, column]!r}, regenerated {expected[row, column]!r}")
+    if name == fmt.PREVIEW_FILE:
+        try:
+            with Image.open(mine) as a, Image.open(theirs) as b:
+                same = a.size == b.size and np.array_equal(np.asarray(a.convert("RGB")), np.asarray(b.convert("RGB")))
+        except (OSError, ValueError, SyntaxError):
+            same = False
+        return Difference(shown, "", "same pixels, different PNG bytes (another zlib or Pillow?)" if same else "pixels differ")
+    return Difference(shown, "", "bytes differ from the regenerated file")
+
+
+def compare_keys(store: fmt.KeyStore, again: fmt.KeyStore, shown: str, rows: int = 65536) -> list[Difference]:
+    """The given key store against the regenerated one: first differing array and row, or attribute."""
+    out = []
+    for name in sorted(fmt.key_schema(again.params)):
+        a, b = store[name], again[name]
+        if a.shape != b.shape or a.dtype != b.dtype:
+            out.append(Difference(f"{shown}/{name}", "", f"{a.dtype} {a.shape}, regenerated {b.dtype} {b.shape}"))
+            continue
+        for start in range(0, a.shape[0], rows):
+            x, y = store.rows(name, start, start + rows), again.rows(name, start, start + rows)
+            if x.tobytes() != y.tobytes():
+                out.append(Difference(f"{shown}/{name}", f"row {start + first_row_difference(x, y)}", "differs from the regenerated key"))
+                break
+    path = first_field_difference(store.attrs, again.attrs)
+    if path is not None:
+        out.append(Difference(f"{shown}/zarr.json", f"attribute {_field_name(path)}",
+                              f"{_short(_at(store.attrs, path))}, regenerated {_short(_at(again.attrs, path))}"))
+    return out
+
+
+def first_row_difference(a: np.ndarray, b: np.ndarray, rows: int = 4096) -> int:
+    """Index of the first row whose bytes differ (the arrays are known to differ somewhere)."""
+    for start in range(0, len(a), rows):
+        x, y = np.ascontiguousarray(a[start : start + rows]), np.ascontiguousarray(b[start : start + rows])
+        differs = np.any(x.reshape(len(x), -1).view(np.uint8) != y.reshape(len(y), -1).view(np.uint8), axis=1)
+        if differs.any():
+            return start + int(np.argmax(differs))
+    raise ValueError("arrays are equal")
+
+
+def first_field_difference(a, b, path: tuple = ()) -> tuple | None:
+    """Keys (and list indices) leading to the first place, in sorted key order, where two JSON values differ."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in sorted(set(a) | set(b), key=str):
+            if key not in a or key not in b:
+                return (*path, key)
+            found = first_field_difference(a[key], b[key], (*path, key))
+            if found is not None:
+                return found
+        return None
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        for i, (x, y) in enumerate(zip(a, b)):
+            found = first_field_difference(x, y, (*path, i))
+            if found is not None:
+                return found
+        return None
+    return None if type(a) is type(b) and a == b else path
+
+
+def _field_name(path: tuple) -> str:
+    name = "".join(f"[{key}]" if isinstance(key, int) else f".{key}" for key in path).lstrip(".")
+    return name or "(top level)"
+
+
+def _at(obj, path: tuple):
+    """The value at ``path``, or ``<absent>``."""
+    for key in path:
+        if isinstance(obj, dict) and key in obj or isinstance(obj, list) and isinstance(key, int) and key < len(obj):
+            obj = obj[key]
+        else:
+            return "<absent>"
+    return obj
+
+
+def _short(value, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _bits(row: np.ndarray) -> np.ndarray:
+    """A float32 row's values as their bit patterns, so that NaN payloads and -0.0 count as differences."""
+    return np.ascontiguousarray(row, dtype="<f4").ravel().view(np.uint32)
