@@ -33,6 +33,7 @@ def register(sub) -> None:
 
 
 def _add_generate(sub) -> None:
+    from challenge.cli import positive_int
     from challenge.domain import DOMAINS
     from challenge.params import MODES, Params
 
@@ -50,12 +51,7 @@ def _add_generate(sub) -> None:
     p.add_argument("--seed", help="secret seed: 64 hex digits (256 bits); default: fresh from the OS")
     p.add_argument("--practice", action="store_true",
                    help="accept a short, guessable --seed and mark the release as replayable")
-    p.add_argument("--private", type=Path,
-                   help="private set: CIFAR-10/100 folder (binary or python version), image folder "
-                   "(one subfolder per class) or .npz (default: embedded)")
-    p.add_argument("--public", type=Path,
-                   help="public patches: a bank from 'instahide patches', an image folder (a bank is "
-                   "built with the default settings) or an .npz with 'patches' (default: embedded)")
+    add_source_options(p)
     p.add_argument("--mode", choices=MODES, default=d.mode,
                    help="cross: private + public patches; inside: private only; mixup: no sign mask (default: %(default)s)")
     p.add_argument("--k", type=int, default=d.k, help="images per encryption (default: %(default)s)")
@@ -70,10 +66,20 @@ def _add_generate(sub) -> None:
     p.add_argument("--domain", choices=list(DOMAINS), default=d.domain,
                    help="pixel domain: centered [-1,1] (the mask hides signs) or positive [0,1] "
                    "(|encryption| = mix: InstaHide collapses to Mixup) (default: %(default)s)")
-    p.add_argument("--chunk", type=int, default=4096, help="encryptions encoded per batch; bounds memory (default: %(default)s)")
+    p.add_argument("--chunk", type=positive_int, default=4096, help="encryptions encoded per batch; bounds memory (default: %(default)s)")
     p.add_argument("--force", action="store_true", help="replace an existing release at --out")
     p.add_argument("--json", action="store_true", help="print the manifest as JSON on stdout")
     p.set_defaults(run=_run_generate)
+
+
+def add_source_options(p: argparse.ArgumentParser) -> None:
+    """--private and --public, shared by every command that reads the source data sets."""
+    p.add_argument("--private", type=Path,
+                   help="private set: CIFAR-10/100 folder (binary or python version), image folder "
+                   "(one subfolder per class) or .npz (default: embedded)")
+    p.add_argument("--public", type=Path,
+                   help="public patches: a bank from 'instahide patches', an image folder (a bank is "
+                   "built with the default settings) or an .npz with 'patches' (default: embedded)")
 
 
 def _run_generate(args) -> int:
@@ -142,6 +148,7 @@ def bank_seed(text: str) -> bytes:
 
 
 def _add_patches(sub) -> None:
+    from challenge.cli import positive_int
     from generator.patches import DEFAULT_MIN_KEYPOINTS
 
     p = sub.add_parser(
@@ -159,7 +166,7 @@ def _add_patches(sub) -> None:
     p.add_argument("--crops-per-image", type=int, default=2, help="random crops tried per image (default: %(default)s)")
     p.add_argument("--min-keypoints", type=int, default=DEFAULT_MIN_KEYPOINTS,
                    help="keep patches with more keypoints than this (default: %(default)s)")
-    p.add_argument("--workers", type=int, help="decoding processes (default: one per core)")
+    p.add_argument("--workers", type=positive_int, help="decoding processes (default: one per core)")
     p.add_argument("--seed", default=DEFAULT_BANK_SEED,
                    help="public text that fixes the crop positions (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
@@ -170,8 +177,6 @@ def _run_patches(args) -> int:
     from challenge.progress import Progress
     from generator.patches import build_patch_bank
 
-    if args.workers is not None and args.workers < 1:
-        raise UsageError(f"--workers must be positive, got {args.workers}")
     bar = None
 
     def progress(done: int, total: int, patches: int) -> None:

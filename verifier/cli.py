@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from challenge.cli import OneLineParser, run
+from challenge.cli import OneLineParser, positive_int, run
 from challenge.errors import UsageError
 
 VERIFY_EXAMPLES = """\
@@ -22,19 +22,12 @@ examples:
 """
 
 
-def _rows(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
-    return value
-
-
 def _add_common(p: argparse.ArgumentParser, keys_help: str, keys_required: bool = False) -> None:
     from verifier.submission import ROWS
 
     p.add_argument("--release", type=Path, help="the release folder, or its public/ folder (gives N and the pixel domain)")
     p.add_argument("--keys", type=Path, required=keys_required, help=keys_help)
-    p.add_argument("--rows", type=_rows, default=ROWS, help="rows processed at a time; bounds memory (default: %(default)s)")
+    p.add_argument("--rows", type=positive_int, default=ROWS, help="rows processed at a time; bounds memory (default: %(default)s)")
 
 
 def _open(release: Path | None, keys: Path | None):

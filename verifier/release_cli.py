@@ -10,6 +10,9 @@ import argparse
 import json
 from pathlib import Path
 
+from challenge.cli import positive_int
+from generator.cli import add_source_options
+
 AUDIT_EXAMPLES = """\
 examples:
   instahide audit release/                                  # keys at release/secret/keys.zarr
@@ -29,13 +32,6 @@ examples:
 """
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
-    return value
-
-
 def _keys_default(args) -> Path:
     return args.keys if args.keys is not None else args.release / "secret" / "keys.zarr"
 
@@ -53,7 +49,7 @@ def register(sub) -> None:
     )
     p.add_argument("release", type=Path, help="the release folder (holding public/)")
     p.add_argument("--keys", type=Path, help="the key store (default: RELEASE/secret/keys.zarr)")
-    p.add_argument("--chunk", type=_positive, default=4096, help="encryptions checked at a time; bounds memory (default: %(default)s)")
+    p.add_argument("--chunk", type=positive_int, default=4096, help="encryptions checked at a time; bounds memory (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
     p.set_defaults(run=_run_audit)
 
@@ -69,8 +65,7 @@ def register(sub) -> None:
     )
     p.add_argument("release", type=Path, help="the release folder (holding public/)")
     p.add_argument("--keys", type=Path, help="the key store holding the seed (default: RELEASE/secret/keys.zarr)")
-    p.add_argument("--private", type=Path, help="private set: CIFAR folder, image folder or .npz (default: embedded)")
-    p.add_argument("--public", type=Path, help="public patch bank: bank .zarr, image folder or .npz (default: embedded)")
+    add_source_options(p)
     p.add_argument("--work", type=Path, help="folder for the temporary regenerated release (default: the system's temp folder)")
     p.add_argument("--json", action="store_true", help="print the outcome as JSON on stdout")
     p.set_defaults(run=_run_reproduce)
@@ -86,7 +81,7 @@ def register(sub) -> None:
     p.add_argument("release", type=Path, help="the release folder (holding public/)")
     p.add_argument("--keys", type=Path, help="the key store; enables the sheet and the commitment comparison")
     p.add_argument("--sheet", type=Path, default=Path("inspect.png"), help="where the sheet goes, with --keys (default: %(default)s)")
-    p.add_argument("--images", type=_positive, default=8, help="private images on the sheet (default: %(default)s)")
+    p.add_argument("--images", type=positive_int, default=8, help="private images on the sheet (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
     p.set_defaults(run=_run_inspect)
 
