@@ -24,7 +24,6 @@ from generator.release import generate
 from verifier.audit import json_get, open_npy, safe_name
 
 
-
 @dataclass(frozen=True)
 class Difference:
     file: str  # as shown: "public/encryption.npy", "secret/keys.zarr/encryption/lam", ...
