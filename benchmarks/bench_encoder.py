@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 
 import numpy as np
 
@@ -20,15 +19,7 @@ from challenge.params import Params
 from generator.default_data import default_private, default_public
 from generator.encoder import encode, encode_reference
 from generator.keys import draw_plan, sign_bits
-
-
-def best_of(repeats: int, fn) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
+from timing import best_of
 
 
 def main() -> int:
