@@ -55,3 +55,14 @@ def test_mask_flips_about_half_the_signs(private_set, public_bank):
     _, _, signs = keys_for(params, private_set, public_bank)
     share = np.unpackbits(signs).mean()
     assert 0.49 < share < 0.51
+
+
+def test_positive_domain_mask_hides_nothing(private_set, public_bank):
+    """In [0, 1] every mix is non-negative, so |encryption| is the mix: InstaHide collapses to
+    Mixup.  In [-1, 1] the mix has both signs and |encryption| is not the mix."""
+    for domain, hides in (("positive", False), ("centered", True)):
+        params = Params(n_private=20, per_image=5, domain=domain)
+        truth, plan, signs = keys_for(params, private_set, public_bank)
+        args = (truth, public_bank.images, affine(domain), plan.private_index, plan.public_bank_index, plan.lam)
+        masked, mixup = encode(*args, signs), encode(*args, np.zeros_like(signs))
+        assert np.array_equal(np.abs(masked), mixup) != hides
