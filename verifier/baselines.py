@@ -3,6 +3,11 @@
 ``oracle``: the ground truth (each encryption's first private image, uint8): Max_SSIM 1, Min_L2 0.
 ``blind``: |encryption| stretched per image to the domain's range, what one gets without any key.
 ``noise``: uniform random values in the domain's range (seeded).
+``pairing``: what the last step of Carlini et al.'s attack recovers once its first steps (which
+encryptions share a private image, and their lambdas) are solved, here taken from the keys: a
+least-squares fit of |encryption| by lambda-weighted private images plus a per-pixel term for the
+average public patch.  In the positive domain |encryption| is the mix, and this recovers the
+images; in the centred domain the mask hides the signs, and it does not.
 Each is written block by block, so a baseline for a million encryptions needs little memory.
 """
 
@@ -20,11 +25,13 @@ from challenge.errors import UsageError
 from verifier.scoring import write_atomic
 from verifier.submission import DECRYPTION_FILE, METADATA_FILE, ROWS, Expected, read_npy_header
 
-KINDS = ("oracle", "blind", "noise")
+KINDS = ("oracle", "blind", "noise", "pairing")
 METHODS = {
     "oracle": "oracle: each encryption's first private image (the ground truth)",
     "blind": "blind: |encryption| stretched per image to the pixel domain's range",
     "noise": "noise: uniform random values in the pixel domain's range",
+    "pairing": "pairing: least-squares fit of |encryption| by lambda-mixes of the private images, "
+    "given the true pairing and lambdas",
 }
 
 
@@ -45,19 +52,20 @@ def blind(encryptions: np.ndarray, expected: Expected) -> np.ndarray:
     return (lo + stretched * (hi - lo)).astype(np.float32).reshape(encryptions.shape)
 
 
-def blind_blocks(release: Path, expected: Expected, rows: int = ROWS) -> Iterator[np.ndarray]:
+def encryption_blocks(release: Path, expected: Expected, rows: int = ROWS) -> Iterator[np.ndarray]:
+    """The release's published encryptions, ``rows`` at a time, after checking the file's header."""
     path = Path(release) / fmt.PUBLIC_DIR / fmt.ENCRYPTION_FILE
     if not path.is_file():
         path = Path(release) / fmt.ENCRYPTION_FILE
     if not path.is_file():
-        raise UsageError(f"{release}: no {fmt.PUBLIC_DIR}/{fmt.ENCRYPTION_FILE}; the blind baseline needs the release's encryptions")
+        raise UsageError(f"{release}: no {fmt.PUBLIC_DIR}/{fmt.ENCRYPTION_FILE}; this baseline needs the release's encryptions")
     array, problems = read_npy_header(path, 1 << 62)
     if array is not None and (array.shape != expected.shape or array.dtype != np.float32):
         problems.append(f"shape {array.shape} dtype {array.dtype}, expected {expected.shape} float32")
     if problems:
         raise UsageError(f"{path}: not the release's encryptions ({'; '.join(problems)})")
     for _, block in array.chunks(rows):
-        yield blind(block, expected)
+        yield block
 
 
 def noise_blocks(expected: Expected, seed: int, rows: int = ROWS) -> Iterator[np.ndarray]:
@@ -66,6 +74,35 @@ def noise_blocks(expected: Expected, seed: int, rows: int = ROWS) -> Iterator[np
     for start in range(0, expected.n, rows):
         count = min(rows, expected.n - start)
         yield rng.uniform(lo, hi, (count, *fmt.IMAGE_SHAPE)).astype(np.float32)
+
+
+def pairing_blocks(store: fmt.KeyStore, encryptions: Iterator[np.ndarray], expected: Expected,
+                   rows: int = ROWS) -> Iterator[np.ndarray]:
+    """Solve min ||M X - |encryption| ||^2 over all encryptions, streaming the normal equations.
+
+    Row i of M holds lam_ij at the column of private image j and the public lambdas' sum in a
+    last column, whose unknown is the average public patch.  Each encryption then submits its
+    first private image as solved, clipped to the domain.
+    """
+    n, k_private = store.params.n_private, store.params.k_private
+    gram, moments = np.zeros((n + 1, n + 1)), np.zeros((n + 1, 32 * 32 * 3))
+    start = 0
+    for block in encryptions:
+        stop = start + len(block)
+        index, lam = store.rows("encryption/private_index", start, stop), store.rows("encryption/lam", start, stop)
+        design = np.zeros((len(block), n + 1))
+        for j in range(k_private):
+            np.add.at(design, (np.arange(len(block)), index[:, j]), lam[:, j].astype(np.float64))
+        design[:, n] = lam[:, k_private:].astype(np.float64).sum(axis=1)
+        gram += design.T @ design
+        moments += design.T @ np.abs(block.reshape(len(block), -1).astype(np.float64))
+        start = stop
+    solved = np.linalg.lstsq(gram, moments, rcond=None)[0][:n]
+    lo, hi = expected.value_range
+    images = np.clip(solved, lo, hi).astype(np.float32).reshape(n, *fmt.IMAGE_SHAPE)
+    first = store["encryption/private_index"]
+    for start in range(0, expected.n, rows):
+        yield images[first[start : start + rows, 0]]
 
 
 def write_submission(out: Path, blocks: Iterator[np.ndarray], expected: Expected, dtype: str,
@@ -108,7 +145,11 @@ def write_baseline(kind: str, out: Path, expected: Expected, *, store: fmt.KeySt
     elif kind == "blind":
         if release is None:
             raise UsageError("the blind baseline needs --release (it reads public/encryption.npy)")
-        blocks, dtype = blind_blocks(release, expected, rows), "float32"
+        blocks, dtype = (blind(block, expected) for block in encryption_blocks(release, expected, rows)), "float32"
+    elif kind == "pairing":
+        if store is None or release is None:
+            raise UsageError("the pairing baseline needs --keys (the pairing and lambdas) and --release (the encryptions)")
+        blocks, dtype = pairing_blocks(store, encryption_blocks(release, expected, rows), expected, rows), "float32"
     elif kind == "noise":
         blocks, dtype = noise_blocks(expected, seed, rows), "float32"
     else:

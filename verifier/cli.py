@@ -137,7 +137,9 @@ def register(sub) -> None:
     p = sub.add_parser("baseline", help="write a reference submission (oracle, blind or noise)",
                        description="Write a baseline submission that shows the scale of the scores on a release: "
                        "oracle = the ground truth (needs --keys; scores Max_SSIM 1, Min_L2 0), blind = |encryption| "
-                       "stretched to the domain (needs --release), noise = uniform random values.")
+                       "stretched to the domain (needs --release), noise = uniform random values, pairing = a least-squares "
+                       "fit of |encryption| given the true pairing and lambdas (needs --keys and --release): it recovers "
+                       "the images in the positive domain, where the mask hides nothing, and not in the centred one.")
     p.add_argument("kind", choices=KINDS)
     _add_common(p, "the key store secret/keys.zarr (needed by oracle)")
     p.add_argument("--out", type=Path, required=True, help="submission folder to write")
