@@ -10,7 +10,9 @@ from hypothesis import strategies as st
 from challenge.cli import main
 from challenge.params import MODES, Params, lambda_acceptance
 
-SETTINGS = settings(max_examples=25, deadline=None, database=None, suppress_health_check=[HealthCheck.filter_too_much])
+# derandomize: CI runs the same examples every time, so main stays green or fails for a reason
+SETTINGS = settings(max_examples=25, deadline=None, database=None, derandomize=True,
+                    suppress_health_check=[HealthCheck.filter_too_much])
 CLASSES = 10  # the embedded private set: 10 classes of 20 images
 
 
