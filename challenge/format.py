@@ -76,7 +76,7 @@ def sha256_file(path: Path, block: int = 1 << 22) -> str:
 def read_params(obj, where: str) -> Params:
     """Parameters from JSON: exact field set and JSON types first, then the rules of ``validate``.
 
-    ``Params.from_dict`` alone would accept ``n_private: 20.5`` or ``balanced: "no"``.
+    ``Params(**obj)`` alone would accept ``n_private: 20.5`` or ``balanced: "no"``.
     """
     fields = Params.__dataclass_fields__
     if not isinstance(obj, dict) or set(obj) != set(fields):

@@ -52,10 +52,6 @@ class Params:
     def to_dict(self) -> dict:
         return asdict(self)
 
-    @classmethod
-    def from_dict(cls, d: dict) -> "Params":
-        return cls(**{name: d[name] for name in cls.__dataclass_fields__})
-
     def validate(self) -> "Params":
         """Raise :class:`ParameterError` naming the first parameter that is wrong."""
         if self.mode not in MODES:
