@@ -29,6 +29,10 @@ def affine(name: str) -> tuple[float, float]:
     return 255.0 / (hi - lo), lo
 
 
+UINT8_TO_CENTERED = np.arange(256, dtype=np.float64) / 127.5 - 1.0
+"""float64 (256,): every uint8 pixel on the [-1, 1] scale of the scores (u / 127.5 - 1)."""
+
+
 def describe(name: str) -> dict:
     """The manifest's record of a domain: its range, the uint8 rule and what the mask hides."""
     lo, hi = DOMAINS[check_domain(name)]

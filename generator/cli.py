@@ -177,19 +177,16 @@ def _run_patches(args) -> int:
     from challenge.progress import Progress
     from generator.patches import build_patch_bank
 
-    bar = None
+    bar = Progress("patches", 1)  # the total is known once the folder is walked
 
     def progress(done: int, total: int, patches: int) -> None:
-        nonlocal bar
-        if bar is None:
-            bar = Progress("patches", total).__enter__()
+        bar.total = total
         bar.advance(done - bar.done)
 
-    summary = build_patch_bank(args.public_dir, args.out, crops_per_image=args.crops_per_image,
-                               seed=bank_seed(args.seed), workers=args.workers,
-                               min_keypoints=args.min_keypoints, progress=progress)
-    if bar is not None:
-        bar.__exit__(None, None, None)
+    with bar:
+        summary = build_patch_bank(args.public_dir, args.out, crops_per_image=args.crops_per_image,
+                                   seed=bank_seed(args.seed), workers=args.workers,
+                                   min_keypoints=args.min_keypoints, progress=progress)
     if args.json:
         print(json.dumps(dataclasses.asdict(summary), indent=2, sort_keys=True))
     else:

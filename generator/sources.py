@@ -505,16 +505,12 @@ def to_rgb8(im: Image.Image) -> tuple[Image.Image, str | None]:
     return im.convert("RGB"), mode
 
 
-def read_image_rgb8(path: str | os.PathLike, draft_size: tuple[int, int] | None = None
-                    ) -> tuple[Image.Image, str | None]:
+def read_image_rgb8(path: str | os.PathLike) -> tuple[Image.Image, str | None]:
     """Decode ``path`` fully to 8-bit RGB; raise OSError-like errors for unreadable files.
 
-    ``draft_size``: (w, h) the decoder may reduce to (JPEG DCT scaling; result is at least that
-    big).  Returns (image, original mode if converted else None).
+    Returns (image, original mode if converted else None).
     """
     with Image.open(path) as im:
-        if draft_size is not None:
-            im.draft("RGB", draft_size)
         im.load()
         rgb, converted = to_rgb8(im)
         if rgb is im:

@@ -538,10 +538,10 @@ class _Audit:
             stored = np.full(pu.shape, -1, np.int64)
             stored[ok] = t["public/bank_index"][pu[ok]]
             tally("seed_keys", pu_file, ok & np.any(stored != bank, axis=1), "not the patches the seed draws")
-        tally("seed_keys", lam_file, _differs(lam, draw_lambda(seed, params, a, b - a)), "not the lambdas the seed draws")
+        tally("seed_keys", lam_file, rows_differ(lam, draw_lambda(seed, params, a, b - a)), "not the lambdas the seed draws")
         signs_file = self.key_file("encryption/sign_bits")
         if params.masked:
-            tally("seed_keys", signs_file, _differs(signs, sign_bits(seed, a, b - a)), "not the sign mask the seed draws")
+            tally("seed_keys", signs_file, rows_differ(signs, sign_bits(seed, a, b - a)), "not the sign mask the seed draws")
         else:
             tally("seed_keys", signs_file, np.any(signs != 0, axis=1), "mixup has no sign mask: expected all zero")
 
@@ -557,13 +557,13 @@ class _Audit:
         labels, published = t["private/labels"], rows.arrays.get(fmt.LABEL_FILE)
         if published is not None and 0 <= labels.min() and labels.max() < published.shape[1]:
             expected = weighted_labels(lam[ok], labels, pi[ok], published.shape[1])
-            tally("labels", f"{fmt.PUBLIC_DIR}/{fmt.LABEL_FILE}", usable(_differs(published[a:b][ok], expected)),
+            tally("labels", f"{fmt.PUBLIC_DIR}/{fmt.LABEL_FILE}", usable(rows_differ(published[a:b][ok], expected)),
                   "differs from the lambda-weighted labels of its keys")
         published = rows.arrays.get(fmt.ENCRYPTION_FILE)
         if published is not None:
             expected = encode(t["private/images"], t["public/images"], affine(params.domain), *(
                 np.ascontiguousarray(x[ok]) for x in (pi, pu, lam, signs)))
-            tally("encryptions", f"{fmt.PUBLIC_DIR}/{fmt.ENCRYPTION_FILE}", usable(_differs(published[a:b][ok], expected)),
+            tally("encryptions", f"{fmt.PUBLIC_DIR}/{fmt.ENCRYPTION_FILE}", usable(rows_differ(published[a:b][ok], expected)),
                   "differs from its re-computation from the keys")
 
     # --- public.zarr, preview, secrets ----------------------------------------------------------
@@ -678,7 +678,7 @@ def _repeats(index: np.ndarray) -> np.ndarray:
     return np.any(ordered[:, 1:] == ordered[:, :-1], axis=1)
 
 
-def _differs(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def rows_differ(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Rows whose bytes differ (so -0.0 != 0.0 and NaN == the same NaN: the format is the bytes)."""
     a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
     return np.any(a.reshape(len(a), -1).view(np.uint8) != b.reshape(len(b), -1).view(np.uint8), axis=1)

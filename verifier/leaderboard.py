@@ -18,14 +18,13 @@ import numpy as np
 from challenge import format as fmt
 from challenge.domain import to_uint8
 from challenge.preview import contact_sheet, save_png
-from verifier.scoring import Scores, score, write_atomic
+from verifier.scoring import HEADLINE, SUCCESS_SSIM, Scores, score, write_atomic
 from verifier.submission import ROWS, Expected, Validation, centered, expected_from_keys, submission_date
 
 PAIRS_SHOWN = 4  # best and worst recoveries pictured per submission
 LEADERBOARD_MD = "leaderboard.md"
 LEADERBOARD_HTML = "leaderboard.html"
 IMAGES_DIR = "images"
-COLUMNS = ("Max_SSIM", "Mean_SSIM", "Min_L2", "Max_L2", "Mean_L2", "success_rate", "recovered_share")
 _LATEST = datetime.max.replace(tzinfo=timezone.utc)
 
 
@@ -84,7 +83,7 @@ def build(folders: list[Path], store: fmt.KeyStore, *, rows: int = ROWS) -> list
 
 def _cells(r: int, e: Entry) -> list[str]:
     m = e.metadata
-    return [str(r), e.name, m.get("method", ""), m.get("team", ""), *(f"{e.scores.summary[c]:.4f}" for c in COLUMNS),
+    return [str(r), e.name, m.get("method", ""), m.get("team", ""), *(f"{e.scores.summary[c]:.4f}" for c in HEADLINE),
             m.get("running_time", ""), m.get("hardware", ""), m.get("date", "")]
 
 
@@ -94,7 +93,7 @@ def _md_cell(text: str) -> str:
 
 def markdown(entries: list[Entry]) -> str:
     """The leaderboard table (2020 columns plus Min_L2 and the success rates), then the invalid ones."""
-    head = ["Rank", "Submission", "Attack", "Submitted by", *COLUMNS, "Self-reported running time", "Hardware",
+    head = ["Rank", "Submission", "Attack", "Submitted by", *HEADLINE, "Self-reported running time", "Hardware",
             "Submission date"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r, e in enumerate(rank(entries), 1):
@@ -109,7 +108,7 @@ def markdown(entries: list[Entry]) -> str:
 def html_page(entries: list[Entry]) -> str:
     """A self-describing page: the table, then each submission's best and worst recoveries."""
     esc = html.escape
-    head = ["Rank", "Submission", "Attack", "Submitted by", *COLUMNS, "Running time", "Hardware", "Date"]
+    head = ["Rank", "Submission", "Attack", "Submitted by", *HEADLINE, "Running time", "Hardware", "Date"]
     rows, figures = [], []
     for r, e in enumerate(rank(entries), 1):
         rows.append("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in _cells(r, e)) + "</tr>")
@@ -127,7 +126,7 @@ def html_page(entries: list[Entry]) -> str:
         "td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}img{image-rendering:pixelated}</style>",
         "</head><body>",
         "<h1>InstaHide challenge leaderboard</h1>",
-        "<p>Ranked by Max_SSIM; success means SSIM &gt; 0.8 (docs/FORMAT.md, section 9).</p>",
+        f"<p>Ranked by Max_SSIM; success means SSIM &gt; {SUCCESS_SSIM} (docs/FORMAT.md, section 9).</p>",
         "<table><tr>" + "".join(f"<th>{esc(h)}</th>" for h in head) + "</tr>",
         *rows,
         "</table>",

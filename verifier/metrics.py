@@ -55,6 +55,8 @@ import numba
 import numpy as np
 from numba import njit, prange
 
+from challenge.domain import UINT8_TO_CENTERED
+
 IMAGE_SHAPE = (32, 32, 3)
 WIN_SIZE = 7
 DATA_RANGE = 2.0
@@ -72,8 +74,6 @@ _C2 = (K2 * DATA_RANGE) ** 2
 _C1N = _NP * _NP * _C1
 _C2N = _NP * (_NP - 1) * _C2
 _D = float(_ROWS * _COLS * _CH)
-# uint8 -> [-1, 1], bit-identical to ``u.astype(float64) / 127.5 - 1``.
-_U8_TO_UNIT = np.arange(256, dtype=np.float64) / 127.5 - 1.0
 
 
 # ----------------------------------------------------------------------------------------------
@@ -346,7 +346,7 @@ def score_pairs(recovered, private_images, private_index) -> tuple[np.ndarray, n
         )
     priv = np.ascontiguousarray(priv).reshape(priv.shape[0], _ROWS * _LANES)
     index = np.ascontiguousarray(index, dtype=np.int64)
-    out_ssim, out_l2, nonfinite = _run(_score_kernel, index.size, rec, priv, index, _U8_TO_UNIT)
+    out_ssim, out_l2, nonfinite = _run(_score_kernel, index.size, rec, priv, index, UINT8_TO_CENTERED)
     if index.shape[1] == 0:  # no pairs, so the kernel looked at no image: check them here
         nonfinite = np.count_nonzero(~np.isfinite(rec), axis=1)
     _check_finite("recovered", nonfinite)

@@ -36,6 +36,11 @@ def _keys_default(args) -> Path:
     return args.keys if args.keys is not None else args.release / "secret" / "keys.zarr"
 
 
+def _add_release(p: argparse.ArgumentParser, keys_help: str) -> None:
+    p.add_argument("release", type=Path, help="the release folder (holding public/)")
+    p.add_argument("--keys", type=Path, help=keys_help)
+
+
 def register(sub) -> None:
     """Add ``audit``, ``reproduce`` and ``inspect`` to the ``instahide`` subcommands."""
     p = sub.add_parser(
@@ -47,8 +52,7 @@ def register(sub) -> None:
         "the format declares public. Needs no source data set. See docs/AUDIT.md.",
         epilog=AUDIT_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("release", type=Path, help="the release folder (holding public/)")
-    p.add_argument("--keys", type=Path, help="the key store (default: RELEASE/secret/keys.zarr)")
+    _add_release(p, "the key store (default: RELEASE/secret/keys.zarr)")
     p.add_argument("--chunk", type=positive_int, default=4096, help="encryptions checked at a time; bounds memory (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
     p.set_defaults(run=_run_audit)
@@ -63,8 +67,7 @@ def register(sub) -> None:
         "default data is used, as in 'instahide generate'.",
         epilog=REPRODUCE_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("release", type=Path, help="the release folder (holding public/)")
-    p.add_argument("--keys", type=Path, help="the key store holding the seed (default: RELEASE/secret/keys.zarr)")
+    _add_release(p, "the key store holding the seed (default: RELEASE/secret/keys.zarr)")
     add_source_options(p)
     p.add_argument("--work", type=Path, help="folder for the temporary regenerated release (default: the system's temp folder)")
     p.add_argument("--json", action="store_true", help="print the outcome as JSON on stdout")
@@ -78,8 +81,7 @@ def register(sub) -> None:
         "ground truth, so keep it as secret as the key store. inspect checks nothing: use audit.",
         epilog=INSPECT_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("release", type=Path, help="the release folder (holding public/)")
-    p.add_argument("--keys", type=Path, help="the key store; enables the sheet and the commitment comparison")
+    _add_release(p, "the key store; enables the sheet and the commitment comparison")
     p.add_argument("--sheet", type=Path, default=Path("inspect.png"), help="where the sheet goes, with --keys (default: %(default)s)")
     p.add_argument("--images", type=positive_int, default=8, help="private images on the sheet (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")

@@ -21,7 +21,7 @@ import numpy as np
 from numba import njit, prange
 
 from challenge import format as fmt
-from challenge.domain import DOMAINS, to_centered
+from challenge.domain import DOMAINS, UINT8_TO_CENTERED, to_centered
 from challenge.errors import UsageError
 
 DECRYPTION_FILE = "decryption.npy"
@@ -204,16 +204,29 @@ def tally_rows_reference(a: np.ndarray, lo: float, hi: float) -> tuple[np.ndarra
 
 
 @dataclass
+class BadValues:
+    """How many values of one kind are bad, in how many rows, and the first such row."""
+
+    values: int = 0
+    rows: int = 0
+    first_row: int = -1
+
+    def add(self, start: int, per_row: np.ndarray) -> None:
+        bad = np.flatnonzero(per_row)
+        if len(bad):
+            self.values += int(per_row.sum())
+            self.rows += len(bad)
+            if self.first_row < 0:
+                self.first_row = start + int(bad[0])
+
+
+@dataclass
 class ValueTally:
     """Running count of non-finite and out-of-range values over the streamed rows."""
 
     expected: Expected
-    nonfinite: int = 0
-    nonfinite_rows: int = 0
-    first_nonfinite: int = -1
-    outside: int = 0
-    outside_rows: int = 0
-    first_outside: int = -1
+    nonfinite: BadValues = field(default_factory=BadValues)
+    outside: BadValues = field(default_factory=BadValues)
     vmin: float = np.inf
     vmax: float = -np.inf
 
@@ -225,42 +238,30 @@ class ValueTally:
 
     @property
     def clean(self) -> bool:
-        return self.nonfinite == 0 and self.outside == 0
+        return self.nonfinite.values == 0 and self.outside.values == 0
 
     def add(self, start: int, rows: np.ndarray) -> None:
         if rows.dtype == np.uint8:  # every byte is a valid pixel
             return
         counts, extremes = _tally_rows(rows.reshape(len(rows), -1), *self.limits)
-        bad_rows = np.flatnonzero(counts[:, 0])
-        if len(bad_rows):
-            self.nonfinite += int(counts[:, 0].sum())
-            self.nonfinite_rows += len(bad_rows)
-            if self.first_nonfinite < 0:
-                self.first_nonfinite = start + int(bad_rows[0])
-        outside_rows = np.flatnonzero(counts[:, 1])
-        if len(outside_rows):
-            self.outside += int(counts[:, 1].sum())
-            self.outside_rows += len(outside_rows)
-            if self.first_outside < 0:
-                self.first_outside = start + int(outside_rows[0])
+        self.nonfinite.add(start, counts[:, 0])
+        self.outside.add(start, counts[:, 1])
         self.vmin = min(self.vmin, float(extremes[:, 0].min()))
         self.vmax = max(self.vmax, float(extremes[:, 1].max()))
 
     def problems(self) -> list[str]:
         out = []
-        if self.nonfinite:
-            out.append(f"{DECRYPTION_FILE}: {self.nonfinite:,} NaN or infinite value(s) in {self.nonfinite_rows:,} "
-                       f"row(s) (first: row {self.first_nonfinite}); expected finite numbers")
-        if self.outside:
+        bad, outside = self.nonfinite, self.outside
+        if bad.values:
+            out.append(f"{DECRYPTION_FILE}: {bad.values:,} NaN or infinite value(s) in {bad.rows:,} "
+                       f"row(s) (first: row {bad.first_row}); expected finite numbers")
+        if outside.values:
             lo, hi = self.expected.value_range
-            out.append(f"{DECRYPTION_FILE}: {self.outside:,} value(s) in {self.outside_rows:,} row(s) (first: row "
-                       f"{self.first_outside}) lie outside [{lo:g}, {hi:g}], the release's {self.expected.domain} "
+            out.append(f"{DECRYPTION_FILE}: {outside.values:,} value(s) in {outside.rows:,} row(s) (first: row "
+                       f"{outside.first_row}) lie outside [{lo:g}, {hi:g}], the release's {self.expected.domain} "
                        f"domain (tolerance {RANGE_TOLERANCE * (hi - lo):g}); values seen: {self.vmin:.6g} to "
                        f"{self.vmax:.6g}; expected floats in [{lo:g}, {hi:g}] or uint8 0..255")
         return out
-
-
-_U8_TO_CENTERED = np.arange(256, dtype=np.float64) / 127.5 - 1.0
 
 
 def centered(rows: np.ndarray, domain: str) -> np.ndarray:
@@ -269,7 +270,7 @@ def centered(rows: np.ndarray, domain: str) -> np.ndarray:
     uint8 ``u`` means ``u / 127.5 - 1`` in every domain; floats are mapped from the release's domain.
     """
     if rows.dtype == np.uint8:
-        return _U8_TO_CENTERED[rows]
+        return UINT8_TO_CENTERED[rows]
     return to_centered(rows, domain)
 
 
