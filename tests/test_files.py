@@ -1,0 +1,147 @@
+"""challenge.files: untrusted files are opened only if regular, read only up to a cap, parsed with
+bounded nesting, and written atomically."""
+
+import json
+import os
+import signal
+from contextlib import contextmanager
+
+import pytest
+
+from challenge.files import UnsafeFile, check_tree, read_bytes, read_json, read_text, write_atomic
+
+
+@contextmanager
+def no_hang(seconds=20):
+    def expire(*_):
+        raise TimeoutError(f"hung for {seconds} s")
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def test_reads_a_regular_file(tmp_path):
+    (tmp_path / "a.json").write_text('{"x": [1, 2, {"y": "z"}]}')
+    assert read_json(tmp_path / "a.json", 100) == {"x": [1, 2, {"y": "z"}]}
+    assert read_bytes(tmp_path / "a.json", 100).startswith(b"{")
+
+
+@pytest.mark.parametrize("follow", [True, False])
+def test_fifo_is_refused_without_hanging(tmp_path, follow):
+    os.mkfifo(tmp_path / "fifo")
+    os.symlink(tmp_path / "fifo", tmp_path / "link")
+    with no_hang():
+        for name in ("fifo", "link"):
+            with pytest.raises(UnsafeFile, match="(FIFO|symlink)"):
+                read_json(tmp_path / name, 1000, follow_symlinks=follow)
+
+
+def test_symlink_to_a_device_is_refused(tmp_path):
+    os.symlink("/dev/zero", tmp_path / "zero.json")
+    with no_hang(), pytest.raises(UnsafeFile, match="character device"):
+        read_json(tmp_path / "zero.json", 1 << 20)
+
+
+def test_symlinks_refused_when_asked(tmp_path):
+    (tmp_path / "real").write_text("{}")
+    os.symlink(tmp_path / "real", tmp_path / "link")
+    assert read_json(tmp_path / "link", 10) == {}
+    with pytest.raises(UnsafeFile, match="symlink"):
+        read_json(tmp_path / "link", 10, follow_symlinks=False)
+
+
+def test_symlink_loop_and_folder_and_missing(tmp_path):
+    os.symlink(tmp_path / "b", tmp_path / "a")
+    os.symlink(tmp_path / "a", tmp_path / "b")
+    with pytest.raises(UnsafeFile, match="loop"):
+        read_bytes(tmp_path / "a", 10)
+    with pytest.raises(UnsafeFile, match="folder"):
+        read_bytes(tmp_path, 10)
+    with pytest.raises(UnsafeFile, match="missing"):
+        read_bytes(tmp_path / "nothing", 10)
+
+
+def test_size_cap_before_reading(tmp_path):
+    (tmp_path / "big").write_bytes(b" " * 101)
+    with pytest.raises(UnsafeFile, match="101 bytes, more than the 100"):
+        read_bytes(tmp_path / "big", 100)
+
+
+def test_unreadable_file(tmp_path):
+    if os.geteuid() == 0:
+        pytest.skip("root reads every file")
+    (tmp_path / "secret").write_text("{}")
+    (tmp_path / "secret").chmod(0)
+    with pytest.raises(UnsafeFile, match="cannot be read"):
+        read_bytes(tmp_path / "secret", 10)
+
+
+@pytest.mark.parametrize("depth", [65, 100_000])
+def test_deep_json_is_refused(tmp_path, depth):
+    (tmp_path / "deep.json").write_text("[" * depth + "]" * depth)
+    with pytest.raises(UnsafeFile, match="nested deeper"):
+        read_json(tmp_path / "deep.json", 1 << 20)
+
+
+def test_json_at_the_depth_limit_is_read(tmp_path):
+    (tmp_path / "ok.json").write_text("[" * 64 + "]" * 64)
+    assert read_json(tmp_path / "ok.json", 1 << 20) is not None
+
+
+@pytest.mark.parametrize("text, match", [
+    ('{"team": "\\ud800"}', "not valid Unicode"),
+    ('{"\\udfff": 1}', "not valid Unicode"),
+    ('{"x": NaN}', "not valid JSON"),
+    ('{"x": Infinity}', "not valid JSON"),
+    ('{"x": ', "not valid JSON"),
+])
+def test_malformed_json(tmp_path, text, match):
+    (tmp_path / "m.json").write_text(text)
+    with pytest.raises(UnsafeFile, match=match):
+        read_json(tmp_path / "m.json", 1000)
+
+
+def test_non_utf8_text(tmp_path):
+    (tmp_path / "latin1").write_bytes(b'{"team": "\xe9"}')
+    with pytest.raises(UnsafeFile, match="not UTF-8"):
+        read_text(tmp_path / "latin1", 100)
+
+
+def test_check_tree(tmp_path):
+    store = tmp_path / "store"
+    (store / "a").mkdir(parents=True)
+    (store / "a" / "zarr.json").write_text("{}")
+    check_tree(store, 10, what="key store")
+    (store / "a" / "big").write_bytes(b"x" * 11)
+    with pytest.raises(UnsafeFile, match="more than any file"):
+        check_tree(store, 10, what="key store")
+    (store / "a" / "big").unlink()
+    os.mkfifo(store / "a" / "fifo")
+    with pytest.raises(UnsafeFile, match="FIFO inside the key store"):
+        check_tree(store, 10, what="key store")
+    (store / "a" / "fifo").unlink()
+    os.symlink("/etc/passwd", store / "link")
+    with pytest.raises(UnsafeFile, match="symlink inside"):
+        check_tree(store, 10, what="key store")
+    with pytest.raises(UnsafeFile, match="expected a key store folder"):
+        check_tree(store / "a" / "zarr.json", 10, what="key store")
+
+
+def test_write_atomic(tmp_path):
+    target = write_atomic(tmp_path / "out.json", json.dumps({"a": 1}), mode=0o600)
+    assert json.loads(target.read_text()) == {"a": 1}
+    assert target.stat().st_mode & 0o777 == 0o600
+    assert os.listdir(tmp_path) == ["out.json"]
+
+
+def test_write_atomic_failure_leaves_nothing(tmp_path):
+    (tmp_path / "dir").mkdir()
+    with pytest.raises(UnsafeFile, match="cannot write"):
+        write_atomic(tmp_path / "dir", "x")  # a folder cannot be replaced by a file
+    assert os.listdir(tmp_path) == ["dir"]
+    with pytest.raises(UnsafeFile, match="cannot write"):
+        write_atomic(tmp_path / "missing" / "x", "x")
