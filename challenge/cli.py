@@ -59,6 +59,10 @@ def run(main_parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
     except KeyboardInterrupt:
         print(f"{main_parser.prog}: interrupted", file=sys.stderr)
         return 130
+    except OSError as e:  # the environment said no (read-only, full disk, permissions): not a bug
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"{main_parser.prog}: error: {where}{e.strerror or e}", file=sys.stderr)
+        return 2
     except Exception:
         traceback.print_exc()
         print(f"{main_parser.prog}: internal error (a bug); please report the traceback above", file=sys.stderr)

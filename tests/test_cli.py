@@ -51,3 +51,17 @@ def test_unwritable_output_is_a_clear_error(tmp_path):
     blocker.write_text("x")
     result = run_cli("generate", "--out", str(blocker / "r"), "--n-private", "10", "--per-image", "2")
     assert result.returncode == 2 and "Traceback" not in result.stderr and str(blocker) in result.stderr
+
+
+def test_an_os_error_is_exit_2_in_one_line(capsys):
+    """Read-only folders, full disks and permissions are the environment's answer, not a bug."""
+    from challenge.cli import OneLineParser, run
+
+    def refuse(args):
+        raise PermissionError(13, "Permission denied", "/somewhere/out")
+
+    parser = OneLineParser(prog="demo")
+    parser.set_defaults(run=refuse)
+    assert run(parser, []) == 2
+    err = capsys.readouterr().err
+    assert err == "demo: error: /somewhere/out: Permission denied\n"
