@@ -90,11 +90,11 @@ def read_bytes(path: str | os.PathLike, limit: int, *, what: str = "file", follo
         if size > limit:
             raise UnsafeFile(f"{path}: {size:,} bytes, more than the {limit:,} allowed for a {what}; refused without reading it")
         try:
-            data = f.read(limit + 1)
+            data = f.read(size + 1)  # what the file holds, not the cap: a read reserves its size first
         except OSError as e:
             raise UnsafeFile(f"{path}: cannot be read ({e.strerror})") from None
-    if len(data) > limit:
-        raise UnsafeFile(f"{path}: grew past the {limit:,} bytes allowed for a {what} while being read")
+    if len(data) != size:
+        raise UnsafeFile(f"{path}: changed size while being read; expected a file nobody is writing")
     return data
 
 

@@ -145,3 +145,17 @@ def test_write_atomic_failure_leaves_nothing(tmp_path):
     assert os.listdir(tmp_path) == ["dir"]
     with pytest.raises(UnsafeFile, match="cannot write"):
         write_atomic(tmp_path / "missing" / "x", "x")
+
+
+def test_a_small_file_under_a_large_cap_reserves_no_more_than_it_holds(tmp_path):
+    """A 128 MiB cap must not mean a 128 MiB read buffer for a 2-byte file."""
+    import tracemalloc
+
+    (tmp_path / "small.json").write_text("{}")
+    tracemalloc.start()
+    try:
+        assert read_json(tmp_path / "small.json", 128 << 20) == {}
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20
