@@ -130,12 +130,12 @@ STORES = {
 def test_hostile_key_store_never_hangs(release, tmp_path, case):
     damage, file, words = STORES[case]
     damage(keys(release))
-    with pytest.raises(fmt.FormatError, match=words):
-        fmt.open_key_store(keys(release))
     one_line_error(cli(tmp_path, "--keys", keys(release), module="verifier.cli"), file, words)
     one_line_error(cli("inspect", release, "--keys", keys(release), "--sheet", tmp_path / "s.png"), file, words)
     result = cli("audit", release)
     assert result.returncode == 3 and file in result.stdout and words in result.stdout, result.stdout
+    with pytest.raises(fmt.FormatError, match=words):  # in-process only now that it is known not to hang
+        fmt.open_key_store(keys(release))
 
 
 def test_stored_chunk_cap_covers_incompressible_chunks(tmp_path):
