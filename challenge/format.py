@@ -24,10 +24,10 @@ from pathlib import Path
 import numpy as np
 import zarr
 
-from challenge import __version__
+from challenge import __version__, files
 from challenge.errors import UsageError
 from challenge.keystream import SEED_BYTES
-from challenge.params import ParameterError, Params
+from challenge.params import MAX_ENCRYPTIONS, ParameterError, Params
 
 FORMAT_VERSION = 1
 PUBLIC_DIR = "public"
@@ -43,6 +43,20 @@ SIGN_BYTES = 32 * 32 * 3 // 8
 ROWS_PER_ZARR_CHUNK = 4096  # storage layout is fixed by the format, never by --chunk
 MAX_CHUNK_BYTES = ROWS_PER_ZARR_CHUNK * 32 * 32 * 3  # the largest chunk a key store needs (images)
 
+# Size caps for untrusted files, each computed from the largest valid one (docs/FORMAT.md, 5 and 6).
+# A manifest lists one SHA-256 per public file: the fixed files and generate's public.zarr chunks
+# (1024 rows of encryption.npy, 4096 of label.npy each) for 100M encryptions, at most 128 bytes a
+# line (the longest name plus the digest), and 1 MiB for every other field.
+_MAX_PUBLIC_FILES = 8 + -(-MAX_ENCRYPTIONS // 1024) + -(-MAX_ENCRYPTIONS // ROWS_PER_ZARR_CHUNK)
+MAX_MANIFEST_BYTES = _MAX_PUBLIC_FILES * 128 + (1 << 20)
+# A key-store chunk is zstd-compressed: incompressible data grows by at most 1/256 (ZSTD_compressBound),
+# plus a frame header; the 4 KiB margin covers both.
+MAX_STORED_CHUNK_BYTES = MAX_CHUNK_BYTES + MAX_CHUNK_BYTES // 256 + 4096
+MAX_ARRAY_METADATA_BYTES = 64 << 10  # an array's or a subgroup's zarr.json (about 1 KB as generate writes it)
+# The root zarr.json holds the attributes, among them the names of every source file (an ImageNet-sized
+# patch bank lists about 1.3 million, about 50 MB).
+MAX_KEY_ATTRS_BYTES = 128 << 20
+
 
 class FormatError(UsageError):
     """A release, key store or submission that does not follow the format."""
@@ -53,21 +67,31 @@ def write_json(path: Path, obj: dict) -> None:
     path.write_text(json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=True) + "\n", encoding="utf-8")
 
 
-def read_json(path: Path) -> dict:
+def _read_bounded_json(path: Path, limit: int, what: str):
+    """:func:`challenge.files.read_json`, asked for no more than the file holds: it reserves ``limit``
+    bytes before reading, which for a 128 MiB cap would be a 128 MiB allocation for a 1 KB file."""
     try:
-        obj = json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise FormatError(f"{path}: missing") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise FormatError(f"{path}: not valid JSON ({e})") from None
+        size = os.stat(path).st_size  # 0 for a FIFO or a device, which read_json then refuses
+    except OSError:
+        size = limit  # read_json says why
+    return files.read_json(path, min(limit, size), what=what)
+
+
+def read_json(path: Path, limit: int = MAX_MANIFEST_BYTES, what: str = "manifest") -> dict:
+    """A JSON object from an untrusted file: regular, at most ``limit`` bytes, bounded depth, valid Unicode."""
+    try:
+        obj = _read_bounded_json(path, limit, what)
+    except files.UnsafeFile as e:
+        raise FormatError(str(e)) from None
     if not isinstance(obj, dict):
         raise FormatError(f"{path}: expected a JSON object")
     return obj
 
 
 def sha256_file(path: Path, block: int = 1 << 22) -> str:
+    """Streamed, so any size is fine; a symlink or a FIFO is refused rather than followed or waited on."""
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with files.open_regular(path, follow_symlinks=False) as f:
         while chunk := f.read(block):
             h.update(chunk)
     return h.hexdigest()
@@ -170,20 +194,27 @@ class KeyStore:
         return self.rows(name)
 
 
-def open_key_store(path: Path) -> KeyStore:
-    """Open ``keys.zarr`` read-only, checking every array's dtype, shape and chunks against the params.
+def open_key_store(path: Path, *, check_indices: bool = True) -> KeyStore:
+    """Open ``keys.zarr`` read-only, checking every array's dtype, shape and chunks against the params
+    and, unless ``check_indices`` is false, every index's range (see :func:`check_index_ranges`).
 
     Zarr metadata is data too: a store that lies about a shape or dtype, holds a symlink (which
-    could lead reads outside it) or declares chunks larger than the format writes is refused here,
-    before anything is read from it, so no later read allocates more than one bounded chunk.
+    could lead reads outside it), a FIFO or a device (which would block or never end), a file
+    larger than the format ever writes, or declares chunks larger than the format writes is refused
+    here, before zarr reads anything from it, so no later read allocates more than one bounded chunk.
     """
     path = Path(path)
-    if not (path / "zarr.json").is_file():
+    if not os.path.lexists(path / "zarr.json"):
         raise FormatError(f"{path}: not a key store (no zarr.json)")
-    for root, dirs, files in os.walk(path):
-        for name in dirs + files:
-            if os.path.islink(os.path.join(root, name)):
-                raise FormatError(f"{os.path.join(root, name)}: symlink inside the key store; it must hold regular files only")
+    try:  # only the root's zarr.json (the attributes) may be larger than a compressed chunk
+        files.check_tree(path, MAX_KEY_ATTRS_BYTES, what="key store")
+        for folder in sorted(p for p in path.iterdir() if p.is_dir()):
+            files.check_tree(folder, MAX_STORED_CHUNK_BYTES, what="key store")
+        _read_bounded_json(path / "zarr.json", MAX_KEY_ATTRS_BYTES, "key store's metadata")
+        for meta in sorted(path.glob("*/**/zarr.json")):
+            _read_bounded_json(meta, MAX_ARRAY_METADATA_BYTES, "Zarr array metadata")
+    except files.UnsafeFile as e:
+        raise FormatError(str(e)) from None
     try:
         group = zarr.open_group(str(path), mode="r")
         attrs = dict(group.attrs)
@@ -219,7 +250,41 @@ def open_key_store(path: Path) -> KeyStore:
     for name in ("public/bank_index", "public/origin"):
         if group[name].shape[0] != m:
             raise FormatError(f"{path}/{name}: {group[name].shape[0]} rows, expected {m} (one per public image)")
-    return KeyStore(group, params, attrs)
+    store = KeyStore(group, params, attrs)
+    if check_indices:
+        check_index_ranges(store)
+    return store
+
+
+def index_ranges(store: KeyStore) -> dict[str, tuple[int, int | None]]:
+    """Name -> [low, high) of every key-store array whose values index something (high None: unbounded)."""
+    return {
+        "encryption/private_index": (0, store.params.n_private),
+        "encryption/public_index": (0, store["public/images"].shape[0]),
+        "private/labels": (0, len(store.attrs["class_names"])),
+        "private/source_index": (0, None),
+        "public/bank_index": (0, None),
+    }
+
+
+def check_index_ranges(store: KeyStore, rows_per_read: int = 65536) -> None:
+    """Every index in its range, read a block of rows at a time (bounded memory whatever N is).
+
+    Everything downstream indexes with these values: a negative one would silently wrap (the oracle
+    baseline would submit another image), a huge one crash.  The error names the array, the first
+    bad row, its value and the allowed range.
+    """
+    where = getattr(store.group.store, "root", "key store")
+    for name, (low, high) in index_ranges(store).items():
+        for start in range(0, store[name].shape[0], rows_per_read):
+            block = store.rows(name, start, start + rows_per_read)
+            block = block.reshape(len(block), -1)
+            bad = (block < low) | (block >= high) if high is not None else block < low
+            if bad.any():
+                row, column = np.argwhere(bad)[0]
+                value = block[row, column]
+                allowed = f"[{low}, {high})" if high is not None else f">= {low}"
+                raise FormatError(f"{where}/{name}: row {start + row} holds {value}, expected indices in {allowed}")
 
 
 def commitment(store: KeyStore, rows_per_read: int = 65536) -> str:

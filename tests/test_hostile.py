@@ -101,7 +101,7 @@ DAMAGES = {
         "manifest", "public/manifest.json", "field 'n_private' is 20.5, expected int"),
     "manifest params with NaN c1": (
         lambda r: (r / "public/manifest.json").write_text((r / "public/manifest.json").read_text().replace('"c1": 0.65', '"c1": NaN')),
-        "manifest", "public/manifest.json", "--c1"),
+        "manifest", "public/manifest.json", "NaN is not a JSON number"),  # refused when parsed
     "manifest names a file outside (../)": (
         lambda r: (outside_fifo(r), rewrite_json(r / "public/manifest.json", lambda m: m["files"].update({"../../outside.fifo": "0" * 64}))),
         "public_files", "public/manifest.json", "unsafe name"),

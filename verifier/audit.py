@@ -25,6 +25,7 @@ import numpy as np
 import zarr
 from PIL import Image
 
+from challenge import files
 from challenge import format as fmt
 from challenge.domain import affine, describe, to_uint8
 from challenge.errors import UsageError
@@ -164,7 +165,32 @@ def png_chunks(data: bytes) -> list[tuple[bytes, bytes]]:
             break
     if i != len(data):
         raise ValueError("bytes after IEND" if i < len(data) else "truncated chunk")
+    if not chunks:
+        raise ValueError("no chunks after the PNG signature")
     return chunks
+
+
+def read_png(path: Path, width: int, height: int) -> np.ndarray:
+    """The RGB pixels of a PNG that must be ``width`` x ``height`` 8-bit RGB made of IHDR, IDAT and IEND only.
+
+    The file is read with a cap and its header checked before anything is decoded, so a PNG
+    claiming 100000 x 100000 pixels is refused without allocating them.  ValueError (or
+    :class:`challenge.files.UnsafeFile`, a ValueError too) says what is wrong.
+    """
+    raw = height * (3 * width + 1)  # the filtered scanlines; zlib never more than doubles them
+    data = files.read_bytes(path, 2 * raw + 4096, what=f"{width}x{height} PNG")
+    chunks = png_chunks(data)
+    kinds = [kind for kind, _ in chunks]
+    if kinds[0] != b"IHDR" or set(kinds[1:-1]) != {b"IDAT"} or kinds[-1] != b"IEND":
+        raise ValueError(f"chunks {sorted(set(k.decode('latin-1') for k in kinds))}, expected IHDR, IDAT, IEND only")
+    ihdr = struct.unpack(">IIBB", chunks[0][1][:10])
+    if ihdr != (width, height, 8, 2):
+        raise ValueError(f"IHDR {ihdr}, expected {width}x{height} 8-bit RGB")
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return np.asarray(image.convert("RGB"))
+    except (OSError, SyntaxError, struct.error, zlib.error, Image.DecompressionBombError) as e:
+        raise ValueError(f"does not decode ({type(e).__name__}: {e})") from None
 
 
 def safe_name(name: str) -> bool:
@@ -405,8 +431,8 @@ class _Audit:
     # --- key store ------------------------------------------------------------------------------
 
     def open_store(self) -> fmt.KeyStore | None:
-        try:
-            store = fmt.open_key_store(self.keys)
+        try:  # index ranges are checked row by row below, as findings of the check they break
+            store = fmt.open_key_store(self.keys, check_indices=False)
         except fmt.FormatError as e:
             self.store_error("key_store", e)
             self.skip("commitment", "secrets", *ROW_CHECKS)
@@ -613,7 +639,7 @@ class _Audit:
 
     def same_rows(self, path: Path, source: np.ndarray, first: int, rows: int) -> bool:
         """Whether a chunk file holds rows ``first ..`` of ``source``, zero past its end; read ``chunk`` rows at a time."""
-        with open(path, "rb") as f:
+        with files.open_regular(path, follow_symlinks=False) as f:
             for start in range(first, first + rows, self.chunk):
                 stop = min(start + self.chunk, first + rows)
                 block = np.zeros((stop - start, *source.shape[1:]), "<f4")
@@ -631,16 +657,8 @@ class _Audit:
         expected = np.asarray(contact_sheet(to_uint8(arrays[fmt.ENCRYPTION_FILE][:PREVIEW_COUNT], params.domain)))
         height, width = expected.shape[:2]
         try:
-            chunks = png_chunks(path.read_bytes())
-            kinds = [kind for kind, _ in chunks]
-            if kinds[0] != b"IHDR" or set(kinds[1:-1]) != {b"IDAT"} or kinds[-1] != b"IEND":
-                raise ValueError(f"chunks {sorted(set(k.decode('latin-1') for k in kinds))}, expected IHDR, IDAT, IEND only")
-            ihdr = struct.unpack(">IIBB", chunks[0][1][:10])
-            if ihdr != (width, height, 8, 2):
-                raise ValueError(f"IHDR {ihdr}, expected {width}x{height} 8-bit RGB")
-            with Image.open(path) as image:
-                pixels = np.asarray(image.convert("RGB"))
-        except (ValueError, OSError, SyntaxError, struct.error, zlib.error) as e:
+            pixels = read_png(path, width, height)
+        except (ValueError, struct.error) as e:
             self.find("preview", file, "", f"not the format's preview PNG: {e}")
             return
         if not np.array_equal(pixels, expected):
@@ -656,8 +674,27 @@ class _Audit:
         texts = [fmt.MANIFEST_FILE, *sorted(n for n in names if not n.endswith(".npy") and not _CHUNK_NAME.fullmatch(n))]
         for name in texts:
             path = self.public / name
-            if path.is_file() and not path.is_symlink() and any(needle in path.read_bytes() for needle in needles):
+            if not path.is_file() or path.is_symlink():
+                continue
+            try:
+                found = _contains(path, needles)
+            except files.UnsafeFile as e:
+                self.find("secrets", f"{fmt.PUBLIC_DIR}/{name}", "", f"not searched: {str(e).split(': ', 1)[-1]}")
+                continue
+            if found:
                 self.find("secrets", f"{fmt.PUBLIC_DIR}/{name}", "", "contains the secret seed")
+
+
+def _contains(path: Path, needles: tuple[bytes, ...], block: int = 1 << 20) -> bool:
+    """Whether a regular file holds any of ``needles``, read a block at a time (blocks overlap by a needle)."""
+    overlap, tail = max(map(len, needles)) - 1, b""
+    with files.open_regular(path, follow_symlinks=False) as f:
+        while chunk := f.read(block):
+            data = tail + chunk
+            if any(needle in data for needle in needles):
+                return True
+            tail = data[-overlap:]
+    return False
 
 
 def json_get(obj, *keys):

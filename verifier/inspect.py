@@ -6,11 +6,13 @@ shows.
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
 import numpy as np
 
+from challenge import files
 from challenge import format as fmt
 from challenge.domain import to_uint8
 from challenge.errors import UsageError
@@ -103,13 +105,18 @@ def sheet(release: Path, store: fmt.KeyStore, count: int = 8, shown: int = 7, ro
 
 
 def write_sheet(release: Path, keys: Path, out: Path, count: int = 8) -> Path:
-    """Save the sheet as PNG at ``out``; never inside the public folder, which must hold only declared files."""
+    """Save the sheet as PNG at ``out``; never inside the public folder, which must hold only declared files.
+
+    The sheet shows the ground truth, so it is as secret as the key store: mode 0600 whatever the
+    umask, and written atomically (a full disk leaves no half picture that looks whole).
+    """
     public = (Path(release) / fmt.PUBLIC_DIR).resolve()
     if Path(out).resolve().is_relative_to(public):
         raise UsageError(f"--sheet {out}: inside {public}, where it would be an undeclared public file; choose another path")
     tiles, columns = sheet(release, fmt.open_key_store(keys), count)
+    png = io.BytesIO()
+    save_png(contact_sheet(tiles, columns=columns), png)
     try:
-        save_png(contact_sheet(tiles, columns=columns), out)
-    except OSError as e:
-        raise UsageError(f"--sheet {out}: cannot write ({e.strerror or e})") from None
-    return Path(out)
+        return files.write_atomic(out, png.getvalue(), mode=0o600)
+    except files.UnsafeFile as e:
+        raise UsageError(f"--sheet {e}") from None

@@ -9,6 +9,7 @@ removed afterwards; nothing is written into the release or the key store.
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,7 @@ from challenge.errors import UsageError
 from challenge.imageset import ImageSet
 from generator.cli import load_sources
 from generator.release import generate
-from verifier.audit import json_get, open_npy, rows_differ, safe_name
+from verifier.audit import json_get, open_npy, read_png, rows_differ, safe_name
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,7 @@ def reproduce(release: Path, keys: Path, private: Path | None = None, public: Pa
     release, keys = Path(release), Path(keys)
     if work is not None and not Path(work).is_dir():
         raise UsageError(f"--work {work}: not a folder")
+    where = f"--work {work}" if work is not None else f"the temporary folder {tempfile.gettempdir()}"
     manifest = fmt.read_json(release / fmt.PUBLIC_DIR / fmt.MANIFEST_FILE)
     params = fmt.read_params(manifest.get("params"), f"{release}/{fmt.PUBLIC_DIR}/{fmt.MANIFEST_FILE}: params")
     store = fmt.open_key_store(keys)
@@ -64,11 +66,20 @@ def reproduce(release: Path, keys: Path, private: Path | None = None, public: Pa
     check_sources(manifest, {"private": (private_set, private or "(embedded data)"),
                              "public": (public_set, public or "(embedded data)")})
     practice = json_get(manifest, "seed", "kind") == "practice"
-    with tempfile.TemporaryDirectory(prefix="instahide-reproduce-", dir=work) as tmp:
-        again = Path(tmp) / "release"
-        generate(again, params, seed, private_set, public_set, practice=practice)
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix="instahide-reproduce-", dir=work))
+    except OSError as e:
+        raise UsageError(f"{where}: cannot create the folder for the regenerated release ({e.strerror or e})") from None
+    try:
+        again = tmp / "release"
+        try:
+            generate(again, params, seed, private_set, public_set, practice=practice)
+        except UsageError as e:  # a full or read-only disk: say which option chose it
+            raise UsageError(f"{where}: regenerating the release failed: {e}") from None
         differences = compare_public(release, again)
         differences += compare_keys(store, fmt.open_key_store(again / fmt.SECRET_DIR / fmt.KEYS_NAME), str(keys))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return manifest, differences
 
 
@@ -122,11 +133,14 @@ def explain(name: str, mine: Path, theirs: Path) -> Difference:
         column = int(flat[0])
         return Difference(shown, f"row {row}, column {column}", f"release has {array[row, column]!r}, regenerated {expected[row, column]!r}")
     if name == fmt.PREVIEW_FILE:
+        with Image.open(theirs) as regenerated:  # written just now: trusted
+            width, height = regenerated.size
+            expected = np.asarray(regenerated.convert("RGB"))
         try:
-            with Image.open(mine) as a, Image.open(theirs) as b:
-                same = a.size == b.size and np.array_equal(np.asarray(a.convert("RGB")), np.asarray(b.convert("RGB")))
-        except (OSError, ValueError, SyntaxError):
-            same = False
+            pixels = read_png(mine, width, height)  # untrusted: its header is checked before it is decoded
+        except ValueError as e:
+            return Difference(shown, "", f"not the regenerated {width}x{height} preview: {e}")
+        same = np.array_equal(pixels, expected)
         return Difference(shown, "", "same pixels, different PNG bytes (another zlib or Pillow?)" if same else "pixels differ")
     return Difference(shown, "", "bytes differ from the regenerated file")
 
