@@ -67,20 +67,10 @@ def write_json(path: Path, obj: dict) -> None:
     path.write_text(json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=True) + "\n", encoding="utf-8")
 
 
-def _read_bounded_json(path: Path, limit: int, what: str):
-    """:func:`challenge.files.read_json`, asked for no more than the file holds: it reserves ``limit``
-    bytes before reading, which for a 128 MiB cap would be a 128 MiB allocation for a 1 KB file."""
-    try:
-        size = os.stat(path).st_size  # 0 for a FIFO or a device, which read_json then refuses
-    except OSError:
-        size = limit  # read_json says why
-    return files.read_json(path, min(limit, size), what=what)
-
-
 def read_json(path: Path, limit: int = MAX_MANIFEST_BYTES, what: str = "manifest") -> dict:
     """A JSON object from an untrusted file: regular, at most ``limit`` bytes, bounded depth, valid Unicode."""
     try:
-        obj = _read_bounded_json(path, limit, what)
+        obj = files.read_json(path, limit, what=what)
     except files.UnsafeFile as e:
         raise FormatError(str(e)) from None
     if not isinstance(obj, dict):
@@ -210,9 +200,9 @@ def open_key_store(path: Path, *, check_indices: bool = True) -> KeyStore:
         files.check_tree(path, MAX_KEY_ATTRS_BYTES, what="key store")
         for folder in sorted(p for p in path.iterdir() if p.is_dir()):
             files.check_tree(folder, MAX_STORED_CHUNK_BYTES, what="key store")
-        _read_bounded_json(path / "zarr.json", MAX_KEY_ATTRS_BYTES, "key store's metadata")
+        files.read_json(path / "zarr.json", MAX_KEY_ATTRS_BYTES, what="key store's metadata")
         for meta in sorted(path.glob("*/**/zarr.json")):
-            _read_bounded_json(meta, MAX_ARRAY_METADATA_BYTES, "Zarr array metadata")
+            files.read_json(meta, MAX_ARRAY_METADATA_BYTES, what="Zarr array metadata")
     except files.UnsafeFile as e:
         raise FormatError(str(e)) from None
     try:
