@@ -367,3 +367,12 @@ def test_read_only_or_full_disk_leaves_nothing(oracle, tiny_release, tmp_path, o
     assert result.returncode == 2 and "Traceback" not in stderr and len(stderr.splitlines()) == 1, stderr
     assert str(tmp_path / "mnt") in stderr
     assert result.stdout.split("--- files:")[1].split() == []  # no partial file left
+
+
+def test_a_failed_leaderboard_write_leaves_no_partial_board(oracle, tiny_release, tmp_path, capsys):
+    out = tmp_path / "board"
+    (out / "leaderboard.html").mkdir(parents=True)  # the last file cannot be written
+    code, _, err = call(capsys, "leaderboard", oracle, "--keys", keys_of(tiny_release), "--release", tiny_release,
+                        "--out", out)
+    assert code == 2 and one_line_error(err) and "leaderboard.html" in err, err
+    assert [p.name for p in out.rglob("*") if p.is_file()] == []  # no pictures, no leaderboard.md
