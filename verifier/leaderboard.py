@@ -94,15 +94,16 @@ def recovery_sheet(entry: Entry, store: fmt.KeyStore, expected: Expected, count:
     """Two rows of (recovery, closest private image) pairs: best recoveries on top, worst below."""
     private_images = store.read("private/images")
     index = store["encryption/private_index"]
-    column = dict(zip(entry.scores.encryptions.tolist(), entry.scores.best_column.tolist()))
+    scores = entry.scores
     tiles = []
-    for rows in best_and_worst(entry.scores, count):
+    for rows in best_and_worst(scores, count):
         for i in rows:
             i = int(i)
             recovery = centered(entry.validation.array.read_rows(i, i + 1), expected.domain)[0]
             tiles.append(to_uint8(recovery, "centered"))
-            tiles.append(private_images[index[i, column[i]]])
-    return contact_sheet(np.stack(tiles), columns=2 * min(count, len(entry.scores.encryptions)), scale=3)
+            column = scores.best_column[np.searchsorted(scores.encryptions, i)]
+            tiles.append(private_images[index[i, int(column)]])
+    return contact_sheet(np.stack(tiles), columns=2 * min(count, len(scores.encryptions)), scale=3)
 
 
 def build(folders: list[Path], store: fmt.KeyStore, *, rows: int = ROWS, selected: np.ndarray | None = None,
