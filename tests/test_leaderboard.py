@@ -41,13 +41,16 @@ def run(capsys, *args):
 def test_leaderboard_ranks_and_writes_pages(subs, tiny_release, tmp_path, capsys):
     keys = tiny_release / "secret" / "keys.zarr"
     order = ("noise", "bad", "oracle", "blind", "z-early")
-    code, out, err = run(capsys, "leaderboard", *(subs / s for s in order), "--keys", keys, "--out", tmp_path)
+    code, out, err = run(capsys, "leaderboard", *(subs / s for s in order), "--keys", keys, "--release", tiny_release,
+                         "--out", tmp_path)
     assert code == 0 and "bad: invalid, not ranked" in err
     md = (tmp_path / "leaderboard.md").read_text()
     assert out == md
-    rows = [line.split(" | ")[1] for line in md.splitlines()[2:7] if line.startswith("| ")]
-    # the dated oracle wins the tie with the undated one; noise and blind score far lower
-    assert rows[:2] == ["z-early", "oracle"] and set(rows[2:]) == {"blind", "noise"}
+    table = [line.split(" | ")[:2] for line in md.splitlines()[2:] if line.startswith("| ")]
+    rows = [name for rank, name in table if rank != "| ref"]
+    # the two oracles tie: equal rank, listed by name; noise and blind score far lower
+    assert table[:2] == [["| 1", "oracle"], ["| 1", "z-early"]] and set(rows[2:]) == {"blind", "noise"}
+    assert {name for rank, name in table if rank == "| ref"} == {"baseline constant", "baseline mean"}
     assert "Max_SSIM | Mean_SSIM | Min_L2 | Max_L2 | Mean_L2" in md.splitlines()[0]
     assert "Not ranked" in md and "NCHW" in md and "\\|" in md  # a team's '|' cannot break the table
     page = (tmp_path / "leaderboard.html").read_text()
@@ -69,11 +72,11 @@ def test_oracle_picture_pairs_match(subs, tiny_release):
             np.testing.assert_array_equal(tile(r, 2 * pair), tile(r, 2 * pair + 1))
 
 
-def test_tie_goes_to_earlier_date_whatever_the_order(subs, tiny_release):
+def test_tie_is_an_equal_rank_by_name_whatever_the_order_or_date(subs, tiny_release):
     keys = open_key_store(tiny_release / "secret" / "keys.zarr")
-    entries = leaderboard.build([subs / "oracle", subs / "z-early"], keys)
+    entries = leaderboard.build([subs / "z-early", subs / "oracle"], keys, floors=())
     for order in (entries, entries[::-1]):
-        assert [e.name for e in leaderboard.rank(order)] == ["z-early", "oracle"]
+        assert [e.name for e in leaderboard.rank(order)] == ["oracle", "z-early"]
 
 
 def test_baselines_and_their_errors(tiny_release, tmp_path, capsys):

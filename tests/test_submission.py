@@ -90,7 +90,7 @@ BAD = {
     "fortran": (lambda t: make(t, np.asfortranarray(good())), "Fortran order"),
     "objects": (lambda t: make(t, np.array([1, "a"], dtype=object)), "pickled data is refused"),
     "missing": (lambda t: make(t), "decryption.npy: missing"),
-    "metadata-json": (lambda t: make(t, good(), metadata="{not json"), "metadata.json: not valid UTF-8 JSON"),
+    "metadata-json": (lambda t: make(t, good(), metadata="{not json"), "metadata.json: not valid JSON"),
     "metadata-list": (lambda t: make(t, good(), metadata=[1, 2]), "a JSON list; expected an object"),
     "metadata-field": (lambda t: make(t, good(), metadata={"team": 7}), "field 'team' must be a string"),
     "metadata-unknown": (lambda t: make(t, good(), metadata={"teem": "x"}), "unknown fields 'teem'"),

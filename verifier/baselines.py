@@ -3,6 +3,10 @@
 ``oracle``: the ground truth (each encryption's first private image, uint8): Max_SSIM 1, Min_L2 0.
 ``blind``: |encryption| stretched per image to the domain's range, what one gets without any key.
 ``noise``: uniform random values in the domain's range (seeded).
+``constant``: one flat grey image for every encryption, its level the one that scores best
+(fitted with the keys): the floor any attack must beat.
+``mean``: the per-pixel mean of the private images for every encryption: what knowing the data
+set's average image alone gets.
 ``pairing``: what the last step of Carlini et al.'s attack recovers once its first steps (which
 encryptions share a private image, and their lambdas) are solved, here taken from the keys: a
 least-squares fit of |encryption| by lambda-weighted private images plus a per-pixel term for the
@@ -21,15 +25,23 @@ from typing import Iterator
 import numpy as np
 
 from challenge import format as fmt
+from challenge.domain import UINT8_TO_CENTERED
 from challenge.errors import UsageError
-from verifier.scoring import write_atomic
-from verifier.submission import DECRYPTION_FILE, METADATA_FILE, ROWS, Expected, read_npy_header
+from challenge.files import UnsafeFile, write_atomic
+from verifier import metrics
+from verifier.submission import DECRYPTION_FILE, METADATA_FILE, ROWS, Expected, printable, read_npy_header
 
-KINDS = ("oracle", "blind", "noise", "pairing")
+__all__ = ["FLOORS", "KINDS", "METHODS", "best_grey_level", "blind", "floor_blocks", "write_baseline",
+           "write_submission"]
+
+KINDS = ("oracle", "blind", "noise", "constant", "mean", "pairing")
+FLOORS = ("constant", "mean")  # trivial submissions every leaderboard shows as reference rows
 METHODS = {
     "oracle": "oracle: each encryption's first private image (the ground truth)",
     "blind": "blind: |encryption| stretched per image to the pixel domain's range",
     "noise": "noise: uniform random values in the pixel domain's range",
+    "constant": "constant: one flat grey image for every encryption, the uint8 level with the best Max_SSIM",
+    "mean": "mean: the per-pixel mean of the private images (uint8) for every encryption",
     "pairing": "pairing: least-squares fit of |encryption| by lambda-mixes of the private images, "
     "given the true pairing and lambdas",
 }
@@ -40,6 +52,40 @@ def oracle_blocks(store: fmt.KeyStore, rows: int = ROWS) -> Iterator[np.ndarray]
     index = store["encryption/private_index"]
     for start in range(0, index.shape[0], rows):
         yield private_images[index[start : start + rows, 0]]
+
+
+def best_grey_level(store: fmt.KeyStore) -> int:
+    """The uint8 level v (0..255, ties: the smallest) whose flat image scores the highest Max_SSIM.
+
+    SSIM(flat v, p) is computed once per level and private image with the scorer's own kernel;
+    Max_SSIM(v) is then the mean over encryptions of its best private image, summed in fixed
+    blocks of :data:`ROWS` rows so the choice never depends on options.
+    """
+    private_images = store.read("private/images")
+    n = len(private_images)
+    flats = np.broadcast_to(UINT8_TO_CENTERED[:, None, None, None], (256, *fmt.IMAGE_SHAPE))
+    table = metrics.score_pairs(flats, private_images, np.tile(np.arange(n), (256, 1)))[0]  # (256, n)
+    index = store["encryption/private_index"]
+    totals = np.zeros(256)
+    for start in range(0, index.shape[0], ROWS):
+        totals += table[:, index[start : start + ROWS]].max(axis=2).sum(axis=1)
+    return int(np.argmax(totals))
+
+
+def _repeat(image: np.ndarray, n: int, rows: int) -> Iterator[np.ndarray]:
+    for start in range(0, n, rows):
+        yield np.broadcast_to(image, (min(rows, n - start), *image.shape))
+
+
+def floor_blocks(kind: str, store: fmt.KeyStore, expected: Expected, rows: int = ROWS) -> Iterator[np.ndarray]:
+    """uint8 blocks of the ``constant`` or ``mean`` baseline: one image repeated for every encryption."""
+    if kind == "constant":
+        image = np.full(fmt.IMAGE_SHAPE, best_grey_level(store), np.uint8)
+    elif kind == "mean":
+        image = np.rint(store.read("private/images").mean(axis=0)).astype(np.uint8)
+    else:
+        raise ValueError(f"{kind!r} is not a floor; expected one of {', '.join(FLOORS)}")
+    return _repeat(image, expected.n, rows)
 
 
 def blind(encryptions: np.ndarray, expected: Expected) -> np.ndarray:
@@ -107,17 +153,18 @@ def pairing_blocks(store: fmt.KeyStore, encryptions: Iterator[np.ndarray], expec
 
 def write_submission(out: Path, blocks: Iterator[np.ndarray], expected: Expected, dtype: str,
                      metadata: dict, force: bool = False) -> Path:
-    """Stream ``blocks`` into ``out/decryption.npy`` (via a temporary file) and write ``metadata.json``."""
+    """Stream ``blocks`` into ``out/decryption.npy`` (via a temporary file) and write ``metadata.json``.
+
+    An unwritable ``out`` (read-only, full disk, a file in the way) is one :class:`UsageError`
+    naming the path; no temporary file and no decryption without its metadata is left behind.
+    """
     out = Path(out)
     target = out / DECRYPTION_FILE
     if target.exists() and not force:
-        raise UsageError(f"{target}: already exists; pass --force to replace it")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UsageError(f"{out}: cannot create the folder ({e.strerror})") from None
+        raise UsageError(f"{printable(target)}: already exists; pass --force to replace it")
     tmp = out / f".{DECRYPTION_FILE}.partial-{os.getpid()}"
     try:
+        out.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as f:
             header = {"descr": np.dtype(dtype).str, "fortran_order": False, "shape": expected.shape}
             np.lib.format.write_array_header_1_0(f, header)
@@ -127,11 +174,17 @@ def write_submission(out: Path, blocks: Iterator[np.ndarray], expected: Expected
                 written += len(block)
         if written != expected.n:
             raise RuntimeError(f"baseline produced {written} rows, expected {expected.n}")
+        write_atomic(out / METADATA_FILE, json.dumps(metadata, indent=2, sort_keys=True) + "\n")
         os.replace(tmp, target)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise UsageError(f"cannot write the submission: {printable(e.filename or out)}: {e.strerror or e}") from None
+    except UnsafeFile as e:
+        tmp.unlink(missing_ok=True)
+        raise UsageError(f"cannot write the submission: {printable(e)}") from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    write_atomic(out / METADATA_FILE, json.dumps(metadata, indent=2, sort_keys=True) + "\n")
     return target
 
 
@@ -152,6 +205,10 @@ def write_baseline(kind: str, out: Path, expected: Expected, *, store: fmt.KeySt
         blocks, dtype = pairing_blocks(store, encryption_blocks(release, expected, rows), expected, rows), "float32"
     elif kind == "noise":
         blocks, dtype = noise_blocks(expected, seed, rows), "float32"
+    elif kind in FLOORS:
+        if store is None:
+            raise UsageError(f"the {kind} baseline needs --keys (it is fitted to the private images)")
+        blocks, dtype = floor_blocks(kind, store, expected, rows), "uint8"
     else:
         raise UsageError(f"unknown baseline {kind!r}; expected one of {', '.join(KINDS)}")
     metadata = {"team": "baseline", "method": METHODS[kind]}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -18,22 +19,74 @@ VERIFY_EXAMPLES = """\
 examples:
   verify submission/ --release release/            # participants: validate only
   verify submission/ --keys release/secret/keys.zarr --json
-  verify submission/ --keys keys.zarr --out results/   # scores.json, scores.txt go to results/
+  verify submission/ --keys keys.zarr --release release/ --out results/   # scores.json, scores.txt
+  verify submission/ --keys keys.zarr --release release/ --holdout 0.5   # public part only
+  verify submission/ --keys keys.zarr --release release/ --holdout 0.5 --part final   # maintainer
 """
 
 
-def _add_common(p: argparse.ArgumentParser, keys_help: str, keys_required: bool = False) -> None:
+def _add_common(p: argparse.ArgumentParser, keys_help: str, keys_required: bool = False,
+                release_required: bool = False) -> None:
     from verifier.submission import ROWS
 
-    p.add_argument("--release", type=Path, help="the release folder, or its public/ folder (gives N and the pixel domain)")
+    p.add_argument("--release", type=Path, required=release_required,
+                   help="the release folder, or its public/ folder (gives N and the pixel domain; with --keys, "
+                   "the key store must match the commitment its manifest publishes)")
     p.add_argument("--keys", type=Path, required=keys_required, help=keys_help)
     p.add_argument("--rows", type=positive_int, default=ROWS, help="rows processed at a time; bounds memory (default: %(default)s)")
 
 
+def _fraction(text: str) -> float:
+    """argparse type for --holdout: a number strictly between 0 and 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a fraction such as 0.5, got {text!r}") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must lie strictly between 0 and 1, got {text}")
+    return value
+
+
+def _add_holdout(p: argparse.ArgumentParser) -> None:
+    from verifier.scoring import PARTS
+
+    p.add_argument("--holdout", type=_fraction, metavar="FRACTION",
+                   help="hold out this share of the encryptions for the final board, chosen by a rule keyed by "
+                   "the key store's seed (docs/FORMAT.md, section 9); scores then cover one part only")
+    p.add_argument("--part", choices=PARTS, help="with --holdout: the part scored (default: public, what participants "
+                   "may see; final is for the maintainer's final ranking)")
+
+
+def _selected(args, store):
+    """The encryptions that count, from --holdout and --part (None: all)."""
+    from verifier.scoring import selected_rows
+
+    if args.part is not None and args.holdout is None:
+        raise UsageError("--part needs --holdout (without a holdout every encryption is scored)")
+    return selected_rows(store, args.holdout, args.part or "public")
+
+
+def _check_commitment(manifest: dict, store, release: Path, keys: Path) -> None:
+    """Refuse a key store other than the one the release's manifest commits to (same parameters or not)."""
+    from challenge.format import commitment
+    from verifier.submission import printable
+
+    entry = manifest.get("key_store")
+    published = entry.get("commitment") if isinstance(entry, dict) else None
+    if not isinstance(published, str) or not re.fullmatch(r"sha256:[0-9a-f]{64}", published):
+        raise UsageError(f"{printable(release)}: manifest field key_store.commitment is {printable(repr(published))[:80]}; "
+                         "expected 'sha256:' and 64 hex digits")
+    actual = commitment(store)
+    if actual != published:
+        raise UsageError(f"{printable(keys)}: key store commitment {actual} differs from {published}, the one "
+                         f"{printable(release)} publishes: not this release's keys")
+
+
 def _open(release: Path | None, keys: Path | None):
-    """Expected shape/domain and the key store (or None), checking that the two belong together."""
+    """Expected shape/domain and the key store (or None), checking that the two belong together:
+    same parameters and the commitment the manifest publishes."""
     from challenge.format import open_key_store
-    from verifier.submission import expected_from_keys, expected_from_manifest, read_manifest
+    from verifier.submission import expected_from_keys, expected_from_manifest, printable, read_manifest
 
     if release is None and keys is None:
         raise UsageError("give --release (to validate) or --keys (to validate and score)")
@@ -41,43 +94,59 @@ def _open(release: Path | None, keys: Path | None):
     if release is None:
         return expected_from_keys(store), store
     manifest = read_manifest(release)
-    if store is not None and manifest.get("params") != store.params.to_dict():
-        raise UsageError(f"{keys}: key store parameters differ from those of {release}: not this release's keys")
+    if store is not None:
+        if manifest.get("params") != store.params.to_dict():
+            raise UsageError(f"{printable(keys)}: key store parameters differ from those of {printable(release)}: "
+                             "not this release's keys")
+        _check_commitment(manifest, store, release, keys)
     return expected_from_manifest(manifest), store
 
 
 def _run_verify(args) -> int:
     from verifier.scoring import format_table, score, write_scores
-    from verifier.submission import validate
+    from verifier.submission import printable, validate
 
     expected, store = _open(args.release, args.keys)
+    shown = printable(args.submission)
+    report = {"submission": shown}
     if store is None:
+        if args.holdout is not None or args.part is not None:
+            raise UsageError("--holdout and --part need --keys (the split is keyed by the key store's seed)")
         validation, scores = validate(args.submission, expected, rows=args.rows), None
     else:
-        validation, scores = score(args.submission, store, expected=expected, rows=args.rows)
-    report = {"submission": str(args.submission), "valid": validation.valid}
+        selected = _selected(args, store)
+        validation, scores = score(args.submission, store, expected=expected, rows=args.rows, selected=selected)
+        report["keys_checked_against_release"] = args.release is not None
+        if args.holdout is not None:
+            report["holdout"] = {"fraction": args.holdout, "part": args.part or "public"}
+    report["valid"] = validation.valid
     if not validation.valid:
+        problems = [printable(p) for p in validation.problems]
         if args.json:
-            print(json.dumps({**report, "problems": validation.problems}, indent=2))
+            print(json.dumps({**report, "problems": problems}, indent=2))
         else:
-            print(f"verify: {args.submission}: INVALID, {len(validation.problems)} problem(s):", file=sys.stderr)
-            for problem in validation.problems:
+            print(f"verify: {shown}: INVALID, {len(problems)} problem(s):", file=sys.stderr)
+            for problem in problems:
                 print(f"  - {problem}", file=sys.stderr)
         return 2
     if scores is None:
         if args.json:
             print(json.dumps({**report, "scored": False}, indent=2))
         else:
-            print(f"{args.submission}: valid, not scored (no --keys given)")
+            print(f"{shown}: valid, not scored (no --keys given)")
         return 0
+    if args.release is None:
+        print(f"verify: note: no --release given, so the key store was not checked against a release's published "
+              f"commitment; these scores are only as right as {printable(args.keys)}", file=sys.stderr)
     files = write_scores(scores, args.out or args.submission)
     if args.json:
-        print(json.dumps({**report, "scored": True, "scores": scores.to_json(), "files": [str(f) for f in files]},
+        print(json.dumps({**report, "scored": True, "scores": scores.to_json(), "files": [printable(f) for f in files]},
                          indent=2))
     else:
-        print(f"{args.submission}: valid, scored on {scores.summary['n_encryptions']} encryptions")
+        part = f" ({report['holdout']['part']} part)" if args.holdout is not None else ""
+        print(f"{shown}: valid, scored on {scores.summary['n_encryptions']} encryptions{part}")
         print(format_table(scores))
-        print(f"wrote {', '.join(map(str, files))}")
+        print(f"wrote {', '.join(printable(f) for f in files)}")
     return 0
 
 
@@ -93,31 +162,35 @@ def build_parser() -> OneLineParser:
     _add_common(p, "the key store secret/keys.zarr: validate and score")
     p.add_argument("--json", action="store_true", help="print the outcome as JSON on stdout")
     p.add_argument("--out", type=Path, help="folder for scores.json and scores.txt (default: the submission folder)")
+    _add_holdout(p)
     p.set_defaults(run=_run_verify)
     return p
 
 
 def _run_leaderboard(args) -> int:
     from verifier import leaderboard
+    from verifier.submission import printable
 
     _, store = _open(args.release, args.keys)
-    entries = leaderboard.build(args.submissions, store, rows=args.rows)
+    entries = leaderboard.build(args.submissions, store, rows=args.rows, selected=_selected(args, store))
     files = leaderboard.write(entries, store, args.out)
     for e in entries:
         if e.scores is None:
-            print(f"instahide: warning: {e.folder}: invalid, not ranked: {'; '.join(e.validation.problems)}", file=sys.stderr)
+            problems = printable("; ".join(e.validation.problems))
+            print(f"instahide: warning: {printable(e.folder)}: invalid, not ranked: {problems}", file=sys.stderr)
     print(leaderboard.markdown(entries), end="")
-    print(f"wrote {', '.join(map(str, files))}", file=sys.stderr)
+    print(f"wrote {', '.join(printable(f) for f in files)}", file=sys.stderr)
     return 0
 
 
 def _run_baseline(args) -> int:
     from verifier.baselines import write_baseline
+    from verifier.submission import printable
 
     expected, store = _open(args.release, args.keys)
     path = write_baseline(args.kind, args.out, expected, store=store, release=args.release, seed=args.seed,
                           rows=args.rows, force=args.force)
-    print(f"wrote {path}: {args.kind} baseline, {expected.n} rows")
+    print(f"wrote {printable(path)}: {args.kind} baseline, {expected.n} rows")
     return 0
 
 
@@ -126,22 +199,29 @@ def register(sub) -> None:
     from verifier.baselines import KINDS
 
     p = sub.add_parser("leaderboard", help="score several submissions and rank them (Markdown + HTML)",
-                       description="Validate and score every submission with the keys, rank them by Max_SSIM "
-                       "(ties: earlier metadata.json date) and write leaderboard.md, leaderboard.html and a "
-                       "picture of each submission's best and worst recoveries beside the true images.")
+                       description="Validate and score every submission with the keys (checked against the "
+                       "commitment the release publishes), rank them by Max_SSIM as published (4 decimals; equal "
+                       "Max_SSIM, equal rank, listed by folder name; self-reported metadata never ranks) and write "
+                       "leaderboard.md, leaderboard.html and a picture of each submission's best and worst "
+                       "recoveries beside the true images. The constant and mean baselines are shown as unranked "
+                       "reference rows; a submission that cannot be read is listed as invalid with its reason.")
     p.add_argument("submissions", type=Path, nargs="+", metavar="SUBMISSION", help="submission folders")
-    _add_common(p, "the key store secret/keys.zarr", keys_required=True)
+    _add_common(p, "the key store secret/keys.zarr", keys_required=True, release_required=True)
     p.add_argument("--out", type=Path, default=Path("leaderboard"), help="output folder (default: %(default)s)")
+    _add_holdout(p)
     p.set_defaults(run=_run_leaderboard)
 
-    p = sub.add_parser("baseline", help="write a reference submission (oracle, blind or noise)",
+    p = sub.add_parser("baseline", help=f"write a reference submission ({', '.join(KINDS)})",
                        description="Write a baseline submission that shows the scale of the scores on a release: "
                        "oracle = the ground truth (needs --keys; scores Max_SSIM 1, Min_L2 0), blind = |encryption| "
-                       "stretched to the domain (needs --release), noise = uniform random values, pairing = a least-squares "
-                       "fit of |encryption| given the true pairing and lambdas (needs --keys and --release): it recovers "
-                       "the images in the positive domain, where the mask hides nothing, and not in the centred one.")
+                       "stretched to the domain (needs --release), noise = uniform random values, constant = the flat "
+                       "grey image with the best Max_SSIM (needs --keys), mean = the per-pixel mean of the private "
+                       "images (needs --keys), pairing = a least-squares fit of |encryption| given the true pairing "
+                       "and lambdas (needs --keys and --release): it recovers the images in the positive domain, "
+                       "where the mask hides nothing, and not in the centred one. constant and mean are the floors "
+                       "every leaderboard shows. With --keys and --release, the keys must be the release's.")
     p.add_argument("kind", choices=KINDS)
-    _add_common(p, "the key store secret/keys.zarr (needed by oracle)")
+    _add_common(p, "the key store secret/keys.zarr (needed by oracle, constant, mean and pairing)")
     p.add_argument("--out", type=Path, required=True, help="submission folder to write")
     p.add_argument("--seed", type=int, default=0, help="random seed of the noise baseline (default: %(default)s)")
     p.add_argument("--force", action="store_true", help="replace an existing decryption.npy")

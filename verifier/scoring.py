@@ -4,29 +4,42 @@ Per encryption i with private images p_i1 .. p_im (m = k_private) and recovery r
 [-1, 1] scale: SSIM(r_i, p_ij) and L2(r_i, p_ij) = ||r_i - p_ij||_2 / sqrt(3072)
 (:mod:`verifier.metrics`).  Aggregates, as in 2020, are means over encryptions of per-encryption
 max / mean / min; docs/FORMAT.md section 9 defines every one.
+
+Scores are a membership oracle (a candidate image's SSIM tells whether it is private), so what is
+published is limited: values rounded to :data:`DECIMALS` decimals and, with a holdout, only the
+public part of the encryptions (:func:`holdout_mask` splits them by a keyed rule).
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 import numpy as np
 
 from challenge import format as fmt
 from challenge.errors import UsageError
+from challenge.files import UnsafeFile, write_atomic
+from challenge.keystream import chacha20_keystream
 from verifier import metrics
-from verifier.submission import ROWS, Expected, Validation, expected_from_keys, validate
+from verifier.submission import ROWS, Expected, Validation, centered, expected_from_keys, printable, validate
+
+__all__ = [
+    "DECIMALS", "HEADLINE", "PARTS", "SUCCESS_SSIM", "Accumulator", "Scores", "format_table", "holdout_mask",
+    "platform_scores", "published", "score", "score_blocks", "score_pairs_reference", "selected_rows", "write_scores",
+]
 
 SUCCESS_SSIM = 0.8  # the 2020 success threshold: a recovery succeeds if its SSIM exceeds it
 SCORES_JSON = "scores.json"
 SCORES_TXT = "scores.txt"
 HEADLINE = ("Max_SSIM", "Mean_SSIM", "Min_L2", "Max_L2", "Mean_L2", "success_rate", "recovered_share")
+DECIMALS = 4  # published scores: round half even of the exact float64 mean (docs/FORMAT.md section 9)
+PARTS = ("public", "final")
+HOLDOUT_NONCE = b"holdout\0" + (0).to_bytes(4, "little")  # a ChaCha20 purpose of its own (FORMAT.md 7, 9)
+_HOLDOUT_ROWS = 1 << 20  # rows of the split drawn at a time: 8 MB of keystream
 
 Engine = Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 
@@ -40,31 +53,73 @@ def score_pairs_reference(recovered, private_images, private_index) -> tuple[np.
     return metrics.ssim_reference(rec, truth).reshape(shape), metrics.l2_reference(rec, truth).reshape(shape)
 
 
+def published(value: float) -> float:
+    """A score as published: ``round(value, DECIMALS)``, the exact float64 value rounded half to even."""
+    return round(value, DECIMALS)
+
+
+def holdout_mask(seed: bytes, n_encryptions: int, fraction: float) -> np.ndarray:
+    """True for the encryptions held out for the final board.
+
+    Encryption i is held out iff word i (little-endian uint64, bytes 8i .. 8i + 7) of the ChaCha20
+    keystream keyed by the key store's seed with nonce ``holdout\\0`` + uint32 0 is below
+    ``int(fraction * 2**64)``: anyone with the revealed keys can recompute the split, nobody
+    without them can tell which encryptions count for the final board.
+    """
+    if not 0 < fraction < 1:
+        raise UsageError(f"--holdout is {fraction}; expected a fraction strictly between 0 and 1")
+    bound = np.uint64(int(fraction * 2**64))
+    mask = np.empty(n_encryptions, bool)
+    for start in range(0, n_encryptions, _HOLDOUT_ROWS):
+        stop = min(start + _HOLDOUT_ROWS, n_encryptions)
+        stream = chacha20_keystream(seed, start // 8, HOLDOUT_NONCE, 8 * (stop - start))
+        mask[start:stop] = stream.view("<u8") < bound
+    return mask
+
+
+def selected_rows(store: fmt.KeyStore, holdout: float | None, part: str = "public") -> np.ndarray | None:
+    """The encryptions a score covers: all (None) without a holdout, else its ``part``."""
+    if holdout is None:
+        return None
+    if part not in PARTS:
+        raise UsageError(f"part {part!r}; expected one of {', '.join(PARTS)}")
+    final = holdout_mask(bytes(store.read("seed")), store.params.n_encryptions, holdout)
+    rows = final if part == "final" else ~final
+    if not rows.any():
+        raise UsageError(f"--holdout {holdout} leaves no encryption in the {part} part; choose another fraction")
+    return rows
+
+
 @dataclass
 class Scores:
     """Aggregates plus the per-encryption and per-private-image detail behind them."""
 
     summary: dict  # HEADLINE name -> float, plus counts
-    max_ssim: np.ndarray  # (N,) per encryption
-    best_column: np.ndarray  # (N,) which private image (column of private_index) gave max_ssim
-    best_per_private: np.ndarray  # (n,) best SSIM over every encryption that contains the image
+    encryptions: np.ndarray  # (E,) the encryption rows these scores cover, ascending
+    max_ssim: np.ndarray  # (E,) per covered encryption
+    best_column: np.ndarray  # (E,) which private image (column of private_index) gave max_ssim
+    best_per_private: np.ndarray  # (n,) best SSIM over every covered encryption that contains the image
 
     def to_json(self) -> dict:
-        best = [None if np.isnan(v) else float(v) for v in self.best_per_private]  # NaN: in no encryption
-        return {**self.summary, "best_ssim_per_private": best}
+        """The published summary (rounded) and ``best(p)`` per private image (NaN: in no covered encryption)."""
+        best = [None if np.isnan(v) else published(float(v)) for v in self.best_per_private]
+        summary = {k: published(v) if isinstance(v, float) else v for k, v in self.summary.items()}
+        return {**summary, "best_ssim_per_private": best}
 
 
 class Accumulator:
     """Collects per-pair scores block by block; :meth:`result` aggregates them exactly.
 
     Per-encryption values are kept (5 float64 each: 40 MB for a million encryptions) so that the
-    means are exactly rounded sums (``math.fsum``), independent of block size and order.
+    means are exactly rounded sums (``math.fsum``), independent of block size and order.  Only the
+    ``selected`` encryptions (all by default) count.
     """
 
-    def __init__(self, n_encryptions: int, n_private: int):
+    def __init__(self, n_encryptions: int, n_private: int, selected: np.ndarray | None = None):
         self.per_encryption = np.full((n_encryptions, 5), np.nan)  # max/mean SSIM, min/max/mean L2
         self.best_column = np.zeros(n_encryptions, np.int16)
         self.best_per_private = np.full(n_private, -np.inf)
+        self.selected = np.ones(n_encryptions, bool) if selected is None else selected
         self.filled = 0
 
     def add(self, start: int, ssim: np.ndarray, l2: np.ndarray, index: np.ndarray) -> None:
@@ -72,15 +127,19 @@ class Accumulator:
         self.per_encryption[start:stop] = np.stack(
             [ssim.max(axis=1), ssim.mean(axis=1), l2.min(axis=1), l2.max(axis=1), l2.mean(axis=1)], axis=1)
         self.best_column[start:stop] = ssim.argmax(axis=1)
-        np.maximum.at(self.best_per_private, index.ravel(), ssim.ravel())
+        counted = self.selected[start:stop]
+        np.maximum.at(self.best_per_private, np.asarray(index)[counted].ravel(), ssim[counted].ravel())
         self.filled += len(ssim)
 
     def result(self) -> Scores:
-        n = len(self.per_encryption)
-        if self.filled != n:
-            raise RuntimeError(f"scored {self.filled} of {n} encryptions")
-        means = [math.fsum(column) / n for column in self.per_encryption.T]
-        max_ssim = self.per_encryption[:, 0]
+        total = len(self.per_encryption)
+        if self.filled != total:
+            raise RuntimeError(f"scored {self.filled} of {total} encryptions")
+        rows = np.flatnonzero(self.selected)
+        n = len(rows)
+        values = self.per_encryption[rows]
+        means = [math.fsum(column) / n for column in values.T]
+        max_ssim = values[:, 0]
         seen = np.isfinite(self.best_per_private)
         summary = dict(zip(HEADLINE[:5], means))
         summary["success_rate"] = float(np.count_nonzero(max_ssim > SUCCESS_SSIM)) / n
@@ -88,23 +147,39 @@ class Accumulator:
         summary["n_encryptions"] = n
         summary["n_private"] = len(seen)
         best = np.where(seen, self.best_per_private, np.nan)
-        return Scores(summary, max_ssim.copy(), self.best_column.copy(), best)
+        return Scores(summary, rows, max_ssim.copy(), self.best_column[rows], best)
 
 
-def score(folder: Path, store: fmt.KeyStore, *, expected: Expected | None = None, rows: int = ROWS,
-          engine: Engine = metrics.score_pairs) -> tuple[Validation, Scores | None]:
-    """Validate ``folder`` and, if it is valid, score it; the file and the keys are read once, in blocks."""
-    expected = expected or expected_from_keys(store)
+def _accumulate(store: fmt.KeyStore, expected: Expected, selected: np.ndarray | None, engine: Engine):
+    """An accumulator and the ``on_rows(start, block)`` that feeds it blocks on the [-1, 1] scale."""
     private_images = store.read("private/images")
     index_array = store["encryption/private_index"]
-    acc = Accumulator(expected.n, len(private_images))
+    acc = Accumulator(expected.n, len(private_images), selected)
 
     def on_rows(start: int, block: np.ndarray) -> None:
         index = index_array[start : start + len(block)]
         acc.add(start, *engine(block, private_images, index), index)
+    return acc, on_rows
 
+
+def score(folder: Path, store: fmt.KeyStore, *, expected: Expected | None = None, rows: int = ROWS,
+          engine: Engine = metrics.score_pairs, selected: np.ndarray | None = None) -> tuple[Validation, Scores | None]:
+    """Validate ``folder`` and, if it is valid, score it; the file and the keys are read once, in blocks."""
+    expected = expected or expected_from_keys(store)
+    acc, on_rows = _accumulate(store, expected, selected, engine)
     validation = validate(folder, expected, rows=rows, on_rows=on_rows)
     return validation, acc.result() if validation.valid else None
+
+
+def score_blocks(blocks: Iterable[np.ndarray], store: fmt.KeyStore, expected: Expected, *,
+                 selected: np.ndarray | None = None, engine: Engine = metrics.score_pairs) -> Scores:
+    """Score recoveries made in memory (blocks in the submission's dtypes and domain), e.g. the floors."""
+    acc, on_rows = _accumulate(store, expected, selected, engine)
+    start = 0
+    for block in blocks:
+        on_rows(start, centered(block, expected.domain))
+        start += len(block)
+    return acc.result()
 
 
 def format_table(scores: Scores) -> str:
@@ -121,34 +196,42 @@ def format_table(scores: Scores) -> str:
         ("recovered_share", s["recovered_share"],
          f"share of private images with best SSIM > {SUCCESS_SSIM} ({n_rec} of {s['n_private']})"),
     ]
-    return "\n".join(f"{name:<16}{value:9.4f}  {meaning}" for name, value, meaning in lines)
+    return "\n".join(f"{name:<16}{published(value):9.4f}  {meaning}" for name, value, meaning in lines)
 
 
 def platform_scores(scores: Scores) -> dict:
-    """The flat name -> number mapping challenge platforms read."""
-    return {name: scores.summary[name] for name in HEADLINE}
+    """The flat name -> published number mapping challenge platforms read."""
+    return {name: published(scores.summary[name]) for name in HEADLINE}
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write via a unique temporary file in the same folder and rename: readers never see half a file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+def write_files(out: Path, contents: dict[str, bytes | str], what: str) -> list[Path]:
+    """Write several files into ``out`` (created if needed), each atomically.
+
+    A failure (read-only, full disk, a file where the folder should be) removes the files this
+    call created, so no incomplete set is left, and is one :class:`UsageError` naming the path.
+    """
+    written = []
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        out.mkdir(parents=True, exist_ok=True)
+        for name, data in contents.items():
+            path = out / name
+            path.parent.mkdir(exist_ok=True)
+            existed = path.exists()
+            write_atomic(path, data)
+            if not existed:
+                written.append(path)
+    except (OSError, UnsafeFile) as e:
+        for path in written:
+            path.unlink(missing_ok=True)
+        reason = str(e) if isinstance(e, UnsafeFile) else f"{e.filename or out}: {e.strerror or e}"
+        raise UsageError(f"cannot write the {what}: {printable(reason)}") from None
+    return [out / name for name in contents]
 
 
 def write_scores(scores: Scores, out: Path) -> list[Path]:
     """``scores.json`` (flat JSON object) and ``scores.txt`` (``key: value`` lines) in ``out``."""
     flat = platform_scores(scores)
-    paths = [out / SCORES_JSON, out / SCORES_TXT]
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        write_atomic(paths[0], json.dumps(flat, indent=2) + "\n")
-        write_atomic(paths[1], "".join(f"{name}: {value!r}\n" for name, value in flat.items()))
-    except OSError as e:
-        raise UsageError(f"{out}: cannot write the scores files ({e.strerror}); choose another folder with --out") from None
-    return paths
+    return write_files(Path(out), {
+        SCORES_JSON: json.dumps(flat, indent=2) + "\n",
+        SCORES_TXT: "".join(f"{name}: {value!r}\n" for name, value in flat.items()),
+    }, "scores files")

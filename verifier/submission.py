@@ -1,17 +1,21 @@
 """Validate a submission folder: ``decryption.npy`` (+ optional ``metadata.json``), streamed.
 
 Every check runs and every problem is collected, so a participant fixes everything in one go.
-The file is never handed to ``np.load`` unchecked: its size is compared with the largest valid
-submission before a byte is read, the header is parsed with numpy's literal-only parser (no
-pickle is ever unpickled), and the rows are then read in chunks with plain file reads (a memory
-map would count every touched page towards the resident set).  Messages name what was expected
-and depend only on public facts (N and the pixel domain), never on the keys.
+Every file is opened through :mod:`challenge.files`: only a regular file is read (a FIFO, a
+device or a symlink to one is a problem, never a read), and its size is compared with the largest
+valid submission on the open descriptor before a byte is read.  The header is parsed with numpy's
+literal-only parser (no pickle is ever unpickled), and the rows are then read in chunks with plain
+reads from a descriptor checked the same way (a memory map would count every touched page towards
+the resident set).  Messages name what was expected and depend only on public facts (N and the
+pixel domain), never on the keys.  Text from a submission (its folder name, its metadata) reaches
+outputs only through :func:`printable`.
 """
 
 from __future__ import annotations
 
-import json
 import math
+import os
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -23,6 +27,7 @@ from numba import njit, prange
 from challenge import format as fmt
 from challenge.domain import DOMAINS, UINT8_TO_CENTERED, to_centered
 from challenge.errors import UsageError
+from challenge.files import UnsafeFile, open_regular, read_json
 
 DECRYPTION_FILE = "decryption.npy"
 METADATA_FILE = "metadata.json"
@@ -35,12 +40,30 @@ METADATA_FIELDS = {
     "method": "the attack, in a few words",
     "running_time": "self-reported running time, e.g. '12 GPU-hours'",
     "hardware": "what it ran on",
-    "date": "submission date, ISO 8601 (e.g. 2020-11-01); earlier wins a tie",
+    "date": "submission date, ISO 8601 (e.g. 2020-11-01); shown, never used for ranking",
 }
 # Floats may stray outside the domain by this share of its width (2e-3 on [-1, 1], about a quarter
 # of one uint8 step) so that rounding in a participant's own conversion is not an error.
 RANGE_TOLERANCE = 1e-3
 ACCEPTED_DTYPES = ("float32", "float64", "uint8")
+
+# Characters that must not reach a one-line output as they are: control characters (newlines,
+# terminal escapes), bidirectional overrides (text that displays in another order than it reads)
+# and surrogates (a file name's undecodable bytes, which no UTF-8 writer accepts).
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069\ud800-\udfff]")
+
+
+def _escape(match: re.Match) -> str:
+    code = ord(match.group())
+    if 0xDC80 <= code <= 0xDCFF:  # os.fsdecode's stand-in for an undecodable byte: show the byte
+        return f"\\x{code - 0xDC00:02x}"
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def printable(text) -> str:
+    """``text`` (or a path) as valid, one-line Unicode: what any output (terminal, JSON, Markdown,
+    HTML, file name) can take.  Undecodable file-name bytes show as ``\\xff``, controls as escapes."""
+    return _UNPRINTABLE.sub(_escape, os.fspath(text) if isinstance(text, os.PathLike) else str(text))
 
 
 @dataclass(frozen=True)
@@ -98,24 +121,38 @@ class NpyFile:
     dtype: np.dtype
     shape: tuple
     offset: int
+    size: int  # bytes, as checked when the header was read
 
     @property
     def row_bytes(self) -> int:
         return math.prod(self.shape[1:]) * self.dtype.itemsize
 
-    def read_rows(self, start: int, stop: int) -> np.ndarray:
-        """Rows ``start:stop`` as a native-byte-order array, with one plain read."""
+    def _open(self):
+        """The file again, checked again: still a regular file of the size that was validated."""
+        f = open_regular(self.path)
+        if os.fstat(f.fileno()).st_size != self.size:
+            f.close()
+            raise UsageError(f"{printable(self.path)}: changed while being read; expected {self.size:,} bytes")
+        return f
+
+    def _read(self, f, start: int, stop: int) -> np.ndarray:
         buf = np.empty((stop - start, *self.shape[1:]), dtype=self.dtype)
-        with open(self.path, "rb") as f:
-            f.seek(self.offset + start * self.row_bytes)
-            if f.readinto(memoryview(buf).cast("B")) != buf.nbytes:
-                raise UsageError(f"{self.path}: file shrank while being read")
+        f.seek(self.offset + start * self.row_bytes)
+        if f.readinto(memoryview(buf).cast("B")) != buf.nbytes:
+            raise UsageError(f"{printable(self.path)}: file shrank while being read")
         return buf.astype(self.dtype.newbyteorder("="), copy=False)
 
+    def read_rows(self, start: int, stop: int) -> np.ndarray:
+        """Rows ``start:stop`` as a native-byte-order array, with one plain read."""
+        with self._open() as f:
+            return self._read(f, start, stop)
+
     def chunks(self, rows: int = ROWS) -> Iterator[tuple[int, np.ndarray]]:
-        """``(start, block)`` for consecutive blocks of ``rows`` rows; memory is bounded by ``rows``."""
-        for start in range(0, self.shape[0], rows):
-            yield start, self.read_rows(start, min(start + rows, self.shape[0]))
+        """``(start, block)`` for consecutive blocks of ``rows`` rows from one checked descriptor;
+        memory is bounded by ``rows``."""
+        with self._open() as f:
+            for start in range(0, self.shape[0], rows):
+                yield start, self._read(f, start, min(start + rows, self.shape[0]))
 
 
 def read_npy_header(path: Path, max_bytes: int) -> tuple[NpyFile | None, list[str]]:
@@ -125,29 +162,23 @@ def read_npy_header(path: Path, max_bytes: int) -> tuple[NpyFile | None, list[st
     """
     name = path.name
     try:
-        size = path.stat().st_size
-    except OSError as e:
-        return None, [f"{name}: cannot be read ({e.strerror})"]
-    if size > max_bytes:
-        return None, [f"{name}: {size:,} bytes, more than the {max_bytes:,} bytes the largest valid "
-                      f"submission needs; refused without reading it"]
-    try:
-        with open(path, "rb") as f:
-            try:
-                version = np.lib.format.read_magic(f)
-            except ValueError:
-                return None, [f"{name}: not a .npy file (no NumPy magic string); expected an array saved with np.save"]
-            if version == (1, 0):
-                shape, fortran, dtype = np.lib.format.read_array_header_1_0(f, max_header_size=MAX_HEADER_BYTES)
-            elif version == (2, 0):
-                shape, fortran, dtype = np.lib.format.read_array_header_2_0(f, max_header_size=MAX_HEADER_BYTES)
-            else:
-                return None, [f"{name}: .npy format version {version[0]}.{version[1]}; expected 1.0 or 2.0 (what np.save writes)"]
-            offset = f.tell()
-    except (ValueError, EOFError) as e:
-        return None, [f"{name}: unreadable .npy header ({str(e).splitlines()[0]}); expected an array saved with np.save"]
-    except OSError as e:
-        return None, [f"{name}: cannot be read ({e.strerror})"]
+        f = open_regular(path)
+    except UnsafeFile as e:
+        return None, [str(e)]
+    with f:
+        size = os.fstat(f.fileno()).st_size
+        if size > max_bytes:
+            return None, [f"{name}: {size:,} bytes, more than the {max_bytes:,} bytes the largest valid "
+                          f"submission needs; refused without reading it"]
+        try:
+            header = _parse_npy_header(f, name)
+        except (ValueError, EOFError) as e:
+            return None, [f"{name}: unreadable .npy header ({str(e).splitlines()[0]}); expected an array saved with np.save"]
+        except OSError as e:
+            return None, [f"{name}: cannot be read ({e.strerror})"]
+    if isinstance(header, str):
+        return None, [header]
+    shape, fortran, dtype, offset = header
     problems = []
     if dtype.hasobject or dtype.fields is not None:
         problems.append(f"{name}: holds Python objects or records (dtype {dtype}); pickled data is refused, "
@@ -162,7 +193,22 @@ def read_npy_header(path: Path, max_bytes: int) -> tuple[NpyFile | None, list[st
         problems.append(f"{name}: truncated: {size:,} bytes, but its header {shape} {dtype} needs {need:,}")
     elif size > need:
         problems.append(f"{name}: {size - need:,} bytes after the array its header describes; expected exactly {need:,} bytes")
-    return NpyFile(path, dtype, tuple(shape), offset), problems
+    return NpyFile(path, dtype, tuple(shape), offset, size), problems
+
+
+def _parse_npy_header(f, name: str) -> tuple | str:
+    """(shape, fortran_order, dtype, data offset) from an open ``.npy`` file, or why it is not one."""
+    try:
+        version = np.lib.format.read_magic(f)
+    except ValueError:
+        return f"{name}: not a .npy file (no NumPy magic string); expected an array saved with np.save"
+    if version == (1, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_1_0(f, max_header_size=MAX_HEADER_BYTES)
+    elif version == (2, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_2_0(f, max_header_size=MAX_HEADER_BYTES)
+    else:
+        return f"{name}: .npy format version {version[0]}.{version[1]}; expected 1.0 or 2.0 (what np.save writes)"
+    return shape, fortran, dtype, f.tell()
 
 
 # --- values --------------------------------------------------------------------------------------
@@ -310,17 +356,12 @@ def _check_shape(array: NpyFile, expected: Expected) -> list[str]:
 
 
 def _check_metadata(path: Path) -> tuple[dict, list[str]]:
+    """The metadata's known string fields and every problem; read bounded, as valid Unicode JSON."""
     name = path.name
-    if not path.exists():
-        return {}, []
     try:
-        if path.stat().st_size > MAX_METADATA_BYTES:
-            return {}, [f"{name}: larger than {MAX_METADATA_BYTES:,} bytes; expected a small JSON object"]
-        obj = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as e:
-        return {}, [f"{name}: cannot be read ({e.strerror})"]
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        return {}, [f"{name}: not valid UTF-8 JSON ({e}); expected an object with fields {', '.join(METADATA_FIELDS)}"]
+        obj = read_json(path, MAX_METADATA_BYTES, what=f"JSON object with fields {', '.join(METADATA_FIELDS)}")
+    except UnsafeFile as e:
+        return {}, [str(e)]
     if not isinstance(obj, dict):
         return {}, [f"{name}: a JSON {type(obj).__name__}; expected an object with fields {', '.join(METADATA_FIELDS)}"]
     problems = []
@@ -349,6 +390,20 @@ def largest_valid_bytes(expected: Expected) -> int:
     return 12 + MAX_HEADER_BYTES + expected.n * IMAGE_VALUES * 8
 
 
+def _list_folder(folder: Path) -> set[str]:
+    """The names in a submission folder; a folder that is missing, not one or unreadable is bad input."""
+    try:
+        with os.scandir(folder) as listing:
+            return {entry.name for entry in listing}
+    except (FileNotFoundError, NotADirectoryError):
+        hint = " (pass the folder that holds it)" if folder.name == DECRYPTION_FILE else ""
+        raise UsageError(f"{printable(folder)}: not a folder; expected a submission folder holding "
+                         f"{DECRYPTION_FILE}{hint}") from None
+    except OSError as e:
+        raise UsageError(f"{printable(folder)}: cannot be read ({e.strerror}); expected a readable submission "
+                         f"folder") from None
+
+
 def validate(folder: Path, expected: Expected, *, rows: int = ROWS,
              on_rows: Callable[[int, np.ndarray], None] | None = None) -> Validation:
     """Check ``folder`` completely, streaming ``decryption.npy`` in blocks of ``rows``.
@@ -358,12 +413,11 @@ def validate(folder: Path, expected: Expected, *, rows: int = ROWS,
     """
     folder = Path(folder)
     result = Validation(folder)
-    if not folder.is_dir():
-        hint = " (pass the folder that holds it)" if folder.name == DECRYPTION_FILE else ""
-        raise UsageError(f"{folder}: not a folder; expected a submission folder holding {DECRYPTION_FILE}{hint}")
-    result.metadata, result.problems = _check_metadata(folder / METADATA_FILE)
+    present = _list_folder(folder)
+    if METADATA_FILE in present:
+        result.metadata, result.problems = _check_metadata(folder / METADATA_FILE)
     path = folder / DECRYPTION_FILE
-    if not path.is_file():
+    if DECRYPTION_FILE not in present:
         result.problems.append(f"{DECRYPTION_FILE}: missing; expected a .npy array of shape {expected.shape}")
         return result
     array, file_problems = read_npy_header(path, largest_valid_bytes(expected))
