@@ -78,16 +78,16 @@ def test_two_concurrent_runs_one_wins_nothing_is_lost(tmp_path, force):
 KILL_AT_RENAME = """
 import os, signal, sys
 from generator import release
-real, calls = os.rename, []
+real, calls, kill_at = os.rename, [], int(sys.argv[1])
 def rename(a, b):
     calls.append(1)
-    if len(calls) == int(sys.argv[1]):
+    if len(calls) == kill_at:
         os.kill(os.getpid(), signal.SIGKILL)
     real(a, b)
 release.os.rename = rename
 from challenge.cli import main
 sys.argv = ["instahide", *sys.argv[2:]]
-main()
+sys.exit(main())
 """
 
 
