@@ -60,10 +60,13 @@ one; worker count and batch size do not change the result either.
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import multiprocessing as mp
 import os
+import shutil
 import signal
+import sys
 import threading
 import time
 from collections import deque
@@ -357,10 +360,48 @@ def _process_chunk(root: str, items: list[tuple[int, str]], key: bytes, crops: i
     return _ChunkResult(patches[keep], np.asarray(boxes, np.int64)[keep], unreadable, notes)
 
 
-def _worker_init() -> None:
-    """Workers leave Ctrl-C to the parent (which cancels them) and load the compiled detector once."""
+def _worker_init(creator: int) -> None:
+    """Workers leave Ctrl-C to the parent (which cancels them), die with it, and load the
+    compiled detector once."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _exit_with_parent(creator)
     count_keypoints(np.zeros((1, PATCH, PATCH, 3), np.uint8))
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _exit_with_parent(creator: int) -> None:
+    """End this worker when the build that started it is killed (SIGKILL/SIGTERM run no cleanup).
+
+    On Linux the kernel sends SIGKILL when the parent dies (``PR_SET_PDEATHSIG``); everywhere a
+    daemon thread also polls: the parent changed (we were re-parented) or the process that made
+    the pool (``creator``, not the parent under ``forkserver``) is gone, which also covers a
+    parent that died before this initializer ran.
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent and _alive(creator):
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 # --------------------------------------------------------------------------------------------
@@ -539,7 +580,7 @@ def _start_pool(workers: int) -> ProcessPoolExecutor:
     else:
         ctx = mp.get_context("forkserver")
         ctx.set_forkserver_preload(["generator.patches"])
-    pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init)
+    pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init, initargs=(os.getpid(),))
     for f in [pool.submit(_noop) for _ in range(workers)]:
         f.result()
     return pool

@@ -285,7 +285,9 @@ def alive(pids: set[int]) -> set[int]:
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
 @pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM])
 def test_killing_patches_kills_its_workers(tmp_path, how):
-    photos = make_photos(tmp_path / "photos", 400, size=(640, 480))
+    photos = make_photos(tmp_path / "photos", 1, size=(640, 480))
+    for i in range(1, 3000):  # enough work to be killed in the middle of it, made in no time
+        os.link(photos / "cls" / "0000.png", photos / "cls" / f"{i:04d}.png")
     process = subprocess.Popen(cli("patches", str(photos), "--out", str(tmp_path / "bank.zarr"), "--workers", "2"),
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     workers: set[int] = set()
