@@ -19,7 +19,8 @@ from PIL import Image
 
 from generator import sources
 from generator.patches import build_patch_bank, load_patch_bank, load_resized
-from generator.sources import SourceError, load_private, load_public
+from challenge.errors import UsageError
+from generator.sources import load_private, load_public
 from tests.test_hostile import watchdog
 
 GIB = 1 << 30
@@ -55,14 +56,14 @@ def test_npz_member_claiming_a_billion_images_is_refused_by_name(tmp_path):
     with zipfile.ZipFile(path, "w") as z:
         z.writestr("images.npy", npy_bytes((10**9, 32, 32, 3), data=bytes(3072)))
         z.writestr("labels.npy", labels_npy(1))
-    with pytest.raises(SourceError, match=r"set\.npz.*images"):
+    with pytest.raises(UsageError, match=r"set\.npz.*images"):
         load_private(path)
 
 
 def test_npy_file_claiming_a_billion_images_is_refused(tmp_path):
     (tmp_path / "images.npy").write_bytes(npy_bytes((10**9, 32, 32, 3), data=bytes(3072)))
     (tmp_path / "labels.npy").write_bytes(labels_npy(1))
-    with pytest.raises(SourceError, match=r"images\.npy"):
+    with pytest.raises(UsageError, match=r"images\.npy"):
         load_private(tmp_path)
 
 
@@ -75,7 +76,7 @@ def test_npz_zip_bomb_declaring_more_than_the_cap_is_refused_unread(tmp_path, mo
     assert path.stat().st_size < n * 3072 // 100
     monkeypatch.setattr(sources, "MAX_ARRAY_BYTES", n * 3072 // 2)
     monkeypatch.setattr(sources.np.lib.format, "read_array", None)  # reading would fail loudly
-    with pytest.raises(SourceError, match=r"bomb\.npz.*images"):
+    with pytest.raises(UsageError, match=r"bomb\.npz.*images"):
         load_private(path)
 
 
@@ -90,7 +91,7 @@ def test_npz_member_inflating_past_its_declared_size(tmp_path):
     entry = blob.index(b"PK\x01\x02")  # central directory entry of images.npy
     struct.pack_into("<I", blob, entry + 24, len(member))
     path.write_bytes(bytes(blob))
-    with pytest.raises(SourceError, match=r"liar\.npz.*images"):
+    with pytest.raises(UsageError, match=r"liar\.npz.*images"):
         load_private(path)
 
 
@@ -99,7 +100,7 @@ def test_npz_member_whose_data_is_shorter_than_declared(tmp_path):
     with zipfile.ZipFile(path, "w") as z:
         z.writestr("images.npy", npy_bytes((100, 32, 32, 3), data=bytes(3072)))
         z.writestr("labels.npy", labels_npy(100))
-    with pytest.raises(SourceError, match=r"short\.npz.*images"):
+    with pytest.raises(UsageError, match=r"short\.npz.*images"):
         load_private(path)
 
 
@@ -107,7 +108,7 @@ def test_public_npz_with_a_huge_patches_header(tmp_path):
     path = tmp_path / "pub.npz"
     with zipfile.ZipFile(path, "w") as z:
         z.writestr("patches.npy", npy_bytes((10**9, 32, 32, 3)))
-    with pytest.raises(SourceError, match=r"pub\.npz.*patches"):
+    with pytest.raises(UsageError, match=r"pub\.npz.*patches"):
         load_public(path)
 
 
@@ -121,7 +122,7 @@ def test_npz_and_npy_must_be_regular_files(tmp_path, kind):
             path.symlink_to("/dev/zero")
     (tmp_path / "labels.npy").write_bytes(labels_npy(1))
     for target in (tmp_path / "set.npz", tmp_path):
-        with pytest.raises(SourceError):
+        with pytest.raises(UsageError):
             load_private(target)
 
 
@@ -138,9 +139,9 @@ def test_valid_npz_still_loads(tmp_path):
 
 def cifar_py(folder: Path, batch: dict, meta: dict | None = None) -> Path:
     folder.mkdir(exist_ok=True)
-    (folder / "data_batch_1").write_bytes(pickle.dumps(batch, protocol=2))
+    (folder / "data_batch_1").write_bytes(pickle.dumps(batch, protocol=4))
     if meta is not None:
-        (folder / "batches.meta").write_bytes(pickle.dumps(meta, protocol=2))
+        (folder / "batches.meta").write_bytes(pickle.dumps(meta, protocol=4))
     return folder
 
 
@@ -153,7 +154,7 @@ def self_referencing_list() -> list:
 @pytest.mark.parametrize("labels", [self_referencing_list(), [[[[0]]]], list(range(10**6)), "0123", None])
 def test_cifar_pickle_with_bad_labels_is_one_error_naming_file_and_key(tmp_path, labels):
     folder = cifar_py(tmp_path / "c", {b"data": np.zeros((2, 3072), np.uint8), b"labels": labels})
-    with pytest.raises(SourceError, match=r"data_batch_1: labels"):
+    with pytest.raises(UsageError, match=r"data_batch_1: labels"):
         load_private(folder)
 
 
@@ -161,7 +162,7 @@ def test_cifar_meta_with_self_referencing_names(tmp_path):
     names = self_referencing_list()
     folder = cifar_py(tmp_path / "c", {b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, 1]},
                       {b"label_names": names})
-    with pytest.raises(SourceError, match=r"batches\.meta: label_names"):
+    with pytest.raises(UsageError, match=r"batches\.meta: label_names"):
         load_private(folder)
 
 
@@ -169,7 +170,7 @@ def test_cifar_pickle_larger_than_the_cap_is_not_unpickled(tmp_path, monkeypatch
     folder = cifar_py(tmp_path / "c", {b"data": np.zeros((100, 3072), np.uint8), b"labels": [0] * 100})
     monkeypatch.setattr(sources, "MAX_BATCH_BYTES", 100_000)
     monkeypatch.setattr(sources.pickle, "Unpickler", None)  # unpickling would fail loudly
-    with pytest.raises(SourceError, match=r"data_batch_1.*bytes"):
+    with pytest.raises(UsageError, match=r"data_batch_1.*bytes"):
         load_private(folder)
 
 
@@ -184,7 +185,7 @@ def test_cifar_pickle_that_reconstructs_a_huge_array_is_refused(tmp_path):
     folder = tmp_path / "c"
     folder.mkdir()
     (folder / "data_batch_1").write_bytes(pickle.dumps({b"data": Huge(), b"labels": [0]}, protocol=2))
-    with pytest.raises(SourceError, match="data_batch_1"):
+    with pytest.raises(UsageError, match="data_batch_1"):
         load_private(folder)
 
 
@@ -196,7 +197,7 @@ def test_cifar_pickle_that_calls_ndarray_is_refused(tmp_path):
     folder = tmp_path / "c"
     folder.mkdir()
     (folder / "data_batch_1").write_bytes(pickle.dumps({b"data": Call(), b"labels": [0]}, protocol=2))
-    with pytest.raises(SourceError, match="data_batch_1"):
+    with pytest.raises(UsageError, match="data_batch_1"):
         load_private(folder)
 
 
@@ -206,7 +207,7 @@ def test_cifar_python_files_must_be_regular(tmp_path, name):
                       {b"label_names": [b"x"] * 10})
     (folder / name).unlink()
     os.mkfifo(folder / name)
-    with pytest.raises(SourceError, match=name):
+    with pytest.raises(UsageError, match=name):
         load_private(folder)
 
 
@@ -218,7 +219,7 @@ def test_cifar_binary_files_must_be_regular(tmp_path, name):
     (folder / "batches.meta.txt").write_text("\n".join("abcdefghij"))
     (folder / name).unlink()
     (folder / name).symlink_to("/dev/zero")
-    with pytest.raises(SourceError, match=name):
+    with pytest.raises(UsageError, match=name):
         load_private(folder)
 
 
@@ -229,7 +230,7 @@ def test_class_names_file_is_bounded(tmp_path):
     with open(folder / "batches.meta.txt", "w") as f:
         f.write("\n".join("abcdefghij") + "\n")
         f.truncate(1 << 30)  # sparse: 1 GiB of NULs after ten names
-    with pytest.raises(SourceError, match=r"batches\.meta\.txt"):
+    with pytest.raises(UsageError, match=r"batches\.meta\.txt"):
         load_private(folder)
 
 
@@ -283,9 +284,9 @@ def test_a_fifo_swapped_in_after_the_walk_is_unreadable_not_a_hang(tmp_path):
     folder = image_folder(tmp_path / "imgs", [(40, 40)])
     fifo = tmp_path / "late.png"
     os.mkfifo(fifo)
-    with pytest.raises(SourceError):
+    with pytest.raises(UsageError):
         sources.read_image_rgb8(fifo)
-    with pytest.raises(SourceError):
+    with pytest.raises(UsageError):
         load_resized(fifo)
 
 
@@ -310,7 +311,7 @@ def test_patch_bank_tree_is_checked_before_zarr_opens_it(bank, damage):
     else:
         with open(chunk, "wb") as f:
             f.truncate(1 << 30)
-    with pytest.raises(SourceError, match=str(chunk.relative_to(bank.parent))):
+    with pytest.raises(UsageError, match=str(chunk.relative_to(bank.parent))):
         load_patch_bank(bank)
 
 
@@ -318,14 +319,14 @@ def test_patch_bank_claiming_a_billion_patches_is_refused(bank):
     group = zarr.open_group(bank, mode="r+")
     group["patches"].resize((10**9, 32, 32, 3))
     group.attrs["progress"] = {**group.attrs["progress"], "patches": 10**9}
-    with pytest.raises(SourceError, match="patches"):
+    with pytest.raises(UsageError, match="patches"):
         load_patch_bank(bank)
 
 
 def test_patch_bank_zarr_json_as_a_fifo_does_not_hang(bank):
     (bank / "zarr.json").unlink()
     os.mkfifo(bank / "zarr.json")
-    with pytest.raises(SourceError):
+    with pytest.raises(UsageError):
         load_patch_bank(bank)
-    with pytest.raises(SourceError):
+    with pytest.raises(UsageError):
         load_public(bank)
