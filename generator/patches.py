@@ -41,8 +41,11 @@ Rules (each changes which bytes end up in the bank, so they are part of the form
   Uniform colours and smooth gradients have a zero DoG away from the borders and give no
   keypoint; single-pixel noise (sensor grain, JPEG noise) is finer than SIFT's finest scale and
   gives almost none either, as with SIFT itself.
-* Unreadable files (corrupt, truncated, not an image) are skipped; their indices are stored in
-  the ``unreadable`` array and counted in ``notes["unreadable"]``.
+* Unreadable files (corrupt, truncated, not an image, not a regular file when read) are skipped;
+  their indices are stored in the ``unreadable`` array and counted in ``notes["unreadable"]``.
+  Oversized images (the caps of :func:`generator.sources.check_image_size`: too many pixels, or
+  an aspect ratio beyond 16) are skipped the same way and also counted in
+  ``notes["skipped_oversized"]``.
 
 Storage (Zarr v3 group at ``out_path``): arrays ``patches`` uint8 (M, 32, 32, 3), ``origin``
 int64 (M, 5) = (file index, x0, y0, x1, y1) crop box in the resized image, ``unreadable`` int64
@@ -81,10 +84,14 @@ import numpy as np
 import zarr
 from PIL import Image
 
+from challenge.files import check_tree
 from challenge.imageset import ImageSet
 from generator.sources import (
     DECODE_ERRORS,
+    MAX_ARRAY_BYTES,
+    ImageTooLarge,
     SourceError,
+    open_image,
     scaled_size,
     to_rgb8,
     walk_image_files,
@@ -285,7 +292,7 @@ def count_keypoints(patches: np.ndarray) -> np.ndarray:
 
 def load_resized(path: str | os.PathLike) -> tuple[np.ndarray, str | None]:
     """Decode ``path`` by the documented rule: (H, W, 3) uint8 with short side 40, converted mode."""
-    with Image.open(path) as im:
+    with open_image(path) as im:
         tw, th = scaled_size(*im.size, SHORT_SIDE)
         im.draft("RGB", (tw * DRAFT_GAP, th * DRAFT_GAP))  # JPEG: DCT-domain reduction
         im.load()
@@ -342,8 +349,10 @@ def _process_chunk(root: str, items: list[tuple[int, str]], key: bytes, crops: i
     for idx, rel in items:
         try:
             img, converted = load_resized(os.path.join(root, rel))
-        except DECODE_ERRORS:
+        except DECODE_ERRORS as e:  # ImageTooLarge included: stored as unreadable, counted apart
             unreadable.append(idx)
+            if isinstance(e, ImageTooLarge):
+                notes["skipped_oversized"] = notes.get("skipped_oversized", 0) + 1
             continue
         if converted:
             notes[f"converted_{converted}"] = notes.get(f"converted_{converted}", 0) + 1
@@ -671,26 +680,52 @@ def _commit(g, prog: dict, notes: dict, *, complete: bool) -> None:
 # Reading
 
 
+MAX_BANK_FILE_BYTES = 16 << 20  # the largest file a bank holds: a chunk of files_offsets (8 MiB raw)
+_BANK_ARRAYS = {  # name -> dtype, shape after the first axis
+    "patches": ("uint8", (PATCH, PATCH, 3)),
+    "origin": ("int64", (5,)),
+    "unreadable": ("int64", ()),
+    "files_utf8": ("uint8", ()),
+    "files_offsets": ("int64", ()),
+}
+
+
 def load_patch_bank(path: str | os.PathLike) -> ImageSet:
-    """Read a finished bank as an ImageSet: labels -1, origin (file, x0, y0, x1, y1)."""
+    """Read a finished bank as an ImageSet: labels -1, origin (file, x0, y0, x1, y1).
+
+    A bank may come from someone else: its tree is checked (regular files of bounded size, no
+    symlinks or FIFOs) before Zarr opens it, and every array's dtype, shape and chunk size and
+    the committed counts before anything is read, so no read exceeds what the bank can hold.
+    """
     p = Path(path)
     if not (p / "zarr.json").is_file():
-        raise SourceError(f"{p}: not a patch bank (no zarr.json)")
+        raise SourceError(f"{p}: not a patch bank (no zarr.json as a regular file)")
+    check_tree(p, MAX_BANK_FILE_BYTES, what="patch bank")
     try:
         g = zarr.open_group(p, mode="r", zarr_format=3)
         attrs = g.attrs.asdict()
+        arrays = {name: g[name] for name in _BANK_ARRAYS}
     except Exception as e:
-        raise SourceError(f"{p}: not a readable Zarr v3 patch bank ({e})") from None
+        raise SourceError(f"{p}: not a readable Zarr v3 patch bank ({type(e).__name__}: {e})") from None
     if attrs.get("format") != FORMAT:
         raise SourceError(f"{p}: format: expected {FORMAT!r}, got {attrs.get('format')!r}")
     if not attrs.get("complete"):
         prog = attrs.get("progress", {})
         raise SourceError(f"{p}: complete: the build stopped after {prog.get('files')} files; "
                           "run the same build again to finish it")
-    n = attrs["progress"]["patches"]
-    images = g["patches"][:n]
-    origin = g["origin"][:n]
-    files = _decode_files(g["files_utf8"][:], g["files_offsets"][:])
+    for name, (dtype, tail) in _BANK_ARRAYS.items():
+        a = arrays[name]
+        if (not isinstance(a, zarr.Array) or str(a.dtype) != dtype or a.shape[1:] != tail
+                or a.nbytes > MAX_ARRAY_BYTES or a.chunks[0] * a.dtype.itemsize * int(np.prod(tail)) > MAX_BANK_FILE_BYTES):
+            raise SourceError(f"{p}/{name}: {getattr(a, 'dtype', '?')} {getattr(a, 'shape', '?')} chunks "
+                              f"{getattr(a, 'chunks', '?')}; expected {dtype} (N, {', '.join(map(str, tail))}) "
+                              f"of at most {MAX_ARRAY_BYTES:,} bytes in chunks of at most {MAX_BANK_FILE_BYTES:,}")
+    n = attrs.get("progress", {}).get("patches") if isinstance(attrs.get("progress"), dict) else None
+    if type(n) is not int or not 0 <= n <= min(arrays["patches"].shape[0], arrays["origin"].shape[0]):
+        raise SourceError(f"{p}: progress.patches is {n!r}; expected a count of at most the rows of patches and origin")
+    images = arrays["patches"][:n]
+    origin = arrays["origin"][:n]
+    files = _decode_files(arrays["files_utf8"][:], arrays["files_offsets"][:])
     notes = {k: int(v) for k, v in attrs.get("notes", {}).items()}
     return ImageSet(np.ascontiguousarray(images, np.uint8), np.full(n, -1, np.int64), (), files,
                     np.asarray(origin, np.int64), ("file", "x0", "y0", "x1", "y1"), notes)

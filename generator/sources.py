@@ -585,18 +585,21 @@ def walk_image_files(root: Path, notes: dict[str, int]) -> list[str]:
             raise SourceError(f"{d}: cannot list directory ({e.strerror})") from None
         for e in entries:
             r = f"{rel}{e.name}"
-            if e.name.startswith("."):
-                _count(notes, "ignored_hidden")
-            elif e.is_dir(follow_symlinks=False):
-                stack.append((r + "/", Path(e.path)))
-            elif e.is_symlink() and os.path.isdir(e.path):
-                _count(notes, "skipped_symlinked_dirs")
-            elif not e.is_file():
-                _count(notes, "ignored_not_regular")
-            elif os.path.splitext(e.name)[1].lower() in IMAGE_EXTENSIONS:
-                out.append(r)
-            else:
-                _count(notes, "ignored_non_image_files")
+            try:
+                if e.name.startswith("."):
+                    _count(notes, "ignored_hidden")
+                elif e.is_dir(follow_symlinks=False):
+                    stack.append((r + "/", Path(e.path)))
+                elif e.is_symlink() and os.path.isdir(e.path):
+                    _count(notes, "skipped_symlinked_dirs")
+                elif not e.is_file():
+                    _count(notes, "ignored_not_regular")
+                elif os.path.splitext(e.name)[1].lower() in IMAGE_EXTENSIONS:
+                    out.append(r)
+                else:
+                    _count(notes, "ignored_non_image_files")
+            except OSError:  # a symlink loop, a link into a folder we may not read
+                _count(notes, "skipped_unreadable_entries")
     out.sort()
     return out
 
@@ -619,12 +622,30 @@ def to_rgb8(im: Image.Image) -> tuple[Image.Image, str | None]:
     return im.convert("RGB"), mode
 
 
+def check_image_size(size: tuple[int, int], path) -> None:
+    """Refuse (:class:`ImageTooLarge`) what decoding or resizing would make enormous."""
+    w, h = size
+    if w * h > MAX_IMAGE_PIXELS:
+        raise ImageTooLarge(f"{path}: {w} x {h} px, more than {MAX_IMAGE_PIXELS:,} pixels")
+    if max(w, h) > MAX_ASPECT_RATIO * min(w, h):
+        raise ImageTooLarge(f"{path}: {w} x {h} px, a long side more than {MAX_ASPECT_RATIO} times the short one")
+
+
+@contextmanager
+def open_image(path: str | os.PathLike):
+    """Pillow image of the regular file ``path``, its header size checked before any decoding."""
+    with open_regular(path) as f, Image.open(f) as im:
+        check_image_size(im.size, path)
+        yield im
+
+
 def read_image_rgb8(path: str | os.PathLike) -> tuple[Image.Image, str | None]:
-    """Decode ``path`` fully to 8-bit RGB; raise OSError-like errors for unreadable files.
+    """Decode ``path`` fully to 8-bit RGB; raise OSError-like errors for unreadable files and
+    :class:`ImageTooLarge` for oversized ones.
 
     Returns (image, original mode if converted else None).
     """
-    with Image.open(path) as im:
+    with open_image(path) as im:
         im.load()
         rgb, converted = to_rgb8(im)
         if rgb is im:
@@ -679,6 +700,9 @@ def _load_image_folder(root: Path) -> ImageSet:
             try:
                 im, converted = read_image_rgb8(root / cls / rel)
                 arr = resize_center_crop(im)
+            except ImageTooLarge:
+                _count(notes, "skipped_oversized")
+                continue
             except DECODE_ERRORS:
                 _count(notes, "skipped_unreadable")
                 continue

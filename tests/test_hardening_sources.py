@@ -295,8 +295,12 @@ def test_a_fifo_swapped_in_after_the_walk_is_unreadable_not_a_hang(tmp_path):
 
 @pytest.fixture
 def bank(tmp_path):
-    folder = image_folder(tmp_path / "imgs", [(64, 64), (80, 64)])
-    build_patch_bank(folder, tmp_path / "bank.zarr", seed=b"s", workers=1, min_keypoints=0)
+    folder = tmp_path / "imgs" / "cls"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 256, (64, 80, 3), np.uint8)).save(folder / f"{i}.png")
+    build_patch_bank(folder.parent, tmp_path / "bank.zarr", seed=b"s", workers=1, min_keypoints=0)
     return tmp_path / "bank.zarr"
 
 
