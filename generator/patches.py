@@ -552,15 +552,31 @@ def build_patch_bank(
         files = walk_image_files(root, walk_notes)
         if not files:
             raise SourceError(f"{root}: public folder has no image files")
-        g = _open_bank(out, files, params, walk_notes)
-        prog = dict(g.attrs["progress"])
-        start_file = prog["files"]
-        total = len(files)
-        if progress:
-            progress(start_file, total, prog["patches"])
-        if not g.attrs["complete"]:
-            _run_batches(g, root, files, key, crops_per_image, min_keypoints, pool, workers, progress,
-                         batch_files, chunk_files)
+        created = not os.path.lexists(out)
+        committed: list[int] = []
+
+        def on_commit(done: int, total: int, patches: int) -> None:
+            committed.append(done)
+            if progress:
+                progress(done, total, patches)
+
+        try:
+            g = _open_bank(out, files, params, walk_notes)
+            prog = dict(g.attrs["progress"])
+            start_file = prog["files"]
+            total = len(files)
+            if progress:
+                progress(start_file, total, prog["patches"])
+            if not g.attrs["complete"]:
+                _run_batches(g, root, files, key, crops_per_image, min_keypoints, pool, workers, on_commit,
+                             batch_files, chunk_files)
+        except OSError as e:  # read-only, full disk, a file in the way: say which output, keep no debris
+            if created and not committed:
+                shutil.rmtree(out, ignore_errors=True)
+                kept = "nothing was left behind"
+            else:
+                kept = "what was committed before is kept: re-run the same command to resume"
+            raise SourceError(f"{out}: cannot write the patch bank ({e.strerror or e}); {kept}") from None
     finally:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)

@@ -246,7 +246,7 @@ def test_patches_out_an_existing_file(tmp_path):
     assert target.read_text() == "mine"
 
 
-@pytest.mark.parametrize("options", ["ro,size=1m", "size=64k"])
+@pytest.mark.parametrize("options", ["ro,size=1m", "size=16k"])
 def test_patches_out_on_a_read_only_or_full_disk(tmp_path, options):
     photos = make_photos(tmp_path / "photos", 40)
     result = _in_private_tmpfs(tmp_path, options, "patches", str(photos), "--out", str(tmp_path / "mnt" / "bank.zarr"),
