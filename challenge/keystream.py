@@ -15,6 +15,7 @@ number as a little-endian uint32 (rounds > 0 exist only for lambda redraws).
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 
 import numpy as np
@@ -31,25 +32,41 @@ def fresh_seed() -> bytes:
     return secrets.token_bytes(SEED_BYTES)
 
 
+MIN_DISTINCT_SEED_BYTES = 17  # a uniform 32-byte seed has fewer with probability below 2^-50
+_HEX_SEED = re.compile(r"[0-9a-fA-F]{%d}" % (2 * SEED_BYTES))
+
+
 def parse_seed(text: str, *, practice: bool) -> bytes:
     """Turn ``--seed`` text into a 32-byte key.
 
-    A strong seed is exactly 64 hex digits.  Any other text is accepted only for practice
-    releases and is hashed into a key; such a seed can be guessed, which is how the 2020 release
-    fell, so the manifest then marks the release as replayable.
+    A strong seed is exactly 64 hex digits (surrounding whitespace ignored; ``bytes.fromhex``
+    alone would skip inner spaces and give a shorter key) that do not look chosen by hand:
+    at least :data:`MIN_DISTINCT_SEED_BYTES` distinct byte values (so no repeated byte and no
+    pattern of up to 16 bytes written again) and not a run like ``00 01 02 ...``.  Any other
+    text is accepted only for practice releases and is hashed into a key; such a seed can be
+    guessed, which is how the 2020 release fell, so the manifest then marks the release as
+    replayable.
     """
     text = text.strip()
-    if len(text) == 2 * SEED_BYTES:
-        try:
-            return bytes.fromhex(text)
-        except ValueError:
-            pass
+    if _HEX_SEED.fullmatch(text):
+        key = bytes.fromhex(text)
+        if practice or not _looks_hand_made(key):
+            return key
+        raise ValueError(
+            "--seed is 64 hex digits but guessable (too few distinct bytes, or a run like 00 01 02 ...); "
+            "use a fresh one (omit --seed) or pass --practice to mark the release as replayable"
+        )
     if not practice:
         raise ValueError(
-            "--seed must be 64 hex digits (256 bits); a shorter, guessable seed is accepted only "
+            "--seed must be exactly 64 hex digits (256 bits); a shorter, guessable seed is accepted only "
             "with --practice, which marks the release as replayable"
         )
     return hashlib.sha256(b"instahide-practice-seed\0" + text.encode()).digest()
+
+
+def _looks_hand_made(key: bytes) -> bool:
+    steps = {(b - a) % 256 for a, b in zip(key, key[1:])}
+    return len(set(key)) < MIN_DISTINCT_SEED_BYTES or len(steps) == 1
 
 
 def nonce(purpose: str, round_: int = 0) -> bytes:

@@ -15,6 +15,7 @@ GENERATE_EXAMPLES = """\
 examples:
   instahide generate --out release/                       # embedded data, fresh secret seed
   instahide generate --out practice/ --practice --seed 7  # replayable practice release
+  instahide generate --out c1/ --seed-file seed.txt        # a chosen seed, kept off the process list
   instahide generate --out r/ --private cifar-10-batches-py/ --public bank.zarr --balanced
 """
 
@@ -25,6 +26,7 @@ examples:
 """
 
 DEFAULT_BANK_SEED = "instahide-patches-v1"
+SEED_FILE_BYTES = 4096  # a seed is 64 hex digits; a practice seed is a short phrase
 
 
 def register(sub) -> None:
@@ -48,7 +50,12 @@ def _add_generate(sub) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--out", type=Path, default=Path("release"), help="release folder to create (default: %(default)s)")
-    p.add_argument("--seed", help="secret seed: 64 hex digits (256 bits); default: fresh from the OS")
+    seed = p.add_mutually_exclusive_group()
+    seed.add_argument("--seed", help="secret seed: 64 hex digits (256 bits); default: fresh from the OS. "
+                      "A command line is visible to every user in the process list: for a real "
+                      "challenge use --seed-file")
+    seed.add_argument("--seed-file", type=Path, metavar="PATH",
+                      help="read the seed from this file (its text, surrounding whitespace ignored)")
     p.add_argument("--practice", action="store_true",
                    help="accept a short, guessable --seed and mark the release as replayable")
     add_source_options(p)
@@ -83,6 +90,7 @@ def add_source_options(p: argparse.ArgumentParser) -> None:
 
 
 def _run_generate(args) -> int:
+    from challenge.files import read_text
     from challenge.keystream import fresh_seed, parse_seed
     from challenge.params import Params
     from generator.release import generate
@@ -91,15 +99,17 @@ def _run_generate(args) -> int:
     params = Params(mode=args.mode, k=args.k, k_private=k_private, c1=args.c1, c2=args.c2,
                     n_private=args.n_private, per_image=args.per_image, domain=args.domain,
                     balanced=args.balanced).validate()
-    if args.seed is None:
+    seed_text = args.seed if args.seed_file is None else read_text(args.seed_file, SEED_FILE_BYTES, what="seed file")
+    if seed_text is None:
         if args.practice:
             raise UsageError("--practice needs a --seed (a practice release exists to be replayed)")
         seed = fresh_seed()
     else:
         try:
-            seed = parse_seed(args.seed, practice=args.practice)
+            seed = parse_seed(seed_text, practice=args.practice)
         except ValueError as e:
-            raise UsageError(str(e)) from None
+            where = f"{args.seed_file}: " if args.seed_file is not None else ""
+            raise UsageError(where + str(e)) from None
     if args.practice:
         print("instahide: warning: practice seed: anyone can replay this release's keys; never use it "
               "for a real challenge", file=sys.stderr)

@@ -41,8 +41,11 @@ Rules (each changes which bytes end up in the bank, so they are part of the form
   Uniform colours and smooth gradients have a zero DoG away from the borders and give no
   keypoint; single-pixel noise (sensor grain, JPEG noise) is finer than SIFT's finest scale and
   gives almost none either, as with SIFT itself.
-* Unreadable files (corrupt, truncated, not an image) are skipped; their indices are stored in
-  the ``unreadable`` array and counted in ``notes["unreadable"]``.
+* Unreadable files (corrupt, truncated, not an image, not a regular file when read) are skipped;
+  their indices are stored in the ``unreadable`` array and counted in ``notes["unreadable"]``.
+  Oversized images (the caps of :func:`generator.sources.check_image_size`: too many pixels, or
+  an aspect ratio beyond 16) are skipped the same way and also counted in
+  ``notes["skipped_oversized"]``.
 
 Storage (Zarr v3 group at ``out_path``): arrays ``patches`` uint8 (M, 32, 32, 3), ``origin``
 int64 (M, 5) = (file index, x0, y0, x1, y1) crop box in the resized image, ``unreadable`` int64
@@ -60,10 +63,13 @@ one; worker count and batch size do not change the result either.
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import multiprocessing as mp
 import os
+import shutil
 import signal
+import sys
 import threading
 import time
 from collections import deque
@@ -78,10 +84,14 @@ import numpy as np
 import zarr
 from PIL import Image
 
+from challenge.files import check_tree
 from challenge.imageset import ImageSet
 from generator.sources import (
     DECODE_ERRORS,
+    MAX_ARRAY_BYTES,
+    ImageTooLarge,
     SourceError,
+    open_image,
     scaled_size,
     to_rgb8,
     walk_image_files,
@@ -282,7 +292,7 @@ def count_keypoints(patches: np.ndarray) -> np.ndarray:
 
 def load_resized(path: str | os.PathLike) -> tuple[np.ndarray, str | None]:
     """Decode ``path`` by the documented rule: (H, W, 3) uint8 with short side 40, converted mode."""
-    with Image.open(path) as im:
+    with open_image(path) as im:
         tw, th = scaled_size(*im.size, SHORT_SIDE)
         im.draft("RGB", (tw * DRAFT_GAP, th * DRAFT_GAP))  # JPEG: DCT-domain reduction
         im.load()
@@ -339,8 +349,10 @@ def _process_chunk(root: str, items: list[tuple[int, str]], key: bytes, crops: i
     for idx, rel in items:
         try:
             img, converted = load_resized(os.path.join(root, rel))
-        except DECODE_ERRORS:
+        except DECODE_ERRORS as e:  # ImageTooLarge included: stored as unreadable, counted apart
             unreadable.append(idx)
+            if isinstance(e, ImageTooLarge):
+                notes["skipped_oversized"] = notes.get("skipped_oversized", 0) + 1
             continue
         if converted:
             notes[f"converted_{converted}"] = notes.get(f"converted_{converted}", 0) + 1
@@ -357,10 +369,48 @@ def _process_chunk(root: str, items: list[tuple[int, str]], key: bytes, crops: i
     return _ChunkResult(patches[keep], np.asarray(boxes, np.int64)[keep], unreadable, notes)
 
 
-def _worker_init() -> None:
-    """Workers leave Ctrl-C to the parent (which cancels them) and load the compiled detector once."""
+def _worker_init(creator: int) -> None:
+    """Workers leave Ctrl-C to the parent (which cancels them), die with it, and load the
+    compiled detector once."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _exit_with_parent(creator)
     count_keypoints(np.zeros((1, PATCH, PATCH, 3), np.uint8))
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _exit_with_parent(creator: int) -> None:
+    """End this worker when the build that started it is killed (SIGKILL/SIGTERM run no cleanup).
+
+    On Linux the kernel sends SIGKILL when the parent dies (``PR_SET_PDEATHSIG``); everywhere a
+    daemon thread also polls: the parent changed (we were re-parented) or the process that made
+    the pool (``creator``, not the parent under ``forkserver``) is gone, which also covers a
+    parent that died before this initializer ran.
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent and _alive(creator):
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 # --------------------------------------------------------------------------------------------
@@ -502,15 +552,31 @@ def build_patch_bank(
         files = walk_image_files(root, walk_notes)
         if not files:
             raise SourceError(f"{root}: public folder has no image files")
-        g = _open_bank(out, files, params, walk_notes)
-        prog = dict(g.attrs["progress"])
-        start_file = prog["files"]
-        total = len(files)
-        if progress:
-            progress(start_file, total, prog["patches"])
-        if not g.attrs["complete"]:
-            _run_batches(g, root, files, key, crops_per_image, min_keypoints, pool, workers, progress,
-                         batch_files, chunk_files)
+        created = not os.path.lexists(out)
+        committed: list[int] = []
+
+        def on_commit(done: int, total: int, patches: int) -> None:
+            committed.append(done)
+            if progress:
+                progress(done, total, patches)
+
+        try:
+            g = _open_bank(out, files, params, walk_notes)
+            prog = dict(g.attrs["progress"])
+            start_file = prog["files"]
+            total = len(files)
+            if progress:
+                progress(start_file, total, prog["patches"])
+            if not g.attrs["complete"]:
+                _run_batches(g, root, files, key, crops_per_image, min_keypoints, pool, workers, on_commit,
+                             batch_files, chunk_files)
+        except OSError as e:  # read-only, full disk, a file in the way: say which output, keep no debris
+            if created and not committed:
+                shutil.rmtree(out, ignore_errors=True)
+                kept = "nothing was left behind"
+            else:
+                kept = "what was committed before is kept: re-run the same command to resume"
+            raise SourceError(f"{out}: cannot write the patch bank ({e.strerror or e}); {kept}") from None
     finally:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
@@ -539,7 +605,7 @@ def _start_pool(workers: int) -> ProcessPoolExecutor:
     else:
         ctx = mp.get_context("forkserver")
         ctx.set_forkserver_preload(["generator.patches"])
-    pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init)
+    pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init, initargs=(os.getpid(),))
     for f in [pool.submit(_noop) for _ in range(workers)]:
         f.result()
     return pool
@@ -630,26 +696,52 @@ def _commit(g, prog: dict, notes: dict, *, complete: bool) -> None:
 # Reading
 
 
+MAX_BANK_FILE_BYTES = 16 << 20  # the largest file a bank holds: a chunk of files_offsets (8 MiB raw)
+_BANK_ARRAYS = {  # name -> dtype, shape after the first axis
+    "patches": ("uint8", (PATCH, PATCH, 3)),
+    "origin": ("int64", (5,)),
+    "unreadable": ("int64", ()),
+    "files_utf8": ("uint8", ()),
+    "files_offsets": ("int64", ()),
+}
+
+
 def load_patch_bank(path: str | os.PathLike) -> ImageSet:
-    """Read a finished bank as an ImageSet: labels -1, origin (file, x0, y0, x1, y1)."""
+    """Read a finished bank as an ImageSet: labels -1, origin (file, x0, y0, x1, y1).
+
+    A bank may come from someone else: its tree is checked (regular files of bounded size, no
+    symlinks or FIFOs) before Zarr opens it, and every array's dtype, shape and chunk size and
+    the committed counts before anything is read, so no read exceeds what the bank can hold.
+    """
     p = Path(path)
     if not (p / "zarr.json").is_file():
-        raise SourceError(f"{p}: not a patch bank (no zarr.json)")
+        raise SourceError(f"{p}: not a patch bank (no zarr.json as a regular file)")
+    check_tree(p, MAX_BANK_FILE_BYTES, what="patch bank")
     try:
         g = zarr.open_group(p, mode="r", zarr_format=3)
         attrs = g.attrs.asdict()
+        arrays = {name: g[name] for name in _BANK_ARRAYS}
     except Exception as e:
-        raise SourceError(f"{p}: not a readable Zarr v3 patch bank ({e})") from None
+        raise SourceError(f"{p}: not a readable Zarr v3 patch bank ({type(e).__name__}: {e})") from None
     if attrs.get("format") != FORMAT:
         raise SourceError(f"{p}: format: expected {FORMAT!r}, got {attrs.get('format')!r}")
     if not attrs.get("complete"):
         prog = attrs.get("progress", {})
         raise SourceError(f"{p}: complete: the build stopped after {prog.get('files')} files; "
                           "run the same build again to finish it")
-    n = attrs["progress"]["patches"]
-    images = g["patches"][:n]
-    origin = g["origin"][:n]
-    files = _decode_files(g["files_utf8"][:], g["files_offsets"][:])
+    for name, (dtype, tail) in _BANK_ARRAYS.items():
+        a = arrays[name]
+        if (not isinstance(a, zarr.Array) or str(a.dtype) != dtype or a.shape[1:] != tail
+                or a.nbytes > MAX_ARRAY_BYTES or a.chunks[0] * a.dtype.itemsize * int(np.prod(tail)) > MAX_BANK_FILE_BYTES):
+            raise SourceError(f"{p}/{name}: {getattr(a, 'dtype', '?')} {getattr(a, 'shape', '?')} chunks "
+                              f"{getattr(a, 'chunks', '?')}; expected {dtype} (N, {', '.join(map(str, tail))}) "
+                              f"of at most {MAX_ARRAY_BYTES:,} bytes in chunks of at most {MAX_BANK_FILE_BYTES:,}")
+    n = attrs.get("progress", {}).get("patches") if isinstance(attrs.get("progress"), dict) else None
+    if type(n) is not int or not 0 <= n <= min(arrays["patches"].shape[0], arrays["origin"].shape[0]):
+        raise SourceError(f"{p}: progress.patches is {n!r}; expected a count of at most the rows of patches and origin")
+    images = arrays["patches"][:n]
+    origin = arrays["origin"][:n]
+    files = _decode_files(arrays["files_utf8"][:], arrays["files_offsets"][:])
     notes = {k: int(v) for k, v in attrs.get("notes", {}).items()}
     return ImageSet(np.ascontiguousarray(images, np.uint8), np.full(n, -1, np.int64), (), files,
                     np.asarray(origin, np.int64), ("file", "x0", "y0", "x1", "y1"), notes)

@@ -1,15 +1,21 @@
 """Write a complete release: keys, encryptions, labels, key store, manifest, preview.
 
 Everything is written into a hidden sibling folder ``.NAME.partial-PID`` and renamed to ``NAME``
-only at the end, so an interrupted run never leaves a folder that looks like a release.  The
+only at the end, so an interrupted run never leaves a folder that looks like a release.  A run
+holds the lock file ``.NAME.lock`` from start to end, so two runs never write one ``NAME``, and a
+release replaced by ``--force`` is never deleted before the new one has its name (docs/FORMAT.md
+section 1 says how a crash is recovered).  The
 encryptions are produced chunk by chunk (``chunk`` rows at a time): memory stays bounded and the
 bytes do not depend on the chunk size, because every key is drawn by row index.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
+import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -52,50 +58,124 @@ def _npy_writer(path: Path, shape: tuple, dtype: str):
     return f
 
 
-def _claim_output(out: Path, force: bool) -> Path:
-    """Check the output folder can be written; return the temporary folder to build in."""
-    if out.exists() and not force:
-        raise UsageError(f"{out}: already exists; pass --force to replace it")
-    if out.exists() and not (out / fmt.PUBLIC_DIR / fmt.MANIFEST_FILE).is_file():
-        raise UsageError(f"{out}: exists and is not a release; refusing to replace it even with --force")
-    parent = out.parent
+def _leftover(out: Path, kind: str, pid: int | str = "*") -> Path:
+    """A hidden sibling of ``out``: ``partial`` (being built), ``old`` (the release being
+    replaced), ``discard`` (a replaced release being deleted) or ``lock``."""
+    return out.parent / (f".{out.name}.{kind}" if kind == "lock" else f".{out.name}.{kind}-{pid}")
+
+
+@contextmanager
+def output_lock(out: Path):
+    """Hold the exclusive claim on ``out`` for a whole run: a lock file beside it, recording our PID.
+
+    ``flock`` dies with the process, so a killed run never leaves a stale claim; the file is
+    re-checked after locking because a finishing holder unlinks it.
+    """
+    path = _leftover(out, "lock")
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        except OSError as e:
+            raise UsageError(f"{out.parent}: cannot write here ({e.strerror})") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "?"
+            os.close(fd)
+            raise UsageError(f"{out}: is being written by process {holder}; wait for it to finish") from None
+        try:
+            same = os.stat(path, follow_symlinks=False).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)  # the previous holder removed the file as we opened it: claim the new one
     try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UsageError(f"{parent}: cannot create the output's parent folder ({e.strerror})") from None
-    # left by a killed run: a half-built release, or the replaced one (with its secret keys) if killed mid-publish
-    for stale in [*parent.glob(f".{out.name}.partial-*"), *parent.glob(f".{out.name}.old-*")]:
-        pid = stale.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and not _alive(int(pid)):
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+        except OSError as e:
+            raise UsageError(f"{out.parent}: cannot write here ({e.strerror})") from None
+        yield
+    finally:
+        os.unlink(path)
+        os.close(fd)
+
+
+def _recover_leftovers(out: Path) -> None:
+    """Tidy what killed runs left beside ``out``, losing no release that was ever published.
+
+    Called with the output lock held, so every leftover belongs to a dead run.  ``partial`` and
+    ``discard`` folders were never, or are no longer, a published release: deleted.  ``old`` holds
+    a replaced release with its keys: put back as ``out`` if the replacement never took the name,
+    else kept where it is and named.
+    """
+    for kind in ("partial", "discard"):
+        for stale in out.parent.glob(_leftover(out, kind).name):
             shutil.rmtree(stale, ignore_errors=True)
-    tmp = parent / f".{out.name}.partial-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
+    for old in sorted(out.parent.glob(_leftover(out, "old").name)):
+        if not os.path.lexists(out):
+            os.rename(old, out)
+            print(f"instahide: restored {out} from {old.name}, left by an interrupted --force run", file=sys.stderr)
+        else:
+            print(f"instahide: warning: {old} holds the release an interrupted --force run replaced, with its "
+                  "secret keys; kept: delete it yourself once it is not needed", file=sys.stderr)
+
+
+def _check_replaceable(out: Path, force: bool) -> None:
+    if out.is_symlink():
+        raise UsageError(f"{out}: is a symlink (to {os.readlink(out)}); give the folder itself as --out")
+    if not out.exists():
+        return
+    if not (out / fmt.PUBLIC_DIR / fmt.MANIFEST_FILE).is_file():
+        raise UsageError(f"{out}: exists and is not a release; refusing to replace it even with --force")
+    if not force:
+        raise UsageError(f"{out}: already exists; pass --force to replace it")
+
+
+def _make_parent(out: Path) -> None:
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"{out.parent}: cannot create the output's parent folder ({e.strerror})") from None
+
+
+def _make_build_folder(out: Path) -> Path:
+    tmp = _leftover(out, "partial", os.getpid())
     try:
         tmp.mkdir()
     except OSError as e:
-        raise UsageError(f"{parent}: cannot write here ({e.strerror})") from None
+        raise UsageError(f"{out.parent}: cannot write here ({e.strerror})") from None
     return tmp
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def _seal_secrets(secret_dir: Path) -> None:
+    """Owner-only modes on the key store, whatever the umask (Zarr creates its own files)."""
+    for folder, _, files in os.walk(secret_dir):
+        os.chmod(folder, 0o700)
+        for name in files:
+            os.chmod(os.path.join(folder, name), 0o600)
 
 
 def _publish(tmp: Path, out: Path) -> None:
-    """Atomically put the finished release in place (replacing an old one if --force)."""
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{os.getpid()}"
-        os.rename(out, old)
+    """Put the finished release in place, replacing an old one if --force.
+
+    Three renames, so a crash between any two leaves the old release whole under a name that
+    :func:`_recover_leftovers` restores or keeps: ``out`` -> ``.out.old-PID``, the new release ->
+    ``out``, ``.out.old-PID`` -> ``.out.discard-PID``, which is then deleted.
+    """
+    if not out.exists():
         os.rename(tmp, out)
-        shutil.rmtree(old)
-    else:
+        return
+    old, discard = _leftover(out, "old", os.getpid()), _leftover(out, "discard", os.getpid())
+    os.rename(out, old)
+    try:
         os.rename(tmp, out)
+    except BaseException:
+        os.rename(old, out)
+        raise
+    os.rename(old, discard)
+    shutil.rmtree(discard, ignore_errors=True)
 
 
 def generate(
@@ -116,16 +196,21 @@ def generate(
         raise UsageError(f"--chunk must be positive, got {chunk}")
     if params.k_public and public is None:
         raise UsageError(f"--mode {params.mode} needs a public patch bank")
-    out = Path(out)
-    tmp = _claim_output(out, force)
-    try:
-        manifest = _build(tmp, params, seed, private, public, practice, chunk, progress)
-        _publish(tmp, out)
-    except BaseException as e:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if isinstance(e, OSError) and not isinstance(e, UsageError):
-            raise UsageError(f"{out}: writing the release failed ({e.strerror or e}); nothing was left behind") from None
-        raise
+    out = Path(os.path.abspath(out))
+    _make_parent(out)
+    with output_lock(out):
+        _recover_leftovers(out)
+        _check_replaceable(out, force)
+        tmp = _make_build_folder(out)
+        try:
+            manifest = _build(tmp, params, seed, private, public, practice, chunk, progress)
+            _seal_secrets(tmp / fmt.SECRET_DIR)
+            _publish(tmp, out)
+        except BaseException as e:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if isinstance(e, OSError) and not isinstance(e, UsageError):
+                raise UsageError(f"{out}: writing the release failed ({e.strerror or e}); nothing was left behind") from None
+            raise
     return manifest
 
 
@@ -145,7 +230,7 @@ def _build(tmp: Path, params: Params, seed: bytes, private: ImageSet, public: Im
 
     public_dir, secret_dir = tmp / fmt.PUBLIC_DIR, tmp / fmt.SECRET_DIR
     public_dir.mkdir()
-    secret_dir.mkdir()
+    secret_dir.mkdir(mode=0o700)
     keys = fmt.create_key_store(
         secret_dir / fmt.KEYS_NAME,
         params,

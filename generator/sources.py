@@ -17,6 +17,11 @@
 * An image folder with one subfolder per class (torchvision ``ImageFolder`` / ImageNet layout);
   classes are the sorted subfolder names.
 
+Untrusted files are read through :mod:`challenge.files` (regular files only) and capped before
+they are read or allocated: a ``.npy`` array's header (shape, dtype) is checked against the bytes
+the file or zip member really holds and against :data:`MAX_ARRAY_BYTES`; a CIFAR file against
+:data:`MAX_BATCH_BYTES`; a class-name file against ``MAX_NAMES_BYTES``.
+
 Every set has ``origin_columns = ("file", "record")``: index into ``source_files`` and record
 number inside that file (0 for an image file).  :func:`load_public` reads the public set (a patch
 bank folder or an ``.npz`` with ``patches``).
@@ -41,6 +46,13 @@ Image folder rules (documented here because they change pixels):
 * Resize: images already 32x32 are kept as they are; others are resized so the short side is
   32 (long side ``long * 32 / short`` rounded half up) with Pillow LANCZOS, then centre-cropped
   to 32x32 (offset ``(size - 32) // 2``).
+* Oversized images are skipped before decoding and counted in ``notes["skipped_oversized"]``:
+  more than :data:`MAX_IMAGE_PIXELS` pixels, or a long side more than :data:`MAX_ASPECT_RATIO`
+  times the short one (a 1.2 KB PNG of 1 x 200,000 px would otherwise be upscaled to
+  32 x 6,400,000).  Entries that cannot be examined (a symlink loop, a link into an unreadable
+  place) are counted in ``notes["skipped_unreadable_entries"]``; FIFOs, devices and sockets, or
+  links to them, in ``notes["ignored_not_regular"]``, and an image is opened only if it is a
+  regular file at the moment it is read.
 * Unreadable files (corrupt, truncated, unknown format) are skipped and counted in
   ``notes["skipped_unreadable"]``; the private set must stay usable when one file of 50,000 is
   damaged, and the count is reported in summaries.  A class folder with no image file, or with
@@ -49,21 +61,30 @@ Image folder rules (documented here because they change pixels):
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
 import re
 import struct
 import zipfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from challenge.errors import UsageError
+from challenge.files import open_regular, read_bytes, read_text
 from challenge.imageset import ImageSet
 
 __all__ = [
     "IMAGE_EXTENSIONS",
+    "ImageTooLarge",
+    "MAX_ARRAY_BYTES",
+    "MAX_ASPECT_RATIO",
+    "MAX_BATCH_BYTES",
+    "MAX_IMAGE_PIXELS",
+    "open_image",
     "RestrictedUnpickler",
     "SourceError",
     "detect_layout",
@@ -77,6 +98,13 @@ __all__ = [
 
 CIFAR_PIXELS = 3072
 SIZE = 32
+
+# Caps on what an untrusted data set may make this tool read or allocate (see the module doc).
+MAX_ARRAY_BYTES = 2_000_000 * CIFAR_PIXELS  # one .npy array: 2M 32x32 images, more than ImageNet's 1.28M
+MAX_BATCH_BYTES = 256 << 20  # one CIFAR batch file (CIFAR-100's train is 155 MB)
+MAX_NAMES_BYTES = 1 << 20  # a class-name text file
+MAX_IMAGE_PIXELS = 1 << 26  # decoded size of one image file (67 MP); Pillow warns from 89 MP
+MAX_ASPECT_RATIO = 16  # long side / short side; resized, at most 32 x 512 (private) or 40 x 640 (patches)
 
 #: Extensions read as images (lower-case).  A fixed list, not Pillow's registry, so the set of
 #: files read does not change with the Pillow version.
@@ -92,6 +120,10 @@ class SourceError(UsageError):
     """A user's data set is not what its layout requires; the message names file, field, expectation."""
 
 
+class ImageTooLarge(ValueError):
+    """An image file whose decoded or resized size exceeds the caps: skipped and counted."""
+
+
 # --------------------------------------------------------------------------------------------
 # Layout detection
 
@@ -105,7 +137,7 @@ def detect_layout(path: str | os.PathLike) -> tuple[str, Path]:
     p = Path(path)
     if not p.exists():
         raise SourceError(f"{p}: no such file or directory")
-    if p.is_file():
+    if not p.is_dir():  # a file, or something posing as one: read only through open_regular
         if p.suffix == ".npz":
             return "npz", p
         if p.suffix == ".npy":
@@ -113,7 +145,7 @@ def detect_layout(path: str | os.PathLike) -> tuple[str, Path]:
                 return "npy", p.parent
             raise SourceError(f"{p}: a .npy images file needs labels.npy beside it")
         raise SourceError(f"{p}: unrecognised file; expected a .npz file or a data set directory")
-    names = {e.name for e in os.scandir(p) if e.is_file()}
+    names = {e.name for e in os.scandir(p) if not e.is_dir(follow_symlinks=False)}  # FIFOs too: refused when read
     if "data_batch_1.bin" in names or "test_batch.bin" in names:
         return "cifar10-bin", p
     if "train.bin" in names or "test.bin" in names:
@@ -149,7 +181,7 @@ def load_private(path: str | os.PathLike, *, split: str = "train") -> ImageSet:
     if layout == "cifar100-py":
         return _load_cifar_py(p, split, cifar100=True)
     if layout == "npz":
-        return _load_npz(p)
+        return _load_npz_set(p)
     if layout == "npy":
         return _load_npy_pair(p)
     return _load_image_folder(p)
@@ -164,15 +196,9 @@ def load_public(path: str | os.PathLike) -> ImageSet:
         from generator.patches import load_patch_bank  # patches imports this module
 
         return load_patch_bank(p)
-    if not p.is_file():
+    if not os.path.lexists(p):
         raise SourceError(f"{p}: no such file or directory")
-    with _np_load(p) as z:
-        if not isinstance(z, np.lib.npyio.NpzFile) or "patches" not in z.files:
-            raise SourceError(f"{p}: patches: expected a patch bank folder or an .npz with an array 'patches'")
-        try:
-            patches = z["patches"]
-        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
-            raise SourceError(f"{p}: not readable without pickles ({e})") from None
+    patches = _load_npz(p, ("patches",))["patches"]
     if patches.dtype != np.uint8 or patches.ndim != 4 or patches.shape[1:] != (SIZE, SIZE, 3):
         raise SourceError(f"{p}: patches: expected uint8 (N, 32, 32, 3), got {patches.dtype} {patches.shape}")
     n = len(patches)
@@ -202,12 +228,9 @@ def _numbered_batches(d: Path, pattern: str, what: str) -> list[Path]:
 
 
 def _read_class_names_txt(path: Path, expected: int) -> tuple[str, ...]:
-    if not path.is_file():
+    if not os.path.lexists(path):
         return tuple(str(i) for i in range(expected))
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise SourceError(f"{path}: class names: expected UTF-8 text, one name a line ({e})") from None
+    text = read_text(path, MAX_NAMES_BYTES, what="class-name file (UTF-8, one name a line)")
     names = tuple(line.strip() for line in text.splitlines() if line.strip())
     if len(names) != expected:
         raise SourceError(f"{path}: class names: expected {expected} non-empty lines, got {len(names)}")
@@ -243,7 +266,10 @@ def _load_cifar_bin(d: Path, split: str, *, cifar100: bool) -> ImageSet:
     rec = label_bytes + CIFAR_PIXELS
     counts = []
     for f in files:
-        size = f.stat().st_size
+        with open_regular(f) as fh:
+            size = os.fstat(fh.fileno()).st_size
+        if size > MAX_BATCH_BYTES:
+            raise SourceError(f"{f}: {size:,} bytes, more than the {MAX_BATCH_BYTES:,} a CIFAR batch file may have")
         if size == 0 or size % rec:
             raise SourceError(
                 f"{f}: file size {size} bytes is not a whole number of {rec}-byte records "
@@ -256,7 +282,7 @@ def _load_cifar_bin(d: Path, split: str, *, cifar100: bool) -> ImageSet:
     origin = np.empty((total, 2), np.int64)
     at = 0
     for i, (f, n) in enumerate(zip(files, counts)):
-        raw = np.fromfile(f, dtype=np.uint8)
+        raw = np.frombuffer(read_bytes(f, n * rec, what="CIFAR batch file"), np.uint8)
         if raw.size != n * rec:  # file changed while reading
             raise SourceError(f"{f}: read {raw.size} bytes, expected {n * rec}")
         raw = raw.reshape(n, rec)
@@ -281,30 +307,44 @@ def _load_cifar_bin(d: Path, split: str, *, cifar100: bool) -> ImageSet:
 # CIFAR, python version
 
 
-def _allowed_globals() -> dict[tuple[str, str], object]:
+def _numpy_reconstruct():
     try:
         from numpy._core.multiarray import _reconstruct  # numpy >= 2
     except ImportError:  # pragma: no cover - numpy 1.x
         from numpy.core.multiarray import _reconstruct
-    return {
-        ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
-        ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
-        ("numpy", "ndarray"): np.ndarray,
-        ("numpy", "dtype"): np.dtype,
-    }
+    return _reconstruct
+
+
+class _NdarrayType:
+    """Stands for ``numpy.ndarray`` in a pickle: it may only name the type to rebuild, never be
+    called (``ndarray((10**12,))`` would allocate before any check)."""
 
 
 class RestrictedUnpickler(pickle.Unpickler):
     """Unpickler that resolves only the globals a CIFAR pickle holds (numpy array rebuilding).
 
     Any other global (``os.system``, ``builtins.eval``, ...) raises :class:`SourceError` before
-    it is called, so a crafted file cannot run code.  ``name`` is used in error messages.
+    it is called, so a crafted file cannot run code.  Arrays are rebuilt only the way numpy
+    pickles them: an empty array whose state (shape, dtype, bytes) then comes from the file, so an
+    array is never larger than the file.  ``name`` is used in error messages.
     """
 
     def __init__(self, file, *, name: str, encoding: str = "bytes"):
         super().__init__(file, encoding=encoding)
         self.name = name
-        self._allowed = _allowed_globals()
+        reconstruct = self._empty_array
+        self._allowed = {
+            ("numpy.core.multiarray", "_reconstruct"): reconstruct,
+            ("numpy._core.multiarray", "_reconstruct"): reconstruct,
+            ("numpy", "ndarray"): _NdarrayType,
+            ("numpy", "dtype"): np.dtype,
+        }
+
+    def _empty_array(self, cls, shape, dtype):
+        if cls is not _NdarrayType or shape != (0,):
+            raise SourceError(f"{self.name}: refused array reconstruction {shape!r}: numpy pickles rebuild "
+                              "arrays from an empty one; the file is not a CIFAR batch, or it is malicious")
+        return _numpy_reconstruct()(np.ndarray, (0,), dtype)
 
     def find_class(self, module: str, name: str):
         obj = self._allowed.get((module, name))
@@ -320,18 +360,38 @@ class RestrictedUnpickler(pickle.Unpickler):
 
 
 def _unpickle(path: Path) -> dict:
+    data = read_bytes(path, MAX_BATCH_BYTES, what="CIFAR pickle")
     try:
-        with open(path, "rb") as fh:
-            obj = RestrictedUnpickler(fh, name=str(path)).load()
+        obj = RestrictedUnpickler(io.BytesIO(data), name=str(path)).load()
     except SourceError:
         raise
-    except MemoryError:
-        raise
-    except Exception as e:  # any malformed pickle: user error, not a crash
+    except Exception as e:  # any malformed pickle (MemoryError and RecursionError included): user error
         raise SourceError(f"{path}: not a readable CIFAR pickle ({type(e).__name__}: {e})") from None
     if not isinstance(obj, dict):
         raise SourceError(f"{path}: expected a pickled dict, got {type(obj).__name__}")
     return {(k.decode("latin-1") if isinstance(k, bytes) else k): v for k, v in obj.items()}
+
+
+def _labels_from(value, path: Path, key: str, n: int, n_classes: int) -> np.ndarray:
+    """``n`` labels in 0..n_classes-1 from a pickled list of ints or an integer array.
+
+    The elements are checked one by one (no ``np.asarray`` on an unknown object: a list that
+    contains itself, or lists nested without end, would recurse until Python gives up).
+    """
+    if isinstance(value, np.ndarray):
+        ok = value.dtype.kind in "iu" and value.shape == (n,)
+        values = value.tolist() if ok else []
+    else:
+        ok = isinstance(value, list) and len(value) == n and all(type(v) is int for v in value)
+        values = value
+    if not ok:
+        got = f"{value.dtype} {value.shape}" if isinstance(value, np.ndarray) else (
+            f"a list of {len(value)}" if isinstance(value, list) else type(value).__name__)
+        raise SourceError(f"{path}: {key}: expected {n} integers, got {got}")
+    bad = next((i for i, v in enumerate(values) if not 0 <= v < n_classes), None)
+    if bad is not None:
+        raise SourceError(f"{path}: record {bad}: {key}: expected 0..{n_classes - 1}, got {values[bad]}")
+    return np.array(values, np.int64)
 
 
 def _names_from(value, path: Path, key: str, expected: int) -> tuple[str, ...]:
@@ -360,10 +420,10 @@ def _load_cifar_py(d: Path, split: str, *, cifar100: bool) -> ImageSet:
         files = [d / "test_batch"]
         meta_path, meta_key = d / "batches.meta", "label_names"
     for f in files:
-        if not f.is_file():
+        if not os.path.lexists(f):
             raise SourceError(f"{f}: missing")
     names = tuple(str(i) for i in range(n_classes))
-    if meta_path.is_file():
+    if os.path.lexists(meta_path):
         meta = _unpickle(meta_path)
         if meta_key not in meta:
             raise SourceError(f"{meta_path}: {meta_key}: missing key")
@@ -379,16 +439,11 @@ def _load_cifar_py(d: Path, split: str, *, cifar100: bool) -> ImageSet:
         n = len(data)
         if label_key not in batch:
             raise SourceError(f"{f}: {label_key}: missing key")
-        lab = np.asarray(batch[label_key])
-        if lab.dtype.kind not in "iu" or lab.shape != (n,):
-            raise SourceError(f"{f}: {label_key}: expected {n} integers, got {lab.dtype} {lab.shape}")
-        bad = np.flatnonzero((lab < 0) | (lab >= n_classes))
-        if bad.size:
-            raise SourceError(f"{f}: record {bad[0]}: {label_key}: expected 0..{n_classes - 1}, got {lab[bad[0]]}")
+        lab = _labels_from(batch[label_key], f, label_key, n, n_classes)
         img = np.empty((n, SIZE, SIZE, 3), np.uint8)
         _planar_to_hwc(data, img)
         parts_i.append(img)
-        parts_l.append(lab.astype(np.int64))
+        parts_l.append(lab)
         parts_o.append(np.stack([np.full(n, i, np.int64), np.arange(n, dtype=np.int64)], axis=1))
     images = np.concatenate(parts_i)
     return ImageSet(
@@ -423,34 +478,93 @@ def _check_arrays(images, labels, where_i: str, where_l: str, class_names=None) 
     return images, labels, names, origin
 
 
-def _np_load(path: Path):
+def _read_npy(f, where: str, size: int) -> np.ndarray:
+    """The array in the ``.npy`` stream ``f`` of ``size`` bytes, its header checked first.
+
+    The shape and dtype in the header must account for exactly ``size`` bytes and stay under
+    :data:`MAX_ARRAY_BYTES`, so a header claiming 10^9 images is refused before anything is
+    allocated; object arrays (pickles) are refused.
+    """
     try:
-        return np.load(path, allow_pickle=False)
+        version = np.lib.format.read_magic(f)
+        if version not in ((1, 0), (2, 0)):
+            raise ValueError(f".npy format version {version} is not supported")
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran_order, dtype = read_header(f)
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
-        raise SourceError(f"{path}: not a readable numpy file without pickles ({e})") from None
+        raise SourceError(f"{where}: not a readable .npy header ({e})") from None
+    if dtype.hasobject:
+        raise SourceError(f"{where}: dtype {dtype} holds Python objects; expected plain numbers")
+    nbytes = dtype.itemsize * int(np.prod(shape, dtype=object))
+    if nbytes > MAX_ARRAY_BYTES:
+        raise SourceError(f"{where}: header claims {dtype} {shape} = {nbytes:,} bytes, more than the "
+                          f"{MAX_ARRAY_BYTES:,} allowed; refused without reading it")
+    if f.tell() + nbytes != size:
+        raise SourceError(f"{where}: header claims {dtype} {shape} = {nbytes:,} bytes of data, but "
+                          f"{size - f.tell():,} follow the header")
+    buffer = np.empty(nbytes, np.uint8)
+    view, got = memoryview(buffer), 0
+    try:
+        while got < nbytes and (n := f.readinto(view[got:])):
+            got += n
+        if got != nbytes:
+            raise ValueError(f"{got:,} bytes of data, the header claims {nbytes:,}")
+        return buffer.view(dtype).reshape(shape, order="F" if fortran_order else "C")
+    except (ValueError, TypeError, OSError, EOFError, zipfile.BadZipFile) as e:
+        raise SourceError(f"{where}: unreadable ({e})") from None
 
 
-def _load_npz(path: Path) -> ImageSet:
-    with _np_load(path) as z:
-        if not isinstance(z, np.lib.npyio.NpzFile):
-            raise SourceError(f"{path}: expected a .npz archive")
-        for key in ("images", "labels"):
-            if key not in z.files:
-                raise SourceError(f"{path}: {key}: missing array (has {', '.join(z.files) or 'none'})")
+def _load_npy_file(path: Path) -> np.ndarray:
+    with open_regular(path) as f:
+        return _read_npy(f, str(path), os.fstat(f.fileno()).st_size)
+
+
+def _load_npz(path: Path, required: tuple[str, ...], optional: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
+    """Arrays ``required`` (and those of ``optional`` present) of the ``.npz`` at ``path``.
+
+    Each member's declared size comes from the zip directory and is checked against its ``.npy``
+    header before it is inflated; the zip reader stops at the declared size and checks the CRC,
+    so a member that inflates to more than it declares (a zip bomb) is refused too.
+    """
+    with open_regular(path) as fh:
         try:
-            images, labels = z["images"], z["labels"]
-            cn = z["class_names"] if "class_names" in z.files else None
-        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
-            raise SourceError(f"{path}: not readable without pickles ({e})") from None
-    images, labels, names, origin = _check_arrays(images, labels, str(path), str(path), cn)
+            archive = zipfile.ZipFile(fh)
+        except (zipfile.BadZipFile, OSError, ValueError) as e:
+            raise SourceError(f"{path}: not a readable .npz archive ({e})") from None
+        with archive:
+            members = {info.filename.removesuffix(".npy"): info for info in archive.infolist()}
+            for key in required:
+                if key not in members:
+                    raise SourceError(f"{path}: {key}: missing array (has {', '.join(sorted(members)) or 'none'})")
+            out = {}
+            for key in required + tuple(k for k in optional if k in members):
+                info = members[key]
+                where = f"{path}: member {info.filename} ({key})"
+                if info.file_size > MAX_ARRAY_BYTES + 65536:
+                    raise SourceError(f"{where}: declares {info.file_size:,} bytes, more than the "
+                                      f"{MAX_ARRAY_BYTES:,} allowed; refused without inflating it")
+                try:
+                    with archive.open(info) as f:
+                        out[key] = _read_npy(f, where, info.file_size)
+                except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError) as e:
+                    if isinstance(e, SourceError):
+                        raise
+                    raise SourceError(f"{where}: unreadable ({e})") from None
+            return out
+
+
+def _load_npz_set(path: Path) -> ImageSet:
+    arrays = _load_npz(path, ("images", "labels"), ("class_names",))
+    images, labels, names, origin = _check_arrays(arrays["images"], arrays["labels"], str(path), str(path),
+                                                  arrays.get("class_names"))
     return ImageSet(np.ascontiguousarray(images), labels, names, (path.name,), origin, ("file", "record"))
 
 
 def _load_npy_pair(d: Path) -> ImageSet:
     ip, lp = d / "images.npy", d / "labels.npy"
-    images, labels = _np_load(ip), _np_load(lp)
+    images, labels = _load_npy_file(ip), _load_npy_file(lp)
     cp = d / "class_names.npy"
-    cn = _np_load(cp) if cp.is_file() else None
+    cn = _load_npy_file(cp) if os.path.lexists(cp) else None
     images, labels, names, origin = _check_arrays(images, labels, str(ip), str(lp), cn)
     return ImageSet(np.ascontiguousarray(images), labels, names, ("images.npy",), origin, ("file", "record"))
 
@@ -471,18 +585,21 @@ def walk_image_files(root: Path, notes: dict[str, int]) -> list[str]:
             raise SourceError(f"{d}: cannot list directory ({e.strerror})") from None
         for e in entries:
             r = f"{rel}{e.name}"
-            if e.name.startswith("."):
-                _count(notes, "ignored_hidden")
-            elif e.is_dir(follow_symlinks=False):
-                stack.append((r + "/", Path(e.path)))
-            elif e.is_symlink() and os.path.isdir(e.path):
-                _count(notes, "skipped_symlinked_dirs")
-            elif not e.is_file():
-                _count(notes, "ignored_not_regular")
-            elif os.path.splitext(e.name)[1].lower() in IMAGE_EXTENSIONS:
-                out.append(r)
-            else:
-                _count(notes, "ignored_non_image_files")
+            try:
+                if e.name.startswith("."):
+                    _count(notes, "ignored_hidden")
+                elif e.is_dir(follow_symlinks=False):
+                    stack.append((r + "/", Path(e.path)))
+                elif e.is_symlink() and os.path.isdir(e.path):
+                    _count(notes, "skipped_symlinked_dirs")
+                elif not e.is_file():
+                    _count(notes, "ignored_not_regular")
+                elif os.path.splitext(e.name)[1].lower() in IMAGE_EXTENSIONS:
+                    out.append(r)
+                else:
+                    _count(notes, "ignored_non_image_files")
+            except OSError:  # a symlink loop, a link into a folder we may not read
+                _count(notes, "skipped_unreadable_entries")
     out.sort()
     return out
 
@@ -505,12 +622,30 @@ def to_rgb8(im: Image.Image) -> tuple[Image.Image, str | None]:
     return im.convert("RGB"), mode
 
 
+def check_image_size(size: tuple[int, int], path) -> None:
+    """Refuse (:class:`ImageTooLarge`) what decoding or resizing would make enormous."""
+    w, h = size
+    if w * h > MAX_IMAGE_PIXELS:
+        raise ImageTooLarge(f"{path}: {w} x {h} px, more than {MAX_IMAGE_PIXELS:,} pixels")
+    if max(w, h) > MAX_ASPECT_RATIO * min(w, h):
+        raise ImageTooLarge(f"{path}: {w} x {h} px, a long side more than {MAX_ASPECT_RATIO} times the short one")
+
+
+@contextmanager
+def open_image(path: str | os.PathLike):
+    """Pillow image of the regular file ``path``, its header size checked before any decoding."""
+    with open_regular(path) as f, Image.open(f) as im:
+        check_image_size(im.size, path)
+        yield im
+
+
 def read_image_rgb8(path: str | os.PathLike) -> tuple[Image.Image, str | None]:
-    """Decode ``path`` fully to 8-bit RGB; raise OSError-like errors for unreadable files.
+    """Decode ``path`` fully to 8-bit RGB; raise OSError-like errors for unreadable files and
+    :class:`ImageTooLarge` for oversized ones.
 
     Returns (image, original mode if converted else None).
     """
-    with Image.open(path) as im:
+    with open_image(path) as im:
         im.load()
         rgb, converted = to_rgb8(im)
         if rgb is im:
@@ -565,6 +700,9 @@ def _load_image_folder(root: Path) -> ImageSet:
             try:
                 im, converted = read_image_rgb8(root / cls / rel)
                 arr = resize_center_crop(im)
+            except ImageTooLarge:
+                _count(notes, "skipped_oversized")
+                continue
             except DECODE_ERRORS:
                 _count(notes, "skipped_unreadable")
                 continue

@@ -21,7 +21,8 @@ from generator.release import generate
 from tests.helpers import SEED, TINY, run_cli
 from verifier.audit import audit
 
-SMALL = ["--n-private", "20", "--per-image", "50", "--chunk", "128", "--seed", "cd" * 32]
+SMALL = ["--n-private", "20", "--per-image", "50", "--chunk", "128", "--seed",
+         "c4e1f7a2093d6b58e2a7c10f94d3b6e8571a0c2f4e9d8b3a6f1c07e25d9a4b13"]
 
 
 def generate_argv(out):
@@ -64,13 +65,15 @@ def test_sigkill_at_random_moments_leaves_nothing_or_a_complete_release(tmp_path
 
 
 def test_killed_between_the_two_renames_of_a_replacement(tmp_path, private_set, public_bank, monkeypatch):
-    """The replaced release (with its secret keys) must not linger in a hidden folder."""
+    """The replaced release (with its secret keys) is put back, not left in a hidden folder."""
     out = tmp_path / "release"
-    generate(out, TINY, SEED, private_set, public_bank)
+    before = generate(out, TINY, SEED, private_set, public_bank)
     hidden_old = tmp_path / ".release.old-999999999"
     os.rename(out, hidden_old)  # what a kill right after the first rename of _publish leaves
-    generate(out, TINY, SEED, private_set, public_bank)
+    with pytest.raises(UsageError, match="already exists"):
+        generate(out, TINY, SEED, private_set, public_bank)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["release"]
+    assert fmt.read_json(out / "public" / "manifest.json") == before and is_complete(out)
 
 
 def _failing(real, after: int = 0):
