@@ -31,6 +31,7 @@ def positive_int(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from attacks.cli import register as register_attacks
     from generator.cli import register as register_generator
     from verifier.cli import register as register_verifier
     from verifier.release_cli import register as register_release_checks
@@ -45,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_generator(sub)
     register_verifier(sub)
     register_release_checks(sub)
+    register_attacks(sub)
     return parser
 
 

@@ -116,6 +116,10 @@ def _run_generate(args) -> int:
     private, public = load_sources(args.private, args.public, params)
     manifest = generate(args.out, params, seed, private, public, practice=args.practice,
                         chunk=args.chunk, force=args.force)
+    if args.private is None:
+        print("instahide: warning: the private images are the embedded demo data, which ships with this tool: "
+              "anyone can match them ('instahide attack pool' recovers them); use --private for a real challenge",
+              file=sys.stderr)
     if args.json:
         print(json.dumps(manifest, indent=2, sort_keys=True))
     else:

@@ -1,0 +1,125 @@
+"""``instahide attack pool``, ``instahide attack graph`` and ``instahide strength``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from challenge.cli import OneLineParser, positive_int
+
+ATTACK_EXAMPLES = """\
+examples:
+  instahide attack pool --release r/ --pool cifar-10-batches-py/ --out sub-pool/
+  instahide attack pool --release r/ --out sub-pool/        # pool: the embedded demo data
+  instahide attack graph --release r/ --out sub-graph/ --json
+  verify sub-graph/ --release r/                            # then score it like any submission
+"""
+
+STRENGTH_EXAMPLES = """\
+examples:
+  instahide strength r/ --keys r/secret/keys.zarr --out report/
+  instahide strength r/ --keys r/secret/keys.zarr --pool cifar-10-batches-py/ --out report/ --json
+"""
+
+
+def register(sub) -> None:
+    """Add ``attack`` (with ``pool`` and ``graph``) and ``strength`` to the ``instahide`` subcommands."""
+    p = sub.add_parser("attack", help="run a known attack on a release's public files and write a submission",
+                       description="Run a published attack on a release, using only its public files, and write "
+                       "a submission (decryption.npy, metadata.json) that 'verify' scores.",
+                       epilog=ATTACK_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    kinds = p.add_subparsers(dest="attack", required=True, metavar="ATTACK", parser_class=OneLineParser)
+    pool = kinds.add_parser("pool", help="match each encryption against a data set the attacker can obtain",
+                            description="Match each encryption against every image of POOL by a sign-invariant "
+                            "similarity (correlation of the pixel differences of |x|) and submit the best match. "
+                            "Works when the private images come from an obtainable set (CIFAR-10, the embedded data).",
+                            epilog=ATTACK_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    pool.add_argument("--pool", type=Path, help="candidate images: any --private layout (default: the embedded demo data)")
+    graph = kinds.add_parser("graph", help="the keyless attack of Carlini et al. (no pool needed)",
+                             description="Group encryptions that share a private image (similarity graph, "
+                             "symmetric NMF), recover the lambdas from label.npy and reconstruct each private "
+                             "image by a least-squares fit of |encryption| (Carlini et al., arXiv 2011.05315).",
+                             epilog=ATTACK_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    for q in (pool, graph):
+        q.add_argument("--release", type=Path, required=True, help="the release folder, or its public/ folder")
+        q.add_argument("--out", type=Path, required=True, help="submission folder to write")
+        q.add_argument("--rows", type=positive_int, default=4096, help="rows processed at a time (default: %(default)s)")
+        q.add_argument("--force", action="store_true", help="replace an existing decryption.npy")
+        q.add_argument("--json", action="store_true", help="print a summary as JSON on stdout")
+    pool.set_defaults(run=_run_pool)
+    graph.set_defaults(run=_run_graph)
+
+    p = sub.add_parser("strength", help="run every known attack on a release and report what it recovers",
+                       description="Before publishing: run the pool attack (with --pool, or when the private set "
+                       "is the embedded data), the graph attack, the constant and mean floors and the key-given "
+                       "pairing baseline; score each and write strength.json, strength.html and pictures.",
+                       epilog=STRENGTH_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("release", type=Path, metavar="RELEASE", help="the release folder")
+    p.add_argument("--keys", type=Path, required=True, help="the key store secret/keys.zarr (to score)")
+    p.add_argument("--pool", type=Path, help="a data set the private images may come from (any --private layout)")
+    p.add_argument("--out", type=Path, required=True, help="report folder")
+    p.add_argument("--rows", type=positive_int, default=4096, help="rows processed at a time (default: %(default)s)")
+    p.add_argument("--force", action="store_true", help="replace an existing report")
+    p.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
+    p.set_defaults(run=_run_strength)
+
+
+def _load_pool(path: Path | None):
+    from generator.default_data import default_private
+    from generator.sources import load_private
+
+    return default_private() if path is None else load_private(path)
+
+
+def _finish(args, summary: dict) -> int:
+    if args.json:
+        print(json.dumps(summary, indent=2, sort_keys=True))
+    else:
+        print(f"wrote {args.out}/decryption.npy: {summary['attack']} attack, {summary['rows']} rows "
+              f"in {summary['running_time_s']:.1f} s")
+    return 0
+
+
+def _run_pool(args) -> int:
+    from attacks.public import open_public
+    from attacks.strength import write_pool
+    from challenge.progress import Progress
+
+    release = open_public(args.release)
+    pool = _load_pool(args.pool)
+    start = time.perf_counter()
+    with Progress("pool", len(pool)) as bar:
+        _, similarity = write_pool(release, pool, args.out, args.force, args.rows, bar.advance)
+    return _finish(args, {"attack": "pool", "rows": release.expected.n, "pool_size": len(pool),
+                          "running_time_s": time.perf_counter() - start,
+                          "median_similarity": float(np.median(similarity))})
+
+
+def _run_graph(args) -> int:
+    from attacks.public import open_public
+    from attacks.strength import write_graph
+
+    release = open_public(args.release)
+    start = time.perf_counter()
+    result = write_graph(release, args.out, args.force, args.rows)
+    return _finish(args, {"attack": "graph", "rows": release.expected.n, "groups": int(len(result.images)),
+                          "running_time_s": time.perf_counter() - start})
+
+
+def _run_strength(args) -> int:
+    from attacks.strength import STRENGTH_HTML, STRENGTH_JSON, strength
+
+    pool = _load_pool(args.pool) if args.pool is not None else None
+    log = None if args.json else (lambda line: print(f"  {line}", file=sys.stderr))
+    report = strength(args.release, args.keys, args.out, pool=pool, force=args.force, rows=args.rows, log=log)
+    if args.json:
+        print(json.dumps(report, indent=2, sort_keys=True))
+    else:
+        print(report["verdict"])
+        print(f"wrote {args.out / STRENGTH_JSON}, {args.out / STRENGTH_HTML}")
+    return 0

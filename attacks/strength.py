@@ -1,0 +1,199 @@
+"""``instahide strength``: what the known attacks recover from a release, before it is published.
+
+Runs every attack that applies (``graph`` always; ``pool`` when a pool is given or the private set
+is the embedded demo data, whose pool ships with the tool), the trivial floors (``constant``,
+``mean``) and the key-given ``pairing`` baseline; scores each with the verifier and writes
+``strength.json`` and ``strength.html`` (with pictures of the best and worst recoveries beside the
+truth).  The keys are used only to score and to measure the graph attack's pairing accuracy.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+from attacks.graph import graph_attack, pair_accuracy
+from attacks.pool import pool_attack
+from attacks.public import PublicRelease, magnitudes, open_public
+from challenge import format as fmt
+from challenge.domain import to_uint8
+from challenge.errors import UsageError
+from challenge.imageset import ImageSet
+from challenge.preview import contact_sheet, save_png
+from verifier.baselines import pairing_blocks, write_submission
+from verifier.scoring import SUCCESS_SSIM, Scores, score, write_atomic
+
+__all__ = ["write_graph", "write_pool", "floor_blocks", "strength", "STRENGTH_JSON", "STRENGTH_HTML"]
+
+STRENGTH_JSON = "strength.json"
+STRENGTH_HTML = "strength.html"
+KEYLESS = ("pool", "graph")
+SHOWN = 6  # best and worst recoveries pictured per attack
+
+
+def write_graph(release: PublicRelease, out: Path, force: bool = False, rows: int = 4096):
+    """Run the graph attack and submit, for each encryption, its group with the largest lambda."""
+    result = graph_attack(release, rows=rows)
+    lo, hi = release.expected.value_range
+    images = np.clip(result.images, lo, hi).reshape(-1, *fmt.IMAGE_SHAPE)
+    first = result.first_choice()
+    blocks = (images[first[a : a + rows]] for a in range(0, len(first), rows))
+    write_submission(out, blocks, release.expected, "float32",
+                     {"team": "instahide attack graph", "method": "keyless graph attack of Carlini et al. (attacks/graph.py)"},
+                     force)
+    return result
+
+
+def write_pool(release: PublicRelease, pool: ImageSet, out: Path, force: bool = False, rows: int = 4096, progress=None):
+    """Run the pool attack and submit each encryption's best candidate (uint8, exact)."""
+    choice, similarity = pool_attack(release, pool, rows, progress)
+    blocks = (pool.images[choice[a : a + rows]] for a in range(0, len(choice), rows))
+    write_submission(out, blocks, release.expected, "uint8",
+                     {"team": "instahide attack pool", "method": "best sign-invariant match in a known pool (attacks/pool.py)"},
+                     force)
+    return choice, similarity
+
+
+def floor_blocks(kind: str, release: PublicRelease, rows: int = 4096) -> Iterator[np.ndarray]:
+    """The trivial floors: ``constant`` (mid-grey everywhere) or ``mean`` (the per-pixel mean of
+    |encryption| over the release, clipped to the domain, for every row).  Kept here until
+    ``verifier.baselines`` offers them."""
+    lo, hi = release.expected.value_range
+    if kind == "constant":
+        image = np.full(fmt.IMAGE_SHAPE, (lo + hi) / 2, np.float32)
+    else:
+        total = sum(magnitudes(b, release.params).astype(np.float64).sum(axis=0) for b in release.encryption_blocks(rows))
+        image = np.clip(total / release.expected.n, lo, hi).astype(np.float32).reshape(fmt.IMAGE_SHAPE)
+    for a in range(0, release.expected.n, rows):
+        yield np.broadcast_to(image, (min(rows, release.expected.n - a), *fmt.IMAGE_SHAPE))
+
+
+@dataclass
+class Entry:
+    name: str
+    keyless: bool
+    seconds: float
+    scores: Scores
+    extra: dict
+
+    def to_json(self) -> dict:
+        s = self.scores.summary
+        return {"attack": self.name, "keyless": self.keyless, "running_time_s": round(self.seconds, 3),
+                **{k: s[k] for k in ("Max_SSIM", "Mean_SSIM", "success_rate", "recovered_share", "n_private")},
+                **self.extra}
+
+
+def _embedded_pool(release: PublicRelease) -> ImageSet | None:
+    """The embedded demo data when the release was built from it (its fingerprint is in the manifest)."""
+    from generator.default_data import default_private
+
+    source = (release.manifest.get("sources") or {}).get("private") or {}
+    pool = default_private()
+    return pool if source.get("fingerprint") == pool.fingerprint() else None
+
+
+def strength(release_path: Path, keys: Path, out: Path, pool: ImageSet | None = None, force: bool = False,
+             rows: int = 4096, log: Callable[[str], None] | None = None) -> dict:
+    """Run, score and report every applicable attack; returns the report written to strength.json."""
+    release = open_public(release_path)
+    store = fmt.open_key_store(keys)
+    if release.manifest.get("params") != store.params.to_dict():
+        raise UsageError(f"{keys}: key store parameters differ from those of {release_path}: not this release's keys")
+    report_path = Path(out) / STRENGTH_JSON
+    if report_path.exists() and not force:
+        raise UsageError(f"{report_path}: already exists; pass --force to replace it")
+    pool = pool if pool is not None else _embedded_pool(release)
+    subs = Path(out) / "submissions"
+    truth = store["encryption/private_index"][:]
+
+    runs: list[tuple[str, bool, Callable[[Path], dict]]] = [
+        ("constant", False, lambda d: _write(d, floor_blocks("constant", release, rows), release, "constant floor", force)),
+        ("mean", False, lambda d: _write(d, floor_blocks("mean", release, rows), release, "mean floor", force)),
+        ("pairing", False, lambda d: _write(d, pairing_blocks(store, release.encryption_blocks(rows), release.expected, rows),
+                                            release, "key-given pairing baseline", force)),
+    ]
+    if pool is not None:
+        runs.append(("pool", True, lambda d: (write_pool(release, pool, d, force, rows), {"pool_size": len(pool)})[1]))
+
+    def graph(d: Path) -> dict:
+        result = write_graph(release, d, force, rows)
+        return {"pair_accuracy": pair_accuracy(result.groups, truth, release.params.n_private)}
+
+    runs.append(("graph", True, graph))
+    entries = []
+    for name, keyless, run in runs:
+        start = time.perf_counter()
+        extra = run(subs / name)
+        seconds = time.perf_counter() - start
+        validation, scores = score(subs / name, store, expected=release.expected, rows=rows)
+        if not validation.valid:
+            raise RuntimeError(f"{name}: wrote an invalid submission: {validation.problems}")
+        entries.append(Entry(name, keyless, seconds, scores, extra))
+        if log:
+            log(f"{name}: Max_SSIM {scores.summary['Max_SSIM']:.3f}, recovered "
+                f"{round(scores.summary['recovered_share'] * scores.summary['n_private'])} in {seconds:.1f} s")
+    report = {"release": str(release_path), "params": release.params.to_dict(), "verdict": verdict(entries),
+              "success_ssim": SUCCESS_SSIM, "attacks": [e.to_json() for e in entries]}
+    _pictures(entries, store, release, subs, Path(out))
+    write_atomic(Path(out) / STRENGTH_HTML, _html(report, entries))
+    write_atomic(report_path, json.dumps(report, indent=2, sort_keys=True) + "\n")
+    return report
+
+
+def _write(folder: Path, blocks, release: PublicRelease, method: str, force: bool) -> dict:
+    write_submission(folder, blocks, release.expected, "float32", {"team": "instahide strength", "method": method}, force)
+    return {}
+
+
+def verdict(entries: list[Entry]) -> str:
+    """One line: the keyless attack that recovers most private images, or that none does."""
+    keyless = [e for e in entries if e.keyless]
+    best = max(keyless, key=lambda e: (e.scores.summary["recovered_share"], e.scores.summary["Max_SSIM"]))
+    s = best.scores.summary
+    recovered = round(s["recovered_share"] * s["n_private"])
+    if recovered:
+        return f"broken by {best.name}: {recovered} of {s['n_private']} private images recovered"
+    return (f"not broken by the known keyless attacks: no private image recovered (SSIM > {SUCCESS_SSIM}); "
+            f"best Max_SSIM {s['Max_SSIM']:.2f} by {best.name}")
+
+
+def _pictures(entries: list[Entry], store: fmt.KeyStore, release: PublicRelease, subs: Path, out: Path) -> None:
+    """Per attack, a PNG: its best and worst recoveries (top row) above the true images (bottom row)."""
+    from verifier.submission import read_npy_header
+
+    private_images = store.read("private/images")
+    index = store["encryption/private_index"][:]
+    (out / "pictures").mkdir(parents=True, exist_ok=True)
+    for e in entries:
+        order = np.argsort(-e.scores.max_ssim, kind="stable")
+        rows = np.concatenate([order[:SHOWN], order[-SHOWN:]])
+        header, _ = read_npy_header(subs / e.name / "decryption.npy", 1 << 62)
+        recovered = np.stack([header.read_rows(int(r), int(r) + 1)[0] for r in rows])
+        if recovered.dtype != np.uint8:
+            recovered = to_uint8(recovered, release.params.domain)
+        truth = private_images[index[rows, e.scores.best_column[rows]]]
+        save_png(contact_sheet(np.concatenate([recovered, truth]), columns=len(rows)), out / "pictures" / f"{e.name}.png")
+
+
+def _html(report: dict, entries: list[Entry]) -> str:
+    rows = []
+    for e in entries:
+        j = e.to_json()
+        pair = f"{j['pair_accuracy']:.3f}" if "pair_accuracy" in j else ""
+        rows.append(f"<tr><td>{html.escape(e.name)}</td><td>{'yes' if e.keyless else 'no'}</td>"
+                    f"<td>{j['Max_SSIM']:.4f}</td><td>{j['Mean_SSIM']:.4f}</td><td>{j['success_rate']:.3f}</td>"
+                    f"<td>{j['recovered_share']:.3f}</td><td>{j['running_time_s']:.1f} s</td><td>{pair}</td></tr>")
+    pictures = "".join(f"<h3>{html.escape(e.name)}</h3><p>best {SHOWN} and worst {SHOWN} recoveries (top) above "
+                       f"the true images (bottom)</p><img src=\"pictures/{html.escape(e.name)}.png\" alt=\"{html.escape(e.name)}\">"
+                       for e in entries)
+    return ("<!doctype html><html><head><meta charset=\"utf-8\"><title>release strength</title></head><body>"
+            f"<h1>Strength of {html.escape(report['release'])}</h1><p><b>{html.escape(report['verdict'])}</b></p>"
+            "<table border=\"1\" cellpadding=\"4\"><tr><th>attack</th><th>keyless</th><th>Max_SSIM</th><th>Mean_SSIM</th>"
+            "<th>success rate</th><th>recovered share</th><th>running time</th><th>pair accuracy</th></tr>"
+            + "".join(rows) + "</table>" + pictures + "</body></html>\n")

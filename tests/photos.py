@@ -1,0 +1,69 @@
+"""Natural-photo image sets for the attack tests and benchmark: resized crops of the sample photos
+that scikit-image ships inside its package (read from disk, never downloaded)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from challenge.imageset import ImageSet
+
+# colour photos first; each photo is one class of the private set
+PRIVATE_PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png",
+                  "retina.jpg", "ihc.png", "camera.png", "coins.png", "page.png")
+PUBLIC_PHOTOS = ("brick.png", "grass.png", "gravel.png", "moon.png", "text.png", "hubble_deep_field.jpg",
+                 "color.png", "horse.png", "clock_motion.png", "cell.png")
+DISTINCT = 0.8  # a private crop is kept only if it correlates less than this with every earlier one
+
+
+def _photo(name: str) -> np.ndarray:
+    import skimage
+
+    with Image.open(Path(skimage.__file__).parent / "data" / name) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+def _crops(photo: np.ndarray, count: int, rng: np.random.Generator, distinct: bool) -> np.ndarray:
+    """``count`` square crops of a random side between 1/8 and 1/3 of the short side, resized to
+    32x32; flat crops are skipped and, if ``distinct``, near-copies of earlier crops too (a photo
+    of mostly sky would otherwise give a set of identical images no attack could tell apart)."""
+    h, w = photo.shape[:2]
+    out, flat = [], []
+    for _ in range(1000 * count):
+        if len(out) == count:
+            break
+        side = int(rng.integers(min(h, w) // 8, min(h, w) // 3))
+        y, x = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
+        crop = np.asarray(Image.fromarray(photo[y : y + side, x : x + side]).resize((32, 32), Image.Resampling.LANCZOS))
+        v = crop.astype(np.float64).ravel()
+        if v.std() < 20:
+            continue
+        v = (v - v.mean()) / np.linalg.norm(v - v.mean())
+        if distinct and flat and max(abs(float(v @ f)) for f in flat) > DISTINCT:
+            continue
+        out.append(crop)
+        flat.append(v)
+    if len(out) < count:
+        raise RuntimeError(f"only {len(out)} usable crops of {count}")
+    return np.stack(out)
+
+
+def _imageset(names, per_photo: int, seed: int, labelled: bool) -> ImageSet:
+    rng = np.random.default_rng(seed)
+    images = np.concatenate([_crops(_photo(name), per_photo, rng, labelled) for name in names])
+    labels = np.repeat(np.arange(len(names)), per_photo) if labelled else np.full(len(images), -1)
+    origin = np.stack([np.zeros(len(images), np.int64), np.arange(len(images), dtype=np.int64)], axis=1)
+    return ImageSet(images, labels.astype(np.int64), tuple(names) if labelled else (), ("skimage-data",),
+                    origin, ("file", "record"))
+
+
+def natural_private(per_photo: int = 10, seed: int = 0) -> ImageSet:
+    """``10 * per_photo`` labelled crops, one class per photo."""
+    return _imageset(PRIVATE_PHOTOS, per_photo, seed, labelled=True)
+
+
+def natural_public(per_photo: int = 256, seed: int = 1) -> ImageSet:
+    """``10 * per_photo`` unlabelled crops of other photos: the public patches."""
+    return _imageset(PUBLIC_PHOTOS, per_photo, seed, labelled=False)

@@ -1,0 +1,44 @@
+"""``instahide attack`` and ``instahide strength`` as a user runs them."""
+
+import json
+
+from tests.helpers import run_cli
+
+
+def test_strength_reports_the_embedded_release_broken_by_pool(tiny_release, tmp_path):
+    keys = tiny_release / "secret" / "keys.zarr"
+    result = run_cli("strength", str(tiny_release), "--keys", str(keys), "--out", str(tmp_path / "r"), "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["verdict"].startswith("broken by pool: ")
+    by_name = {a["attack"]: a for a in report["attacks"]}
+    assert set(by_name) == {"constant", "mean", "pairing", "pool", "graph"}
+    assert by_name["pool"]["recovered_share"] >= 0.95
+    assert by_name["constant"]["recovered_share"] == 0
+    assert 0 <= by_name["graph"]["pair_accuracy"] <= 1
+    assert (tmp_path / "r" / "strength.html").is_file() and (tmp_path / "r" / "pictures" / "pool.png").is_file()
+    again = run_cli("strength", str(tiny_release), "--keys", str(keys), "--out", str(tmp_path / "r"))
+    assert again.returncode == 2 and "--force" in again.stderr
+
+
+def test_attack_commands_write_valid_submissions(tiny_release, tmp_path):
+    for attack in ("pool", "graph"):
+        out = tmp_path / attack
+        result = run_cli("attack", attack, "--release", str(tiny_release), "--out", str(out), "--json")
+        assert result.returncode == 0, result.stderr
+        assert json.loads(result.stdout)["attack"] == attack
+        check = run_cli(str(out), "--release", str(tiny_release), module="verifier.cli")
+        assert check.returncode == 0, check.stderr
+
+
+def test_a_missing_release_is_one_line_and_exit_2(tmp_path):
+    result = run_cli("attack", "graph", "--release", str(tmp_path / "nowhere"), "--out", str(tmp_path / "s"))
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1 and "not a release" in result.stderr
+
+
+def test_generate_warns_about_the_embedded_private_set(tmp_path):
+    result = run_cli("generate", "--out", str(tmp_path / "r"), "--practice", "--seed", "w",
+                     "--n-private", "20", "--per-image", "2")
+    assert result.returncode == 0, result.stderr
+    assert "embedded demo data" in result.stderr
