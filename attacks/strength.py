@@ -14,22 +14,23 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import numpy as np
 
 from attacks.graph import graph_attack, pair_accuracy
 from attacks.pool import pool_attack
-from attacks.public import PublicRelease, magnitudes, open_public
+from attacks.public import PublicRelease, open_public
 from challenge import format as fmt
 from challenge.domain import to_uint8
 from challenge.errors import UsageError
 from challenge.imageset import ImageSet
 from challenge.preview import contact_sheet, save_png
-from verifier.baselines import pairing_blocks, write_submission
-from verifier.scoring import SUCCESS_SSIM, Scores, score, write_atomic
+from challenge.files import write_atomic
+from verifier.baselines import floor_blocks, pairing_blocks, write_submission
+from verifier.scoring import SUCCESS_SSIM, Scores, score
 
-__all__ = ["write_graph", "write_pool", "floor_blocks", "strength", "STRENGTH_JSON", "STRENGTH_HTML"]
+__all__ = ["write_graph", "write_pool", "strength", "STRENGTH_JSON", "STRENGTH_HTML"]
 
 STRENGTH_JSON = "strength.json"
 STRENGTH_HTML = "strength.html"
@@ -58,20 +59,6 @@ def write_pool(release: PublicRelease, pool: ImageSet, out: Path, force: bool = 
                      {"team": "instahide attack pool", "method": "best sign-invariant match in a known pool (attacks/pool.py)"},
                      force)
     return choice, similarity
-
-
-def floor_blocks(kind: str, release: PublicRelease, rows: int = 4096) -> Iterator[np.ndarray]:
-    """The trivial floors: ``constant`` (mid-grey everywhere) or ``mean`` (the per-pixel mean of
-    |encryption| over the release, clipped to the domain, for every row).  Kept here until
-    ``verifier.baselines`` offers them."""
-    lo, hi = release.expected.value_range
-    if kind == "constant":
-        image = np.full(fmt.IMAGE_SHAPE, (lo + hi) / 2, np.float32)
-    else:
-        total = sum(magnitudes(b, release.params).astype(np.float64).sum(axis=0) for b in release.encryption_blocks(rows))
-        image = np.clip(total / release.expected.n, lo, hi).astype(np.float32).reshape(fmt.IMAGE_SHAPE)
-    for a in range(0, release.expected.n, rows):
-        yield np.broadcast_to(image, (min(rows, release.expected.n - a), *fmt.IMAGE_SHAPE))
 
 
 @dataclass
@@ -113,10 +100,12 @@ def strength(release_path: Path, keys: Path, out: Path, pool: ImageSet | None = 
     truth = store["encryption/private_index"][:]
 
     runs: list[tuple[str, bool, Callable[[Path], dict]]] = [
-        ("constant", False, lambda d: _write(d, floor_blocks("constant", release, rows), release, "constant floor", force)),
-        ("mean", False, lambda d: _write(d, floor_blocks("mean", release, rows), release, "mean floor", force)),
+        ("constant", False, lambda d: _write(d, floor_blocks("constant", store, release.expected, rows), "uint8",
+                                             release, "constant floor: the best flat grey", force)),
+        ("mean", False, lambda d: _write(d, floor_blocks("mean", store, release.expected, rows), "uint8",
+                                         release, "mean floor: the mean private image", force)),
         ("pairing", False, lambda d: _write(d, pairing_blocks(store, release.encryption_blocks(rows), release.expected, rows),
-                                            release, "key-given pairing baseline", force)),
+                                            "float32", release, "key-given pairing baseline", force)),
     ]
     if pool is not None:
         runs.append(("pool", True, lambda d: (write_pool(release, pool, d, force, rows), {"pool_size": len(pool)})[1]))
@@ -146,8 +135,8 @@ def strength(release_path: Path, keys: Path, out: Path, pool: ImageSet | None = 
     return report
 
 
-def _write(folder: Path, blocks, release: PublicRelease, method: str, force: bool) -> dict:
-    write_submission(folder, blocks, release.expected, "float32", {"team": "instahide strength", "method": method}, force)
+def _write(folder: Path, blocks, dtype: str, release: PublicRelease, method: str, force: bool) -> dict:
+    write_submission(folder, blocks, release.expected, dtype, {"team": "instahide strength", "method": method}, force)
     return {}
 
 
