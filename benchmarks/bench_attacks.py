@@ -109,14 +109,14 @@ def main() -> int:
           f"[{seconds:.1f} s] (target >= 0.95)  baseline |pixels| correlation: recovered share "
           f"{base['recovered_share']:.2f}, Max_SSIM {base['Max_SSIM']:.3f}")
 
-    wall, rss = timed(["challenge.cli", "strength", str(default), "--keys", str(default / "secret" / "keys.zarr"),
+    wall, rss = timed(["commands.main", "strength", str(default), "--keys", str(default / "secret" / "keys.zarr"),
                        "--out", str(work / "report"), "--force"])
     print(f"strength, 5,000 encryptions: {wall:.1f} s, peak RSS {rss:.0f} MB (target < 120 s)")
     if args.big:
         big = work / "big"
         generate(big, Params(n_private=1000, per_image=50, domain="positive"), SEED, natural_private(per_photo=100),
                  public)
-        wall, rss = timed(["challenge.cli", "attack", "graph", "--release", str(big), "--out", str(work / "sub-big")])
+        wall, rss = timed(["commands.main", "attack", "graph", "--release", str(big), "--out", str(work / "sub-big")])
         print(f"graph, 50,000 encryptions: {wall:.1f} s, peak RSS {rss:.0f} MB (target < 4,096 MB)")
     return 0
 

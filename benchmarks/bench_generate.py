@@ -30,7 +30,7 @@ def folder_bytes(path: Path) -> int:
 def run_generate(out: Path, cache: Path, *extra: str) -> tuple[float, int, int]:
     """(seconds, bytes written, peak RSS bytes) of one generate run in a fresh process."""
     env = dict(os.environ, NUMBA_CACHE_DIR=str(cache))
-    command = [sys.executable, "-c", "import sys; from challenge.cli import main; sys.exit(main())",
+    command = [sys.executable, "-c", "import sys; from commands.main import main; sys.exit(main())",
                "generate", "--out", str(out), "--seed", SEED, *extra]
     start = time.perf_counter()
     pid = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL).pid

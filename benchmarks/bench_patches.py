@@ -37,7 +37,7 @@ from generator.patches import (  # noqa: E402
     load_patch_bank,
     load_resized,
 )
-from generator.sources import walk_image_files  # noqa: E402
+from generator.images import walk_image_files  # noqa: E402
 
 SEED = b"benchmark-seed"
 CROPS = 2

@@ -42,7 +42,7 @@ def timed(args: list[str], env: dict | None = None) -> tuple[float, float, str]:
 
 
 def verify(submission: Path, release: Path, env: dict | None = None) -> tuple[float, float, dict]:
-    wall, rss, out = timed(["verifier.cli", str(submission), "--release", str(release),
+    wall, rss, out = timed(["commands.verify", str(submission), "--release", str(release),
                             "--keys", str(release / "secret" / "keys.zarr"), "--json"], env)
     return wall, rss, json.loads(out)["scores"]
 
@@ -66,9 +66,9 @@ def main() -> int:
     try:
         print(f"cores: {os.cpu_count()}, work folder: {work}")
         small = work / "release-5k"
-        wall, _, _ = timed(["challenge.cli", "generate", "--out", str(small), "--seed", SEED])
+        wall, _, _ = timed(["commands.main", "generate", "--out", str(small), "--seed", SEED])
         print(f"generate 5,000 encryptions         {wall:8.2f} s")
-        timed(["challenge.cli", "baseline", "blind", "--release", str(small), "--out", str(work / "blind-5k")])
+        timed(["commands.main", "baseline", "blind", "--release", str(small), "--out", str(work / "blind-5k")])
         env = {**os.environ, "NUMBA_CACHE_DIR": str(work / "numba-cache")}
         for label in ("verify 5k float32, cold numba cache", "verify 5k float32, warm numba cache"):
             wall, rss, scores = verify(work / "blind-5k", small, env)
@@ -78,11 +78,11 @@ def main() -> int:
             big = args.million
             if big is None:
                 big = work / "release-1m"
-                wall, rss, _ = timed(["challenge.cli", "generate", "--out", str(big), "--seed", SEED,
+                wall, rss, _ = timed(["commands.main", "generate", "--out", str(big), "--seed", SEED,
                                       "--n-private", "100", "--per-image", "10000"])
                 print(f"generate 1,000,000 encryptions     {wall:8.2f} s  peak RSS {rss:7.0f} MB")
             n = json.loads((big / "public" / "manifest.json").read_text())["n_encryptions"]
-            wall, _, _ = timed(["challenge.cli", "baseline", "oracle", "--keys", str(big / "secret" / "keys.zarr"),
+            wall, _, _ = timed(["commands.main", "baseline", "oracle", "--keys", str(big / "secret" / "keys.zarr"),
                                 "--out", str(work / "oracle-1m")], env)
             size = (work / "oracle-1m" / "decryption.npy").stat().st_size
             print(f"oracle baseline, uint8 ({size / 1e9:.2f} GB)    {wall:8.2f} s")

@@ -7,12 +7,12 @@ In the spirit of the 2020 InstaHide challenge: every image is resized so its sho
 Rules (each changes which bytes end up in the bank, so they are part of the format):
 
 * Files: every file under ``public_dir`` with an image extension
-  (:data:`generator.sources.IMAGE_EXTENSIONS`), walked without following symlinked directories,
+  (:data:`generator.images.IMAGE_EXTENSIONS`), walked without following symlinked directories,
   hidden entries ignored, sorted by relative POSIX path.  File index = position in that list.
 * Decode and resize (:func:`load_resized`): JPEGs are decoded with Pillow's ``draft()`` at the
   largest DCT reduction that keeps both sides at least twice the target (Pillow's own
   ``reducing_gap=2`` idea, so the final filter still anti-aliases), converted to 8-bit RGB by
-  :func:`generator.sources.to_rgb8` (grey replicated, 16-bit scaled by 1/257, palette expanded,
+  :func:`generator.images.to_rgb8` (grey replicated, 16-bit scaled by 1/257, palette expanded,
   alpha dropped; counted as ``converted_<MODE>``), then resized with LANCZOS so the short side is
   40 px (long side ``long * 40 / short`` rounded half up).
 * Crops: ``crops_per_image`` distinct top-left corners per file, each drawn as
@@ -43,7 +43,7 @@ Rules (each changes which bytes end up in the bank, so they are part of the form
   gives almost none either, as with SIFT itself.
 * Unreadable files (corrupt, truncated, not an image, not a regular file when read) are skipped;
   their indices are stored in the ``unreadable`` array and counted in ``notes["unreadable"]``.
-  Oversized images (the caps of :func:`generator.sources.check_image_size`: too many pixels, or
+  Oversized images (the caps of :func:`generator.images.check_image_size`: too many pixels, or
   an aspect ratio beyond 16) are skipped the same way and also counted in
   ``notes["skipped_oversized"]``.
 
@@ -86,7 +86,7 @@ from PIL import Image
 
 from challenge.files import check_tree
 from challenge.imageset import ImageSet
-from generator.sources import (
+from generator.images import (
     DECODE_ERRORS,
     MAX_ARRAY_BYTES,
     ImageTooLarge,

@@ -65,63 +65,50 @@ import io
 import os
 import pickle
 import re
-import struct
+import tempfile
 import zipfile
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
-from challenge.errors import UsageError
 from challenge.files import open_regular, read_bytes, read_text
 from challenge.imageset import ImageSet
+from generator.default_data import default_private, default_public
+from generator.images import (
+    DECODE_ERRORS,
+    IMAGE_EXTENSIONS,
+    MAX_ARRAY_BYTES,
+    SIZE,
+    ImageTooLarge,
+    SourceError,
+    count_note,
+    read_image_rgb8,
+    resize_center_crop,
+    walk_image_files,
+)
+from generator.patches import build_patch_bank, load_patch_bank
 
 __all__ = [
-    "IMAGE_EXTENSIONS",
-    "ImageTooLarge",
-    "MAX_ARRAY_BYTES",
-    "MAX_ASPECT_RATIO",
+    "DEFAULT_BANK_SEED",
     "MAX_BATCH_BYTES",
-    "MAX_IMAGE_PIXELS",
-    "open_image",
     "RestrictedUnpickler",
     "SourceError",
+    "bank_seed",
     "detect_layout",
     "load_private",
     "load_public",
-    "read_image_rgb8",
-    "resize_center_crop",
-    "to_rgb8",
-    "walk_image_files",
+    "load_sources",
 ]
 
 CIFAR_PIXELS = 3072
-SIZE = 32
+DEFAULT_BANK_SEED = "instahide-patches-v1"
 
-# Caps on what an untrusted data set may make this tool read or allocate (see the module doc).
-MAX_ARRAY_BYTES = 2_000_000 * CIFAR_PIXELS  # one .npy array: 2M 32x32 images, more than ImageNet's 1.28M
+# Caps on what an untrusted data set may make this tool read or allocate (see the module doc;
+# MAX_ARRAY_BYTES and the image caps are in generator.images).
 MAX_BATCH_BYTES = 256 << 20  # one CIFAR batch file (CIFAR-100's train is 155 MB)
 MAX_NAMES_BYTES = 1 << 20  # a class-name text file
-MAX_IMAGE_PIXELS = 1 << 26  # decoded size of one image file (67 MP); Pillow warns from 89 MP
-MAX_ASPECT_RATIO = 16  # long side / short side; resized, at most 32 x 512 (private) or 40 x 640 (patches)
-
-#: Extensions read as images (lower-case).  A fixed list, not Pillow's registry, so the set of
-#: files read does not change with the Pillow version.
-IMAGE_EXTENSIONS = frozenset(
-    ".jpg .jpeg .jpe .jfif .png .bmp .dib .gif .tif .tiff .webp .ppm .pgm .pbm .pnm .tga "
-    ".qoi .pcx .sgi .ras .jp2 .j2k .avif".split()
-)
 
 _ARCHIVE_DIRS = ("cifar-10-batches-bin", "cifar-100-binary", "cifar-10-batches-py", "cifar-100-python")
-
-
-class SourceError(UsageError):
-    """A user's data set is not what its layout requires; the message names file, field, expectation."""
-
-
-class ImageTooLarge(ValueError):
-    """An image file whose decoded or resized size exceeds the caps: skipped and counted."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -193,8 +180,6 @@ def load_public(path: str | os.PathLike) -> ImageSet:
     (N, 32, 32, 3) uint8.  Labels are -1."""
     p = Path(path)
     if p.is_dir():
-        from generator.patches import load_patch_bank  # patches imports this module
-
         return load_patch_bank(p)
     if not os.path.lexists(p):
         raise SourceError(f"{p}: no such file or directory")
@@ -569,112 +554,6 @@ def _load_npy_pair(d: Path) -> ImageSet:
     return ImageSet(np.ascontiguousarray(images), labels, names, ("images.npy",), origin, ("file", "record"))
 
 
-# --------------------------------------------------------------------------------------------
-# Image files (shared with the patch bank)
-
-
-def walk_image_files(root: Path, notes: dict[str, int]) -> list[str]:
-    """Relative POSIX paths of image files under ``root``, sorted; never follows symlinked dirs."""
-    out: list[str] = []
-    stack = [("", root)]
-    while stack:
-        rel, d = stack.pop()
-        try:
-            entries = list(os.scandir(d))
-        except OSError as e:
-            raise SourceError(f"{d}: cannot list directory ({e.strerror})") from None
-        for e in entries:
-            r = f"{rel}{e.name}"
-            try:
-                if e.name.startswith("."):
-                    _count(notes, "ignored_hidden")
-                elif e.is_dir(follow_symlinks=False):
-                    stack.append((r + "/", Path(e.path)))
-                elif e.is_symlink() and os.path.isdir(e.path):
-                    _count(notes, "skipped_symlinked_dirs")
-                elif not e.is_file():
-                    _count(notes, "ignored_not_regular")
-                elif os.path.splitext(e.name)[1].lower() in IMAGE_EXTENSIONS:
-                    out.append(r)
-                else:
-                    _count(notes, "ignored_non_image_files")
-            except OSError:  # a symlink loop, a link into a folder we may not read
-                _count(notes, "skipped_unreadable_entries")
-    out.sort()
-    return out
-
-
-def _count(notes: dict[str, int], key: str, k: int = 1) -> None:
-    notes[key] = notes.get(key, 0) + k
-
-
-def to_rgb8(im: Image.Image) -> tuple[Image.Image, str | None]:
-    """8-bit RGB version of ``im`` and the original mode if a conversion happened (see module doc)."""
-    mode = im.mode
-    if mode == "RGB":
-        return im, None
-    if mode.startswith("I;16") or mode == "I":
-        a = np.asarray(im).astype(np.int64)
-        a = ((np.clip(a, 0, 65535) * 255 + 32767) // 65535).astype(np.uint8)
-        return Image.fromarray(a, "L").convert("RGB"), mode
-    if mode in ("LA", "PA", "La"):
-        im = im.convert("RGBA")
-    return im.convert("RGB"), mode
-
-
-def check_image_size(size: tuple[int, int], path) -> None:
-    """Refuse (:class:`ImageTooLarge`) what decoding or resizing would make enormous."""
-    w, h = size
-    if w * h > MAX_IMAGE_PIXELS:
-        raise ImageTooLarge(f"{path}: {w} x {h} px, more than {MAX_IMAGE_PIXELS:,} pixels")
-    if max(w, h) > MAX_ASPECT_RATIO * min(w, h):
-        raise ImageTooLarge(f"{path}: {w} x {h} px, a long side more than {MAX_ASPECT_RATIO} times the short one")
-
-
-@contextmanager
-def open_image(path: str | os.PathLike):
-    """Pillow image of the regular file ``path``, its header size checked before any decoding."""
-    with open_regular(path) as f, Image.open(f) as im:
-        check_image_size(im.size, path)
-        yield im
-
-
-def read_image_rgb8(path: str | os.PathLike) -> tuple[Image.Image, str | None]:
-    """Decode ``path`` fully to 8-bit RGB; raise OSError-like errors for unreadable files and
-    :class:`ImageTooLarge` for oversized ones.
-
-    Returns (image, original mode if converted else None).
-    """
-    with open_image(path) as im:
-        im.load()
-        rgb, converted = to_rgb8(im)
-        if rgb is im:
-            rgb = im.copy()
-    return rgb, converted
-
-
-#: Errors a malformed image file can raise while decoding (Pillow plugins are not uniform).
-DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, IndexError, TypeError, KeyError,
-                 ZeroDivisionError, Image.DecompressionBombError, struct.error)
-
-
-def scaled_size(w: int, h: int, short: int) -> tuple[int, int]:
-    """(w, h) scaled so the short side is ``short``; long side rounded half up, at least ``short``."""
-    if w <= h:
-        return short, max(short, (2 * h * short + w) // (2 * w))
-    return max(short, (2 * w * short + h) // (2 * h)), short
-
-
-def resize_center_crop(im: Image.Image, size: int = SIZE) -> np.ndarray:
-    """Short side to ``size`` with LANCZOS (skipped if already size x size), then centre crop."""
-    if im.size != (size, size):
-        im = im.resize(scaled_size(*im.size, size), Image.Resampling.LANCZOS)
-    w, h = im.size
-    left, top = (w - size) // 2, (h - size) // 2
-    a = np.asarray(im)[top : top + size, left : left + size]
-    return np.ascontiguousarray(a, dtype=np.uint8)
-
-
 def _load_image_folder(root: Path) -> ImageSet:
     notes: dict[str, int] = {}
     classes = []
@@ -684,9 +563,9 @@ def _load_image_folder(root: Path) -> ImageSet:
         if e.is_dir(follow_symlinks=False):
             classes.append(e.name)
         elif e.is_symlink() and os.path.isdir(e.path):
-            _count(notes, "skipped_symlinked_dirs")
+            count_note(notes, "skipped_symlinked_dirs")
         else:
-            _count(notes, "ignored_top_level_files")
+            count_note(notes, "ignored_top_level_files")
     if not classes:
         raise SourceError(f"{root}: image folder: expected one subfolder per class, found none")
     images, labels, files = [], [], []
@@ -701,13 +580,13 @@ def _load_image_folder(root: Path) -> ImageSet:
                 im, converted = read_image_rgb8(root / cls / rel)
                 arr = resize_center_crop(im)
             except ImageTooLarge:
-                _count(notes, "skipped_oversized")
+                count_note(notes, "skipped_oversized")
                 continue
             except DECODE_ERRORS:
-                _count(notes, "skipped_unreadable")
+                count_note(notes, "skipped_unreadable")
                 continue
             if converted:
-                _count(notes, f"converted_{converted}")
+                count_note(notes, f"converted_{converted}")
             images.append(arr)
             labels.append(label)
             files.append(f"{cls}/{rel}")
@@ -719,3 +598,32 @@ def _load_image_folder(root: Path) -> ImageSet:
     origin = np.stack([np.arange(n, dtype=np.int64), np.zeros(n, np.int64)], axis=1)
     return ImageSet(np.stack(images), np.asarray(labels, np.int64), tuple(classes), tuple(files),
                     origin, ("file", "record"), notes)
+
+
+# --------------------------------------------------------------------------------------------
+# The sources of a release, as generate (and reproduce) load them
+
+
+def load_sources(private_path: Path | None, public_path: Path | None, params):
+    """The private set and (when the mode uses one) the public bank; embedded data by default."""
+    private = load_private(private_path) if private_path is not None else default_private()
+    if not params.k_public:
+        return private, None
+    if public_path is None:
+        return private, default_public()
+    if public_path.is_dir() and not (public_path / "zarr.json").is_file():
+        return private, _bank_from_folder(public_path)
+    return private, load_public(public_path)
+
+
+def _bank_from_folder(folder: Path) -> ImageSet:
+    """Build a patch bank of an image folder with the default settings, in a temporary place."""
+    with tempfile.TemporaryDirectory(prefix="instahide-bank-") as tmp:
+        bank = Path(tmp) / "bank.zarr"
+        build_patch_bank(folder, bank, seed=bank_seed(DEFAULT_BANK_SEED))
+        return load_public(bank)
+
+
+def bank_seed(text: str) -> bytes:
+    """Crop positions are public: the bank seed only makes them reproducible, it guards nothing."""
+    return text.encode()

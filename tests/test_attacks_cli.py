@@ -27,7 +27,7 @@ def test_attack_commands_write_valid_submissions(tiny_release, tmp_path):
         result = run_cli("attack", attack, "--release", str(tiny_release), "--out", str(out), "--json")
         assert result.returncode == 0, result.stderr
         assert json.loads(result.stdout)["attack"] == attack
-        check = run_cli(str(out), "--release", str(tiny_release), module="verifier.cli")
+        check = run_cli(str(out), "--release", str(tiny_release), module="commands.verify")
         assert check.returncode == 0, check.stderr
 
 

@@ -11,7 +11,7 @@ import zarr
 from PIL import Image
 
 from challenge import format as fmt
-from challenge.cli import main
+from commands.main import main
 from challenge.params import Params
 from generator.release import generate
 from tests.helpers import SEED, run_cli

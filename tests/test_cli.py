@@ -55,7 +55,7 @@ def test_unwritable_output_is_a_clear_error(tmp_path):
 
 def test_an_os_error_is_exit_2_in_one_line(capsys):
     """Read-only folders, full disks and permissions are the environment's answer, not a bug."""
-    from challenge.cli import OneLineParser, run
+    from commands.common import OneLineParser, run
 
     def refuse(args):
         raise PermissionError(13, "Permission denied", "/somewhere/out")

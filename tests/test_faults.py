@@ -26,7 +26,7 @@ SMALL = ["--n-private", "20", "--per-image", "50", "--chunk", "128", "--seed",
 
 
 def generate_argv(out):
-    return [sys.executable, "-m", "challenge.cli", "generate", "--out", str(out), "--force", *SMALL]
+    return [sys.executable, "-m", "commands.main", "generate", "--out", str(out), "--force", *SMALL]
 
 
 def is_complete(out):
@@ -119,7 +119,7 @@ def _in_private_tmpfs(tmp_path, options: str, *args: str) -> subprocess.Complete
     mnt = tmp_path / "mnt"
     mnt.mkdir()
     script = f'mount -t tmpfs -o {options} tmpfs "{mnt}" || exit 99; "$@"; rc=$?; echo "--- contents:"; ls -A "{mnt}"; exit $rc'
-    command = ["unshare", "-m", "sh", "-c", script, "sh", sys.executable, "-m", "challenge.cli", *args]
+    command = ["unshare", "-m", "sh", "-c", script, "sh", sys.executable, "-m", "commands.main", *args]
     try:
         result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     except FileNotFoundError:
@@ -150,7 +150,7 @@ def test_read_only_output_folder_gives_a_clear_error(tmp_path):
 
 
 def test_concurrent_audits_of_one_release_do_not_interfere(tiny_release):
-    processes = [subprocess.Popen([sys.executable, "-m", "challenge.cli", "audit", str(tiny_release), "--json"],
+    processes = [subprocess.Popen([sys.executable, "-m", "commands.main", "audit", str(tiny_release), "--json"],
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(3)]
     results = [p.communicate(timeout=300) for p in processes]
     assert [p.returncode for p in processes] == [0, 0, 0], results
@@ -163,7 +163,7 @@ def test_concurrent_verify_runs_on_one_release_do_not_interfere(tiny_release, tm
     submission = tmp_path / "oracle"
     assert run_cli("baseline", "oracle", "--keys", str(keys), "--out", str(submission)).returncode == 0
     outs = [tmp_path / "a", tmp_path / "b", tmp_path / "shared", tmp_path / "shared"]
-    processes = [subprocess.Popen([sys.executable, "-m", "verifier.cli", str(submission), "--keys", str(keys),
+    processes = [subprocess.Popen([sys.executable, "-m", "commands.verify", str(submission), "--keys", str(keys),
                                    "--release", str(tiny_release), "--out", str(out), "--json"],
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for out in outs]
     results = [p.communicate(timeout=300) for p in processes]

@@ -29,7 +29,7 @@ SLOW_ARGS = ["--n-private", "20", "--per-image", "50", "--chunk", "64", "--seed"
 
 
 def cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "challenge.cli", *args]
+    return [sys.executable, "-m", "commands.main", *args]
 
 
 def one_line_error(result) -> bool:
@@ -85,7 +85,7 @@ def rename(a, b):
         os.kill(os.getpid(), signal.SIGKILL)
     real(a, b)
 release.os.rename = rename
-from challenge.cli import main
+from commands.main import main
 sys.argv = ["instahide", *sys.argv[2:]]
 sys.exit(main())
 """

@@ -16,7 +16,7 @@ import pytest
 import zarr
 
 from challenge import format as fmt
-from challenge.cli import main
+from commands.main import main
 from tests.helpers import run_cli
 from verifier.audit import audit
 
@@ -36,7 +36,7 @@ def _limit_memory():
     resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))
 
 
-def cli(*args, timeout=60, env=None, module="challenge.cli"):
+def cli(*args, timeout=60, env=None, module="commands.main"):
     """The CLI in a subprocess, killed after ``timeout`` s (a hang inside a library thread is out
     of reach of a SIGALRM watchdog) and capped at 3 GB (an endless read fails instead of swapping)."""
     try:
@@ -130,7 +130,7 @@ STORES = {
 def test_hostile_key_store_never_hangs(release, tmp_path, case):
     damage, file, words = STORES[case]
     damage(keys(release))
-    one_line_error(cli(tmp_path, "--keys", keys(release), module="verifier.cli"), file, words)
+    one_line_error(cli(tmp_path, "--keys", keys(release), module="commands.verify"), file, words)
     one_line_error(cli("inspect", release, "--keys", keys(release), "--sheet", tmp_path / "s.png"), file, words)
     result = cli("audit", release)
     assert result.returncode == 3 and file in result.stdout and words in result.stdout, result.stdout
@@ -178,7 +178,7 @@ def test_index_out_of_range_is_refused_when_the_store_is_opened(release, tmp_pat
                           name, row, allowed)
     assert str(value) in line
     assert not (tmp_path / "oracle").exists()
-    one_line_error(cli(tmp_path, "--keys", keys(release), module="verifier.cli"), name, row, allowed)
+    one_line_error(cli(tmp_path, "--keys", keys(release), module="commands.verify"), name, row, allowed)
     found = audit(release, keys(release)).findings  # audit reports it as a finding, row by row
     assert any(name in f.file for f in found), [f.line() for f in found]
 
@@ -222,7 +222,7 @@ def _in_private_tmpfs(tmp_path, options, *args):
     mnt = tmp_path / "mnt"
     mnt.mkdir()
     script = f'mount -t tmpfs -o {options} tmpfs "{mnt}" || exit 99; "$@"; rc=$?; echo "--- contents:"; ls -A "{mnt}"; exit $rc'
-    command = ["unshare", "-m", "sh", "-c", script, "sh", sys.executable, "-m", "challenge.cli", *map(str, args)]
+    command = ["unshare", "-m", "sh", "-c", script, "sh", sys.executable, "-m", "commands.main", *map(str, args)]
     try:
         result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     except FileNotFoundError:
@@ -280,7 +280,7 @@ def test_unwritable_home_and_read_only_package_still_run(tmp_path):
     env = {**os.environ, "HOME": "/proc/no-such-home", "TMPDIR": str(tmp)}
     env.pop("NUMBA_CACHE_DIR", None)
     env.pop("XDG_CACHE_HOME", None)
-    command = ["unshare", "-m", "sh", "-c", script, "sh", sys.executable, "-m", "challenge.cli",
+    command = ["unshare", "-m", "sh", "-c", script, "sh", sys.executable, "-m", "commands.main",
                "generate", "--out", str(tmp_path / "r"), "--n-private", "20", "--per-image", "5", "--practice", "--seed", "ab" * 32]
     try:
         result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)

@@ -17,7 +17,7 @@ import pytest
 import zarr
 from PIL import Image
 
-from generator import sources
+from generator import images, sources
 from generator.patches import build_patch_bank, load_patch_bank, load_resized
 from challenge.errors import UsageError
 from generator.sources import load_private, load_public
@@ -250,13 +250,13 @@ def test_extreme_aspect_ratio_is_skipped_and_counted(tmp_path, size):
     assert (folder / "cls" / "1.png").stat().st_size < 10_000
     loaded = load_private(folder)
     assert len(loaded) == 1 and loaded.notes["skipped_oversized"] == 1
-    with pytest.raises(sources.ImageTooLarge, match="1.png"):
+    with pytest.raises(images.ImageTooLarge, match="1.png"):
         load_resized(folder / "cls" / "1.png")
 
 
 def test_too_many_pixels_is_skipped_before_decoding(tmp_path, monkeypatch):
     folder = image_folder(tmp_path / "imgs", [(40, 40), (300, 300)])
-    monkeypatch.setattr(sources, "MAX_IMAGE_PIXELS", 200 * 200)
+    monkeypatch.setattr(images, "MAX_IMAGE_PIXELS", 200 * 200)
     loaded = load_private(folder)
     assert len(loaded) == 1 and loaded.notes["skipped_oversized"] == 1
 
@@ -285,7 +285,7 @@ def test_a_fifo_swapped_in_after_the_walk_is_unreadable_not_a_hang(tmp_path):
     fifo = tmp_path / "late.png"
     os.mkfifo(fifo)
     with pytest.raises(UsageError):
-        sources.read_image_rgb8(fifo)
+        images.read_image_rgb8(fifo)
     with pytest.raises(UsageError):
         load_resized(fifo)
 

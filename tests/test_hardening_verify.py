@@ -18,11 +18,11 @@ import numpy as np
 import pytest
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 
-from challenge import cli as instahide
+from commands import main as instahide
 from challenge.format import open_key_store
 from generator.release import generate
 from tests.helpers import SEED, TINY, run_cli
-from verifier import cli as verify_cli
+from commands import verify as verify_cli
 from verifier.baselines import KINDS, write_baseline
 from verifier.scoring import score
 from verifier.submission import Expected
@@ -70,7 +70,7 @@ def one_line_error(err: str) -> bool:
 
 # --- 1. untrusted submission files ----------------------------------------------------------------
 
-def run_bounded(*args: str, module: str = "verifier.cli") -> subprocess.CompletedProcess:
+def run_bounded(*args: str, module: str = "commands.verify") -> subprocess.CompletedProcess:
     """Run the CLI with 60 s and 2 GB of heap at most: an endless read fails the test, not the machine.
     (A watchdog signal cannot stop a read of /dev/zero: it never returns to Python.)"""
     def limit():
@@ -153,12 +153,12 @@ def test_non_utf8_folder_name_is_shown_escaped(oracle, tiny_release, tmp_path):
     sub = os.fsdecode(raw)
     keys = str(keys_of(tiny_release))
     result = run_cli(sub, "--keys", keys, "--release", str(tiny_release), "--json", "--out",
-                     str(tmp_path / "scores"), module="verifier.cli")
+                     str(tmp_path / "scores"), module="commands.verify")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert all_text_valid(report) and report["submission"].endswith("sub\\xff\\x1b[31m")
     result = run_cli(sub, "--keys", keys, "--release", str(tiny_release), "--out", str(tmp_path / "s2"),
-                     module="verifier.cli")
+                     module="commands.verify")
     assert result.returncode == 0 and "sub\\xff" in result.stdout and "\x1b" not in result.stdout
     board = tmp_path / "board"
     result = run_cli("leaderboard", sub, str(tmp_path / "missing"), "--keys", keys, "--release", str(tiny_release),
@@ -357,10 +357,10 @@ def test_read_only_or_full_disk_leaves_nothing(oracle, tiny_release, tmp_path, o
     if command == "verify" and options.startswith("size"):
         pytest.skip("the scores files fit in any disk that holds a folder")
     module, args = {
-        "verify": ("verifier.cli", (str(oracle), "--keys", keys, "--release", str(tiny_release), "--out", out)),
-        "leaderboard": ("challenge.cli", ("leaderboard", str(oracle), "--keys", keys, "--release", str(tiny_release),
+        "verify": ("commands.verify", (str(oracle), "--keys", keys, "--release", str(tiny_release), "--out", out)),
+        "leaderboard": ("commands.main", ("leaderboard", str(oracle), "--keys", keys, "--release", str(tiny_release),
                                           "--out", out)),
-        "baseline": ("challenge.cli", ("baseline", "noise", "--release", str(tiny_release), "--out", out)),
+        "baseline": ("commands.main", ("baseline", "noise", "--release", str(tiny_release), "--out", out)),
     }[command]
     result = in_private_tmpfs(tmp_path, options, module, *args)
     stderr = result.stderr.strip()

@@ -14,7 +14,7 @@ import pytest
 import zarr
 
 from challenge import format as fmt
-from challenge.cli import main
+from commands.main import main
 from verifier.audit import audit
 
 MARKER = "pwned"

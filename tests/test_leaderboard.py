@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from challenge import cli as instahide
+from commands import main as instahide
 from challenge.format import open_key_store
 from verifier import leaderboard
 from verifier.baselines import blind, write_baseline

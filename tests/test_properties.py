@@ -7,7 +7,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from challenge.cli import main
+from commands.main import main
 from challenge.params import MODES, Params, lambda_acceptance
 
 # derandomize: CI runs the same examples every time, so main stays green or fails for a reason

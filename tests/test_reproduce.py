@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 
 from challenge import format as fmt
-from challenge.cli import main
+from commands.main import main
 from challenge.errors import UsageError
 from generator.default_data import default_private, default_public
 from generator.release import generate
 from tests.helpers import TINY, run_cli
-from verifier.reproduce import reproduce
+from commands.release import reproduce
 
 TINY_ARGS = ["--n-private", "20", "--per-image", "5"]
 

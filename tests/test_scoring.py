@@ -191,7 +191,7 @@ def test_cli_writes_scores_and_leaves_release_alone(oracle, tiny_release, tmp_pa
 
 def test_concurrent_runs_do_not_interfere(oracle, tiny_release, tmp_path):
     keys = str(tiny_release / "secret" / "keys.zarr")
-    runs = [subprocess.Popen([sys.executable, "-m", "verifier.cli", str(oracle), "--keys", keys, "--out",
+    runs = [subprocess.Popen([sys.executable, "-m", "commands.verify", str(oracle), "--keys", keys, "--out",
                               str(tmp_path / str(i)), "--json"], stdout=subprocess.PIPE, text=True) for i in range(3)]
     reports = [json.loads(run.communicate(timeout=300)[0]) for run in runs]
     assert all(run.returncode == 0 for run in runs)

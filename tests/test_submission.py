@@ -220,11 +220,11 @@ def test_tally_kernel_matches_numpy():
 
 def test_console_script_exit_codes(tmp_path, tiny_release):
     folder = make(tmp_path, np.zeros((N, 3, 32, 32), np.float32))
-    bad = run_cli(str(folder), "--release", str(tiny_release), module="verifier.cli")
+    bad = run_cli(str(folder), "--release", str(tiny_release), module="commands.verify")
     assert bad.returncode == 2 and "NCHW" in bad.stderr and "Traceback" not in bad.stderr
     np.save(folder / "decryption.npy", good())
-    ok = run_cli(str(folder), "--release", str(tiny_release), module="verifier.cli")
+    ok = run_cli(str(folder), "--release", str(tiny_release), module="commands.verify")
     assert ok.returncode == 0 and "valid, not scored" in ok.stdout
-    usage = run_cli(str(folder), "--rows", "0", module="verifier.cli")
+    usage = run_cli(str(folder), "--rows", "0", module="commands.verify")
     assert usage.returncode == 2 and len(usage.stderr.strip().splitlines()) == 1
     assert os.listdir(folder) == ["decryption.npy"]

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 from PIL import Image
@@ -20,8 +22,7 @@ from PIL import Image
 from challenge import format as fmt
 from challenge.errors import UsageError
 from challenge.imageset import ImageSet
-from generator.cli import load_sources
-from generator.release import generate
+from challenge.params import Params
 from verifier.audit import json_get, open_npy, read_png, rows_differ, safe_name
 
 
@@ -51,36 +52,66 @@ def check_sources(manifest: dict, given: dict[str, tuple[ImageSet | None, str]])
             )
 
 
-def reproduce(release: Path, keys: Path, private: Path | None = None, public: Path | None = None,
-              work: Path | None = None) -> tuple[dict, list[Difference]]:
-    """Regenerate and compare; returns the published manifest and every difference found."""
+@dataclass(frozen=True)
+class Published:
+    """A published release and its key store, as reproduce reads them before regenerating."""
+
+    path: Path
+    keys: Path
+    manifest: dict
+    params: Params
+    store: fmt.KeyStore
+
+    @property
+    def seed(self) -> bytes:
+        return self.store.read("seed").tobytes()
+
+    @property
+    def practice(self) -> bool:
+        return json_get(self.manifest, "seed", "kind") == "practice"
+
+
+def open_published(release: Path, keys: Path) -> Published:
+    """The manifest, its parameters and the key store: what regenerating the release needs."""
     release, keys = Path(release), Path(keys)
-    if work is not None and not Path(work).is_dir():
-        raise UsageError(f"--work {work}: not a folder")
-    where = f"--work {work}" if work is not None else f"the temporary folder {tempfile.gettempdir()}"
     manifest = fmt.read_json(release / fmt.PUBLIC_DIR / fmt.MANIFEST_FILE)
     params = fmt.read_params(manifest.get("params"), f"{release}/{fmt.PUBLIC_DIR}/{fmt.MANIFEST_FILE}: params")
-    store = fmt.open_key_store(keys)
-    seed = store.read("seed").tobytes()
-    private_set, public_set = load_sources(private, public, params)  # exactly as generate loads them
-    check_sources(manifest, {"private": (private_set, private or "(embedded data)"),
-                             "public": (public_set, public or "(embedded data)")})
-    practice = json_get(manifest, "seed", "kind") == "practice"
+    return Published(release, keys, manifest, params, fmt.open_key_store(keys))
+
+
+def check_work(work: Path | None) -> None:
+    """``--work`` must be a folder; checked before anything is loaded."""
+    if work is not None and not Path(work).is_dir():
+        raise UsageError(f"--work {work}: not a folder")
+
+
+def _where(work: Path | None) -> str:
+    return f"--work {work}" if work is not None else f"the temporary folder {tempfile.gettempdir()}"
+
+
+@contextmanager
+def scratch_folder(work: Path | None) -> Iterator[Path]:
+    """A temporary folder for the regenerated release (in ``work`` if given), removed afterwards."""
     try:
         tmp = Path(tempfile.mkdtemp(prefix="instahide-reproduce-", dir=work))
     except OSError as e:
-        raise UsageError(f"{where}: cannot create the folder for the regenerated release ({e.strerror or e})") from None
+        raise UsageError(f"{_where(work)}: cannot create the folder for the regenerated release ({e.strerror or e})") from None
     try:
-        again = tmp / "release"
-        try:
-            generate(again, params, seed, private_set, public_set, practice=practice)
-        except UsageError as e:  # a full or read-only disk: say which option chose it
-            raise UsageError(f"{where}: regenerating the release failed: {e}") from None
-        differences = compare_public(release, again)
-        differences += compare_keys(store, fmt.open_key_store(again / fmt.SECRET_DIR / fmt.KEYS_NAME), str(keys))
+        yield tmp
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return manifest, differences
+
+
+def regeneration_failed(work: Path | None, error: UsageError) -> UsageError:
+    """A full or read-only disk while regenerating: the error says which option chose the place."""
+    return UsageError(f"{_where(work)}: regenerating the release failed: {error}")
+
+
+def compare(published: Published, again: Path) -> list[Difference]:
+    """Every public file and the key store of ``published`` against the regenerated release ``again``."""
+    differences = compare_public(published.path, again)
+    regenerated = fmt.open_key_store(again / fmt.SECRET_DIR / fmt.KEYS_NAME)
+    return differences + compare_keys(published.store, regenerated, str(published.keys))
 
 
 def compare_public(release: Path, again: Path) -> list[Difference]:

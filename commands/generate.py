@@ -6,10 +6,12 @@ import argparse
 import dataclasses
 import json
 import sys
-import tempfile
 from pathlib import Path
 
 from challenge.errors import UsageError
+from commands.common import add_source_options, positive_int
+
+__all__ = ["register"]
 
 GENERATE_EXAMPLES = """\
 examples:
@@ -25,7 +27,6 @@ examples:
   instahide patches photos/ --out bank.zarr --crops-per-image 4 --workers 8
 """
 
-DEFAULT_BANK_SEED = "instahide-patches-v1"
 SEED_FILE_BYTES = 4096  # a seed is 64 hex digits; a practice seed is a short phrase
 
 
@@ -35,7 +36,6 @@ def register(sub) -> None:
 
 
 def _add_generate(sub) -> None:
-    from challenge.cli import positive_int
     from challenge.domain import DOMAINS
     from challenge.params import MODES, Params
 
@@ -79,21 +79,12 @@ def _add_generate(sub) -> None:
     p.set_defaults(run=_run_generate)
 
 
-def add_source_options(p: argparse.ArgumentParser) -> None:
-    """--private and --public, shared by every command that reads the source data sets."""
-    p.add_argument("--private", type=Path,
-                   help="private set: CIFAR-10/100 folder (binary or python version), image folder "
-                   "(one subfolder per class) or .npz (default: embedded)")
-    p.add_argument("--public", type=Path,
-                   help="public patches: a bank from 'instahide patches', an image folder (a bank is "
-                   "built with the default settings) or an .npz with 'patches' (default: embedded)")
-
-
 def _run_generate(args) -> int:
     from challenge.files import read_text
     from challenge.keystream import fresh_seed, parse_seed
     from challenge.params import Params
     from generator.release import generate
+    from generator.sources import load_sources
 
     k_private = args.k_private if args.k_private is not None else (args.k if args.mode == "inside" else 2)
     params = Params(mode=args.mode, k=args.k, k_private=k_private, c1=args.c1, c2=args.c2,
@@ -130,40 +121,9 @@ def _run_generate(args) -> int:
     return 0
 
 
-def load_sources(private_path: Path | None, public_path: Path | None, params):
-    """The private set and (when the mode uses one) the public bank; embedded data by default."""
-    from generator.default_data import default_private, default_public
-    from generator.sources import load_private, load_public
-
-    private = load_private(private_path) if private_path is not None else default_private()
-    if not params.k_public:
-        return private, None
-    if public_path is None:
-        return private, default_public()
-    if public_path.is_dir() and not (public_path / "zarr.json").is_file():
-        return private, _bank_from_folder(public_path)
-    return private, load_public(public_path)
-
-
-def _bank_from_folder(folder: Path):
-    """Build a patch bank of an image folder with the default settings, in a temporary place."""
-    from generator.patches import build_patch_bank
-    from generator.sources import load_public
-
-    with tempfile.TemporaryDirectory(prefix="instahide-bank-") as tmp:
-        bank = Path(tmp) / "bank.zarr"
-        build_patch_bank(folder, bank, seed=bank_seed(DEFAULT_BANK_SEED))
-        return load_public(bank)
-
-
-def bank_seed(text: str) -> bytes:
-    """Crop positions are public: the bank seed only makes them reproducible, it guards nothing."""
-    return text.encode()
-
-
 def _add_patches(sub) -> None:
-    from challenge.cli import positive_int
     from generator.patches import DEFAULT_MIN_KEYPOINTS
+    from generator.sources import DEFAULT_BANK_SEED
 
     p = sub.add_parser(
         "patches",
@@ -190,6 +150,7 @@ def _add_patches(sub) -> None:
 def _run_patches(args) -> int:
     from challenge.progress import Progress
     from generator.patches import build_patch_bank
+    from generator.sources import bank_seed
 
     bar = Progress("patches", 1)  # the total is known once the folder is walked
 

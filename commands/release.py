@@ -10,8 +10,9 @@ import argparse
 import json
 from pathlib import Path
 
-from challenge.cli import positive_int
-from generator.cli import add_source_options
+from commands.common import add_source_options, positive_int
+
+__all__ = ["register", "reproduce"]
 
 AUDIT_EXAMPLES = """\
 examples:
@@ -108,9 +109,30 @@ def _run_audit(args) -> int:
     return 3
 
 
-def _run_reproduce(args) -> int:
-    from verifier.reproduce import reproduce
+def reproduce(release: Path, keys: Path, private: Path | None = None, public: Path | None = None,
+              work: Path | None = None) -> tuple[dict, list]:
+    """Regenerate the release from the named data and its seed (generator), then compare it with the
+    published one (verifier); returns the published manifest and every difference found."""
+    from generator.release import generate
+    from generator.sources import load_sources
+    from challenge.errors import UsageError
+    from verifier.reproduce import check_sources, check_work, compare, open_published, regeneration_failed, scratch_folder
 
+    check_work(work)
+    published = open_published(release, keys)
+    private_set, public_set = load_sources(private, public, published.params)  # exactly as generate loads them
+    check_sources(published.manifest, {"private": (private_set, private or "(embedded data)"),
+                                       "public": (public_set, public or "(embedded data)")})
+    with scratch_folder(work) as tmp:
+        again = tmp / "release"
+        try:
+            generate(again, published.params, published.seed, private_set, public_set, practice=published.practice)
+        except UsageError as e:
+            raise regeneration_failed(work, e) from None
+        return published.manifest, compare(published, again)
+
+
+def _run_reproduce(args) -> int:
     manifest, differences = reproduce(args.release, _keys_default(args), args.private, args.public, args.work)
     if args.json:
         print(json.dumps({"identical": not differences, "differences": [d.__dict__ for d in differences]}, indent=2))

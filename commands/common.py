@@ -1,15 +1,16 @@
-"""The ``instahide`` command: build, check and inspect InstaHide challenge releases.
-
-Exit codes: 0 success, 1 internal error (a bug: please report it), 2 bad input (the message says
-which file, field or parameter and what was expected), 3 an audit finding.
-"""
+"""What every command shares: one-line argparse errors, argument types, the source options and
+``run``, which turns user mistakes into one line and exit code 2 and bugs into exit code 1."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 import traceback
+from pathlib import Path
+
 from challenge.errors import UsageError
+
+__all__ = ["OneLineParser", "add_source_options", "positive_int", "run"]
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -30,24 +31,14 @@ def positive_int(text: str) -> int:
     return value
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from attacks.cli import register as register_attacks
-    from generator.cli import register as register_generator
-    from verifier.cli import register as register_verifier
-    from verifier.release_cli import register as register_release_checks
-
-    parser = OneLineParser(
-        prog="instahide",
-        description="Build, publish, attack and score InstaHide challenges, reproducibly. "
-        "Run 'instahide COMMAND --help' for each command.",
-        epilog="exit codes: 0 ok, 1 internal error, 2 bad input, 3 audit finding",
-    )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=OneLineParser)
-    register_generator(sub)
-    register_verifier(sub)
-    register_release_checks(sub)
-    register_attacks(sub)
-    return parser
+def add_source_options(p: argparse.ArgumentParser) -> None:
+    """--private and --public, shared by every command that reads the source data sets."""
+    p.add_argument("--private", type=Path,
+                   help="private set: CIFAR-10/100 folder (binary or python version), image folder "
+                   "(one subfolder per class) or .npz (default: embedded)")
+    p.add_argument("--public", type=Path,
+                   help="public patches: a bank from 'instahide patches', an image folder (a bank is "
+                   "built with the default settings) or an .npz with 'patches' (default: embedded)")
 
 
 def run(main_parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
@@ -69,11 +60,3 @@ def run(main_parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
         traceback.print_exc()
         print(f"{main_parser.prog}: internal error (a bug); please report the traceback above", file=sys.stderr)
         return 1
-
-
-def main(argv: list[str] | None = None) -> int:
-    return run(build_parser(), argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

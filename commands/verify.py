@@ -12,7 +12,9 @@ import re
 import sys
 from pathlib import Path
 
-from challenge.cli import OneLineParser, positive_int, run
+from commands.common import OneLineParser, positive_int, run
+
+__all__ = ["build_parser", "main", "register"]
 from challenge.errors import UsageError
 
 VERIFY_EXAMPLES = """\

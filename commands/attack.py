@@ -10,7 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from challenge.cli import OneLineParser, positive_int
+from commands.common import OneLineParser, positive_int
+
+__all__ = ["register"]
 
 ATTACK_EXAMPLES = """\
 examples:
