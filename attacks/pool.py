@@ -19,7 +19,7 @@ from attacks.public import PublicRelease, magnitudes
 from challenge.domain import affine
 from challenge.imageset import ImageSet
 
-__all__ = ["pool_features", "best_candidates", "best_candidates_reference", "pool_attack"]
+__all__ = ["pool_features", "best_candidates", "pool_attack"]
 
 
 def pool_features(images: np.ndarray, release: PublicRelease) -> np.ndarray:
@@ -59,15 +59,6 @@ def best_candidates(features: np.ndarray, pool: ImageSet, release: PublicRelease
         if progress is not None:
             progress(b - a)
     return choice, best
-
-
-def best_candidates_reference(features: np.ndarray, pool: ImageSet, release: PublicRelease) -> np.ndarray:
-    """One dense product over the whole pool, for the tests."""
-    s = features @ pool_features(pool.images, release).T
-    classes = class_columns(pool, release)
-    if classes is not None:
-        s[~(release.labels > 0)[:, classes]] = -np.inf
-    return np.argmax(s, axis=1)
 
 
 def pool_attack(release: PublicRelease, pool: ImageSet, rows: int = 4096, progress=None) -> tuple[np.ndarray, np.ndarray]:

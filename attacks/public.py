@@ -11,7 +11,8 @@ from challenge import format as fmt
 from challenge.errors import UsageError
 from challenge.params import Params
 from verifier.baselines import encryption_blocks
-from verifier.submission import Expected, expected_from_manifest, read_manifest, read_npy_header
+from challenge.manifest import read_manifest
+from verifier.submission import Expected, expected_from_manifest, read_npy_header
 
 __all__ = ["PublicRelease", "open_public", "magnitudes"]
 

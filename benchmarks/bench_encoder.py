@@ -11,15 +11,19 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 import numpy as np
 
-from challenge.domain import affine
-from challenge.params import Params
-from generator.default_data import default_private, default_public
-from generator.encoder import encode, encode_reference
-from generator.keys import draw_plan, sign_bits
-from timing import best_of
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.naive, the reference twin
+
+from challenge.domain import affine  # noqa: E402
+from challenge.encoding import encode  # noqa: E402
+from challenge.keys import draw_plan, sign_bits  # noqa: E402
+from challenge.params import Params  # noqa: E402
+from generator.default_data import default_private, default_public  # noqa: E402
+from tests.naive import encode_reference  # noqa: E402
+from timing import best_of  # noqa: E402
 
 
 def main() -> int:
@@ -38,14 +42,15 @@ def main() -> int:
     t_signs = best_of(1, lambda: sign_bits(seed, 0, rows))
     signs = sign_bits(seed, 0, rows)
     truth = private.images[plan.selection]
-    keys = (truth, bank.images, affine("centered"), plan.private_index, plan.public_bank_index, plan.lam, signs)
+    tables = (truth, bank.images, affine("centered"))
+    row_keys = {"private_index": plan.private_index, "public_index": plan.public_bank_index, "lam": plan.lam,
+                "sign_bits": signs}
     out = np.empty((rows, 32, 32, 3), np.float32)
-    encode(*(k[:10] if isinstance(k, np.ndarray) and len(k) == rows else k for k in keys))  # JIT warm-up
-    t_fast = best_of(3, lambda: encode(*keys, out=out))
+    encode(*tables, **{name: k[:10] for name, k in row_keys.items()})  # JIT warm-up
+    t_fast = best_of(3, lambda: encode(*tables, **row_keys, out=out))
 
     r = args.reference_rows
-    ref_keys = tuple(k[:r] if isinstance(k, np.ndarray) and len(k) == rows else k for k in keys)
-    t_ref = best_of(1, lambda: encode_reference(*ref_keys)) * rows / r
+    t_ref = best_of(1, lambda: encode_reference(*tables, *(k[:r] for k in row_keys.values()))) * rows / r
 
     src = np.ones(out.size, np.float32)
     dst = np.empty_like(src)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 __version__ = "0.1.0"
 
-_KERNEL_PACKAGES = ("generator", "verifier")  # the packages whose modules define numba kernels with cache=True
+_KERNEL_PACKAGES = ("challenge", "generator", "verifier", "attacks")  # the packages whose modules define numba kernels with cache=True
 
 
 def _writable(folder: Path) -> bool:

@@ -88,7 +88,8 @@ def _open(release: Path | None, keys: Path | None):
     """Expected shape/domain and the key store (or None), checking that the two belong together:
     same parameters and the commitment the manifest publishes."""
     from challenge.format import open_key_store
-    from verifier.submission import expected_from_keys, expected_from_manifest, printable, read_manifest
+    from challenge.manifest import read_manifest
+    from verifier.submission import expected_from_keys, expected_from_manifest, printable
 
     if release is None and keys is None:
         raise UsageError("give --release (to validate) or --keys (to validate and score)")

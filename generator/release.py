@@ -22,34 +22,16 @@ import numpy as np
 import zarr
 
 from challenge import format as fmt
-from challenge.domain import affine, describe, to_uint8
+from challenge.domain import affine, to_uint8
+from challenge.encoding import encode
 from challenge.errors import UsageError
 from challenge.imageset import ImageSet
+from challenge.keys import draw_plan, sign_bits
+from challenge.labels import weighted_labels
+from challenge.manifest import PREVIEW_COUNT, Manifest
 from challenge.params import Params
 from challenge.preview import contact_sheet, save_png
 from challenge.progress import Progress
-from generator.encoder import encode
-from generator.keys import draw_plan, sign_bits
-
-PREVIEW_COUNT = 64
-SEED_NOTES = {  # manifest "seed.note" by kind; fixed text, so an audit can check it byte for byte
-    "practice": "practice seed: guessable, anyone can replay every key",
-    "strong": "256-bit seed from a CSPRNG or the maintainer; keys are drawn from ChaCha20 keystreams",
-}
-
-
-def weighted_labels(lam: np.ndarray, private_labels: np.ndarray, private_index: np.ndarray, n_classes: int) -> np.ndarray:
-    """float32 (N, C): sum of lam_j * onehot(label of private image j), as in the 2020 release.
-
-    Public patches contribute nothing and rows are not renormalised; two private images of one
-    class add in one column (in float64, then rounded once to float32).
-    """
-    out = np.zeros((len(lam), n_classes))
-    rows = np.arange(len(lam))
-    for j in range(private_index.shape[1]):
-        np.add.at(out, (rows, private_labels[private_index[:, j]]), lam[:, j].astype(np.float64))
-    return out.astype(np.float32)
-
 
 def _npy_writer(path: Path, shape: tuple, dtype: str):
     """Open ``path`` and write a version-1.0 .npy header; the caller appends C-order rows."""
@@ -268,8 +250,8 @@ def _build(tmp: Path, params: Params, seed: bytes, private: ImageSet, public: Im
         for a in range(0, N, chunk):
             b = min(a + chunk, N)
             signs = sign_bits(seed, a, b - a) if params.masked else np.zeros((b - a, fmt.SIGN_BYTES), np.uint8)
-            block = encode(ground_truth, public_images, domain_affine, plan.private_index[a:b],
-                           public_index[a:b], plan.lam[a:b], signs)
+            block = encode(ground_truth, public_images, domain_affine, private_index=plan.private_index[a:b],
+                           public_index=public_index[a:b], lam=plan.lam[a:b], sign_bits=signs)
             enc_file.write(block.data)
             z_enc[a:b] = block
             z_signs[a:b] = signs
@@ -277,30 +259,18 @@ def _build(tmp: Path, params: Params, seed: bytes, private: ImageSet, public: Im
     save_png(contact_sheet(to_uint8(z_enc[:PREVIEW_COUNT], params.domain)), public_dir / fmt.PREVIEW_FILE)
 
     store = fmt.KeyStore(keys, params, dict(keys.attrs))
-    manifest = {
-        "format": "instahide-challenge-release",
-        "format_version": fmt.FORMAT_VERSION,
-        "generator": fmt.generator_info(),
-        "params": params.to_dict(),
-        "n_encryptions": N,
-        "class_names": list(private.class_names),
-        "pixel_domain": describe(params.domain),
-        "arrays": {
-            fmt.ENCRYPTION_FILE: {"dtype": "float32", "shape": list(shape), "layout": "NHWC"},
-            fmt.LABEL_FILE: {"dtype": "float32", "shape": list(labels.shape)},
-        },
-        "seed": {
-            "kind": "practice" if practice else "strong",
-            "replayable": practice,
-            "note": SEED_NOTES["practice" if practice else "strong"],
-        },
-        "sources": {
+    manifest = Manifest(
+        params=params,
+        class_names=list(private.class_names),
+        n_classes=n_classes,
+        practice=practice,
+        sources={
             "private": {"fingerprint": private.fingerprint(), "images": len(private), "notes": dict(private.notes)},
             "public": None if not bank_size else {
                 "fingerprint": public.fingerprint(), "images": len(public), "notes": dict(public.notes)},
         },
-        "key_store": {"commitment": fmt.commitment(store), "scheme": "instahide-key-commitment-v1"},
-        "files": {name: fmt.sha256_file(public_dir / name) for name in fmt.public_files(public_dir)},
-    }
+        commitment=fmt.commitment(store),
+        files={name: fmt.sha256_file(public_dir / name) for name in fmt.public_files(public_dir)},
+    ).to_json()
     fmt.write_json(public_dir / fmt.MANIFEST_FILE, manifest)
     return manifest

@@ -3,10 +3,11 @@
 import numpy as np
 import pytest
 
-from attacks.pool import best_candidates, best_candidates_reference, pool_attack
+from attacks.pool import best_candidates, pool_attack
 from attacks.public import open_public
 from challenge import format as fmt
 from verifier.baselines import write_submission
+from tests.naive import best_candidates_reference
 from verifier.scoring import score
 
 

@@ -3,8 +3,9 @@ import pytest
 
 from challenge.domain import affine
 from challenge.params import Params
-from generator.encoder import encode, encode_reference
-from generator.keys import draw_plan, sign_bits
+from challenge.encoding import encode
+from challenge.keys import draw_plan, sign_bits
+from tests.naive import encode_reference
 
 SEED = bytes(range(32))
 
@@ -24,8 +25,9 @@ def keys_for(params, private_set, public_bank):
 ])
 def test_numba_encoder_equals_numpy_reference_bit_for_bit(params, private_set, public_bank):
     truth, plan, signs = keys_for(params, private_set, public_bank)
-    args = (truth, public_bank.images, affine(params.domain), plan.private_index, plan.public_bank_index, plan.lam, signs)
-    fast, slow = encode(*args), encode_reference(*args)
+    tables = (truth, public_bank.images, affine(params.domain))
+    fast = encode(*tables, private_index=plan.private_index, public_index=plan.public_bank_index, lam=plan.lam, sign_bits=signs)
+    slow = encode_reference(*tables, plan.private_index, plan.public_bank_index, plan.lam, signs)
     assert fast.dtype == np.float32 and fast.shape == (params.n_encryptions, 32, 32, 3)
     assert fast.tobytes() == slow.tobytes()
 
@@ -37,7 +39,8 @@ def test_unmasking_recovers_the_lambda_mix(domain, private_set, public_bank):
     the textbook mix sum_j lam_j * value(u_j)."""
     params = Params(n_private=20, per_image=5, domain=domain)
     truth, plan, signs = keys_for(params, private_set, public_bank)
-    enc = encode(truth, public_bank.images, affine(domain), plan.private_index, plan.public_bank_index, plan.lam, signs)
+    enc = encode(truth, public_bank.images, affine(domain), private_index=plan.private_index,
+                 public_index=plan.public_bank_index, lam=plan.lam, sign_bits=signs)
     sigma = 1.0 - 2.0 * np.unpackbits(signs, axis=1, bitorder="little").reshape(-1, 32, 32, 3)
     to_value = (lambda u: u / 127.5 - 1.0) if domain == "centered" else (lambda u: u / 255.0)
     images = np.concatenate([truth[plan.private_index], public_bank.images[plan.public_bank_index]], axis=1)
@@ -63,6 +66,7 @@ def test_positive_domain_mask_hides_nothing(private_set, public_bank):
     for domain, hides in (("positive", False), ("centered", True)):
         params = Params(n_private=20, per_image=5, domain=domain)
         truth, plan, signs = keys_for(params, private_set, public_bank)
-        args = (truth, public_bank.images, affine(domain), plan.private_index, plan.public_bank_index, plan.lam)
-        masked, mixup = encode(*args, signs), encode(*args, np.zeros_like(signs))
+        tables = (truth, public_bank.images, affine(domain))
+        row_keys = {"private_index": plan.private_index, "public_index": plan.public_bank_index, "lam": plan.lam}
+        masked, mixup = encode(*tables, **row_keys, sign_bits=signs), encode(*tables, **row_keys, sign_bits=np.zeros_like(signs))
         assert np.array_equal(np.abs(masked), mixup) != hides

@@ -5,27 +5,12 @@ import pytest
 
 from challenge.keystream import row_words
 from challenge.params import ParameterError, Params
-from generator.keys import (
+from tests.naive import lambda_reference
+from challenge.keys import (
     LAMBDA_TRIES, distinct_below, draw_lambda, draw_plan, select_private, sign_bits, words_per_lambda_try,
 )
 
 SEED = bytes(range(32))
-
-
-def lambda_reference(words, k, k_private, c1, c2):
-    """Plain-Python twin of the lambda kernel: first accepted try of |N(0,1)| by Box-Muller."""
-    for try_words in words:
-        z = []
-        for i in range((k + 1) // 2):
-            u1 = ((int(try_words[2 * i]) >> 11) + 1) * 2.0**-53
-            u2 = (int(try_words[2 * i + 1]) >> 11) * 2.0**-53
-            radius = math.sqrt(-2.0 * math.log(u1))
-            z += [abs(radius * math.cos(2.0 * math.pi * u2)), abs(radius * math.sin(2.0 * math.pi * u2))]
-        total = sum(z[:k])
-        lam = np.array([z[j] / total for j in range(k)]).astype(np.float32)
-        if float(lam.max()) <= c1 and sum(float(v) for v in lam[:k_private]) >= c2:
-            return lam
-    return None
 
 
 @pytest.mark.parametrize("params", [Params(), Params(k=4, k_private=2, c1=0.5, c2=0.4), Params(mode="inside", k=3, k_private=3, c1=0.9)])

@@ -27,13 +27,15 @@ from PIL import Image
 
 from challenge import files
 from challenge import format as fmt
-from challenge.domain import affine, describe, to_uint8
+from challenge.domain import affine, to_uint8
+from challenge.encoding import encode
 from challenge.errors import UsageError
+from challenge.keys import distinct_below, draw_lambda, select_private, sign_bits
+from challenge.keystream import random_order, row_words
+from challenge.labels import weighted_labels
+from challenge.manifest import PREVIEW_COUNT, manifest_problems
 from challenge.params import MAX_ENCRYPTIONS, Params
 from challenge.preview import contact_sheet
-from generator.encoder import encode
-from generator.keys import distinct_below, draw_lambda, random_order, row_words, select_private, sign_bits
-from generator.release import PREVIEW_COUNT, SEED_NOTES, weighted_labels
 
 CHECKS = {  # name -> what it verifies, in the order they run
     "manifest": "manifest.json has exactly the format's fields and agrees with the key store",
@@ -52,15 +54,12 @@ CHECKS = {  # name -> what it verifies, in the order they run
     "secrets": "no public text or image file contains the seed",
 }
 ROW_CHECKS = ("seed_keys", "lambda", "counts", "partners", "labels", "encryptions")
-_HEX64 = re.compile(r"[0-9a-f]{64}")
 _CHUNK_NAME = re.compile(r"public\.zarr/(encryption/c/\d+/0/0/0|label/c/\d+/0)")
 _FIXED_NAMES = {fmt.ENCRYPTION_FILE, fmt.LABEL_FILE, fmt.PREVIEW_FILE, "public.zarr/zarr.json",
                 "public.zarr/encryption/zarr.json", "public.zarr/label/zarr.json"}
 _TABLES = ("seed", "private/images", "private/labels", "private/source_index", "public/images", "public/bank_index")
 _PER_ENCRYPTION = ("private_index", "public_index", "lam", "sign_bits")
 _EMPTY_GROUP = {"attributes": {}, "zarr_format": 3, "node_type": "group"}
-_MANIFEST_FIELDS = {"format", "format_version", "generator", "params", "n_encryptions", "class_names",
-                    "pixel_domain", "arrays", "seed", "sources", "key_store", "files"}
 
 
 @dataclass(frozen=True)
@@ -305,77 +304,10 @@ class _Audit:
     def check_manifest(self, manifest: dict) -> Params | None:
         """Field by field against the format; returns the params when they are valid."""
         file = f"{fmt.PUBLIC_DIR}/{fmt.MANIFEST_FILE}"
-
-        def bad(field_: str, message: str) -> None:
+        params, problems = manifest_problems(manifest)
+        for field_, message in problems:
             self.find("manifest", file, field_, message)
-
-        if set(manifest) != _MANIFEST_FIELDS:
-            extra, missing = sorted(set(manifest) - _MANIFEST_FIELDS), sorted(_MANIFEST_FIELDS - set(manifest))
-            bad("", f"fields: unexpected {extra}, missing {missing}")
-        if manifest.get("format") != "instahide-challenge-release" or manifest.get("format_version") != fmt.FORMAT_VERSION:
-            bad("format", f"expected instahide-challenge-release version {fmt.FORMAT_VERSION}")
-        generator = manifest.get("generator")
-        if not (isinstance(generator, dict) and set(generator) == {"name", "version"}
-                and generator["name"] == fmt.generator_info()["name"] and isinstance(generator["version"], str)):
-            bad("generator", f"expected {{name: {fmt.generator_info()['name']}, version: text}}")
-        try:
-            params = fmt.read_params(manifest.get("params"), "params")
-        except fmt.FormatError as e:
-            bad("params", str(e))
-            params = None
-        if params is not None:
-            if manifest.get("n_encryptions") != params.n_encryptions:
-                bad("n_encryptions", f"{manifest.get('n_encryptions')!r}, expected n_private * per_image = {params.n_encryptions}")
-            if manifest.get("pixel_domain") != describe(params.domain):
-                bad("pixel_domain", f"expected {describe(params.domain)}")
-            if manifest.get("arrays") != self.expected_arrays(params, manifest):
-                bad("arrays", f"expected {self.expected_arrays(params, manifest)}")
-            self.check_sources(manifest.get("sources"), params, bad)
-        names = manifest.get("class_names")
-        if not (isinstance(names, list) and names and all(isinstance(c, str) for c in names)):
-            bad("class_names", "expected a non-empty list of strings")
-        seed = manifest.get("seed")
-        if not (isinstance(seed, dict) and set(seed) == {"kind", "replayable", "note"}
-                and isinstance(seed["kind"], str) and seed["kind"] in SEED_NOTES and seed["replayable"] is (seed["kind"] == "practice")
-                and seed["note"] == SEED_NOTES[seed["kind"]]):
-            bad("seed", "expected {kind: strong|practice, replayable: kind == practice, note: the generator's note for the kind}")
-        key_store = manifest.get("key_store")
-        if not (isinstance(key_store, dict) and set(key_store) == {"commitment", "scheme"}
-                and key_store["scheme"] == "instahide-key-commitment-v1"
-                and isinstance(key_store["commitment"], str) and key_store["commitment"].startswith("sha256:")
-                and _HEX64.fullmatch(key_store["commitment"][7:])):
-            bad("key_store", "expected {commitment: sha256:<64 hex>, scheme: instahide-key-commitment-v1}")
-        files = manifest.get("files")
-        if not (isinstance(files, dict) and all(isinstance(v, str) and _HEX64.fullmatch(v) for v in files.values())):
-            bad("files", "expected an object of file name -> SHA-256 (64 lower-case hex digits)")
         return params
-
-    @staticmethod
-    def expected_arrays(params: Params, manifest: dict) -> dict:
-        n_classes = len(manifest["class_names"]) if isinstance(manifest.get("class_names"), list) else None
-        return {
-            fmt.ENCRYPTION_FILE: {"dtype": "float32", "shape": [params.n_encryptions, *fmt.IMAGE_SHAPE], "layout": "NHWC"},
-            fmt.LABEL_FILE: {"dtype": "float32", "shape": [params.n_encryptions, n_classes]},
-        }
-
-    @staticmethod
-    def check_sources(sources, params: Params, bad) -> None:
-        def source_ok(s, minimum: int) -> bool:
-            return (isinstance(s, dict) and set(s) == {"fingerprint", "images", "notes"}
-                    and isinstance(s["fingerprint"], str) and bool(_HEX64.fullmatch(s["fingerprint"]))
-                    and type(s["images"]) is int and minimum <= s["images"] <= MAX_ENCRYPTIONS
-                    and isinstance(s["notes"], dict)
-                    and all(isinstance(k, str) and type(v) is int for k, v in s["notes"].items()))
-
-        if not (isinstance(sources, dict) and set(sources) == {"private", "public"}):
-            bad("sources", "expected {private, public}")
-            return
-        if not source_ok(sources["private"], params.n_private):
-            bad("sources.private", f"expected {{fingerprint: 64 hex, images: {params.n_private}..{MAX_ENCRYPTIONS}, notes: counts}}")
-        if params.k_public and not source_ok(sources["public"], params.k_public):
-            bad("sources.public", f"expected {{fingerprint: 64 hex, images: {params.k_public}..{MAX_ENCRYPTIONS}, notes: counts}}")
-        if not params.k_public and sources["public"] is not None:
-            bad("sources.public", f"expected null: --mode {params.mode} uses no public patch")
 
     def check_manifest_against_store(self, manifest: dict, store: fmt.KeyStore) -> None:
         file = f"{fmt.PUBLIC_DIR}/{fmt.MANIFEST_FILE}"
@@ -587,8 +519,9 @@ class _Audit:
                   "differs from the lambda-weighted labels of its keys")
         published = rows.arrays.get(fmt.ENCRYPTION_FILE)
         if published is not None:
-            expected = encode(t["private/images"], t["public/images"], affine(params.domain), *(
-                np.ascontiguousarray(x[ok]) for x in (pi, pu, lam, signs)))
+            row_keys = dict(zip(("private_index", "public_index", "lam", "sign_bits"), (pi, pu, lam, signs)))
+            expected = encode(t["private/images"], t["public/images"], affine(params.domain),
+                              **{name: np.ascontiguousarray(x[ok]) for name, x in row_keys.items()})
             tally("encryptions", f"{fmt.PUBLIC_DIR}/{fmt.ENCRYPTION_FILE}", usable(rows_differ(published[a:b][ok], expected)),
                   "differs from its re-computation from the keys")
 

@@ -351,37 +351,3 @@ def score_pairs(recovered, private_images, private_index) -> tuple[np.ndarray, n
         nonfinite = np.count_nonzero(~np.isfinite(rec), axis=1)
     _check_finite("recovered", nonfinite)
     return out_ssim, out_l2
-
-
-# ----------------------------------------------------------------------------------------------
-# Plain numpy reference, written to follow the definitions literally (for tests, not for speed).
-# It shares no code or constants with the kernels above.
-
-
-def ssim_reference(a, b) -> np.ndarray:
-    """SSIM of a[i] vs b[i] (float (M, 32, 32, 3), [-1, 1]) by the textbook route: pad, filter, crop."""
-    a = np.asarray(a, dtype=np.float64)
-    b = np.asarray(b, dtype=np.float64)
-    win, radius = 7, 3
-    c1, c2 = (0.01 * 2.0) ** 2, (0.03 * 2.0) ** 2
-    cov_norm = 49 / 48
-
-    def window_mean(img):
-        # scipy's 'reflect' border (d c b a | a b c d | d c b a) is numpy's 'symmetric' padding.
-        padded = np.pad(img, ((0, 0), (radius, radius), (radius, radius), (0, 0)), mode="symmetric")
-        windows = np.lib.stride_tricks.sliding_window_view(padded, (win, win), axis=(1, 2))
-        return windows.mean(axis=(-2, -1))  # (M, 32, 32, 3): the full-size filtered map
-
-    ux, uy = window_mean(a), window_mean(b)
-    vx = cov_norm * (window_mean(a * a) - ux * ux)
-    vy = cov_norm * (window_mean(b * b) - uy * uy)
-    vxy = cov_norm * (window_mean(a * b) - ux * uy)
-    s_map = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux**2 + uy**2 + c1) * (vx + vy + c2))
-    interior = s_map[:, radius:-radius, radius:-radius, :]
-    return interior.mean(axis=(1, 2)).mean(axis=1)
-
-
-def l2_reference(a, b) -> np.ndarray:
-    """||a[i] - b[i]||_2 / sqrt(d), d = 32*32*3, for float images (M, 32, 32, 3)."""
-    diff = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
-    return np.linalg.norm(diff.reshape(len(diff), -1), axis=1) / np.sqrt(32 * 32 * 3)

@@ -29,7 +29,7 @@ from verifier.submission import ROWS, Expected, Validation, centered, expected_f
 
 __all__ = [
     "DECIMALS", "HEADLINE", "PARTS", "SUCCESS_SSIM", "Accumulator", "Scores", "format_table", "holdout_mask",
-    "platform_scores", "published", "score", "score_blocks", "score_pairs_reference", "selected_rows", "write_scores",
+    "platform_scores", "published", "score", "score_blocks", "selected_rows", "write_scores",
 ]
 
 SUCCESS_SSIM = 0.8  # the 2020 success threshold: a recovery succeeds if its SSIM exceeds it
@@ -42,15 +42,6 @@ HOLDOUT_NONCE = b"holdout\0" + (0).to_bytes(4, "little")  # a ChaCha20 purpose o
 _HOLDOUT_ROWS = 1 << 20  # rows of the split drawn at a time: 8 MB of keystream
 
 Engine = Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
-
-
-def score_pairs_reference(recovered, private_images, private_index) -> tuple[np.ndarray, np.ndarray]:
-    """Plain numpy stand-in for :func:`verifier.metrics.score_pairs` (same contract), for the tests."""
-    index = np.asarray(private_index)
-    rec = np.repeat(np.asarray(recovered, dtype=np.float64), index.shape[1], axis=0)
-    truth = private_images[index.ravel()].astype(np.float64) / 127.5 - 1.0
-    shape = index.shape
-    return metrics.ssim_reference(rec, truth).reshape(shape), metrics.l2_reference(rec, truth).reshape(shape)
 
 
 def published(value: float) -> float:

@@ -82,27 +82,6 @@ class Expected:
         return DOMAINS[self.domain]
 
 
-def read_manifest(path: Path) -> dict:
-    """A release's manifest, from ``release/`` or from its ``public/`` folder (all participants have)."""
-    path = Path(path)
-    manifest_path = path / fmt.PUBLIC_DIR / fmt.MANIFEST_FILE
-    if not manifest_path.is_file():
-        manifest_path = path / fmt.MANIFEST_FILE
-    if not manifest_path.is_file():
-        raise UsageError(f"{path}: not a release (no {fmt.PUBLIC_DIR}/{fmt.MANIFEST_FILE} or {fmt.MANIFEST_FILE})")
-    manifest = fmt.read_json(manifest_path)
-    if manifest.get("format") != "instahide-challenge-release" or manifest.get("format_version") != fmt.FORMAT_VERSION:
-        raise UsageError(f"{manifest_path}: not a version-{fmt.FORMAT_VERSION} instahide-challenge-release manifest")
-    n = manifest.get("n_encryptions")
-    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-        raise UsageError(f"{manifest_path}: 'n_encryptions' is {n!r}, expected a positive integer")
-    params = manifest.get("params")
-    domain = params.get("domain") if isinstance(params, dict) else None
-    if domain not in DOMAINS:
-        raise UsageError(f"{manifest_path}: params.domain is {domain!r}, expected one of {', '.join(DOMAINS)}")
-    return manifest
-
-
 def expected_from_manifest(manifest: dict) -> Expected:
     return Expected(manifest["n_encryptions"], manifest["params"]["domain"])
 
@@ -236,16 +215,6 @@ def _tally_rows(a, lo, hi):
         counts[r, 1] = out
         extremes[r, 0] = vmin
         extremes[r, 1] = vmax
-    return counts, extremes
-
-
-def tally_rows_reference(a: np.ndarray, lo: float, hi: float) -> tuple[np.ndarray, np.ndarray]:
-    """Plain numpy version of :func:`_tally_rows`, for the tests."""
-    a = np.asarray(a, dtype=np.float64)
-    finite = np.isfinite(a)
-    outside = finite & ((a < lo) | (a > hi))
-    counts = np.stack([(~finite).sum(axis=1), outside.sum(axis=1)], axis=1).astype(np.int64)
-    extremes = np.stack([np.where(finite, a, np.inf).min(axis=1), np.where(finite, a, -np.inf).max(axis=1)], axis=1)
     return counts, extremes
 
 

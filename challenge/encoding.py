@@ -7,8 +7,8 @@ For a pixel domain with value ``u / scale + offset`` (:func:`challenge.domain.af
     mix = acc / scale + offset * (lam[0] + ... + lam[k-1])
     out = float32(mix), negated where the sign bit is 1
 
-``encode`` (numba, parallel over rows) and ``encode_reference`` (plain numpy) produce the same
-bytes.  The products lam_j * u_j of a float32 and a byte are exact in float64, so the sum does not
+``encode`` (numba, parallel over rows) and its plain-numpy twin ``tests/naive.py::encode_reference``
+produce the same bytes.  The products lam_j * u_j of a float32 and a byte are exact in float64, so the sum does not
 depend on vector width; no fastmath, because the order of operations is part of the format.
 """
 
@@ -16,6 +16,10 @@ from __future__ import annotations
 
 import numpy as np
 from numba import njit, prange
+
+from challenge.geometry import IMAGE_SHAPE, IMAGE_VALUES
+
+__all__ = ["encode"]
 
 
 @njit(cache=True, parallel=True)
@@ -51,11 +55,12 @@ def _encode_kernel(private_images, public_images, scale, offset, private_index, 
 
 
 def _flat(images: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(images).reshape(len(images), 32 * 32 * 3)  # also for an empty table
+    return np.ascontiguousarray(images).reshape(len(images), IMAGE_VALUES)  # also for an empty table
 
 
-def encode(private_images, public_images, domain_affine, private_index, public_index, lam, sign_bits, out=None):
-    """Encrypt rows: float32 (B, 32, 32, 3).
+def encode(private_images, public_images, domain_affine, *, private_index, public_index, lam, sign_bits, out=None):
+    """Encrypt rows: float32 (B, 32, 32, 3).  The per-row keys are taken by keyword: four arrays of
+    the same length whose order no caller should have to remember.
 
     private_images, public_images : uint8 (n, 32, 32, 3) tables that the indices point into.
     domain_affine : (scale, offset) of the pixel domain.
@@ -64,27 +69,10 @@ def encode(private_images, public_images, domain_affine, private_index, public_i
     """
     rows = len(lam)
     if out is None:
-        out = np.empty((rows, 32, 32, 3), np.float32)
+        out = np.empty((rows, *IMAGE_SHAPE), np.float32)
     scale, offset = domain_affine
     _encode_kernel(
         _flat(private_images), _flat(public_images), float(scale), float(offset),
         private_index, public_index, lam, sign_bits, out.reshape(rows, -1),
     )
     return out
-
-
-def encode_reference(private_images, public_images, domain_affine, private_index, public_index, lam, sign_bits):
-    """Plain numpy twin of :func:`encode`, slow and obvious, for tests."""
-    rows = len(lam)
-    scale, offset = domain_affine
-    images = np.concatenate([private_images[private_index], public_images[public_index]], axis=1)
-    weights = lam.astype(np.float64)
-    acc = np.zeros((rows, 32 * 32 * 3))
-    lam_sum = np.zeros(rows)
-    for j in range(lam.shape[1]):
-        acc += weights[:, j, None] * images[:, j].reshape(rows, -1)
-        lam_sum += weights[:, j]
-    out = (acc / scale + offset * lam_sum[:, None]).astype(np.float32)
-    signs = np.unpackbits(sign_bits, axis=1, bitorder="little").astype(bool)
-    out[signs] = -out[signs]
-    return out.reshape(rows, 32, 32, 3)

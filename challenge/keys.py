@@ -14,11 +14,13 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit, prange
 
+from challenge.geometry import SIGN_BYTES
 from challenge.keystream import random_order, row_bytes, row_words, uniform_below
 from challenge.params import ParameterError, Params
 
-PIXELS = 32 * 32 * 3
-SIGN_BYTES = PIXELS // 8
+__all__ = ["LAMBDA_TRIES", "Plan", "distinct_below", "draw_lambda", "draw_plan", "select_private", "sign_bits",
+           "words_per_lambda_try"]
+
 LAMBDA_TRIES = 8  # tries per row and round; a row that rejects them all redraws in the next round
 _LAMBDA_ROW_BLOCK = 1 << 16
 _MAX_LAMBDA_ROUNDS = 100_000

@@ -1,0 +1,165 @@
+"""The manifest (docs/FORMAT.md, section 5): one schema, used by the writer (``generate``), the
+readers (``verify``, the attacks) and ``audit`` alike.
+
+:class:`Manifest` is what a release publishes about itself; :meth:`Manifest.to_json` is the
+object ``generate`` writes, :func:`manifest_problems` checks a read object field by field (the
+audit reports every problem), and :func:`read_manifest` reads the fields a participant's tools
+need, refusing the file at the first problem.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from challenge import format as fmt
+from challenge.domain import DOMAINS, describe
+from challenge.errors import UsageError
+from challenge.geometry import IMAGE_SHAPE
+from challenge.params import MAX_ENCRYPTIONS, Params
+
+__all__ = ["COMMITMENT_SCHEME", "FIELDS", "FORMAT_NAME", "Manifest", "PREVIEW_COUNT", "SEED_NOTES",
+           "expected_arrays", "manifest_problems", "read_manifest"]
+
+FORMAT_NAME = "instahide-challenge-release"
+COMMITMENT_SCHEME = "instahide-key-commitment-v1"
+PREVIEW_COUNT = 64  # encryptions on preview.png
+SEED_NOTES = {  # manifest "seed.note" by kind; fixed text, so an audit can check it byte for byte
+    "practice": "practice seed: guessable, anyone can replay every key",
+    "strong": "256-bit seed from a CSPRNG or the maintainer; keys are drawn from ChaCha20 keystreams",
+}
+FIELDS = frozenset({"format", "format_version", "generator", "params", "n_encryptions", "class_names",
+                    "pixel_domain", "arrays", "seed", "sources", "key_store", "files"})
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """What a release says about itself; the other fields of the JSON follow from these."""
+
+    params: Params
+    class_names: list[str]
+    n_classes: int  # columns of label.npy: the class names' count, or the labels' range when unnamed
+    practice: bool  # a replayable practice seed, or a strong one
+    sources: dict  # {"private": {fingerprint, images, notes}, "public": the same or None}
+    commitment: str  # "sha256:" + 64 hex digits, of the key store
+    files: dict[str, str]  # public file name -> SHA-256
+    generator: dict = field(default_factory=fmt.generator_info)
+
+    def to_json(self) -> dict:
+        kind = "practice" if self.practice else "strong"
+        return {
+            "format": FORMAT_NAME,
+            "format_version": fmt.FORMAT_VERSION,
+            "generator": self.generator,
+            "params": self.params.to_dict(),
+            "n_encryptions": self.params.n_encryptions,
+            "class_names": list(self.class_names),
+            "pixel_domain": describe(self.params.domain),
+            "arrays": expected_arrays(self.params, self.n_classes),
+            "seed": {"kind": kind, "replayable": self.practice, "note": SEED_NOTES[kind]},
+            "sources": self.sources,
+            "key_store": {"commitment": self.commitment, "scheme": COMMITMENT_SCHEME},
+            "files": self.files,
+        }
+
+
+def expected_arrays(params: Params, n_classes: int | None) -> dict:
+    """The manifest's ``arrays``: dtype and shape of encryption.npy and label.npy."""
+    return {
+        fmt.ENCRYPTION_FILE: {"dtype": "float32", "shape": [params.n_encryptions, *IMAGE_SHAPE], "layout": "NHWC"},
+        fmt.LABEL_FILE: {"dtype": "float32", "shape": [params.n_encryptions, n_classes]},
+    }
+
+
+def manifest_problems(manifest: dict) -> tuple[Params | None, list[tuple[str, str]]]:
+    """Every way ``manifest`` departs from the schema, as (field, message); and its parameters when
+    they are valid (the checks that depend on them are skipped otherwise)."""
+    problems: list[tuple[str, str]] = []
+
+    def bad(field_: str, message: str) -> None:
+        problems.append((field_, message))
+
+    if set(manifest) != FIELDS:
+        extra, missing = sorted(set(manifest) - FIELDS), sorted(FIELDS - set(manifest))
+        bad("", f"fields: unexpected {extra}, missing {missing}")
+    if manifest.get("format") != FORMAT_NAME or manifest.get("format_version") != fmt.FORMAT_VERSION:
+        bad("format", f"expected {FORMAT_NAME} version {fmt.FORMAT_VERSION}")
+    generator = manifest.get("generator")
+    if not (isinstance(generator, dict) and set(generator) == {"name", "version"}
+            and generator["name"] == fmt.generator_info()["name"] and isinstance(generator["version"], str)):
+        bad("generator", f"expected {{name: {fmt.generator_info()['name']}, version: text}}")
+    try:
+        params = fmt.read_params(manifest.get("params"), "params")
+    except fmt.FormatError as e:
+        bad("params", str(e))
+        params = None
+    if params is not None:
+        if manifest.get("n_encryptions") != params.n_encryptions:
+            bad("n_encryptions", f"{manifest.get('n_encryptions')!r}, expected n_private * per_image = {params.n_encryptions}")
+        if manifest.get("pixel_domain") != describe(params.domain):
+            bad("pixel_domain", f"expected {describe(params.domain)}")
+        names = manifest.get("class_names")
+        arrays = expected_arrays(params, len(names) if isinstance(names, list) else None)
+        if manifest.get("arrays") != arrays:
+            bad("arrays", f"expected {arrays}")
+        _check_sources(manifest.get("sources"), params, bad)
+    names = manifest.get("class_names")
+    if not (isinstance(names, list) and names and all(isinstance(c, str) for c in names)):
+        bad("class_names", "expected a non-empty list of strings")
+    seed = manifest.get("seed")
+    if not (isinstance(seed, dict) and set(seed) == {"kind", "replayable", "note"}
+            and isinstance(seed["kind"], str) and seed["kind"] in SEED_NOTES and seed["replayable"] is (seed["kind"] == "practice")
+            and seed["note"] == SEED_NOTES[seed["kind"]]):
+        bad("seed", "expected {kind: strong|practice, replayable: kind == practice, note: the generator's note for the kind}")
+    key_store = manifest.get("key_store")
+    if not (isinstance(key_store, dict) and set(key_store) == {"commitment", "scheme"}
+            and key_store["scheme"] == COMMITMENT_SCHEME
+            and isinstance(key_store["commitment"], str) and key_store["commitment"].startswith("sha256:")
+            and _HEX64.fullmatch(key_store["commitment"][7:])):
+        bad("key_store", f"expected {{commitment: sha256:<64 hex>, scheme: {COMMITMENT_SCHEME}}}")
+    files = manifest.get("files")
+    if not (isinstance(files, dict) and all(isinstance(v, str) and _HEX64.fullmatch(v) for v in files.values())):
+        bad("files", "expected an object of file name -> SHA-256 (64 lower-case hex digits)")
+    return params, problems
+
+
+def _check_sources(sources, params: Params, bad) -> None:
+    def source_ok(s, minimum: int) -> bool:
+        return (isinstance(s, dict) and set(s) == {"fingerprint", "images", "notes"}
+                and isinstance(s["fingerprint"], str) and bool(_HEX64.fullmatch(s["fingerprint"]))
+                and type(s["images"]) is int and minimum <= s["images"] <= MAX_ENCRYPTIONS
+                and isinstance(s["notes"], dict)
+                and all(isinstance(k, str) and type(v) is int for k, v in s["notes"].items()))
+
+    if not (isinstance(sources, dict) and set(sources) == {"private", "public"}):
+        bad("sources", "expected {private, public}")
+        return
+    if not source_ok(sources["private"], params.n_private):
+        bad("sources.private", f"expected {{fingerprint: 64 hex, images: {params.n_private}..{MAX_ENCRYPTIONS}, notes: counts}}")
+    if params.k_public and not source_ok(sources["public"], params.k_public):
+        bad("sources.public", f"expected {{fingerprint: 64 hex, images: {params.k_public}..{MAX_ENCRYPTIONS}, notes: counts}}")
+    if not params.k_public and sources["public"] is not None:
+        bad("sources.public", f"expected null: --mode {params.mode} uses no public patch")
+
+
+def read_manifest(path: Path) -> dict:
+    """A release's manifest, from ``release/`` or from its ``public/`` folder (all participants have)."""
+    path = Path(path)
+    manifest_path = path / fmt.PUBLIC_DIR / fmt.MANIFEST_FILE
+    if not manifest_path.is_file():
+        manifest_path = path / fmt.MANIFEST_FILE
+    if not manifest_path.is_file():
+        raise UsageError(f"{path}: not a release (no {fmt.PUBLIC_DIR}/{fmt.MANIFEST_FILE} or {fmt.MANIFEST_FILE})")
+    manifest = fmt.read_json(manifest_path)
+    if manifest.get("format") != FORMAT_NAME or manifest.get("format_version") != fmt.FORMAT_VERSION:
+        raise UsageError(f"{manifest_path}: not a version-{fmt.FORMAT_VERSION} instahide-challenge-release manifest")
+    n = manifest.get("n_encryptions")
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise UsageError(f"{manifest_path}: 'n_encryptions' is {n!r}, expected a positive integer")
+    params = manifest.get("params")
+    domain = params.get("domain") if isinstance(params, dict) else None
+    if domain not in DOMAINS:
+        raise UsageError(f"{manifest_path}: params.domain is {domain!r}, expected one of {', '.join(DOMAINS)}")
+    return manifest
