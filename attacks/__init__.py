@@ -2,5 +2,7 @@
 
 :mod:`attacks.pool` matches encryptions against a data set the attacker can obtain;
 :mod:`attacks.graph` is the keyless attack of Carlini et al. (IEEE S&P 2021, arXiv 2011.05315);
-:mod:`attacks.strength` runs them all on a release and reports what they recover.
+:mod:`attacks.submit` writes an attack's answer as a submission.  The attacks read a release's
+public files only and import nothing but :mod:`challenge`; ``instahide strength``
+(:mod:`commands.attack`) runs them all and :mod:`verifier.strength` scores and reports them.
 """

@@ -10,9 +10,9 @@ import numpy as np
 from challenge import format as fmt
 from challenge.errors import UsageError
 from challenge.params import Params
-from verifier.baselines import encryption_blocks
 from challenge.manifest import read_manifest
-from verifier.submission import Expected, expected_from_manifest, read_npy_header
+from challenge.npy import read_npy_header
+from challenge.submission import Expected, encryption_blocks, expected_from_manifest
 
 __all__ = ["PublicRelease", "open_public", "magnitudes"]
 

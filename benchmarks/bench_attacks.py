@@ -32,7 +32,8 @@ from challenge import format as fmt  # noqa: E402
 from challenge.params import Params  # noqa: E402
 from generator.default_data import default_private, default_public  # noqa: E402
 from generator.release import generate  # noqa: E402
-from verifier.baselines import pairing_blocks, write_submission  # noqa: E402
+from challenge.submission import write_submission  # noqa: E402
+from verifier.baselines import pairing_blocks  # noqa: E402
 from verifier.scoring import score  # noqa: E402
 
 SEED = bytes(range(32))

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from challenge import __version__, files
 from challenge.errors import UsageError
 from challenge.keystream import SEED_BYTES
 from challenge.params import MAX_ENCRYPTIONS, ParameterError, Params
+from challenge.text import printable
 
 FORMAT_VERSION = 1
 PUBLIC_DIR = "public"
@@ -292,6 +294,19 @@ def commitment(store: KeyStore, rows_per_read: int = 65536) -> str:
             h.update(np.ascontiguousarray(store.rows(name, start, start + rows_per_read)).tobytes())
     h.update(json.dumps(store.attrs, sort_keys=True).encode())
     return "sha256:" + h.hexdigest()
+
+
+def check_commitment(manifest: dict, store: KeyStore, release: Path, keys: Path) -> None:
+    """Refuse a key store other than the one the release's manifest commits to (same parameters or not)."""
+    entry = manifest.get("key_store")
+    published = entry.get("commitment") if isinstance(entry, dict) else None
+    if not isinstance(published, str) or not re.fullmatch(r"sha256:[0-9a-f]{64}", published):
+        raise UsageError(f"{printable(release)}: manifest field key_store.commitment is {printable(repr(published))[:80]}; "
+                         "expected 'sha256:' and 64 hex digits")
+    actual = commitment(store)
+    if actual != published:
+        raise UsageError(f"{printable(keys)}: key store commitment {actual} differs from {published}, the one "
+                         f"{printable(release)} publishes: not this release's keys")
 
 
 def generator_info() -> dict:

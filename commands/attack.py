@@ -78,6 +78,15 @@ def _load_pool(path: Path | None):
     return default_private() if path is None else load_private(path)
 
 
+def _embedded_pool(release):
+    """The embedded demo data when the release was built from it (its fingerprint is in the manifest)."""
+    from generator.default_data import default_private
+
+    source = (release.manifest.get("sources") or {}).get("private") or {}
+    pool = default_private()
+    return pool if source.get("fingerprint") == pool.fingerprint() else None
+
+
 def _finish(args, summary: dict) -> int:
     if args.json:
         print(json.dumps(summary, indent=2, sort_keys=True))
@@ -89,7 +98,7 @@ def _finish(args, summary: dict) -> int:
 
 def _run_pool(args) -> int:
     from attacks.public import open_public
-    from attacks.strength import write_pool
+    from attacks.submit import write_pool
     from challenge.progress import Progress
 
     release = open_public(args.release)
@@ -104,7 +113,7 @@ def _run_pool(args) -> int:
 
 def _run_graph(args) -> int:
     from attacks.public import open_public
-    from attacks.strength import write_graph
+    from attacks.submit import write_graph
 
     release = open_public(args.release)
     start = time.perf_counter()
@@ -114,11 +123,28 @@ def _run_graph(args) -> int:
 
 
 def _run_strength(args) -> int:
-    from attacks.strength import STRENGTH_HTML, STRENGTH_JSON, strength
+    """The composition: the keyless attacks that apply, run and scored by the verifier's report."""
+    from attacks.graph import pair_accuracy
+    from attacks.public import open_public
+    from attacks.submit import write_graph, write_pool
+    from verifier.strength import STRENGTH_HTML, STRENGTH_JSON, strength
 
     pool = _load_pool(args.pool) if args.pool is not None else None
+    release = open_public(args.release)
+    pool = pool if pool is not None else _embedded_pool(release)
+    attacks = []
+    if pool is not None:
+        attacks.append(("pool", lambda d, store: (write_pool(release, pool, d, args.force, args.rows),
+                                                  {"pool_size": len(pool)})[1]))
+
+    def graph(d: Path, store) -> dict:
+        result = write_graph(release, d, args.force, args.rows)
+        truth = store["encryption/private_index"][:]
+        return {"pair_accuracy": pair_accuracy(result.groups, truth, release.params.n_private)}
+
+    attacks.append(("graph", graph))
     log = None if args.json else (lambda line: print(f"  {line}", file=sys.stderr))
-    report = strength(args.release, args.keys, args.out, pool=pool, force=args.force, rows=args.rows, log=log)
+    report = strength(args.release, args.keys, args.out, attacks, force=args.force, rows=args.rows, log=log)
     if args.json:
         print(json.dumps(report, indent=2, sort_keys=True))
     else:

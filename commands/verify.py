@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from pathlib import Path
 
@@ -29,7 +28,7 @@ examples:
 
 def _add_common(p: argparse.ArgumentParser, keys_help: str, keys_required: bool = False,
                 release_required: bool = False) -> None:
-    from verifier.submission import ROWS
+    from challenge.npy import ROWS
 
     p.add_argument("--release", type=Path, required=release_required,
                    help="the release folder, or its public/ folder (gives N and the pixel domain; with --keys, "
@@ -68,28 +67,13 @@ def _selected(args, store):
     return selected_rows(store, args.holdout, args.part or "public")
 
 
-def _check_commitment(manifest: dict, store, release: Path, keys: Path) -> None:
-    """Refuse a key store other than the one the release's manifest commits to (same parameters or not)."""
-    from challenge.format import commitment
-    from verifier.submission import printable
-
-    entry = manifest.get("key_store")
-    published = entry.get("commitment") if isinstance(entry, dict) else None
-    if not isinstance(published, str) or not re.fullmatch(r"sha256:[0-9a-f]{64}", published):
-        raise UsageError(f"{printable(release)}: manifest field key_store.commitment is {printable(repr(published))[:80]}; "
-                         "expected 'sha256:' and 64 hex digits")
-    actual = commitment(store)
-    if actual != published:
-        raise UsageError(f"{printable(keys)}: key store commitment {actual} differs from {published}, the one "
-                         f"{printable(release)} publishes: not this release's keys")
-
-
 def _open(release: Path | None, keys: Path | None):
     """Expected shape/domain and the key store (or None), checking that the two belong together:
     same parameters and the commitment the manifest publishes."""
-    from challenge.format import open_key_store
+    from challenge.format import check_commitment, open_key_store
     from challenge.manifest import read_manifest
-    from verifier.submission import expected_from_keys, expected_from_manifest, printable
+    from challenge.submission import expected_from_keys, expected_from_manifest
+    from challenge.text import printable
 
     if release is None and keys is None:
         raise UsageError("give --release (to validate) or --keys (to validate and score)")
@@ -101,13 +85,14 @@ def _open(release: Path | None, keys: Path | None):
         if manifest.get("params") != store.params.to_dict():
             raise UsageError(f"{printable(keys)}: key store parameters differ from those of {printable(release)}: "
                              "not this release's keys")
-        _check_commitment(manifest, store, release, keys)
+        check_commitment(manifest, store, release, keys)
     return expected_from_manifest(manifest), store
 
 
 def _run_verify(args) -> int:
     from verifier.scoring import format_table, score, write_scores
-    from verifier.submission import printable, validate
+    from challenge.text import printable
+    from verifier.submission import validate
 
     expected, store = _open(args.release, args.keys)
     shown = printable(args.submission)
@@ -172,7 +157,7 @@ def build_parser() -> OneLineParser:
 
 def _run_leaderboard(args) -> int:
     from verifier import leaderboard
-    from verifier.submission import printable
+    from challenge.text import printable
 
     _, store = _open(args.release, args.keys)
     entries = leaderboard.build(args.submissions, store, rows=args.rows, selected=_selected(args, store))
@@ -188,7 +173,7 @@ def _run_leaderboard(args) -> int:
 
 def _run_baseline(args) -> int:
     from verifier.baselines import write_baseline
-    from verifier.submission import printable
+    from challenge.text import printable
 
     expected, store = _open(args.release, args.keys)
     path = write_baseline(args.kind, args.out, expected, store=store, release=args.release, seed=args.seed,

@@ -6,7 +6,7 @@ import pytest
 from attacks.pool import best_candidates, pool_attack
 from attacks.public import open_public
 from challenge import format as fmt
-from verifier.baselines import write_submission
+from challenge.submission import write_submission
 from tests.naive import best_candidates_reference
 from verifier.scoring import score
 

@@ -25,7 +25,7 @@ from tests.helpers import SEED, TINY, run_cli
 from commands import verify as verify_cli
 from verifier.baselines import KINDS, write_baseline
 from verifier.scoring import score
-from verifier.submission import Expected
+from challenge.submission import Expected
 
 EXPECTED = Expected(100, "centered")
 

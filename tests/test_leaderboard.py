@@ -13,7 +13,7 @@ from commands import main as instahide
 from challenge.format import open_key_store
 from verifier import leaderboard
 from verifier.baselines import blind, write_baseline
-from verifier.submission import Expected
+from challenge.submission import Expected
 
 EXPECTED = Expected(100, "centered")
 

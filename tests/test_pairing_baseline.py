@@ -10,7 +10,7 @@ from generator.release import generate
 from tests.helpers import SEED
 from verifier.baselines import write_baseline
 from verifier.scoring import score
-from verifier.submission import expected_from_keys
+from challenge.submission import expected_from_keys
 
 
 @pytest.fixture(scope="module")

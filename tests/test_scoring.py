@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 
 from challenge.format import open_key_store
-from verifier import cli
+from commands import verify as cli
 from verifier.baselines import write_baseline
 from verifier.metrics import K1
 from tests.naive import score_pairs_reference
 from verifier.scoring import Accumulator, score
-from verifier.submission import Expected
+from challenge.submission import Expected
 
 C1 = (K1 * 2) ** 2
 

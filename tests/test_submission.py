@@ -12,13 +12,9 @@ import pytest
 
 from tests.helpers import run_cli
 from commands import verify as cli
-from verifier.submission import (
-    Expected,
-    _tally_rows,
-    expected_from_manifest,
-    validate,
-)
 from challenge.manifest import read_manifest
+from challenge.submission import Expected, expected_from_manifest
+from verifier.submission import _tally_rows, validate
 from tests.naive import tally_rows_reference
 
 N = 100  # encryptions in the tiny release

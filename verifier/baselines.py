@@ -17,8 +17,6 @@ Each is written block by block, so a baseline for a million encryptions needs li
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 from typing import Iterator
 
@@ -27,12 +25,11 @@ import numpy as np
 from challenge import format as fmt
 from challenge.domain import UINT8_TO_CENTERED
 from challenge.errors import UsageError
-from challenge.files import UnsafeFile, write_atomic
 from verifier import metrics
-from verifier.submission import DECRYPTION_FILE, METADATA_FILE, ROWS, Expected, printable, read_npy_header
+from challenge.npy import ROWS
+from challenge.submission import Expected, encryption_blocks, write_submission
 
-__all__ = ["FLOORS", "KINDS", "METHODS", "best_grey_level", "blind", "floor_blocks", "write_baseline",
-           "write_submission"]
+__all__ = ["FLOORS", "KINDS", "METHODS", "best_grey_level", "blind", "floor_blocks", "write_baseline"]
 
 KINDS = ("oracle", "blind", "noise", "constant", "mean", "pairing")
 FLOORS = ("constant", "mean")  # trivial submissions every leaderboard shows as reference rows
@@ -98,22 +95,6 @@ def blind(encryptions: np.ndarray, expected: Expected) -> np.ndarray:
     return (lo + stretched * (hi - lo)).astype(np.float32).reshape(encryptions.shape)
 
 
-def encryption_blocks(release: Path, expected: Expected, rows: int = ROWS) -> Iterator[np.ndarray]:
-    """The release's published encryptions, ``rows`` at a time, after checking the file's header."""
-    path = Path(release) / fmt.PUBLIC_DIR / fmt.ENCRYPTION_FILE
-    if not path.is_file():
-        path = Path(release) / fmt.ENCRYPTION_FILE
-    if not path.is_file():
-        raise UsageError(f"{release}: no {fmt.PUBLIC_DIR}/{fmt.ENCRYPTION_FILE}; this baseline needs the release's encryptions")
-    array, problems = read_npy_header(path, 1 << 62)
-    if array is not None and (array.shape != expected.shape or array.dtype != np.float32):
-        problems.append(f"shape {array.shape} dtype {array.dtype}, expected {expected.shape} float32")
-    if problems:
-        raise UsageError(f"{path}: not the release's encryptions ({'; '.join(problems)})")
-    for _, block in array.chunks(rows):
-        yield block
-
-
 def noise_blocks(expected: Expected, seed: int, rows: int = ROWS) -> Iterator[np.ndarray]:
     lo, hi = expected.value_range
     rng = np.random.default_rng(seed)
@@ -149,43 +130,6 @@ def pairing_blocks(store: fmt.KeyStore, encryptions: Iterator[np.ndarray], expec
     first = store["encryption/private_index"]
     for start in range(0, expected.n, rows):
         yield images[first[start : start + rows, 0]]
-
-
-def write_submission(out: Path, blocks: Iterator[np.ndarray], expected: Expected, dtype: str,
-                     metadata: dict, force: bool = False) -> Path:
-    """Stream ``blocks`` into ``out/decryption.npy`` (via a temporary file) and write ``metadata.json``.
-
-    An unwritable ``out`` (read-only, full disk, a file in the way) is one :class:`UsageError`
-    naming the path; no temporary file and no decryption without its metadata is left behind.
-    """
-    out = Path(out)
-    target = out / DECRYPTION_FILE
-    if target.exists() and not force:
-        raise UsageError(f"{printable(target)}: already exists; pass --force to replace it")
-    tmp = out / f".{DECRYPTION_FILE}.partial-{os.getpid()}"
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as f:
-            header = {"descr": np.dtype(dtype).str, "fortran_order": False, "shape": expected.shape}
-            np.lib.format.write_array_header_1_0(f, header)
-            written = 0
-            for block in blocks:
-                f.write(np.ascontiguousarray(block, dtype=dtype).data)
-                written += len(block)
-        if written != expected.n:
-            raise RuntimeError(f"baseline produced {written} rows, expected {expected.n}")
-        write_atomic(out / METADATA_FILE, json.dumps(metadata, indent=2, sort_keys=True) + "\n")
-        os.replace(tmp, target)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise UsageError(f"cannot write the submission: {printable(e.filename or out)}: {e.strerror or e}") from None
-    except UnsafeFile as e:
-        tmp.unlink(missing_ok=True)
-        raise UsageError(f"cannot write the submission: {printable(e)}") from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return target
 
 
 def write_baseline(kind: str, out: Path, expected: Expected, *, store: fmt.KeyStore | None = None,

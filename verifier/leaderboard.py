@@ -24,7 +24,10 @@ from challenge.errors import UsageError
 from challenge.preview import contact_sheet, save_png
 from verifier.baselines import FLOORS, floor_blocks
 from verifier.scoring import HEADLINE, SUCCESS_SSIM, Scores, published, score, score_blocks, write_files
-from verifier.submission import ROWS, Expected, Validation, centered, expected_from_keys, printable
+from challenge.npy import ROWS
+from challenge.submission import Expected, expected_from_keys
+from challenge.text import printable
+from verifier.submission import Validation, centered
 
 __all__ = ["Entry", "best_and_worst", "build", "html_page", "markdown", "rank", "recovery_sheet", "write"]
 

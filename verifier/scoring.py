@@ -25,7 +25,10 @@ from challenge.errors import UsageError
 from challenge.files import UnsafeFile, write_atomic
 from challenge.keystream import chacha20_keystream
 from verifier import metrics
-from verifier.submission import ROWS, Expected, Validation, centered, expected_from_keys, printable, validate
+from challenge.npy import ROWS
+from challenge.submission import Expected, expected_from_keys
+from challenge.text import printable
+from verifier.submission import Validation, centered, validate
 
 __all__ = [
     "DECIMALS", "HEADLINE", "PARTS", "SUCCESS_SSIM", "Accumulator", "Scores", "format_table", "holdout_mask",

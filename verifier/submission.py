@@ -13,27 +13,26 @@ outputs only through :func:`printable`.
 
 from __future__ import annotations
 
-import math
 import os
-import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import numpy as np
 from numba import njit, prange
 
-from challenge import format as fmt
-from challenge.domain import DOMAINS, UINT8_TO_CENTERED, to_centered
+from challenge.domain import UINT8_TO_CENTERED, to_centered
 from challenge.errors import UsageError
-from challenge.files import UnsafeFile, open_regular, read_json
+from challenge.files import UnsafeFile, read_json
+from challenge.geometry import IMAGE_SHAPE, IMAGE_VALUES
+from challenge.npy import ACCEPTED_DTYPES, MAX_HEADER_BYTES, ROWS, NpyFile, read_npy_header
+from challenge.submission import DECRYPTION_FILE, METADATA_FILE, Expected
+from challenge.text import printable
 
-DECRYPTION_FILE = "decryption.npy"
-METADATA_FILE = "metadata.json"
-IMAGE_VALUES = 32 * 32 * 3
-ROWS = 2048  # rows read (and scored) at a time: about 50 MB of float64 working memory
-MAX_HEADER_BYTES = 10_000  # numpy's own limit for the header text
+__all__ = ["METADATA_FIELDS", "RANGE_TOLERANCE", "Validation", "ValueTally", "centered", "largest_valid_bytes",
+           "submission_date", "validate"]
+
 MAX_METADATA_BYTES = 65_536
 METADATA_FIELDS = {
     "team": "who submitted",
@@ -45,150 +44,6 @@ METADATA_FIELDS = {
 # Floats may stray outside the domain by this share of its width (2e-3 on [-1, 1], about a quarter
 # of one uint8 step) so that rounding in a participant's own conversion is not an error.
 RANGE_TOLERANCE = 1e-3
-ACCEPTED_DTYPES = ("float32", "float64", "uint8")
-
-# Characters that must not reach a one-line output as they are: control characters (newlines,
-# terminal escapes), bidirectional overrides (text that displays in another order than it reads)
-# and surrogates (a file name's undecodable bytes, which no UTF-8 writer accepts).
-_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069\ud800-\udfff]")
-
-
-def _escape(match: re.Match) -> str:
-    code = ord(match.group())
-    if 0xDC80 <= code <= 0xDCFF:  # os.fsdecode's stand-in for an undecodable byte: show the byte
-        return f"\\x{code - 0xDC00:02x}"
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
-
-
-def printable(text) -> str:
-    """``text`` (or a path) as valid, one-line Unicode: what any output (terminal, JSON, Markdown,
-    HTML, file name) can take.  Undecodable file-name bytes show as ``\\xff``, controls as escapes."""
-    return _UNPRINTABLE.sub(_escape, os.fspath(text) if isinstance(text, os.PathLike) else str(text))
-
-
-@dataclass(frozen=True)
-class Expected:
-    """What a valid submission looks like: N rows, floats in ``domain`` (all of it public)."""
-
-    n: int
-    domain: str
-
-    @property
-    def shape(self) -> tuple[int, int, int, int]:
-        return (self.n, *fmt.IMAGE_SHAPE)
-
-    @property
-    def value_range(self) -> tuple[float, float]:
-        return DOMAINS[self.domain]
-
-
-def expected_from_manifest(manifest: dict) -> Expected:
-    return Expected(manifest["n_encryptions"], manifest["params"]["domain"])
-
-
-def expected_from_keys(store: fmt.KeyStore) -> Expected:
-    return Expected(store.params.n_encryptions, store.params.domain)
-
-
-# --- the .npy file -------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class NpyFile:
-    """A checked ``.npy`` header: where the C-order rows start, their dtype and shape."""
-
-    path: Path
-    dtype: np.dtype
-    shape: tuple
-    offset: int
-    size: int  # bytes, as checked when the header was read
-
-    @property
-    def row_bytes(self) -> int:
-        return math.prod(self.shape[1:]) * self.dtype.itemsize
-
-    def _open(self):
-        """The file again, checked again: still a regular file of the size that was validated."""
-        f = open_regular(self.path)
-        if os.fstat(f.fileno()).st_size != self.size:
-            f.close()
-            raise UsageError(f"{printable(self.path)}: changed while being read; expected {self.size:,} bytes")
-        return f
-
-    def _read(self, f, start: int, stop: int) -> np.ndarray:
-        buf = np.empty((stop - start, *self.shape[1:]), dtype=self.dtype)
-        f.seek(self.offset + start * self.row_bytes)
-        if f.readinto(memoryview(buf).cast("B")) != buf.nbytes:
-            raise UsageError(f"{printable(self.path)}: file shrank while being read")
-        return buf.astype(self.dtype.newbyteorder("="), copy=False)
-
-    def read_rows(self, start: int, stop: int) -> np.ndarray:
-        """Rows ``start:stop`` as a native-byte-order array, with one plain read."""
-        with self._open() as f:
-            return self._read(f, start, stop)
-
-    def chunks(self, rows: int = ROWS) -> Iterator[tuple[int, np.ndarray]]:
-        """``(start, block)`` for consecutive blocks of ``rows`` rows from one checked descriptor;
-        memory is bounded by ``rows``."""
-        with self._open() as f:
-            for start in range(0, self.shape[0], rows):
-                yield start, self._read(f, start, min(start + rows, self.shape[0]))
-
-
-def read_npy_header(path: Path, max_bytes: int) -> tuple[NpyFile | None, list[str]]:
-    """Parse and check the header of ``path`` without reading (or unpickling) any data.
-
-    Returns the header and the problems with the file as a container (not its shape or dtype).
-    """
-    name = path.name
-    try:
-        f = open_regular(path)
-    except UnsafeFile as e:
-        return None, [str(e)]
-    with f:
-        size = os.fstat(f.fileno()).st_size
-        if size > max_bytes:
-            return None, [f"{name}: {size:,} bytes, more than the {max_bytes:,} bytes the largest valid "
-                          f"submission needs; refused without reading it"]
-        try:
-            header = _parse_npy_header(f, name)
-        except (ValueError, EOFError) as e:
-            return None, [f"{name}: unreadable .npy header ({str(e).splitlines()[0]}); expected an array saved with np.save"]
-        except OSError as e:
-            return None, [f"{name}: cannot be read ({e.strerror})"]
-    if isinstance(header, str):
-        return None, [header]
-    shape, fortran, dtype, offset = header
-    problems = []
-    if dtype.hasobject or dtype.fields is not None:
-        problems.append(f"{name}: holds Python objects or records (dtype {dtype}); pickled data is refused, "
-                        f"expected a plain numeric array ({' or '.join(ACCEPTED_DTYPES)})")
-        return None, problems
-    if fortran:
-        problems.append(f"{name}: stored in Fortran order; expected C order (save np.ascontiguousarray(x))")
-    if any(d < 0 for d in shape):
-        return None, [f"{name}: header shape {shape} has a negative size; expected an array saved with np.save"]
-    need = offset + math.prod(shape) * dtype.itemsize
-    if size < need:
-        problems.append(f"{name}: truncated: {size:,} bytes, but its header {shape} {dtype} needs {need:,}")
-    elif size > need:
-        problems.append(f"{name}: {size - need:,} bytes after the array its header describes; expected exactly {need:,} bytes")
-    return NpyFile(path, dtype, tuple(shape), offset, size), problems
-
-
-def _parse_npy_header(f, name: str) -> tuple | str:
-    """(shape, fortran_order, dtype, data offset) from an open ``.npy`` file, or why it is not one."""
-    try:
-        version = np.lib.format.read_magic(f)
-    except ValueError:
-        return f"{name}: not a .npy file (no NumPy magic string); expected an array saved with np.save"
-    if version == (1, 0):
-        shape, fortran, dtype = np.lib.format.read_array_header_1_0(f, max_header_size=MAX_HEADER_BYTES)
-    elif version == (2, 0):
-        shape, fortran, dtype = np.lib.format.read_array_header_2_0(f, max_header_size=MAX_HEADER_BYTES)
-    else:
-        return f"{name}: .npy format version {version[0]}.{version[1]}; expected 1.0 or 2.0 (what np.save writes)"
-    return shape, fortran, dtype, f.tell()
-
 
 # --- values --------------------------------------------------------------------------------------
 
@@ -318,7 +173,7 @@ def _check_shape(array: NpyFile, expected: Expected) -> list[str]:
             hint = " (channels first, NCHW: transpose with x.transpose(0, 2, 3, 1))"
         elif shape == (expected.n, IMAGE_VALUES):
             hint = " (flattened: reshape with x.reshape(-1, 32, 32, 3))"
-        elif len(shape) == 4 and shape[1:] == fmt.IMAGE_SHAPE:
+        elif len(shape) == 4 and shape[1:] == IMAGE_SHAPE:
             hint = f" ({shape[0]} rows: one row per encryption is needed, row i the recovery of encryption i)"
         problems.append(f"{name}: shape {shape}; expected {want}{hint}")
     return problems

@@ -1,7 +1,7 @@
 """``instahide strength``: what the known attacks recover from a release, before it is published.
 
-Runs every attack that applies (``graph`` always; ``pool`` when a pool is given or the private set
-is the embedded demo data, whose pool ships with the tool), the trivial floors (``constant``,
+Runs the attacks it is given (the command tree picks them: ``graph`` always; ``pool`` when a pool is
+given or the private set is the embedded demo data, whose pool ships with the tool), the trivial floors (``constant``,
 ``mean``) and the key-given ``pairing`` baseline; scores each with the verifier and writes
 ``strength.json`` and ``strength.html`` (with pictures of the best and worst recoveries beside the
 truth).  The keys are used only to score and to measure the graph attack's pairing accuracy.
@@ -18,47 +18,22 @@ from typing import Callable
 
 import numpy as np
 
-from attacks.graph import graph_attack, pair_accuracy
-from attacks.pool import pool_attack
-from attacks.public import PublicRelease, open_public
 from challenge import format as fmt
 from challenge.domain import to_uint8
 from challenge.errors import UsageError
-from challenge.imageset import ImageSet
-from challenge.preview import contact_sheet, save_png
 from challenge.files import write_atomic
-from verifier.baselines import floor_blocks, pairing_blocks, write_submission
+from challenge.manifest import read_manifest
+from challenge.npy import read_npy_header
+from challenge.preview import contact_sheet, save_png
+from challenge.submission import Expected, encryption_blocks, expected_from_manifest, write_submission
+from verifier.baselines import floor_blocks, pairing_blocks
 from verifier.scoring import SUCCESS_SSIM, Scores, score
 
-__all__ = ["write_graph", "write_pool", "strength", "STRENGTH_JSON", "STRENGTH_HTML"]
+__all__ = ["STRENGTH_HTML", "STRENGTH_JSON", "Writer", "strength", "verdict"]
 
 STRENGTH_JSON = "strength.json"
 STRENGTH_HTML = "strength.html"
-KEYLESS = ("pool", "graph")
 SHOWN = 6  # best and worst recoveries pictured per attack
-
-
-def write_graph(release: PublicRelease, out: Path, force: bool = False, rows: int = 4096):
-    """Run the graph attack and submit, for each encryption, its group with the largest lambda."""
-    result = graph_attack(release, rows=rows)
-    lo, hi = release.expected.value_range
-    images = np.clip(result.images, lo, hi).reshape(-1, *fmt.IMAGE_SHAPE)
-    first = result.first_choice()
-    blocks = (images[first[a : a + rows]] for a in range(0, len(first), rows))
-    write_submission(out, blocks, release.expected, "float32",
-                     {"team": "instahide attack graph", "method": "keyless graph attack of Carlini et al. (attacks/graph.py)"},
-                     force)
-    return result
-
-
-def write_pool(release: PublicRelease, pool: ImageSet, out: Path, force: bool = False, rows: int = 4096, progress=None):
-    """Run the pool attack and submit each encryption's best candidate (uint8, exact)."""
-    choice, similarity = pool_attack(release, pool, rows, progress)
-    blocks = (pool.images[choice[a : a + rows]] for a in range(0, len(choice), rows))
-    write_submission(out, blocks, release.expected, "uint8",
-                     {"team": "instahide attack pool", "method": "best sign-invariant match in a known pool (attacks/pool.py)"},
-                     force)
-    return choice, similarity
 
 
 @dataclass
@@ -76,67 +51,59 @@ class Entry:
                 **self.extra}
 
 
-def _embedded_pool(release: PublicRelease) -> ImageSet | None:
-    """The embedded demo data when the release was built from it (its fingerprint is in the manifest)."""
-    from generator.default_data import default_private
-
-    source = (release.manifest.get("sources") or {}).get("private") or {}
-    pool = default_private()
-    return pool if source.get("fingerprint") == pool.fingerprint() else None
+Writer = Callable[[Path, fmt.KeyStore], dict]  # writes a submission into a folder; returns report fields
 
 
-def strength(release_path: Path, keys: Path, out: Path, pool: ImageSet | None = None, force: bool = False,
+def strength(release_path: Path, keys: Path, out: Path, attacks: list[tuple[str, Writer]], force: bool = False,
              rows: int = 4096, log: Callable[[str], None] | None = None) -> dict:
-    """Run, score and report every applicable attack; returns the report written to strength.json."""
-    release = open_public(release_path)
+    """Run, score and report the keyless ``attacks`` (name, writer) beside the floors and the key-given
+    pairing baseline; returns the report written to strength.json.  The attacks come from the caller
+    (the command tree), so the verifier imports none."""
+    manifest = read_manifest(release_path)
+    params = fmt.read_params(manifest["params"], f"{release_path}: manifest params")
+    expected = expected_from_manifest(manifest)
     store = fmt.open_key_store(keys)
-    if release.manifest.get("params") != store.params.to_dict():
+    if manifest.get("params") != store.params.to_dict():
         raise UsageError(f"{keys}: key store parameters differ from those of {release_path}: not this release's keys")
+    fmt.check_commitment(manifest, store, release_path, keys)
     report_path = Path(out) / STRENGTH_JSON
     if report_path.exists() and not force:
         raise UsageError(f"{report_path}: already exists; pass --force to replace it")
-    pool = pool if pool is not None else _embedded_pool(release)
     subs = Path(out) / "submissions"
-    truth = store["encryption/private_index"][:]
 
-    runs: list[tuple[str, bool, Callable[[Path], dict]]] = [
-        ("constant", False, lambda d: _write(d, floor_blocks("constant", store, release.expected, rows), "uint8",
-                                             release, "constant floor: the best flat grey", force)),
-        ("mean", False, lambda d: _write(d, floor_blocks("mean", store, release.expected, rows), "uint8",
-                                         release, "mean floor: the mean private image", force)),
-        ("pairing", False, lambda d: _write(d, pairing_blocks(store, release.encryption_blocks(rows), release.expected, rows),
-                                            "float32", release, "key-given pairing baseline", force)),
+    def floor(kind: str, method: str) -> Writer:
+        return lambda d, store: _write(d, floor_blocks(kind, store, expected, rows), "uint8", expected, method, force)
+
+    runs: list[tuple[str, bool, Writer]] = [
+        ("constant", False, floor("constant", "constant floor: the best flat grey")),
+        ("mean", False, floor("mean", "mean floor: the mean private image")),
+        ("pairing", False, lambda d, store: _write(
+            d, pairing_blocks(store, encryption_blocks(release_path, expected, rows), expected, rows),
+            "float32", expected, "key-given pairing baseline", force)),
+        *((name, True, writer) for name, writer in attacks),
     ]
-    if pool is not None:
-        runs.append(("pool", True, lambda d: (write_pool(release, pool, d, force, rows), {"pool_size": len(pool)})[1]))
-
-    def graph(d: Path) -> dict:
-        result = write_graph(release, d, force, rows)
-        return {"pair_accuracy": pair_accuracy(result.groups, truth, release.params.n_private)}
-
-    runs.append(("graph", True, graph))
     entries = []
     for name, keyless, run in runs:
         start = time.perf_counter()
-        extra = run(subs / name)
+        extra = run(subs / name, store)
         seconds = time.perf_counter() - start
-        validation, scores = score(subs / name, store, expected=release.expected, rows=rows)
+        validation, scores = score(subs / name, store, expected=expected, rows=rows)
         if not validation.valid:
             raise RuntimeError(f"{name}: wrote an invalid submission: {validation.problems}")
         entries.append(Entry(name, keyless, seconds, scores, extra))
         if log:
             log(f"{name}: Max_SSIM {scores.summary['Max_SSIM']:.3f}, recovered "
                 f"{round(scores.summary['recovered_share'] * scores.summary['n_private'])} in {seconds:.1f} s")
-    report = {"release": str(release_path), "params": release.params.to_dict(), "verdict": verdict(entries),
+    report = {"release": str(release_path), "params": params.to_dict(), "verdict": verdict(entries),
               "success_ssim": SUCCESS_SSIM, "attacks": [e.to_json() for e in entries]}
-    _pictures(entries, store, release, subs, Path(out))
+    _pictures(entries, store, params.domain, subs, Path(out))
     write_atomic(Path(out) / STRENGTH_HTML, _html(report, entries))
     write_atomic(report_path, json.dumps(report, indent=2, sort_keys=True) + "\n")
     return report
 
 
-def _write(folder: Path, blocks, dtype: str, release: PublicRelease, method: str, force: bool) -> dict:
-    write_submission(folder, blocks, release.expected, dtype, {"team": "instahide strength", "method": method}, force)
+def _write(folder: Path, blocks, dtype: str, expected: Expected, method: str, force: bool) -> dict:
+    write_submission(folder, blocks, expected, dtype, {"team": "instahide strength", "method": method}, force)
     return {}
 
 
@@ -152,10 +119,8 @@ def verdict(entries: list[Entry]) -> str:
             f"best Max_SSIM {s['Max_SSIM']:.2f} by {best.name}")
 
 
-def _pictures(entries: list[Entry], store: fmt.KeyStore, release: PublicRelease, subs: Path, out: Path) -> None:
+def _pictures(entries: list[Entry], store: fmt.KeyStore, domain: str, subs: Path, out: Path) -> None:
     """Per attack, a PNG: its best and worst recoveries (top row) above the true images (bottom row)."""
-    from verifier.submission import read_npy_header
-
     private_images = store.read("private/images")
     index = store["encryption/private_index"][:]
     (out / "pictures").mkdir(parents=True, exist_ok=True)
@@ -165,7 +130,7 @@ def _pictures(entries: list[Entry], store: fmt.KeyStore, release: PublicRelease,
         header, _ = read_npy_header(subs / e.name / "decryption.npy", 1 << 62)
         recovered = np.stack([header.read_rows(int(r), int(r) + 1)[0] for r in rows])
         if recovered.dtype != np.uint8:
-            recovered = to_uint8(recovered, release.params.domain)
+            recovered = to_uint8(recovered, domain)
         truth = private_images[index[rows, e.scores.best_column[rows]]]
         save_png(contact_sheet(np.concatenate([recovered, truth]), columns=len(rows)), out / "pictures" / f"{e.name}.png")
 

@@ -1,0 +1,123 @@
+""".npy files from untrusted places: the header parsed with numpy's literal-only parser (no pickle is
+ever unpickled) and checked against the file's size before a byte of data is read, then the rows
+read in bounded blocks with plain reads from a descriptor checked the same way (a memory map would
+count every touched page towards the resident set).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from challenge.errors import UsageError
+from challenge.files import UnsafeFile, open_regular
+from challenge.text import printable
+
+__all__ = ["ACCEPTED_DTYPES", "MAX_HEADER_BYTES", "NpyFile", "ROWS", "read_npy_header"]
+
+ROWS = 2048  # rows read (and scored) at a time: about 50 MB of float64 working memory
+MAX_HEADER_BYTES = 10_000  # numpy's own limit for the header text
+ACCEPTED_DTYPES = ("float32", "float64", "uint8")
+
+
+@dataclass(frozen=True)
+class NpyFile:
+    """A checked ``.npy`` header: where the C-order rows start, their dtype and shape."""
+
+    path: Path
+    dtype: np.dtype
+    shape: tuple
+    offset: int
+    size: int  # bytes, as checked when the header was read
+
+    @property
+    def row_bytes(self) -> int:
+        return math.prod(self.shape[1:]) * self.dtype.itemsize
+
+    def _open(self):
+        """The file again, checked again: still a regular file of the size that was validated."""
+        f = open_regular(self.path)
+        if os.fstat(f.fileno()).st_size != self.size:
+            f.close()
+            raise UsageError(f"{printable(self.path)}: changed while being read; expected {self.size:,} bytes")
+        return f
+
+    def _read(self, f, start: int, stop: int) -> np.ndarray:
+        buf = np.empty((stop - start, *self.shape[1:]), dtype=self.dtype)
+        f.seek(self.offset + start * self.row_bytes)
+        if f.readinto(memoryview(buf).cast("B")) != buf.nbytes:
+            raise UsageError(f"{printable(self.path)}: file shrank while being read")
+        return buf.astype(self.dtype.newbyteorder("="), copy=False)
+
+    def read_rows(self, start: int, stop: int) -> np.ndarray:
+        """Rows ``start:stop`` as a native-byte-order array, with one plain read."""
+        with self._open() as f:
+            return self._read(f, start, stop)
+
+    def chunks(self, rows: int = ROWS) -> Iterator[tuple[int, np.ndarray]]:
+        """``(start, block)`` for consecutive blocks of ``rows`` rows from one checked descriptor;
+        memory is bounded by ``rows``."""
+        with self._open() as f:
+            for start in range(0, self.shape[0], rows):
+                yield start, self._read(f, start, min(start + rows, self.shape[0]))
+
+
+def read_npy_header(path: Path, max_bytes: int) -> tuple[NpyFile | None, list[str]]:
+    """Parse and check the header of ``path`` without reading (or unpickling) any data.
+
+    Returns the header and the problems with the file as a container (not its shape or dtype).
+    """
+    name = path.name
+    try:
+        f = open_regular(path)
+    except UnsafeFile as e:
+        return None, [str(e)]
+    with f:
+        size = os.fstat(f.fileno()).st_size
+        if size > max_bytes:
+            return None, [f"{name}: {size:,} bytes, more than the {max_bytes:,} bytes the largest valid "
+                          f"submission needs; refused without reading it"]
+        try:
+            header = _parse_npy_header(f, name)
+        except (ValueError, EOFError) as e:
+            return None, [f"{name}: unreadable .npy header ({str(e).splitlines()[0]}); expected an array saved with np.save"]
+        except OSError as e:
+            return None, [f"{name}: cannot be read ({e.strerror})"]
+    if isinstance(header, str):
+        return None, [header]
+    shape, fortran, dtype, offset = header
+    problems = []
+    if dtype.hasobject or dtype.fields is not None:
+        problems.append(f"{name}: holds Python objects or records (dtype {dtype}); pickled data is refused, "
+                        f"expected a plain numeric array ({' or '.join(ACCEPTED_DTYPES)})")
+        return None, problems
+    if fortran:
+        problems.append(f"{name}: stored in Fortran order; expected C order (save np.ascontiguousarray(x))")
+    if any(d < 0 for d in shape):
+        return None, [f"{name}: header shape {shape} has a negative size; expected an array saved with np.save"]
+    need = offset + math.prod(shape) * dtype.itemsize
+    if size < need:
+        problems.append(f"{name}: truncated: {size:,} bytes, but its header {shape} {dtype} needs {need:,}")
+    elif size > need:
+        problems.append(f"{name}: {size - need:,} bytes after the array its header describes; expected exactly {need:,} bytes")
+    return NpyFile(path, dtype, tuple(shape), offset, size), problems
+
+
+def _parse_npy_header(f, name: str) -> tuple | str:
+    """(shape, fortran_order, dtype, data offset) from an open ``.npy`` file, or why it is not one."""
+    try:
+        version = np.lib.format.read_magic(f)
+    except ValueError:
+        return f"{name}: not a .npy file (no NumPy magic string); expected an array saved with np.save"
+    if version == (1, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_1_0(f, max_header_size=MAX_HEADER_BYTES)
+    elif version == (2, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_2_0(f, max_header_size=MAX_HEADER_BYTES)
+    else:
+        return f"{name}: .npy format version {version[0]}.{version[1]}; expected 1.0 or 2.0 (what np.save writes)"
+    return shape, fortran, dtype, f.tell()

@@ -1,0 +1,104 @@
+"""The submission contract (docs/FORMAT.md, section 8): what a valid submission looks like, how a
+tool writes one, and the release's encryptions it answers; all of it public.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from challenge import format as fmt
+from challenge.domain import DOMAINS
+from challenge.errors import UsageError
+from challenge.files import UnsafeFile, write_atomic
+from challenge.geometry import IMAGE_SHAPE
+from challenge.npy import ROWS, read_npy_header
+from challenge.text import printable
+
+__all__ = ["DECRYPTION_FILE", "METADATA_FILE", "Expected", "encryption_blocks", "expected_from_keys",
+           "expected_from_manifest", "write_submission"]
+
+DECRYPTION_FILE = "decryption.npy"
+METADATA_FILE = "metadata.json"
+
+
+@dataclass(frozen=True)
+class Expected:
+    """What a valid submission looks like: N rows, floats in ``domain`` (all of it public)."""
+
+    n: int
+    domain: str
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        return (self.n, *IMAGE_SHAPE)
+
+    @property
+    def value_range(self) -> tuple[float, float]:
+        return DOMAINS[self.domain]
+
+
+def expected_from_manifest(manifest: dict) -> Expected:
+    return Expected(manifest["n_encryptions"], manifest["params"]["domain"])
+
+
+def expected_from_keys(store: fmt.KeyStore) -> Expected:
+    return Expected(store.params.n_encryptions, store.params.domain)
+
+
+def encryption_blocks(release: Path, expected: Expected, rows: int = ROWS) -> Iterator[np.ndarray]:
+    """The release's published encryptions, ``rows`` at a time, after checking the file's header."""
+    path = Path(release) / fmt.PUBLIC_DIR / fmt.ENCRYPTION_FILE
+    if not path.is_file():
+        path = Path(release) / fmt.ENCRYPTION_FILE
+    if not path.is_file():
+        raise UsageError(f"{release}: no {fmt.PUBLIC_DIR}/{fmt.ENCRYPTION_FILE}; this baseline needs the release's encryptions")
+    array, problems = read_npy_header(path, 1 << 62)
+    if array is not None and (array.shape != expected.shape or array.dtype != np.float32):
+        problems.append(f"shape {array.shape} dtype {array.dtype}, expected {expected.shape} float32")
+    if problems:
+        raise UsageError(f"{path}: not the release's encryptions ({'; '.join(problems)})")
+    for _, block in array.chunks(rows):
+        yield block
+
+
+def write_submission(out: Path, blocks: Iterator[np.ndarray], expected: Expected, dtype: str,
+                     metadata: dict, force: bool = False) -> Path:
+    """Stream ``blocks`` into ``out/decryption.npy`` (via a temporary file) and write ``metadata.json``.
+
+    An unwritable ``out`` (read-only, full disk, a file in the way) is one :class:`UsageError`
+    naming the path; no temporary file and no decryption without its metadata is left behind.
+    """
+    out = Path(out)
+    target = out / DECRYPTION_FILE
+    if target.exists() and not force:
+        raise UsageError(f"{printable(target)}: already exists; pass --force to replace it")
+    tmp = out / f".{DECRYPTION_FILE}.partial-{os.getpid()}"
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as f:
+            header = {"descr": np.dtype(dtype).str, "fortran_order": False, "shape": expected.shape}
+            np.lib.format.write_array_header_1_0(f, header)
+            written = 0
+            for block in blocks:
+                f.write(np.ascontiguousarray(block, dtype=dtype).data)
+                written += len(block)
+        if written != expected.n:
+            raise RuntimeError(f"baseline produced {written} rows, expected {expected.n}")
+        write_atomic(out / METADATA_FILE, json.dumps(metadata, indent=2, sort_keys=True) + "\n")
+        os.replace(tmp, target)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise UsageError(f"cannot write the submission: {printable(e.filename or out)}: {e.strerror or e}") from None
+    except UnsafeFile as e:
+        tmp.unlink(missing_ok=True)
+        raise UsageError(f"cannot write the submission: {printable(e)}") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return target
