@@ -27,6 +27,7 @@ import zarr
 
 from challenge import __version__, files
 from challenge.errors import UsageError
+from challenge.geometry import IMAGE_SHAPE, IMAGE_VALUES, SIGN_BYTES
 from challenge.keystream import SEED_BYTES
 from challenge.params import MAX_ENCRYPTIONS, ParameterError, Params
 from challenge.text import printable
@@ -40,10 +41,8 @@ LABEL_FILE = "label.npy"
 PUBLIC_ZARR = "public.zarr"
 PREVIEW_FILE = "preview.png"
 MANIFEST_FILE = "manifest.json"
-IMAGE_SHAPE = (32, 32, 3)
-SIGN_BYTES = 32 * 32 * 3 // 8
 ROWS_PER_ZARR_CHUNK = 4096  # storage layout is fixed by the format, never by --chunk
-MAX_CHUNK_BYTES = ROWS_PER_ZARR_CHUNK * 32 * 32 * 3  # the largest chunk a key store needs (images)
+MAX_CHUNK_BYTES = ROWS_PER_ZARR_CHUNK * IMAGE_VALUES  # the largest chunk a key store needs (images)
 
 # Size caps for untrusted files, each computed from the largest valid one (docs/FORMAT.md, 5 and 6).
 # A manifest lists one SHA-256 per public file: the fixed files and generate's public.zarr chunks

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-IMAGE_SHAPE = (32, 32, 3)
+from challenge.geometry import IMAGE_SHAPE
+
 
 
 @dataclass(frozen=True)

@@ -147,7 +147,7 @@ def _run_reproduce(args) -> int:
 
 
 def _run_inspect(args) -> int:
-    from verifier.inspect import render, summary, write_sheet
+    from verifier.describe import render, summary, write_sheet
 
     info = summary(args.release, args.keys)
     if args.keys is not None:

@@ -17,6 +17,7 @@ from PIL import Image
 
 from challenge.errors import UsageError
 from challenge.files import open_regular
+from challenge.geometry import IMAGE_SIDE, IMAGE_VALUES
 
 __all__ = [
     "DECODE_ERRORS",
@@ -37,9 +38,9 @@ __all__ = [
     "walk_image_files",
 ]
 
-SIZE = 32  # side of the images a data set yields
+SIZE = IMAGE_SIDE  # side of the images a data set yields
 # Caps on what an untrusted data set may make this tool read or allocate.
-MAX_ARRAY_BYTES = 2_000_000 * SIZE * SIZE * 3  # one .npy array: 2M 32x32 images, more than ImageNet's 1.28M
+MAX_ARRAY_BYTES = 2_000_000 * IMAGE_VALUES  # one .npy array: 2M 32x32 images, more than ImageNet's 1.28M
 MAX_IMAGE_PIXELS = 1 << 26  # decoded size of one image file (67 MP); Pillow warns from 89 MP
 MAX_ASPECT_RATIO = 16  # long side / short side; resized, at most 32 x 512 (private) or 40 x 640 (patches)
 

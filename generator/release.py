@@ -25,6 +25,7 @@ from challenge import format as fmt
 from challenge.domain import affine, to_uint8
 from challenge.encoding import encode
 from challenge.errors import UsageError
+from challenge.geometry import IMAGE_SHAPE, SIGN_BYTES
 from challenge.imageset import ImageSet
 from challenge.keys import draw_plan, sign_bits
 from challenge.labels import weighted_labels
@@ -204,7 +205,7 @@ def _build(tmp: Path, params: Params, seed: bytes, private: ImageSet, public: Im
     ground_truth = private.images[plan.selection]
     truth_labels = private.labels[plan.selection]
     used = np.unique(plan.public_bank_index)
-    public_images = public.images[used] if bank_size else np.zeros((0, *fmt.IMAGE_SHAPE), np.uint8)
+    public_images = public.images[used] if bank_size else np.zeros((0, *IMAGE_SHAPE), np.uint8)
     public_origin = public.origin[used] if bank_size else np.zeros((0, 0), np.int64)
     public_index = np.searchsorted(used, plan.public_bank_index).astype(np.int32)
     n_classes = len(private.class_names) or int(private.labels.max()) + 1
@@ -236,10 +237,10 @@ def _build(tmp: Path, params: Params, seed: bytes, private: ImageSet, public: Im
             "encryption/lam": plan.lam,
         },
     )
-    shape = (N, *fmt.IMAGE_SHAPE)
+    shape = (N, *IMAGE_SHAPE)
     public_zarr = zarr.open_group(str(public_dir / fmt.PUBLIC_ZARR), mode="w-")
     public_zarr.attrs.update({"format": "instahide-public", "format_version": fmt.FORMAT_VERSION})
-    z_enc = public_zarr.create_array("encryption", shape=shape, chunks=(1024, *fmt.IMAGE_SHAPE),
+    z_enc = public_zarr.create_array("encryption", shape=shape, chunks=(1024, *IMAGE_SHAPE),
                                      dtype="float32", compressors=None, fill_value=0)
     public_zarr.create_array("label", data=labels, chunks=(fmt.ROWS_PER_ZARR_CHUNK, n_classes), compressors=None)
     np.save(public_dir / fmt.LABEL_FILE, labels)
@@ -249,7 +250,7 @@ def _build(tmp: Path, params: Params, seed: bytes, private: ImageSet, public: Im
             Progress("encode", N, enabled=progress) as bar:
         for a in range(0, N, chunk):
             b = min(a + chunk, N)
-            signs = sign_bits(seed, a, b - a) if params.masked else np.zeros((b - a, fmt.SIGN_BYTES), np.uint8)
+            signs = sign_bits(seed, a, b - a) if params.masked else np.zeros((b - a, SIGN_BYTES), np.uint8)
             block = encode(ground_truth, public_images, domain_affine, private_index=plan.private_index[a:b],
                            public_index=public_index[a:b], lam=plan.lam[a:b], sign_bits=signs)
             enc_file.write(block.data)

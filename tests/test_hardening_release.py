@@ -16,6 +16,7 @@ import pytest
 import zarr
 
 from challenge import format as fmt
+from challenge.geometry import IMAGE_SHAPE
 from commands.main import main
 from tests.helpers import run_cli
 from verifier.audit import audit
@@ -141,7 +142,7 @@ def test_hostile_key_store_never_hangs(release, tmp_path, case):
 def test_stored_chunk_cap_covers_incompressible_chunks(tmp_path):
     rng = np.random.default_rng(0)
     group = zarr.open_group(str(tmp_path / "z"), mode="w")
-    array = group.create_array("a", shape=(fmt.ROWS_PER_ZARR_CHUNK, *fmt.IMAGE_SHAPE), chunks=(fmt.ROWS_PER_ZARR_CHUNK, *fmt.IMAGE_SHAPE),
+    array = group.create_array("a", shape=(fmt.ROWS_PER_ZARR_CHUNK, *IMAGE_SHAPE), chunks=(fmt.ROWS_PER_ZARR_CHUNK, *IMAGE_SHAPE),
                                dtype="uint8", fill_value=0)
     array[...] = rng.integers(0, 256, array.shape, dtype=np.uint8)
     chunk = tmp_path / "z/a/c/0/0/0/0"

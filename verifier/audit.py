@@ -30,6 +30,7 @@ from challenge import format as fmt
 from challenge.domain import affine, to_uint8
 from challenge.encoding import encode
 from challenge.errors import UsageError
+from challenge.geometry import IMAGE_SHAPE
 from challenge.keys import distinct_below, draw_lambda, select_private, sign_bits
 from challenge.keystream import random_order, row_words
 from challenge.labels import weighted_labels
@@ -403,7 +404,7 @@ class _Audit:
         out = {}
         names = manifest.get("class_names")
         n_classes = len(names) if isinstance(names, list) and names else None
-        shapes = {fmt.ENCRYPTION_FILE: ("encryptions", (params.n_encryptions, *fmt.IMAGE_SHAPE)),
+        shapes = {fmt.ENCRYPTION_FILE: ("encryptions", (params.n_encryptions, *IMAGE_SHAPE)),
                   fmt.LABEL_FILE: ("labels", (params.n_encryptions, n_classes))}
         for name, (check, shape) in shapes.items():
             if shape[-1] is None:

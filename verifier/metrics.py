@@ -56,8 +56,8 @@ import numpy as np
 from numba import njit, prange
 
 from challenge.domain import UINT8_TO_CENTERED
+from challenge.geometry import IMAGE_SHAPE, IMAGE_VALUES
 
-IMAGE_SHAPE = (32, 32, 3)
 WIN_SIZE = 7
 DATA_RANGE = 2.0
 K1 = 0.01
@@ -73,7 +73,7 @@ _C2 = (K2 * DATA_RANGE) ** 2
 # Constants of the division-free form (see module docstring).
 _C1N = _NP * _NP * _C1
 _C2N = _NP * (_NP - 1) * _C2
-_D = float(_ROWS * _COLS * _CH)
+_D = float(IMAGE_VALUES)
 
 
 # ----------------------------------------------------------------------------------------------

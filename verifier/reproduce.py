@@ -21,6 +21,7 @@ from PIL import Image
 
 from challenge import format as fmt
 from challenge.errors import UsageError
+from challenge.geometry import IMAGE_SHAPE, IMAGE_VALUES
 from challenge.imageset import ImageSet
 from challenge.params import Params
 from verifier.audit import json_get, open_npy, read_png, rows_differ, safe_name
@@ -159,8 +160,8 @@ def explain(name: str, mine: Path, theirs: Path) -> Difference:
         row = first_row_difference(array, expected)
         flat = np.flatnonzero(_bits(array[row]) != _bits(expected[row]))
         if name == fmt.ENCRYPTION_FILE:
-            pixel = tuple(int(i) for i in np.unravel_index(flat[0], fmt.IMAGE_SHAPE))
-            return Difference(shown, f"encryption {row}", f"{len(flat)} of 3072 values differ, first at (h, w, c) = {pixel}")
+            pixel = tuple(int(i) for i in np.unravel_index(flat[0], IMAGE_SHAPE))
+            return Difference(shown, f"encryption {row}", f"{len(flat)} of {IMAGE_VALUES} values differ, first at (h, w, c) = {pixel}")
         column = int(flat[0])
         return Difference(shown, f"row {row}, column {column}", f"release has {array[row, column]!r}, regenerated {expected[row, column]!r}")
     if name == fmt.PREVIEW_FILE:

@@ -16,6 +16,7 @@ from challenge import files
 from challenge import format as fmt
 from challenge.domain import to_uint8
 from challenge.errors import UsageError
+from challenge.geometry import IMAGE_SHAPE
 from challenge.preview import contact_sheet, save_png
 from verifier.audit import json_get, open_npy, safe_name
 
@@ -93,15 +94,15 @@ def sheet(release: Path, store: fmt.KeyStore, count: int = 8, shown: int = 7, ro
     up to ``shown`` encryptions whose first image it is (white where it has fewer)."""
     params = store.params
     count, shown = min(count, params.n_private), min(shown, params.per_image)
-    encryptions = open_npy(Path(release) / fmt.PUBLIC_DIR / fmt.ENCRYPTION_FILE, (params.n_encryptions, *fmt.IMAGE_SHAPE))
+    encryptions = open_npy(Path(release) / fmt.PUBLIC_DIR / fmt.ENCRYPTION_FILE, (params.n_encryptions, *IMAGE_SHAPE))
     owner = np.concatenate([store.rows("encryption/private_index", a, a + rows)[:, 0]
                             for a in range(0, params.n_encryptions, rows)])
-    tiles = np.full((count, 1 + shown, *fmt.IMAGE_SHAPE), 255, np.uint8)
+    tiles = np.full((count, 1 + shown, *IMAGE_SHAPE), 255, np.uint8)
     tiles[:, 0] = store.rows("private/images", 0, count)
     for i in range(count):
         mine = np.flatnonzero(owner == i)[:shown]
         tiles[i, 1 : 1 + len(mine)] = to_uint8(encryptions[mine], params.domain)
-    return tiles.reshape(-1, *fmt.IMAGE_SHAPE), 1 + shown
+    return tiles.reshape(-1, *IMAGE_SHAPE), 1 + shown
 
 
 def write_sheet(release: Path, keys: Path, out: Path, count: int = 8) -> Path:
