@@ -112,3 +112,83 @@ def best_candidates_reference(features: np.ndarray, pool: ImageSet, release: Pub
     if classes is not None:
         s[~(release.labels > 0)[:, classes]] = -np.inf
     return np.argmax(s, axis=1)
+
+
+# --- generator.patches -------------------------------------------------------------------------
+
+def _blur_reference(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """Separable Gaussian blur of a float32 image, reflect-101 border (numpy's 'reflect'): rows,
+    then columns, each output summing its taps in order in float64, stored as float32."""
+    r = len(kernel) // 2
+    out = image
+    for axis in (1, 0):
+        padded = np.pad(out, [(r, r) if a == axis else (0, 0) for a in (0, 1)], mode="reflect").astype(np.float64)
+        n = out.shape[axis]
+        acc = np.zeros(out.shape)
+        for j, weight in enumerate(kernel.astype(np.float64)):
+            acc += weight * (padded[:, j : j + n] if axis == 1 else padded[j : j + n])
+        out = acc.astype(np.float32)
+    return out
+
+
+def count_keypoints_reference(patches: np.ndarray, sigma: float = 1.6, input_blur: float = 0.5, layers: int = 3,
+                              contrast: float = 0.04, edge: float = 10.0, border: int = 5, octaves: int = 3) -> np.ndarray:
+    """Twin of :func:`generator.patches.count_keypoints`, from its docstring: grey level
+    (0.299 R + 0.587 G + 0.114 B) / 255; 2x bilinear upsample (pixel centres aligned); blur to
+    ``sigma`` assuming ``input_blur``; per octave ``layers + 3`` Gaussians by incremental blurs
+    (kernel radius ceil(4 sigma)), their differences, and a keypoint at each 3x3x3 extremum with
+    |D| >= contrast / layers, an edge ratio below ``edge`` and ``border`` px inside; the next
+    octave starts from Gaussian ``layers``, subsampled by 2."""
+    k = 2.0 ** (1.0 / layers)
+    sigmas = [math.sqrt(sigma**2 - (2 * input_blur) ** 2)]
+    sigmas += [sigma * k ** (i - 1) * math.sqrt(k * k - 1.0) for i in range(1, layers + 3)]
+    kernels = []
+    for s in sigmas:
+        x = np.arange(-math.ceil(4 * s), math.ceil(4 * s) + 1, dtype=np.float64)
+        g = np.exp(-0.5 * (x / s) ** 2)
+        kernels.append((g / g.sum()).astype(np.float32))
+    counts = []
+    for patch in np.asarray(patches, dtype=np.uint8):
+        rgb = patch.astype(np.float64)
+        grey = ((0.299 * rgb[..., 0] + 0.587 * rgb[..., 1] + 0.114 * rgb[..., 2]) / 255.0).astype(np.float32)
+        h0, w0 = grey.shape
+
+        def taps(n0: int):
+            s = np.maximum((np.arange(2 * n0) + 0.5) / 2.0 - 0.5, 0.0)
+            lo = np.minimum(s.astype(np.int64), n0 - 1)
+            return lo, np.minimum(lo + 1, n0 - 1), s - lo
+
+        y0, y1, fy = taps(h0)
+        x0, x1, fx = taps(w0)
+        g = grey.astype(np.float64)
+        top = g[y0][:, x0] * (1 - fx) + g[y0][:, x1] * fx
+        bottom = g[y1][:, x0] * (1 - fx) + g[y1][:, x1] * fx
+        current = _blur_reference((top * (1 - fy)[:, None] + bottom * fy[:, None]).astype(np.float32), kernels[0])
+        count = 0
+        for octave in range(octaves):
+            if octave:
+                current = current[::2, ::2]
+            h, w = current.shape
+            if h <= 2 * border or w <= 2 * border:
+                break
+            gauss = [current]
+            for kernel in kernels[1:]:
+                gauss.append(_blur_reference(gauss[-1], kernel))
+            dog = np.stack([b - a for a, b in zip(gauss, gauss[1:])])
+            for s in range(1, layers + 1):
+                for y in range(border, h - border):
+                    for x in range(border, w - border):
+                        v = dog[s, y, x]
+                        cube = dog[s - 1 : s + 2, y - 1 : y + 2, x - 1 : x + 2]
+                        if abs(v) < contrast / layers or (v > 0 and cube.max() > v) or (v <= 0 and cube.min() < v):
+                            continue
+                        d = dog[s]
+                        dxx = np.float64(d[y, x + 1] + d[y, x - 1]) - 2 * np.float64(v)
+                        dyy = np.float64(d[y + 1, x] + d[y - 1, x]) - 2 * np.float64(v)
+                        dxy = np.float64(d[y + 1, x + 1] - d[y + 1, x - 1] - d[y - 1, x + 1] + d[y - 1, x - 1]) / 4.0
+                        det = dxx * dyy - dxy * dxy
+                        if det > 0 and (dxx + dyy) ** 2 < (edge + 1.0) ** 2 / edge * det:
+                            count += 1
+            current = gauss[layers]
+        counts.append(count)
+    return np.array(counts, np.int32)

@@ -271,3 +271,18 @@ def test_load_public_bank_and_npz(tmp_path):
         load_public(tmp_path / "q.npz")
     with pytest.raises(SourceError, match="not a patch bank"):
         load_public(pub)
+
+
+def test_keypoint_counter_equals_its_plain_numpy_twin(public_bank):
+    """The filter decides which patches a bank holds, so its counts are part of the bank's bytes."""
+    from tests.naive import count_keypoints_reference
+
+    rng = np.random.default_rng(0)
+    patches = public_bank.images[rng.choice(len(public_bank), 44, replace=False)]
+    flat = np.full((2, 32, 32, 3), 128, np.uint8)
+    ramp = np.broadcast_to(np.linspace(0, 255, 32, dtype=np.uint8)[None, :, None], (32, 32, 3))
+    noisy = rng.integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
+    patches = np.concatenate([patches, flat, ramp[None], noisy])
+    counts = count_keypoints(patches)
+    assert counts.sum() > 0
+    np.testing.assert_array_equal(counts, count_keypoints_reference(patches))
