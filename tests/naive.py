@@ -105,7 +105,7 @@ def score_pairs_reference(recovered, private_images, private_index) -> tuple[np.
 
 # --- attacks.pool ------------------------------------------------------------------------------
 
-def best_candidates_reference(features: np.ndarray, pool: ImageSet, release: PublicRelease) -> np.ndarray:
+def best_candidates_reference(features: np.ndarray, pool, release) -> np.ndarray:
     """Twin of :func:`attacks.pool.best_candidates`: one dense product over the whole pool."""
     s = features @ pool_features(pool.images, release).T
     classes = class_columns(pool, release)
