@@ -25,6 +25,7 @@ from challenge import format as fmt
 from challenge.domain import affine, describe, to_uint8
 from challenge.errors import UsageError
 from challenge.imageset import ImageSet
+from challenge.keystream import stream_context, stream_key
 from challenge.params import Params
 from challenge.preview import contact_sheet, save_png
 from challenge.progress import Progress
@@ -189,8 +190,14 @@ def generate(
     chunk: int = 4096,
     force: bool = False,
     progress: bool | None = None,
+    format_version: int = fmt.FORMAT_VERSION,
 ) -> dict:
-    """Build the release at ``out`` and return its manifest."""
+    """Build the release at ``out`` and return its manifest.
+
+    ``format_version`` 1 exists to reproduce releases of that version byte for byte.
+    """
+    if format_version not in fmt.READABLE_VERSIONS:
+        raise UsageError(f"format version {format_version}: this tool writes {' and '.join(map(str, fmt.READABLE_VERSIONS))}")
     params.validate()
     if chunk < 1:
         raise UsageError(f"--chunk must be positive, got {chunk}")
@@ -203,7 +210,7 @@ def generate(
         _check_replaceable(out, force)
         tmp = _make_build_folder(out)
         try:
-            manifest = _build(tmp, params, seed, private, public, practice, chunk, progress)
+            manifest = _build(tmp, params, seed, private, public, practice, chunk, progress, format_version)
             _seal_secrets(tmp / fmt.SECRET_DIR)
             _publish(tmp, out)
         except BaseException as e:
@@ -215,10 +222,13 @@ def generate(
 
 
 def _build(tmp: Path, params: Params, seed: bytes, private: ImageSet, public: ImageSet | None,
-           practice: bool, chunk: int, progress: bool | None) -> dict:
+           practice: bool, chunk: int, progress: bool | None, version: int) -> dict:
     N = params.n_encryptions
     bank_size = len(public) if public is not None and params.k_public else 0
-    plan = draw_plan(seed, params, private.labels, bank_size)
+    fingerprints = {"private": private.fingerprint(), "public": public.fingerprint() if bank_size else None}
+    context = stream_context(params.to_dict(), fingerprints["private"], fingerprints["public"])
+    key = stream_key(seed, context, version)
+    plan = draw_plan(key, params, private.labels, bank_size, version)
     ground_truth = private.images[plan.selection]
     truth_labels = private.labels[plan.selection]
     used = np.unique(plan.public_bank_index)
@@ -239,6 +249,7 @@ def _build(tmp: Path, params: Params, seed: bytes, private: ImageSet, public: Im
             "private_source": {"files": list(private.source_files), "origin_columns": list(private.origin_columns)},
             "public_source": None if not bank_size else {
                 "files": list(public.source_files), "origin_columns": list(public.origin_columns)},
+            **({"stream_context": context} if version >= 2 else {}),
         },
         {
             "seed": np.frombuffer(seed, np.uint8),
@@ -253,10 +264,11 @@ def _build(tmp: Path, params: Params, seed: bytes, private: ImageSet, public: Im
             "encryption/public_index": public_index,
             "encryption/lam": plan.lam,
         },
+        version,
     )
     shape = (N, *fmt.IMAGE_SHAPE)
     public_zarr = zarr.open_group(str(public_dir / fmt.PUBLIC_ZARR), mode="w-")
-    public_zarr.attrs.update({"format": "instahide-public", "format_version": fmt.FORMAT_VERSION})
+    public_zarr.attrs.update({"format": "instahide-public", "format_version": version})
     z_enc = public_zarr.create_array("encryption", shape=shape, chunks=(1024, *fmt.IMAGE_SHAPE),
                                      dtype="float32", compressors=None, fill_value=0)
     public_zarr.create_array("label", data=labels, chunks=(fmt.ROWS_PER_ZARR_CHUNK, n_classes), compressors=None)
@@ -267,7 +279,7 @@ def _build(tmp: Path, params: Params, seed: bytes, private: ImageSet, public: Im
             Progress("encode", N, enabled=progress) as bar:
         for a in range(0, N, chunk):
             b = min(a + chunk, N)
-            signs = sign_bits(seed, a, b - a) if params.masked else np.zeros((b - a, fmt.SIGN_BYTES), np.uint8)
+            signs = sign_bits(key, a, b - a) if params.masked else np.zeros((b - a, fmt.SIGN_BYTES), np.uint8)
             block = encode(ground_truth, public_images, domain_affine, plan.private_index[a:b],
                            public_index[a:b], plan.lam[a:b], signs)
             enc_file.write(block.data)
@@ -279,7 +291,7 @@ def _build(tmp: Path, params: Params, seed: bytes, private: ImageSet, public: Im
     store = fmt.KeyStore(keys, params, dict(keys.attrs))
     manifest = {
         "format": "instahide-challenge-release",
-        "format_version": fmt.FORMAT_VERSION,
+        "format_version": version,
         "generator": fmt.generator_info(),
         "params": params.to_dict(),
         "n_encryptions": N,
@@ -295,11 +307,11 @@ def _build(tmp: Path, params: Params, seed: bytes, private: ImageSet, public: Im
             "note": SEED_NOTES["practice" if practice else "strong"],
         },
         "sources": {
-            "private": {"fingerprint": private.fingerprint(), "images": len(private), "notes": dict(private.notes)},
+            "private": {"fingerprint": fingerprints["private"], "images": len(private), "notes": dict(private.notes)},
             "public": None if not bank_size else {
-                "fingerprint": public.fingerprint(), "images": len(public), "notes": dict(public.notes)},
+                "fingerprint": fingerprints["public"], "images": len(public), "notes": dict(public.notes)},
         },
-        "key_store": {"commitment": fmt.commitment(store), "scheme": "instahide-key-commitment-v1"},
+        "key_store": {"commitment": fmt.commitment(store), "scheme": fmt.COMMITMENT_SCHEMES[version]},
         "files": {name: fmt.sha256_file(public_dir / name) for name in fmt.public_files(public_dir)},
     }
     fmt.write_json(public_dir / fmt.MANIFEST_FILE, manifest)

@@ -32,7 +32,8 @@ from challenge.errors import UsageError
 from challenge.params import MAX_ENCRYPTIONS, Params
 from challenge.preview import contact_sheet
 from generator.encoder import encode
-from generator.keys import distinct_below, draw_lambda, random_order, row_words, select_private, sign_bits
+from challenge.keystream import stream_key
+from generator.keys import distinct_below, lambda_rows, random_order, row_words, select_private, sign_bits
 from generator.release import PREVIEW_COUNT, SEED_NOTES, weighted_labels
 
 CHECKS = {  # name -> what it verifies, in the order they run
@@ -49,7 +50,7 @@ CHECKS = {  # name -> what it verifies, in the order they run
     "encryptions": "encryption.npy equals every encryption re-computed from its keys and the ground truth",
     "public_zarr": "public.zarr holds the same two arrays as the .npy files, and nothing else",
     "preview": "preview.png shows the first encryptions and carries no other data",
-    "secrets": "no public text or image file contains the seed",
+    "secrets": "no public text or image file contains the seed or the stream key derived from it",
 }
 ROW_CHECKS = ("seed_keys", "lambda", "counts", "partners", "labels", "encryptions")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -225,7 +226,8 @@ class _Rows:
     params: Params
     tables: dict[str, np.ndarray]
     arrays: dict[str, np.ndarray]
-    seed: bytes
+    key: bytes  # the stream key (FORMAT.md 7.1): the seed itself in version 1
+    version: int
     order: np.ndarray
     bank_size: int | None
     counts: np.ndarray
@@ -237,6 +239,7 @@ class _Audit:
         self.release, self.keys, self.chunk = release, keys, chunk
         self.public = release / fmt.PUBLIC_DIR
         self.findings: list[Finding] = []
+        self.version = fmt.FORMAT_VERSION  # until the manifest says otherwise
         self.skipped: list[str] = []
         self.tally = _RowTally()
         self.keys_name = self.name(keys)
@@ -312,8 +315,11 @@ class _Audit:
         if set(manifest) != _MANIFEST_FIELDS:
             extra, missing = sorted(set(manifest) - _MANIFEST_FIELDS), sorted(_MANIFEST_FIELDS - set(manifest))
             bad("", f"fields: unexpected {extra}, missing {missing}")
-        if manifest.get("format") != "instahide-challenge-release" or manifest.get("format_version") != fmt.FORMAT_VERSION:
-            bad("format", f"expected instahide-challenge-release version {fmt.FORMAT_VERSION}")
+        version = manifest.get("format_version")
+        if manifest.get("format") != "instahide-challenge-release" or type(version) is not int or version not in fmt.READABLE_VERSIONS:
+            bad("format", f"expected instahide-challenge-release version {' or '.join(map(str, fmt.READABLE_VERSIONS))}")
+            version = fmt.FORMAT_VERSION
+        self.version = version
         generator = manifest.get("generator")
         if not (isinstance(generator, dict) and set(generator) == {"name", "version"}
                 and generator["name"] == fmt.generator_info()["name"] and isinstance(generator["version"], str)):
@@ -340,11 +346,12 @@ class _Audit:
                 and seed["note"] == SEED_NOTES[seed["kind"]]):
             bad("seed", "expected {kind: strong|practice, replayable: kind == practice, note: the generator's note for the kind}")
         key_store = manifest.get("key_store")
+        scheme = fmt.COMMITMENT_SCHEMES[version]
         if not (isinstance(key_store, dict) and set(key_store) == {"commitment", "scheme"}
-                and key_store["scheme"] == "instahide-key-commitment-v1"
+                and key_store["scheme"] == scheme
                 and isinstance(key_store["commitment"], str) and key_store["commitment"].startswith("sha256:")
                 and _HEX64.fullmatch(key_store["commitment"][7:])):
-            bad("key_store", "expected {commitment: sha256:<64 hex>, scheme: instahide-key-commitment-v1}")
+            bad("key_store", f"expected {{commitment: sha256:<64 hex>, scheme: {scheme}}}")
         files = manifest.get("files")
         if not (isinstance(files, dict) and all(isinstance(v, str) and _HEX64.fullmatch(v) for v in files.values())):
             bad("files", "expected an object of file name -> SHA-256 (64 lower-case hex digits)")
@@ -383,6 +390,14 @@ class _Audit:
             self.find("manifest", file, "params", f"differ from the key store's {store.params.to_dict()}")
         if manifest.get("class_names") != store.attrs["class_names"]:
             self.find("manifest", file, "class_names", "differ from the key store's")
+        if manifest.get("format_version") != store.version:
+            self.find("manifest", file, "format_version", f"differs from the key store's {store.version}")
+        if store.version >= 2:  # the key store says which data its stream key was derived from (FORMAT.md 7.1)
+            bound = store.attrs["stream_context"]["sources"]
+            for role in ("private", "public"):
+                if json_get(manifest, "sources", role, "fingerprint") != bound[role]:
+                    self.find("manifest", file, f"sources.{role}.fingerprint",
+                              f"differs from the key store's stream_context ({str(bound[role])[:16]}...)")
 
     # --- files ----------------------------------------------------------------------------------
 
@@ -486,9 +501,9 @@ class _Audit:
         """Every per-encryption rule, streamed ``chunk`` rows at a time."""
         try:
             t = {name: store.read(name) for name in _TABLES}
-            self.check_tables(manifest, store, params, t)
-            seed = t["seed"].tobytes()
-            rows = _Rows(params, t, arrays, seed, random_order(seed, "order", params.n_encryptions),
+            key = stream_key(t["seed"].tobytes(), store.attrs.get("stream_context"), store.version)
+            self.check_tables(manifest, store, params, t, key)
+            rows = _Rows(params, t, arrays, key, store.version, random_order(key, "order", params.n_encryptions),
                          _source_size(manifest, "public", params.k_public),
                          np.zeros(params.n_private, np.int64), np.zeros(len(t["public/images"]), bool))
             for a in range(0, params.n_encryptions, self.chunk):
@@ -506,7 +521,7 @@ class _Audit:
                            if what == "private image" else "stored public patch used by no encryption")
                 self.find("counts", self.key_file(array), f"{what} {bad[0]}{more}", message)
 
-    def check_tables(self, manifest: dict, store: fmt.KeyStore, params: Params, t: dict) -> None:
+    def check_tables(self, manifest: dict, store: fmt.KeyStore, params: Params, t: dict, key: bytes) -> None:
         n_classes = len(store.attrs["class_names"])
         labels = t["private/labels"]
         if labels.min() < 0 or labels.max() >= n_classes:
@@ -519,7 +534,7 @@ class _Audit:
                 self.find("seed_keys", self.key_file(name), "", f"must ascend strictly within 0..sources.{source}.images - 1")
         size = sizes["private"]
         if not params.balanced and size is not None:
-            expected = select_private(t["seed"].tobytes(), np.zeros(size, np.int64), params.n_private, False)
+            expected = select_private(key, np.zeros(size, np.int64), params.n_private, False)
             if not np.array_equal(expected, t["private/source_index"]):
                 self.find("seed_keys", self.key_file("private/source_index"), "", "not the selection the seed draws")
 
@@ -554,7 +569,7 @@ class _Audit:
             tally("lambda", lam_file, finite & (np.abs(lam64.sum(axis=1) - 1) > 1e-6), "lambdas do not sum to 1")
 
         # seed: every key of the row is the one its index draws
-        b, seed = a + len(lam), rows.seed
+        b, seed = a + len(lam), rows.key
         first = rows.order[a:b] // params.per_image
         partners = distinct_below(row_words(seed, "partners", a, b - a, kp - 1), n, excluded=first[:, None])
         tally("seed_keys", pi_file, np.any(pi != np.concatenate([first[:, None], partners], axis=1), axis=1),
@@ -564,7 +579,8 @@ class _Audit:
             stored = np.full(pu.shape, -1, np.int64)
             stored[ok] = t["public/bank_index"][pu[ok]]
             tally("seed_keys", pu_file, ok & np.any(stored != bank, axis=1), "not the patches the seed draws")
-        tally("seed_keys", lam_file, rows_differ(lam, draw_lambda(seed, params, a, b - a)), "not the lambdas the seed draws")
+        tally("seed_keys", lam_file, rows_differ(lam, lambda_rows(seed, params, a, b - a, rows.version)),
+              "not the lambdas the seed draws")
         signs_file = self.key_file("encryption/sign_bits")
         if params.masked:
             tally("seed_keys", signs_file, rows_differ(signs, sign_bits(seed, a, b - a)), "not the sign mask the seed draws")
@@ -596,7 +612,7 @@ class _Audit:
 
     def check_public_zarr(self, arrays: dict) -> None:
         check, root = "public_zarr", self.public / fmt.PUBLIC_ZARR
-        group = {"attributes": {"format": "instahide-public", "format_version": fmt.FORMAT_VERSION},
+        group = {"attributes": {"format": "instahide-public", "format_version": self.version},
                  "zarr_format": 3, "node_type": "group"}
         if self.read_zarr_json(root / "zarr.json") != group:
             self.find(check, "public/public.zarr/zarr.json", "", f"expected exactly {group}")
@@ -670,7 +686,8 @@ class _Audit:
             seed = store.read("seed").tobytes()
         except fmt.FormatError:
             return
-        needles = (seed, seed.hex().encode(), seed.hex().upper().encode())
+        key = stream_key(seed, store.attrs.get("stream_context"), store.version)
+        needles = tuple(form for secret in {seed, key} for form in (secret, secret.hex().encode(), secret.hex().upper().encode()))
         texts = [fmt.MANIFEST_FILE, *sorted(n for n in names if not n.endswith(".npy") and not _CHUNK_NAME.fullmatch(n))]
         for name in texts:
             path = self.public / name

@@ -73,7 +73,7 @@ def reproduce(release: Path, keys: Path, private: Path | None = None, public: Pa
     try:
         again = tmp / "release"
         try:
-            generate(again, params, seed, private_set, public_set, practice=practice)
+            generate(again, params, seed, private_set, public_set, practice=practice, format_version=store.version)
         except UsageError as e:  # a full or read-only disk: say which option chose it
             raise UsageError(f"{where}: regenerating the release failed: {e}") from None
         differences = compare_public(release, again)

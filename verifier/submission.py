@@ -91,8 +91,9 @@ def read_manifest(path: Path) -> dict:
     if not manifest_path.is_file():
         raise UsageError(f"{path}: not a release (no {fmt.PUBLIC_DIR}/{fmt.MANIFEST_FILE} or {fmt.MANIFEST_FILE})")
     manifest = fmt.read_json(manifest_path)
-    if manifest.get("format") != "instahide-challenge-release" or manifest.get("format_version") != fmt.FORMAT_VERSION:
-        raise UsageError(f"{manifest_path}: not a version-{fmt.FORMAT_VERSION} instahide-challenge-release manifest")
+    if manifest.get("format") != "instahide-challenge-release" or manifest.get("format_version") not in fmt.READABLE_VERSIONS:
+        raise UsageError(f"{manifest_path}: not an instahide-challenge-release manifest of version "
+                         f"{' or '.join(map(str, fmt.READABLE_VERSIONS))}")
     n = manifest.get("n_encryptions")
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
         raise UsageError(f"{manifest_path}: 'n_encryptions' is {n!r}, expected a positive integer")
