@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.naive,
 
 from challenge.domain import affine  # noqa: E402
 from challenge.encoding import encode  # noqa: E402
+from challenge.format import FORMAT_VERSION  # noqa: E402
 from challenge.keys import draw_plan, sign_bits  # noqa: E402
 from challenge.params import Params  # noqa: E402
 from generator.default_data import default_private, default_public  # noqa: E402
@@ -37,8 +38,8 @@ def main() -> int:
     private, bank = default_private(), default_public()
     rows = params.n_encryptions
 
-    t_keys = best_of(1, lambda: draw_plan(seed, params, private.labels, len(bank)))
-    plan = draw_plan(seed, params, private.labels, len(bank))
+    t_keys = best_of(1, lambda: draw_plan(seed, params, private.labels, len(bank), FORMAT_VERSION))
+    plan = draw_plan(seed, params, private.labels, len(bank), FORMAT_VERSION)
     t_signs = best_of(1, lambda: sign_bits(seed, 0, rows))
     signs = sign_bits(seed, 0, rows)
     truth = private.images[plan.selection]

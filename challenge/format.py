@@ -26,13 +26,16 @@ import numpy as np
 import zarr
 
 from challenge import __version__, files
+from challenge.canonical import canonical_json
 from challenge.errors import UsageError
 from challenge.geometry import IMAGE_SHAPE, IMAGE_VALUES, SIGN_BYTES
 from challenge.keystream import SEED_BYTES
 from challenge.params import MAX_ENCRYPTIONS, ParameterError, Params
 from challenge.text import printable
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # what generate writes (docs/FORMAT.md; CHANGELOG.md says what changed)
+READABLE_VERSIONS = (1, 2)
+COMMITMENT_SCHEMES = {1: "instahide-key-commitment-v1", 2: "instahide-key-commitment-v2"}
 PUBLIC_DIR = "public"
 SECRET_DIR = "secret"
 KEYS_NAME = "keys.zarr"
@@ -141,23 +144,33 @@ def key_schema(params: Params) -> dict[str, tuple[str, tuple]]:
     }
 
 
-def create_key_store(path: Path, params: Params, attrs: dict, tables: dict[str, np.ndarray]) -> zarr.Group:
+def chunk_rows(n_rows: int, version: int, per_encryption: bool) -> int:
+    """Rows per Zarr chunk of a key-store array (FORMAT.md 5): ``min(n_rows, 4096)``, at least 1;
+    version 1 gave the per-encryption arrays it filled later (``sign_bits``) 4096 rows always."""
+    if version == 1 and per_encryption:
+        return ROWS_PER_ZARR_CHUNK
+    return max(1, min(n_rows, ROWS_PER_ZARR_CHUNK))
+
+
+def create_key_store(path: Path, params: Params, attrs: dict, tables: dict[str, np.ndarray],
+                     version: int = FORMAT_VERSION) -> zarr.Group:
     """Create ``keys.zarr`` with every array of :func:`key_schema`; small tables written now.
 
     The per-encryption arrays are created empty and filled chunk by chunk by the generator.
     """
     group = zarr.open_group(str(path), mode="w-")
-    group.attrs.update({"format": "instahide-keys", "format_version": FORMAT_VERSION, "params": params.to_dict(), **attrs})
+    group.attrs.update({"format": "instahide-keys", "format_version": version, "params": params.to_dict(), **attrs})
     schema = key_schema(params)
     for name, (dtype, shape) in schema.items():
         if name in tables:
             data = np.ascontiguousarray(tables[name], dtype=dtype)
-            rows = max(1, min(len(data), ROWS_PER_ZARR_CHUNK))
+            rows = chunk_rows(len(data), version, per_encryption=False)
             array = group.create_array(name, shape=data.shape, chunks=(rows, *data.shape[1:]), dtype=dtype, fill_value=0)
             if data.size:
                 array[...] = data
         else:
-            array = group.create_array(name, shape=shape, chunks=(ROWS_PER_ZARR_CHUNK, *shape[1:]), dtype=dtype, fill_value=0)
+            rows = chunk_rows(shape[0], version, per_encryption=True)
+            array = group.create_array(name, shape=shape, chunks=(rows, *shape[1:]), dtype=dtype, fill_value=0)
     return group
 
 
@@ -168,6 +181,10 @@ class KeyStore:
     group: zarr.Group
     params: Params
     attrs: dict
+
+    @property
+    def version(self) -> int:
+        return self.attrs["format_version"]
 
     def __getitem__(self, name: str) -> zarr.Array:
         return self.group[name]
@@ -213,8 +230,9 @@ def open_key_store(path: Path, *, check_indices: bool = True) -> KeyStore:
         raise FormatError(f"{path}: unreadable key store ({type(e).__name__}: {e})") from None
     if attrs.get("format") != "instahide-keys":
         raise FormatError(f"{path}: attribute 'format' is {attrs.get('format')!r}, expected 'instahide-keys'")
-    if attrs.get("format_version") != FORMAT_VERSION:
-        raise FormatError(f"{path}: format_version {attrs.get('format_version')!r}, this tool reads {FORMAT_VERSION}")
+    version = attrs.get("format_version")
+    if type(version) is not int or version not in READABLE_VERSIONS:
+        raise FormatError(f"{path}: format_version {version!r}, this tool reads {' and '.join(map(str, READABLE_VERSIONS))}")
     params = read_params(attrs.get("params"), f"{path}: attribute 'params'")
     class_names = attrs.get("class_names")
     if not isinstance(class_names, list) or not class_names or not all(isinstance(c, str) for c in class_names):
@@ -235,6 +253,11 @@ def open_key_store(path: Path, *, check_indices: bool = True) -> KeyStore:
                 or int(np.prod(chunks)) * array.dtype.itemsize > MAX_CHUNK_BYTES):
             raise FormatError(f"{path}/{name}: chunks {chunks}, expected unsharded chunks of whole rows, "
                               f"at most {ROWS_PER_ZARR_CHUNK} rows and {MAX_CHUNK_BYTES} bytes")
+        if version >= 2 and chunks[0] != chunk_rows(array.shape[0], version, per_encryption=True):
+            raise FormatError(f"{path}/{name}: chunks of {chunks[0]} rows, expected "
+                              f"{chunk_rows(array.shape[0], version, per_encryption=True)} (min(rows, {ROWS_PER_ZARR_CHUNK}))")
+    if version >= 2:
+        check_stream_context(attrs, params, path)
     m = group["public/images"].shape[0]
     if m > params.n_encryptions * params.k_public:
         raise FormatError(f"{path}/public/images: {m} patches, more than the {params.n_encryptions * params.k_public} the encryptions can use")
@@ -278,20 +301,37 @@ def check_index_ranges(store: KeyStore, rows_per_read: int = 65536) -> None:
                 raise FormatError(f"{where}/{name}: row {start + row} holds {value}, expected indices in {allowed}")
 
 
-def commitment(store: KeyStore, rows_per_read: int = 65536) -> str:
-    """SHA-256 binding every key-store array of the schema and every attribute (docs/FORMAT.md).
+def check_stream_context(attrs: dict, params: Params, where) -> None:
+    """Version 2 stores what its stream key was derived from (FORMAT.md 7.1): it must name these parameters."""
+    context = attrs.get("stream_context")
+    sources = context.get("sources") if isinstance(context, dict) else None
+    fingerprint = re.compile(r"[0-9a-f]{64}")
+    if not (isinstance(context, dict) and set(context) == {"params", "sources"} and context["params"] == params.to_dict()
+            and isinstance(sources, dict) and set(sources) == {"private", "public"}
+            and isinstance(sources["private"], str) and fingerprint.fullmatch(sources["private"])
+            and (sources["public"] is None if not params.k_public else
+                 isinstance(sources["public"], str) and fingerprint.fullmatch(sources["public"]))):
+        raise FormatError(f"{where}: attribute 'stream_context' must be {{params: the store's params, "
+                          "sources: {private: fingerprint, public: fingerprint or null}} (FORMAT.md 7.1)")
 
-    Hashes, in sorted name order, each array's name, dtype, shape and C-order little-endian
-    bytes, then the canonical JSON of the attributes.  The seed is inside, so a strong-seed
-    commitment also hides the keys until they are revealed.
+
+def commitment(store: KeyStore, rows_per_read: int = 65536) -> str:
+    """SHA-256 binding every key-store array of the schema and every attribute (docs/FORMAT.md 6).
+
+    Hashes, in sorted name order, each array's name, dtype and shape, then its C-order
+    little-endian bytes, and last the attributes; version 2 writes the names and attributes as
+    RFC 8785 canonical JSON, version 1 as Python's ``json.dumps``.  The seed is inside, so a
+    strong-seed commitment also hides the keys until they are revealed.
     """
-    h = hashlib.sha256(b"instahide-key-commitment-v1\0")
-    for name in sorted(key_schema(store.params)):
+    version = store.version
+    h = hashlib.sha256(COMMITMENT_SCHEMES[version].encode() + b"\0")
+    for name in sorted(key_schema(store.params), key=lambda n: n.encode("utf-8")):
         array = store[name]
-        h.update(json.dumps([name, str(array.dtype), list(array.shape)]).encode() + b"\0")
+        h.update(_json_bytes([name, str(array.dtype), list(array.shape)], version) + b"\0")
+        little = array.dtype.newbyteorder("<")
         for start in range(0, array.shape[0], rows_per_read):
-            h.update(np.ascontiguousarray(store.rows(name, start, start + rows_per_read)).tobytes())
-    h.update(json.dumps(store.attrs, sort_keys=True).encode())
+            h.update(np.ascontiguousarray(store.rows(name, start, start + rows_per_read), dtype=little).tobytes())
+    h.update(_json_bytes(store.attrs, version))
     return "sha256:" + h.hexdigest()
 
 
@@ -306,6 +346,10 @@ def check_commitment(manifest: dict, store: KeyStore, release: Path, keys: Path)
     if actual != published:
         raise UsageError(f"{printable(keys)}: key store commitment {actual} differs from {published}, the one "
                          f"{printable(release)} publishes: not this release's keys")
+
+
+def _json_bytes(obj, version: int) -> bytes:
+    return canonical_json(obj) if version >= 2 else json.dumps(obj, sort_keys=True).encode()
 
 
 def generator_info() -> dict:

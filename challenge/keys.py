@@ -8,22 +8,18 @@ small (about 50 bytes a row) and drawn for the whole release at once by :func:`d
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
-from numba import njit, prange
 
 from challenge.geometry import SIGN_BYTES
 from challenge.keystream import random_order, row_bytes, row_words, uniform_below
+from challenge.lambdas import LambdaRejected, draw_lambda
 from challenge.params import ParameterError, Params
 
-__all__ = ["LAMBDA_TRIES", "Plan", "distinct_below", "draw_lambda", "draw_plan", "select_private", "sign_bits",
-           "words_per_lambda_try"]
+__all__ = ["Plan", "distinct_below", "draw_plan", "lambda_rows", "select_private", "sign_bits"]
 
-LAMBDA_TRIES = 8  # tries per row and round; a row that rejects them all redraws in the next round
 _LAMBDA_ROW_BLOCK = 1 << 16
-_MAX_LAMBDA_ROUNDS = 100_000
 
 
 @dataclass(frozen=True)
@@ -81,74 +77,16 @@ def distinct_below(words: np.ndarray, bound: int, excluded: np.ndarray | None = 
     return out
 
 
-@njit(cache=True)
-def _try_lambda(words, k, k_private, c1, c2, lam):
-    """One try: |N(0,1)|^k by Box-Muller from ``words``, normalised into ``lam`` (float32).
-
-    Returns whether the stored float32 values meet max <= c1 and private sum >= c2.
-    """
-    z = np.empty(k + 1)
-    for i in range((k + 1) // 2):
-        u1 = ((words[2 * i] >> np.uint64(11)) + np.uint64(1)) * 2.0**-53
-        u2 = (words[2 * i + 1] >> np.uint64(11)) * 2.0**-53
-        radius = math.sqrt(-2.0 * math.log(u1))
-        z[2 * i] = abs(radius * math.cos(2.0 * math.pi * u2))
-        z[2 * i + 1] = abs(radius * math.sin(2.0 * math.pi * u2))
-    total = 0.0
-    for j in range(k):
-        total += z[j]
-    if total == 0.0:
-        return False
-    largest = 0.0
-    private_sum = 0.0
-    for j in range(k):
-        lam[j] = np.float32(z[j] / total)
-        largest = max(largest, np.float64(lam[j]))
-        if j < k_private:
-            private_sum += np.float64(lam[j])
-    return largest <= c1 and private_sum >= c2
+def lambda_rows(key: bytes, params: Params, first_row: int, n_rows: int, version: int) -> np.ndarray:
+    """float32 (n_rows, k): the coefficients of rows ``first_row ..`` (:func:`challenge.lambdas.draw_lambda`)."""
+    try:
+        return draw_lambda(key, params.lambda_constraints, first_row, n_rows, version)
+    except LambdaRejected as e:
+        raise ParameterError(str(e)) from None
 
 
-@njit(cache=True, parallel=True)
-def lambda_kernel(words, k, k_private, c1, c2, lam, accepted):
-    """For each row, the first of its tries (``words`` (R, tries, 2*ceil(k/2))) that is accepted."""
-    for r in prange(words.shape[0]):
-        accepted[r] = False
-        for t in range(words.shape[1]):
-            if _try_lambda(words[r, t], k, k_private, c1, c2, lam[r]):
-                accepted[r] = True
-                break
-
-
-def words_per_lambda_try(k: int) -> int:
-    return 2 * ((k + 1) // 2)
-
-
-def draw_lambda(seed: bytes, params: Params, first_row: int, n_rows: int) -> np.ndarray:
-    """float32 (n_rows, k): accepted coefficients of rows ``first_row ..``.
-
-    Round 0 gives each row ``LAMBDA_TRIES`` tries; rows that reject them all are redrawn one by one
-    from round 1, 2, ... of the same keystream, so a row's lambda depends on nothing but its index.
-    """
-    per_try = words_per_lambda_try(params.k)
-    lam = np.zeros((n_rows, params.k), np.float32)
-    accepted = np.zeros(n_rows, np.bool_)
-    constants = (params.k, params.k_private, float(params.c1), float(params.c2))
-    words = row_words(seed, "lambda", first_row, n_rows, LAMBDA_TRIES * per_try)
-    lambda_kernel(words.reshape(n_rows, LAMBDA_TRIES, per_try), *constants, lam, accepted)
-    for r in np.flatnonzero(~accepted):
-        for round_ in range(1, _MAX_LAMBDA_ROUNDS):
-            words = row_words(seed, "lambda", first_row + r, 1, LAMBDA_TRIES * per_try, round_)
-            lambda_kernel(words.reshape(1, LAMBDA_TRIES, per_try), *constants, lam[r : r + 1], accepted[r : r + 1])
-            if accepted[r]:
-                break
-        else:
-            raise ParameterError("lambda constraints rejected every draw; loosen --c1 / --c2")
-    return lam
-
-
-def draw_plan(seed: bytes, params: Params, labels: np.ndarray, bank_size: int) -> Plan:
-    """Every small secret of the release (see :class:`Plan`)."""
+def draw_plan(seed: bytes, params: Params, labels: np.ndarray, bank_size: int, version: int) -> Plan:
+    """Every small secret of the release (see :class:`Plan`); ``seed`` is the stream key (FORMAT.md 7.1)."""
     n, N = params.n_private, params.n_encryptions
     if params.k_public and bank_size < params.k_public:
         raise ParameterError(f"the public bank has {bank_size} patches, fewer than k - k_private = {params.k_public}")
@@ -159,7 +97,7 @@ def draw_plan(seed: bytes, params: Params, labels: np.ndarray, bank_size: int) -
     private_index = np.concatenate([first, partners], axis=1).astype(np.int32)
     public_bank_index = distinct_below(row_words(seed, "public", 0, N, params.k_public), bank_size).astype(np.int32)
     lam = np.concatenate(
-        [draw_lambda(seed, params, a, min(_LAMBDA_ROW_BLOCK, N - a)) for a in range(0, N, _LAMBDA_ROW_BLOCK)]
+        [lambda_rows(seed, params, a, min(_LAMBDA_ROW_BLOCK, N - a), version) for a in range(0, N, _LAMBDA_ROW_BLOCK)]
     )
     return Plan(selection, private_index, public_bank_index, lam)
 

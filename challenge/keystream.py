@@ -19,7 +19,11 @@ import re
 import secrets
 
 import numpy as np
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from challenge.canonical import canonical_json
 
 SEED_BYTES = 32
 BLOCK_BYTES = 64
@@ -67,6 +71,28 @@ def parse_seed(text: str, *, practice: bool) -> bytes:
 def _looks_hand_made(key: bytes) -> bool:
     steps = {(b - a) % 256 for a, b in zip(key, key[1:])}
     return len(set(key)) < MIN_DISTINCT_SEED_BYTES or len(steps) == 1
+
+
+KEY_SALT = b"instahide-challenge-v2"
+
+
+def stream_context(params: dict, private_fingerprint: str, public_fingerprint: str | None) -> dict:
+    """What a version-2 stream key is bound to: the parameters and the source data (FORMAT.md 7.1)."""
+    return {"params": params, "sources": {"private": private_fingerprint, "public": public_fingerprint}}
+
+
+def stream_key(seed: bytes, context: dict, version: int) -> bytes:
+    """The ChaCha20 key of every stream of a release (FORMAT.md 7.1).
+
+    Version 2 derives it by HKDF-SHA256 (RFC 5869) from the seed and the canonical JSON of
+    :func:`stream_context`, so a seed used again for other parameters or data shares no stream
+    (equal sign masks would cancel when two encryptions are multiplied).  Version 1 used the seed.
+    """
+    if len(seed) != SEED_BYTES:
+        raise ValueError(f"seed must be {SEED_BYTES} bytes, got {len(seed)}")
+    if version == 1:
+        return seed
+    return HKDF(algorithm=hashes.SHA256(), length=SEED_BYTES, salt=KEY_SALT, info=canonical_json(context)).derive(seed)
 
 
 def nonce(purpose: str, round_: int = 0) -> bytes:

@@ -19,11 +19,10 @@ from challenge.errors import UsageError
 from challenge.geometry import IMAGE_SHAPE
 from challenge.params import MAX_ENCRYPTIONS, Params
 
-__all__ = ["COMMITMENT_SCHEME", "FIELDS", "FORMAT_NAME", "Manifest", "PREVIEW_COUNT", "SEED_NOTES",
+__all__ = ["FIELDS", "FORMAT_NAME", "Manifest", "PREVIEW_COUNT", "SEED_NOTES",
            "expected_arrays", "manifest_problems", "read_manifest"]
 
 FORMAT_NAME = "instahide-challenge-release"
-COMMITMENT_SCHEME = "instahide-key-commitment-v1"
 PREVIEW_COUNT = 64  # encryptions on preview.png
 SEED_NOTES = {  # manifest "seed.note" by kind; fixed text, so an audit can check it byte for byte
     "practice": "practice seed: guessable, anyone can replay every key",
@@ -45,13 +44,14 @@ class Manifest:
     sources: dict  # {"private": {fingerprint, images, notes}, "public": the same or None}
     commitment: str  # "sha256:" + 64 hex digits, of the key store
     files: dict[str, str]  # public file name -> SHA-256
+    version: int = fmt.FORMAT_VERSION
     generator: dict = field(default_factory=fmt.generator_info)
 
     def to_json(self) -> dict:
         kind = "practice" if self.practice else "strong"
         return {
             "format": FORMAT_NAME,
-            "format_version": fmt.FORMAT_VERSION,
+            "format_version": self.version,
             "generator": self.generator,
             "params": self.params.to_dict(),
             "n_encryptions": self.params.n_encryptions,
@@ -60,7 +60,7 @@ class Manifest:
             "arrays": expected_arrays(self.params, self.n_classes),
             "seed": {"kind": kind, "replayable": self.practice, "note": SEED_NOTES[kind]},
             "sources": self.sources,
-            "key_store": {"commitment": self.commitment, "scheme": COMMITMENT_SCHEME},
+            "key_store": {"commitment": self.commitment, "scheme": fmt.COMMITMENT_SCHEMES[self.version]},
             "files": self.files,
         }
 
@@ -84,8 +84,10 @@ def manifest_problems(manifest: dict) -> tuple[Params | None, list[tuple[str, st
     if set(manifest) != FIELDS:
         extra, missing = sorted(set(manifest) - FIELDS), sorted(FIELDS - set(manifest))
         bad("", f"fields: unexpected {extra}, missing {missing}")
-    if manifest.get("format") != FORMAT_NAME or manifest.get("format_version") != fmt.FORMAT_VERSION:
-        bad("format", f"expected {FORMAT_NAME} version {fmt.FORMAT_VERSION}")
+    version = manifest.get("format_version")
+    if manifest.get("format") != FORMAT_NAME or not _readable(version):
+        bad("format", f"expected {FORMAT_NAME} version {' or '.join(map(str, fmt.READABLE_VERSIONS))}")
+        version = fmt.FORMAT_VERSION
     generator = manifest.get("generator")
     if not (isinstance(generator, dict) and set(generator) == {"name", "version"}
             and generator["name"] == fmt.generator_info()["name"] and isinstance(generator["version"], str)):
@@ -113,16 +115,20 @@ def manifest_problems(manifest: dict) -> tuple[Params | None, list[tuple[str, st
             and isinstance(seed["kind"], str) and seed["kind"] in SEED_NOTES and seed["replayable"] is (seed["kind"] == "practice")
             and seed["note"] == SEED_NOTES[seed["kind"]]):
         bad("seed", "expected {kind: strong|practice, replayable: kind == practice, note: the generator's note for the kind}")
-    key_store = manifest.get("key_store")
+    key_store, scheme = manifest.get("key_store"), fmt.COMMITMENT_SCHEMES[version]
     if not (isinstance(key_store, dict) and set(key_store) == {"commitment", "scheme"}
-            and key_store["scheme"] == COMMITMENT_SCHEME
+            and key_store["scheme"] == scheme
             and isinstance(key_store["commitment"], str) and key_store["commitment"].startswith("sha256:")
             and _HEX64.fullmatch(key_store["commitment"][7:])):
-        bad("key_store", f"expected {{commitment: sha256:<64 hex>, scheme: {COMMITMENT_SCHEME}}}")
+        bad("key_store", f"expected {{commitment: sha256:<64 hex>, scheme: {scheme}}}")
     files = manifest.get("files")
     if not (isinstance(files, dict) and all(isinstance(v, str) and _HEX64.fullmatch(v) for v in files.values())):
         bad("files", "expected an object of file name -> SHA-256 (64 lower-case hex digits)")
     return params, problems
+
+
+def _readable(version) -> bool:
+    return type(version) is int and version in fmt.READABLE_VERSIONS
 
 
 def _check_sources(sources, params: Params, bad) -> None:
@@ -153,8 +159,9 @@ def read_manifest(path: Path) -> dict:
     if not manifest_path.is_file():
         raise UsageError(f"{path}: not a release (no {fmt.PUBLIC_DIR}/{fmt.MANIFEST_FILE} or {fmt.MANIFEST_FILE})")
     manifest = fmt.read_json(manifest_path)
-    if manifest.get("format") != FORMAT_NAME or manifest.get("format_version") != fmt.FORMAT_VERSION:
-        raise UsageError(f"{manifest_path}: not a version-{fmt.FORMAT_VERSION} instahide-challenge-release manifest")
+    if manifest.get("format") != FORMAT_NAME or not _readable(manifest.get("format_version")):
+        raise UsageError(f"{manifest_path}: not an {FORMAT_NAME} manifest of version "
+                         f"{' or '.join(map(str, fmt.READABLE_VERSIONS))}")
     n = manifest.get("n_encryptions")
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
         raise UsageError(f"{manifest_path}: 'n_encryptions' is {n!r}, expected a positive integer")

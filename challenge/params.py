@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-import numpy as np
-
 from challenge.domain import check_domain
 from challenge.errors import UsageError
+from challenge.lambdas import LAMBDA_TRIES, FEASIBILITY_ROWS, acceptance
 
 MODES = ("cross", "inside", "mixup")
 MAX_K = 16
 MAX_ENCRYPTIONS = 100_000_000  # keeps every keystream inside ChaCha20's 32-bit block counter
+FEASIBILITY_TRIES = FEASIBILITY_ROWS * LAMBDA_TRIES
+MIN_ACCEPTED_TRIES = FEASIBILITY_TRIES // 1000  # 0.1 %
 
 
 class ParameterError(UsageError):
@@ -46,6 +47,11 @@ class Params:
         return self.n_private * self.per_image
 
     @property
+    def lambda_constraints(self) -> tuple[int, int, float, float]:
+        """``(k, k_private, c1, c2)``, what a lambda try needs."""
+        return self.k, self.k_private, float(self.c1), float(self.c2)
+
+    @property
     def masked(self) -> bool:
         return self.mode != "mixup"
 
@@ -78,18 +84,10 @@ class Params:
             raise ParameterError(f"--per-image must be positive, got {self.per_image}")
         if self.n_encryptions > MAX_ENCRYPTIONS:
             raise ParameterError(f"n_private * per_image = {self.n_encryptions} exceeds the limit of {MAX_ENCRYPTIONS}")
-        rate = lambda_acceptance(self)
-        if rate < 1e-3:
+        accepted = acceptance(self.lambda_constraints)
+        if accepted < MIN_ACCEPTED_TRIES:
             raise ParameterError(
-                f"--c1 {self.c1} and --c2 {self.c2} accept only {rate:.2%} of lambda draws for k={self.k}, "
-                f"k_private={self.k_private}; loosen them"
+                f"--c1 {self.c1} and --c2 {self.c2} accept only {accepted} of {FEASIBILITY_TRIES:,} lambda tries "
+                f"for k={self.k}, k_private={self.k_private} (at least {MIN_ACCEPTED_TRIES} needed); loosen them"
             )
         return self
-
-
-def lambda_acceptance(params: Params, draws: int = 20_000) -> float:
-    """Monte-Carlo share of lambda draws that meet c1 and c2 (public randomness: a feasibility check only)."""
-    z = np.abs(np.random.default_rng(0).standard_normal((draws, params.k)))
-    lam = z / z.sum(axis=1, keepdims=True)
-    ok = (lam.max(axis=1) <= params.c1) & (lam[:, : params.k_private].sum(axis=1) >= params.c2)
-    return float(ok.mean())

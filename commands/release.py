@@ -126,7 +126,8 @@ def reproduce(release: Path, keys: Path, private: Path | None = None, public: Pa
     with scratch_folder(work) as tmp:
         again = tmp / "release"
         try:
-            generate(again, published.params, published.seed, private_set, public_set, practice=published.practice)
+            generate(again, published.params, published.seed, private_set, public_set, practice=published.practice,
+                     format_version=published.store.version)
         except UsageError as e:
             raise regeneration_failed(work, e) from None
         return published.manifest, compare(published, again)

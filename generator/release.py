@@ -28,6 +28,7 @@ from challenge.errors import UsageError
 from challenge.geometry import IMAGE_SHAPE, SIGN_BYTES
 from challenge.imageset import ImageSet
 from challenge.keys import draw_plan, sign_bits
+from challenge.keystream import stream_context, stream_key
 from challenge.labels import weighted_labels
 from challenge.manifest import PREVIEW_COUNT, Manifest
 from challenge.params import Params
@@ -172,8 +173,14 @@ def generate(
     chunk: int = 4096,
     force: bool = False,
     progress: bool | None = None,
+    format_version: int = fmt.FORMAT_VERSION,
 ) -> dict:
-    """Build the release at ``out`` and return its manifest."""
+    """Build the release at ``out`` and return its manifest.
+
+    ``format_version`` 1 exists to reproduce releases of that version byte for byte.
+    """
+    if format_version not in fmt.READABLE_VERSIONS:
+        raise UsageError(f"format version {format_version}: this tool writes {' and '.join(map(str, fmt.READABLE_VERSIONS))}")
     params.validate()
     if chunk < 1:
         raise UsageError(f"--chunk must be positive, got {chunk}")
@@ -186,7 +193,7 @@ def generate(
         _check_replaceable(out, force)
         tmp = _make_build_folder(out)
         try:
-            manifest = _build(tmp, params, seed, private, public, practice, chunk, progress)
+            manifest = _build(tmp, params, seed, private, public, practice, chunk, progress, format_version)
             _seal_secrets(tmp / fmt.SECRET_DIR)
             _publish(tmp, out)
         except BaseException as e:
@@ -198,10 +205,13 @@ def generate(
 
 
 def _build(tmp: Path, params: Params, seed: bytes, private: ImageSet, public: ImageSet | None,
-           practice: bool, chunk: int, progress: bool | None) -> dict:
+           practice: bool, chunk: int, progress: bool | None, version: int) -> dict:
     N = params.n_encryptions
     bank_size = len(public) if public is not None and params.k_public else 0
-    plan = draw_plan(seed, params, private.labels, bank_size)
+    fingerprints = {"private": private.fingerprint(), "public": public.fingerprint() if bank_size else None}
+    context = stream_context(params.to_dict(), fingerprints["private"], fingerprints["public"])
+    key = stream_key(seed, context, version)
+    plan = draw_plan(key, params, private.labels, bank_size, version)
     ground_truth = private.images[plan.selection]
     truth_labels = private.labels[plan.selection]
     used = np.unique(plan.public_bank_index)
@@ -222,6 +232,7 @@ def _build(tmp: Path, params: Params, seed: bytes, private: ImageSet, public: Im
             "private_source": {"files": list(private.source_files), "origin_columns": list(private.origin_columns)},
             "public_source": None if not bank_size else {
                 "files": list(public.source_files), "origin_columns": list(public.origin_columns)},
+            **({"stream_context": context} if version >= 2 else {}),
         },
         {
             "seed": np.frombuffer(seed, np.uint8),
@@ -236,10 +247,11 @@ def _build(tmp: Path, params: Params, seed: bytes, private: ImageSet, public: Im
             "encryption/public_index": public_index,
             "encryption/lam": plan.lam,
         },
+        version,
     )
     shape = (N, *IMAGE_SHAPE)
     public_zarr = zarr.open_group(str(public_dir / fmt.PUBLIC_ZARR), mode="w-")
-    public_zarr.attrs.update({"format": "instahide-public", "format_version": fmt.FORMAT_VERSION})
+    public_zarr.attrs.update({"format": "instahide-public", "format_version": version})
     z_enc = public_zarr.create_array("encryption", shape=shape, chunks=(1024, *IMAGE_SHAPE),
                                      dtype="float32", compressors=None, fill_value=0)
     public_zarr.create_array("label", data=labels, chunks=(fmt.ROWS_PER_ZARR_CHUNK, n_classes), compressors=None)
@@ -250,7 +262,7 @@ def _build(tmp: Path, params: Params, seed: bytes, private: ImageSet, public: Im
             Progress("encode", N, enabled=progress) as bar:
         for a in range(0, N, chunk):
             b = min(a + chunk, N)
-            signs = sign_bits(seed, a, b - a) if params.masked else np.zeros((b - a, SIGN_BYTES), np.uint8)
+            signs = sign_bits(key, a, b - a) if params.masked else np.zeros((b - a, SIGN_BYTES), np.uint8)
             block = encode(ground_truth, public_images, domain_affine, private_index=plan.private_index[a:b],
                            public_index=public_index[a:b], lam=plan.lam[a:b], sign_bits=signs)
             enc_file.write(block.data)
@@ -266,11 +278,12 @@ def _build(tmp: Path, params: Params, seed: bytes, private: ImageSet, public: Im
         n_classes=n_classes,
         practice=practice,
         sources={
-            "private": {"fingerprint": private.fingerprint(), "images": len(private), "notes": dict(private.notes)},
+            "private": {"fingerprint": fingerprints["private"], "images": len(private), "notes": dict(private.notes)},
             "public": None if not bank_size else {
-                "fingerprint": public.fingerprint(), "images": len(public), "notes": dict(public.notes)},
+                "fingerprint": fingerprints["public"], "images": len(public), "notes": dict(public.notes)},
         },
         commitment=fmt.commitment(store),
+        version=version,
         files={name: fmt.sha256_file(public_dir / name) for name in fmt.public_files(public_dir)},
     ).to_json()
     fmt.write_json(public_dir / fmt.MANIFEST_FILE, manifest)

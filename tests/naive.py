@@ -12,6 +12,7 @@ import math
 import numpy as np
 
 from attacks.pool import class_columns, pool_features
+from tests import spec
 
 
 # --- challenge.encoding ------------------------------------------------------------------------
@@ -35,8 +36,18 @@ def encode_reference(private_images, public_images, domain_affine, private_index
 
 # --- challenge.keys ----------------------------------------------------------------------------
 
-def lambda_reference(words, k, k_private, c1, c2):
-    """Plain-Python twin of :func:`challenge.keys.lambda_kernel`: first accepted try of |N(0,1)| by Box-Muller."""
+def lambda_reference(words, k, k_private, c1, c2, version):
+    """Plain-Python twin of :func:`challenge.lambdas.draw_lambda`'s tries: the first accepted one.
+
+    Version 2 is tests/spec.py's reading of FORMAT.md 7.5; version 1 drew |N(0,1)| by Box-Muller
+    with the platform's log, cos and sin.
+    """
+    if version == 2:
+        for try_words in words:
+            accepted, lam = spec.lambda_try([int(w) for w in try_words], k, k_private, c1, c2)
+            if accepted:
+                return lam
+        return None
     for try_words in words:
         z = []
         for i in range((k + 1) // 2):

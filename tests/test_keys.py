@@ -4,37 +4,38 @@ import numpy as np
 import pytest
 
 from challenge.keystream import row_words
+from challenge.lambdas import LAMBDA_TRIES, words_per_try
 from challenge.params import ParameterError, Params
+from challenge.keys import distinct_below, draw_plan, lambda_rows, select_private, sign_bits
 from tests.naive import lambda_reference
-from challenge.keys import (
-    LAMBDA_TRIES, distinct_below, draw_lambda, draw_plan, select_private, sign_bits, words_per_lambda_try,
-)
 
 SEED = bytes(range(32))
 
 
+@pytest.mark.parametrize("version", [1, 2])
 @pytest.mark.parametrize("params", [Params(), Params(k=4, k_private=2, c1=0.5, c2=0.4), Params(mode="inside", k=3, k_private=3, c1=0.9)])
-def test_lambda_kernel_matches_plain_reference(params):
+def test_lambda_kernel_matches_plain_reference(params, version):
     n = 400
-    lam = draw_lambda(SEED, params, 0, n)
-    per_try = words_per_lambda_try(params.k)
+    lam = lambda_rows(SEED, params, 0, n, version)
+    per_try = words_per_try(params.k, version)
     words = row_words(SEED, "lambda", 0, n, LAMBDA_TRIES * per_try).reshape(n, LAMBDA_TRIES, per_try)
     redrawn = 0
     for r in range(n):
-        expected = lambda_reference(words[r], params.k, params.k_private, params.c1, params.c2)
+        expected = lambda_reference(words[r], params.k, params.k_private, params.c1, params.c2, version)
         if expected is None:  # this row went to round 1+: check it against its own round
             redrawn += 1
             round_words = row_words(SEED, "lambda", r, 1, LAMBDA_TRIES * per_try, 1).reshape(LAMBDA_TRIES, per_try)
-            expected = lambda_reference(round_words, params.k, params.k_private, params.c1, params.c2)
+            expected = lambda_reference(round_words, params.k, params.k_private, params.c1, params.c2, version)
             if expected is None:
                 continue
         assert lam[r].tobytes() == expected.tobytes(), r
     assert redrawn < n // 10
 
 
+@pytest.mark.parametrize("version", [1, 2])
 @pytest.mark.parametrize("params", [Params(), Params(c1=0.4, c2=0.45), Params(k=8, k_private=3, c1=0.3, c2=0.5)])
-def test_lambda_constraints_hold_for_every_row(params):
-    lam = draw_lambda(SEED, params, 0, 5000)
+def test_lambda_constraints_hold_for_every_row(params, version):
+    lam = lambda_rows(SEED, params, 0, 5000, version)
     assert lam.dtype == np.float32 and lam.shape == (5000, params.k)
     assert np.all(lam > 0)
     assert np.all(lam.astype(np.float64).max(axis=1) <= params.c1)
@@ -42,10 +43,11 @@ def test_lambda_constraints_hold_for_every_row(params):
     assert np.allclose(lam.sum(axis=1), 1, atol=1e-6)
 
 
-def test_lambda_rows_do_not_depend_on_their_batch():
+@pytest.mark.parametrize("version", [1, 2])
+def test_lambda_rows_do_not_depend_on_their_batch(version):
     params = Params(c1=0.4, c2=0.45)  # strict: many rows need redraw rounds
-    whole = draw_lambda(SEED, params, 0, 300)
-    assert np.array_equal(draw_lambda(SEED, params, 117, 50), whole[117:167])
+    whole = lambda_rows(SEED, params, 0, 300, version)
+    assert np.array_equal(lambda_rows(SEED, params, 117, 50, version), whole[117:167])
 
 
 def test_distinct_below_is_distinct_avoids_exclusions_and_is_uniform():
@@ -61,7 +63,7 @@ def test_distinct_below_is_distinct_avoids_exclusions_and_is_uniform():
 
 def test_plan_counts_partners_and_distinct_patches(private_set):
     params = Params(n_private=30, per_image=7)
-    plan = draw_plan(SEED, params, private_set.labels, 500)
+    plan = draw_plan(SEED, params, private_set.labels, 500, 2)
     first = plan.private_index[:, 0]
     assert np.array_equal(np.bincount(first, minlength=30), np.full(30, 7))
     assert np.all(plan.private_index[:, 1] != first)
@@ -73,7 +75,7 @@ def test_plan_counts_partners_and_distinct_patches(private_set):
 
 def test_plan_inside_mode_partners_are_distinct_others(private_set):
     params = Params(mode="inside", k=4, k_private=4, c1=0.6, n_private=10, per_image=20)
-    plan = draw_plan(SEED, params, private_set.labels, 0)
+    plan = draw_plan(SEED, params, private_set.labels, 0, 2)
     rows = np.sort(plan.private_index, axis=1)
     assert np.all(np.diff(rows, axis=1) > 0)
     assert plan.public_bank_index.shape == (200, 0)
@@ -89,7 +91,7 @@ def test_balanced_selection(private_set):
 
 
 def test_different_seeds_give_different_keys(private_set):
-    a = draw_plan(SEED, Params(), private_set.labels, 2560)
-    b = draw_plan(bytes(32), Params(), private_set.labels, 2560)
+    a = draw_plan(SEED, Params(), private_set.labels, 2560, 2)
+    b = draw_plan(bytes(32), Params(), private_set.labels, 2560, 2)
     assert not np.array_equal(a.lam, b.lam) and not np.array_equal(a.private_index, b.private_index)
     assert not np.array_equal(sign_bits(SEED, 0, 4), sign_bits(bytes(32), 0, 4))

@@ -7,8 +7,9 @@ from pathlib import Path
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from challenge.lambdas import acceptance
+from challenge.params import MIN_ACCEPTED_TRIES, MODES, Params
 from commands.main import main
-from challenge.params import MODES, Params, lambda_acceptance
 
 # derandomize: CI runs the same examples every time, so main stays green or fails for a reason
 SETTINGS = settings(max_examples=25, deadline=None, database=None, derandomize=True,
@@ -29,7 +30,7 @@ def valid_params(draw) -> Params:
         domain=draw(st.sampled_from(["centered", "positive"])),
         balanced=n_private % CLASSES == 0 and draw(st.booleans()),
     )
-    assume(lambda_acceptance(params) >= 1e-3)
+    assume(acceptance(params.lambda_constraints) >= MIN_ACCEPTED_TRIES)
     return params
 
 

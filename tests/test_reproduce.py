@@ -10,6 +10,7 @@ import pytest
 from challenge import format as fmt
 from commands.main import main
 from challenge.errors import UsageError
+from challenge.keystream import parse_seed
 from generator.default_data import default_private, default_public
 from generator.release import generate
 from tests.helpers import TINY, run_cli
@@ -18,19 +19,34 @@ from commands.release import reproduce
 TINY_ARGS = ["--n-private", "20", "--per-image", "5"]
 
 # Every public file and the commitment of the practice release "kat" (20 x 5 encryptions of the
-# embedded data).  A change here is a change of the algorithm, the format or a library's bytes:
-# it must be deliberate (bump FORMAT_VERSION), never a side effect.
+# embedded data), per format version.  A change here is a change of the algorithm, the format or a
+# library's bytes: it must be deliberate (a new FORMAT_VERSION), never a side effect.  Version 1's
+# digests were pinned when version 1 was current; they must never change.
 KNOWN = {
-    "encryption.npy": "f65d8b61a8079fcb1126d2bf788c22fe0b616bef19a12d4874265199fb7d2d09",
-    "label.npy": "3ba4506a24f5bdba92f33ca36ac211d0c90bc45ff58e5b7f1ed943e247ec65be",
-    "manifest.json": "4500c0938ca2e5c68abf375e37b9e1f3e9883f74e847883b72d9857934b71fb6",
-    "preview.png": "5a5f14196f920ace17a589cfaf8bbf16426e2afe96031fd55480abef8b08b025",
-    "public.zarr/encryption/c/0/0/0/0": "f4c1e481a2fc71f7f4518ff9ce96795e4f8dab6bf3183ed6b01fc354558c0fa3",
-    "public.zarr/encryption/zarr.json": "061433f855f0b629da78a741bffb11385dfa09acd72f399c1e56efc6fcacef09",
-    "public.zarr/label/c/0/0": "796deee0c66dcb2c96cecf36217a0a333f4f321c8a780e6c8365e5f33576d695",
-    "public.zarr/label/zarr.json": "56b8ad507976b4bbe0a8dc385c954ed2d5df07a2f48e7d1c2b84922d9b4d67ba",
-    "public.zarr/zarr.json": "44fd836aaf44ed429ee4c58287b074a5e0369b528c6e2cacdb4ec3f8bb011c02",
-    "commitment": "sha256:ea91a289403f86ab6be3148a13e7789b4c0d886b6d635d2ac7a8aad4c0c844b5",
+    2: {
+        "encryption.npy": "4eb0ae4e065163f460dbe04efcc146129bdd275a4082b8d889fcb5838b227872",
+        "label.npy": "e906b58ae83155c8833048a7c3befb52cc6457f5cf870a04ce630fdbede28a8a",
+        "manifest.json": "8ebc9dfab1c091dcd175d44cd01af0f15f9aae58bef3b0b56b8eebd50f31a5fb",
+        "preview.png": "ab1adbf21435dbe315272d05c66ebf61e5fdbc62251343f9ef878754eed97f92",
+        "public.zarr/encryption/c/0/0/0/0": "f124ce8e09b7c4988e2591d1c29393866488d51d90bf430a9f0e05b7652e0411",
+        "public.zarr/encryption/zarr.json": "061433f855f0b629da78a741bffb11385dfa09acd72f399c1e56efc6fcacef09",
+        "public.zarr/label/c/0/0": "286c7151731b2ec0751dee5d70b43f2ce6cfb065b267df28c1a61ff5b90b82ea",
+        "public.zarr/label/zarr.json": "56b8ad507976b4bbe0a8dc385c954ed2d5df07a2f48e7d1c2b84922d9b4d67ba",
+        "public.zarr/zarr.json": "cbf0d8084a57a6b8a59dd70fbfd05a60785c3ec7b50e1e9cd92cd45919ca6c9c",
+        "commitment": "sha256:93b9b2df09c56a2ea4c12dc2f77d42e3e9008df59660d6da9298074bdc4865ce",
+    },
+    1: {
+        "encryption.npy": "f65d8b61a8079fcb1126d2bf788c22fe0b616bef19a12d4874265199fb7d2d09",
+        "label.npy": "3ba4506a24f5bdba92f33ca36ac211d0c90bc45ff58e5b7f1ed943e247ec65be",
+        "manifest.json": "4500c0938ca2e5c68abf375e37b9e1f3e9883f74e847883b72d9857934b71fb6",
+        "preview.png": "5a5f14196f920ace17a589cfaf8bbf16426e2afe96031fd55480abef8b08b025",
+        "public.zarr/encryption/c/0/0/0/0": "f4c1e481a2fc71f7f4518ff9ce96795e4f8dab6bf3183ed6b01fc354558c0fa3",
+        "public.zarr/encryption/zarr.json": "061433f855f0b629da78a741bffb11385dfa09acd72f399c1e56efc6fcacef09",
+        "public.zarr/label/c/0/0": "796deee0c66dcb2c96cecf36217a0a333f4f321c8a780e6c8365e5f33576d695",
+        "public.zarr/label/zarr.json": "56b8ad507976b4bbe0a8dc385c954ed2d5df07a2f48e7d1c2b84922d9b4d67ba",
+        "public.zarr/zarr.json": "44fd836aaf44ed429ee4c58287b074a5e0369b528c6e2cacdb4ec3f8bb011c02",
+        "commitment": "sha256:ea91a289403f86ab6be3148a13e7789b4c0d886b6d635d2ac7a8aad4c0c844b5",
+    },
 }
 
 
@@ -63,10 +79,19 @@ def test_known_answer_release_on_any_thread_count_and_chunk(tmp_path):
         env = dict(os.environ, NUMBA_NUM_THREADS=threads)
         result = run_cli("generate", "--out", str(out), "--practice", "--seed", "kat", "--chunk", chunk, *TINY_ARGS, env=env)
         assert result.returncode == 0, result.stderr
-        assert digests(out) == KNOWN
+        assert digests(out) == KNOWN[fmt.FORMAT_VERSION]
+        assert fmt.read_json(out / "public" / "manifest.json")["seed"]["replayable"] is True
     result = run_cli("reproduce", str(out), env=dict(os.environ, NUMBA_NUM_THREADS="1"))
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("reproduced: identical (100 encryptions")
+
+
+def test_version_1_known_answers_still_come_out_and_reproduce(tmp_path, private_set, public_bank):
+    out = tmp_path / "kat-v1"
+    generate(out, TINY, parse_seed("kat", practice=True), private_set, public_bank, practice=True, format_version=1)
+    assert digests(out) == KNOWN[1]
+    _, differences = reproduce(out, keys(out))
+    assert differences == []
 
 
 def test_fresh_release_reproduces_and_leaves_nothing_behind(tiny_release, tmp_path):

@@ -31,8 +31,8 @@ from challenge.domain import affine, to_uint8
 from challenge.encoding import encode
 from challenge.errors import UsageError
 from challenge.geometry import IMAGE_SHAPE
-from challenge.keys import distinct_below, draw_lambda, select_private, sign_bits
-from challenge.keystream import random_order, row_words
+from challenge.keys import distinct_below, lambda_rows, select_private, sign_bits
+from challenge.keystream import random_order, row_words, stream_key
 from challenge.labels import weighted_labels
 from challenge.manifest import PREVIEW_COUNT, manifest_problems
 from challenge.params import MAX_ENCRYPTIONS, Params
@@ -52,7 +52,7 @@ CHECKS = {  # name -> what it verifies, in the order they run
     "encryptions": "encryption.npy equals every encryption re-computed from its keys and the ground truth",
     "public_zarr": "public.zarr holds the same two arrays as the .npy files, and nothing else",
     "preview": "preview.png shows the first encryptions and carries no other data",
-    "secrets": "no public text or image file contains the seed",
+    "secrets": "no public text or image file contains the seed or the stream key derived from it",
 }
 ROW_CHECKS = ("seed_keys", "lambda", "counts", "partners", "labels", "encryptions")
 _CHUNK_NAME = re.compile(r"public\.zarr/(encryption/c/\d+/0/0/0|label/c/\d+/0)")
@@ -225,7 +225,8 @@ class _Rows:
     params: Params
     tables: dict[str, np.ndarray]
     arrays: dict[str, np.ndarray]
-    seed: bytes
+    key: bytes  # the stream key (FORMAT.md 7.1): the seed itself in version 1
+    version: int
     order: np.ndarray
     bank_size: int | None
     counts: np.ndarray
@@ -237,6 +238,7 @@ class _Audit:
         self.release, self.keys, self.chunk = release, keys, chunk
         self.public = release / fmt.PUBLIC_DIR
         self.findings: list[Finding] = []
+        self.version = fmt.FORMAT_VERSION  # until the manifest says otherwise
         self.skipped: list[str] = []
         self.tally = _RowTally()
         self.keys_name = self.name(keys)
@@ -308,6 +310,8 @@ class _Audit:
         params, problems = manifest_problems(manifest)
         for field_, message in problems:
             self.find("manifest", file, field_, message)
+        version = manifest.get("format_version")
+        self.version = version if type(version) is int and version in fmt.READABLE_VERSIONS else fmt.FORMAT_VERSION
         return params
 
     def check_manifest_against_store(self, manifest: dict, store: fmt.KeyStore) -> None:
@@ -316,6 +320,14 @@ class _Audit:
             self.find("manifest", file, "params", f"differ from the key store's {store.params.to_dict()}")
         if manifest.get("class_names") != store.attrs["class_names"]:
             self.find("manifest", file, "class_names", "differ from the key store's")
+        if manifest.get("format_version") != store.version:
+            self.find("manifest", file, "format_version", f"differs from the key store's {store.version}")
+        if store.version >= 2:  # the key store says which data its stream key was derived from (FORMAT.md 7.1)
+            bound = store.attrs["stream_context"]["sources"]
+            for role in ("private", "public"):
+                if json_get(manifest, "sources", role, "fingerprint") != bound[role]:
+                    self.find("manifest", file, f"sources.{role}.fingerprint",
+                              f"differs from the key store's stream_context ({str(bound[role])[:16]}...)")
 
     # --- files ----------------------------------------------------------------------------------
 
@@ -419,9 +431,9 @@ class _Audit:
         """Every per-encryption rule, streamed ``chunk`` rows at a time."""
         try:
             t = {name: store.read(name) for name in _TABLES}
-            self.check_tables(manifest, store, params, t)
-            seed = t["seed"].tobytes()
-            rows = _Rows(params, t, arrays, seed, random_order(seed, "order", params.n_encryptions),
+            key = stream_key(t["seed"].tobytes(), store.attrs.get("stream_context"), store.version)
+            self.check_tables(manifest, store, params, t, key)
+            rows = _Rows(params, t, arrays, key, store.version, random_order(key, "order", params.n_encryptions),
                          _source_size(manifest, "public", params.k_public),
                          np.zeros(params.n_private, np.int64), np.zeros(len(t["public/images"]), bool))
             for a in range(0, params.n_encryptions, self.chunk):
@@ -439,7 +451,7 @@ class _Audit:
                            if what == "private image" else "stored public patch used by no encryption")
                 self.find("counts", self.key_file(array), f"{what} {bad[0]}{more}", message)
 
-    def check_tables(self, manifest: dict, store: fmt.KeyStore, params: Params, t: dict) -> None:
+    def check_tables(self, manifest: dict, store: fmt.KeyStore, params: Params, t: dict, key: bytes) -> None:
         n_classes = len(store.attrs["class_names"])
         labels = t["private/labels"]
         if labels.min() < 0 or labels.max() >= n_classes:
@@ -452,7 +464,7 @@ class _Audit:
                 self.find("seed_keys", self.key_file(name), "", f"must ascend strictly within 0..sources.{source}.images - 1")
         size = sizes["private"]
         if not params.balanced and size is not None:
-            expected = select_private(t["seed"].tobytes(), np.zeros(size, np.int64), params.n_private, False)
+            expected = select_private(key, np.zeros(size, np.int64), params.n_private, False)
             if not np.array_equal(expected, t["private/source_index"]):
                 self.find("seed_keys", self.key_file("private/source_index"), "", "not the selection the seed draws")
 
@@ -487,7 +499,7 @@ class _Audit:
             tally("lambda", lam_file, finite & (np.abs(lam64.sum(axis=1) - 1) > 1e-6), "lambdas do not sum to 1")
 
         # seed: every key of the row is the one its index draws
-        b, seed = a + len(lam), rows.seed
+        b, seed = a + len(lam), rows.key
         first = rows.order[a:b] // params.per_image
         partners = distinct_below(row_words(seed, "partners", a, b - a, kp - 1), n, excluded=first[:, None])
         tally("seed_keys", pi_file, np.any(pi != np.concatenate([first[:, None], partners], axis=1), axis=1),
@@ -497,7 +509,8 @@ class _Audit:
             stored = np.full(pu.shape, -1, np.int64)
             stored[ok] = t["public/bank_index"][pu[ok]]
             tally("seed_keys", pu_file, ok & np.any(stored != bank, axis=1), "not the patches the seed draws")
-        tally("seed_keys", lam_file, rows_differ(lam, draw_lambda(seed, params, a, b - a)), "not the lambdas the seed draws")
+        tally("seed_keys", lam_file, rows_differ(lam, lambda_rows(seed, params, a, b - a, rows.version)),
+              "not the lambdas the seed draws")
         signs_file = self.key_file("encryption/sign_bits")
         if params.masked:
             tally("seed_keys", signs_file, rows_differ(signs, sign_bits(seed, a, b - a)), "not the sign mask the seed draws")
@@ -530,7 +543,7 @@ class _Audit:
 
     def check_public_zarr(self, arrays: dict) -> None:
         check, root = "public_zarr", self.public / fmt.PUBLIC_ZARR
-        group = {"attributes": {"format": "instahide-public", "format_version": fmt.FORMAT_VERSION},
+        group = {"attributes": {"format": "instahide-public", "format_version": self.version},
                  "zarr_format": 3, "node_type": "group"}
         if self.read_zarr_json(root / "zarr.json") != group:
             self.find(check, "public/public.zarr/zarr.json", "", f"expected exactly {group}")
@@ -604,7 +617,8 @@ class _Audit:
             seed = store.read("seed").tobytes()
         except fmt.FormatError:
             return
-        needles = (seed, seed.hex().encode(), seed.hex().upper().encode())
+        key = stream_key(seed, store.attrs.get("stream_context"), store.version)
+        needles = tuple(form for secret in {seed, key} for form in (secret, secret.hex().encode(), secret.hex().upper().encode()))
         texts = [fmt.MANIFEST_FILE, *sorted(n for n in names if not n.endswith(".npy") and not _CHUNK_NAME.fullmatch(n))]
         for name in texts:
             path = self.public / name

@@ -1,36 +1,15 @@
-"""challenge.halfnormal: the numba kernels against a plain numpy reading of the module's rules,
-bit for bit; accuracy against libm; the distribution against the half-normal law."""
+"""challenge.lambdas: the half-normal kernels against tests/spec.py (a plain numpy reading of
+FORMAT.md 7.5), bit for bit; accuracy against libm; the distribution against the half-normal law;
+the feasibility rule."""
 
 import math
 
 import numpy as np
 import pytest
 
-from challenge.halfnormal import LN2, SQRT2, half_normals, ln
-
-
-def ln_naive(x: np.ndarray) -> np.ndarray:
-    """The rules of the docstring, vectorised with numpy's IEEE double operations."""
-    m, e = np.frexp(np.asarray(x, np.float64))
-    m, e = 2.0 * m, e - 1
-    high = m > SQRT2
-    m, e = np.where(high, m / 2.0, m), np.where(high, e + 1, e)
-    t = (m - 1.0) / (m + 1.0)
-    t2 = t * t
-    p = np.full_like(t, 1.0 / 23)
-    for j in range(21, 2, -2):
-        p = p * t2 + 1.0 / j
-    return e.astype(np.float64) * LN2 + 2.0 * t * (p * t2 + 1.0)
-
-
-def half_normals_naive(words: np.ndarray, count: int) -> np.ndarray:
-    u = (words[0::2] >> np.uint64(11)).astype(np.float64) * 2.0**-52 - 1.0
-    v = (words[1::2] >> np.uint64(11)).astype(np.float64) * 2.0**-52 - 1.0
-    s = u * u + v * v
-    ok = (s < 1.0) & (s != 0.0)
-    u, v, s = u[ok], v[ok], s[ok]
-    f = np.sqrt(-2.0 * ln_naive(s) / s)
-    return np.abs(np.stack([u * f, v * f], axis=1).ravel())[:count]
+from challenge.lambdas import SQRT2, acceptance, half_normals, ln
+from challenge.params import ParameterError, Params
+from tests import spec
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +21,7 @@ def samples():
 
 def test_ln_matches_its_numpy_reading_bit_for_bit(samples):
     kernel = np.array([ln(float(x)) for x in samples])
-    assert np.array_equal(kernel.view(np.uint64), ln_naive(samples).view(np.uint64))
+    assert np.array_equal(kernel.view(np.uint64), spec.ln(samples).view(np.uint64))
 
 
 def test_ln_is_accurate(samples):
@@ -62,7 +41,7 @@ def test_half_normals_match_numpy_bit_for_bit():
     words = np.random.default_rng(3).integers(0, 2**64, 4000, dtype=np.uint64)
     out = np.empty(3000)
     filled = half_normals(words, out)
-    expected = half_normals_naive(words, 3000)
+    expected = spec.half_normals(words, 3000)
     assert filled == len(expected)
     assert np.array_equal(out[:filled].view(np.uint64), expected.view(np.uint64))
 
@@ -83,3 +62,16 @@ def test_half_normal_law():
     cdf = np.array([math.erf(x / math.sqrt(2)) for x in z[::50]])
     empirical = np.arange(0, len(z), 50) / len(z)
     assert np.max(np.abs(cdf - empirical)) < 0.01
+
+
+def test_feasibility_is_the_documented_count():
+    """20,000 version-2 tries under the public feasibility key; the spec's implementation recounts them."""
+    params = Params(k=4, k_private=2, c1=0.5, c2=0.4)
+    accepted = acceptance(params.lambda_constraints)
+    assert 0 < accepted < 20_000
+    assert spec.feasibility_accepted(params.to_dict()) == accepted
+
+
+def test_infeasible_constraints_are_refused_in_one_line():
+    with pytest.raises(ParameterError, match="accept only 0 of 20,000 lambda tries"):
+        Params(c1=0.2, c2=0.9).validate()
