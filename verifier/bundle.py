@@ -86,7 +86,7 @@ def to_yaml(value, indent: int = 0) -> str:
             if isinstance(item, (dict, list)) and item:
                 lines.append(f"{pad}{key}:\n{to_yaml(item, indent + 2)}")
             else:
-                lines.append(f"{pad}{key}: {_yaml_scalar(item) if not isinstance(item, (dict, list)) else '[]'}")
+                lines.append(f"{pad}{key}: {json.dumps(item) if isinstance(item, (dict, list)) else _yaml_scalar(item)}")
         return "\n".join(lines)
     if isinstance(value, list):
         lines = []
