@@ -17,11 +17,12 @@ from challenge.domain import DOMAINS
 from challenge.errors import UsageError
 from challenge.files import UnsafeFile, write_atomic
 from challenge.geometry import IMAGE_SHAPE
+from challenge.manifest import read_manifest
 from challenge.npy import ROWS, read_npy_header
 from challenge.text import printable
 
 __all__ = ["DECRYPTION_FILE", "METADATA_FILE", "Expected", "encryption_blocks", "expected_from_keys",
-           "expected_from_manifest", "write_submission"]
+           "expected_from_manifest", "open_for_scoring", "write_submission"]
 
 DECRYPTION_FILE = "decryption.npy"
 METADATA_FILE = "metadata.json"
@@ -49,6 +50,23 @@ def expected_from_manifest(manifest: dict) -> Expected:
 
 def expected_from_keys(store: fmt.KeyStore) -> Expected:
     return Expected(store.params.n_encryptions, store.params.domain)
+
+
+def open_for_scoring(release: Path | None, keys: Path | None) -> tuple[Expected, fmt.KeyStore | None]:
+    """What a submission must look like and the key store to score it with (or None), checking that
+    the two belong together: same parameters, and the key store the manifest commits to."""
+    if release is None and keys is None:
+        raise UsageError("give --release (to validate) or --keys (to validate and score)")
+    store = fmt.open_key_store(keys) if keys is not None else None
+    if release is None:
+        return expected_from_keys(store), store
+    manifest = read_manifest(release)
+    if store is not None:
+        if manifest.get("params") != store.params.to_dict():
+            raise UsageError(f"{printable(keys)}: key store parameters differ from those of {printable(release)}: "
+                             "not this release's keys")
+        fmt.check_commitment(manifest, store, release, keys)
+    return expected_from_manifest(manifest), store
 
 
 def encryption_blocks(release: Path, expected: Expected, rows: int = ROWS) -> Iterator[np.ndarray]:

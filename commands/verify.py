@@ -9,12 +9,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from contextlib import ExitStack
 from pathlib import Path
 
 from commands.common import OneLineParser, positive_int, run
 
 __all__ = ["build_parser", "main", "register"]
 from challenge.errors import UsageError
+from challenge.submission import open_for_scoring
 
 VERIFY_EXAMPLES = """\
 examples:
@@ -23,6 +25,14 @@ examples:
   verify submission/ --keys keys.zarr --release release/ --out results/   # scores.json, scores.txt
   verify submission/ --keys keys.zarr --release release/ --holdout 0.5   # public part only
   verify submission/ --keys keys.zarr --release release/ --holdout 0.5 --part final   # maintainer
+"""
+
+
+BUNDLE_EXAMPLES = """\
+examples:
+  instahide bundle release/ --keys release/secret/keys.zarr --out competition.zip
+  instahide bundle release/ --keys keys.zarr --holdout 0.5 --end 2027-03-01 --docker-image me/instahide-scoring:1
+  # then: docker build -t me/instahide-scoring:1 <unzipped>/scoring_program && docker push me/instahide-scoring:1
 """
 
 
@@ -67,46 +77,27 @@ def _selected(args, store):
     return selected_rows(store, args.holdout, args.part or "public")
 
 
-def _open(release: Path | None, keys: Path | None):
-    """Expected shape/domain and the key store (or None), checking that the two belong together:
-    same parameters and the commitment the manifest publishes."""
-    from challenge.format import check_commitment, open_key_store
-    from challenge.manifest import read_manifest
-    from challenge.submission import expected_from_keys, expected_from_manifest
-    from challenge.text import printable
-
-    if release is None and keys is None:
-        raise UsageError("give --release (to validate) or --keys (to validate and score)")
-    store = open_key_store(keys) if keys is not None else None
-    if release is None:
-        return expected_from_keys(store), store
-    manifest = read_manifest(release)
-    if store is not None:
-        if manifest.get("params") != store.params.to_dict():
-            raise UsageError(f"{printable(keys)}: key store parameters differ from those of {printable(release)}: "
-                             "not this release's keys")
-        check_commitment(manifest, store, release, keys)
-    return expected_from_manifest(manifest), store
-
-
 def _run_verify(args) -> int:
-    from verifier.scoring import format_table, score, write_scores
     from challenge.text import printable
+    from verifier.archive import add_layout_hint, is_archive, submission_folder
+    from verifier.scoring import format_table, score, write_scores
     from verifier.submission import validate
 
-    expected, store = _open(args.release, args.keys)
+    expected, store = open_for_scoring(args.release, args.keys)
     shown = printable(args.submission)
     report = {"submission": shown}
-    if store is None:
-        if args.holdout is not None or args.part is not None:
-            raise UsageError("--holdout and --part need --keys (the split is keyed by the key store's seed)")
-        validation, scores = validate(args.submission, expected, rows=args.rows), None
-    else:
-        selected = _selected(args, store)
-        validation, scores = score(args.submission, store, expected=expected, rows=args.rows, selected=selected)
-        report["keys_checked_against_release"] = args.release is not None
-        if args.holdout is not None:
-            report["holdout"] = {"fraction": args.holdout, "part": args.part or "public"}
+    with submission_folder(args.submission, expected) as folder:
+        if store is None:
+            if args.holdout is not None or args.part is not None:
+                raise UsageError("--holdout and --part need --keys (the split is keyed by the key store's seed)")
+            validation, scores = validate(folder, expected, rows=args.rows), None
+        else:
+            selected = _selected(args, store)
+            validation, scores = score(folder, store, expected=expected, rows=args.rows, selected=selected)
+            report["keys_checked_against_release"] = args.release is not None
+            if args.holdout is not None:
+                report["holdout"] = {"fraction": args.holdout, "part": args.part or "public"}
+        add_layout_hint(validation)
     report["valid"] = validation.valid
     if not validation.valid:
         problems = [printable(p) for p in validation.problems]
@@ -126,7 +117,7 @@ def _run_verify(args) -> int:
     if args.release is None:
         print(f"verify: note: no --release given, so the key store was not checked against a release's published "
               f"commitment; these scores are only as right as {printable(args.keys)}", file=sys.stderr)
-    files = write_scores(scores, args.out or args.submission)
+    files = write_scores(scores, args.out or (args.submission.parent if is_archive(args.submission) else args.submission))
     if args.json:
         print(json.dumps({**report, "scored": True, "scores": scores.to_json(), "files": [printable(f) for f in files]},
                          indent=2))
@@ -146,7 +137,7 @@ def build_parser() -> OneLineParser:
         epilog=VERIFY_EXAMPLES + "\nexit codes: 0 valid, 1 internal error, 2 invalid (every problem is listed)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("submission", type=Path, help="submission folder")
+    p.add_argument("submission", type=Path, help="submission folder, or a .zip of its files (as platforms send them)")
     _add_common(p, "the key store secret/keys.zarr: validate and score")
     p.add_argument("--json", action="store_true", help="print the outcome as JSON on stdout")
     p.add_argument("--out", type=Path, help="folder for scores.json and scores.txt (default: the submission folder)")
@@ -159,9 +150,11 @@ def _run_leaderboard(args) -> int:
     from verifier import leaderboard
     from challenge.text import printable
 
-    _, store = _open(args.release, args.keys)
-    entries = leaderboard.build(args.submissions, store, rows=args.rows, selected=_selected(args, store))
-    files = leaderboard.write(entries, store, args.out)
+    _, store = open_for_scoring(args.release, args.keys)
+    with ExitStack() as unpacked:  # extracted .zip submissions live until their pictures are drawn
+        entries = leaderboard.build(args.submissions, store, rows=args.rows, selected=_selected(args, store),
+                                    unpacked=unpacked)
+        files = leaderboard.write(entries, store, args.out)
     for e in entries:
         if e.scores is None:
             problems = printable("; ".join(e.validation.problems))
@@ -175,7 +168,7 @@ def _run_baseline(args) -> int:
     from verifier.baselines import write_baseline
     from challenge.text import printable
 
-    expected, store = _open(args.release, args.keys)
+    expected, store = open_for_scoring(args.release, args.keys)
     path = write_baseline(args.kind, args.out, expected, store=store, release=args.release, seed=args.seed,
                           rows=args.rows, force=args.force)
     print(f"wrote {printable(path)}: {args.kind} baseline, {expected.n} rows")
@@ -193,7 +186,7 @@ def register(sub) -> None:
                        "leaderboard.md, leaderboard.html and a picture of each submission's best and worst "
                        "recoveries beside the true images. The constant and mean baselines are shown as unranked "
                        "reference rows; a submission that cannot be read is listed as invalid with its reason.")
-    p.add_argument("submissions", type=Path, nargs="+", metavar="SUBMISSION", help="submission folders")
+    p.add_argument("submissions", type=Path, nargs="+", metavar="SUBMISSION", help="submission folders or .zip files")
     _add_common(p, "the key store secret/keys.zarr", keys_required=True, release_required=True)
     p.add_argument("--out", type=Path, default=Path("leaderboard"), help="output folder (default: %(default)s)")
     _add_holdout(p)
@@ -214,6 +207,49 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed of the noise baseline (default: %(default)s)")
     p.add_argument("--force", action="store_true", help="replace an existing decryption.npy")
     p.set_defaults(run=_run_baseline)
+
+    from verifier.bundle import DEFAULT_DOCKER_IMAGE
+
+    p = sub.add_parser("bundle", help="write a Codabench competition bundle (competition.zip) for a release",
+                       description="Write a Codabench v2 competition bundle: competition.yaml, pages, the reference "
+                       "data (the manifest and the key store: upload the bundle only to the platform), a scoring "
+                       "program that runs this verifier (vendored; the scores are verify's), the public release and a "
+                       "starting kit with a baseline submission. The scoring program needs numpy, numba, zarr, "
+                       "cryptography and pillow in the competition's Docker image: build and push it from "
+                       "scoring_program/Dockerfile, then upload competition.zip.",
+                       epilog=BUNDLE_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("release", type=Path, help="the release folder (holding public/)")
+    p.add_argument("--keys", type=Path, required=True, help="its key store (checked against the manifest's commitment)")
+    p.add_argument("--out", type=Path, default=Path("competition.zip"), help="bundle to write (default: %(default)s)")
+    p.add_argument("--title", help="competition title (default: from the release's size)")
+    p.add_argument("--holdout", type=_fraction, metavar="FRACTION",
+                   help="a Development phase scores the public part, a Final phase (from --end) the held-out part")
+    p.add_argument("--start", type=_date, help="start of the competition, YYYY-MM-DD (default: today)")
+    p.add_argument("--end", type=_date, help="end of the Development phase, YYYY-MM-DD (needed with --holdout)")
+    p.add_argument("--docker-image", default=DEFAULT_DOCKER_IMAGE,
+                   help="the image the platform scores in; build it from scoring_program/Dockerfile (default: %(default)s)")
+    p.add_argument("--force", action="store_true", help="replace an existing bundle")
+    p.set_defaults(run=_run_bundle)
+
+
+def _date(text: str):
+    """argparse type for --start/--end: an ISO date."""
+    from datetime import date
+
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a date such as 2026-12-31, got {text!r}") from None
+
+
+def _run_bundle(args) -> int:
+    from challenge.text import printable
+    from verifier.bundle import make_bundle
+
+    path = make_bundle(args.release, args.keys, args.out, title=args.title, holdout=args.holdout, start=args.start,
+                       end=args.end, docker_image=args.docker_image, force=args.force)
+    print(f"wrote {printable(path)}: upload it to Codabench after pushing the scoring image {args.docker_image}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

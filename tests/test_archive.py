@@ -18,7 +18,8 @@ from challenge.errors import UsageError
 from verifier import archive
 from verifier.archive import (MAX_MEMBERS, UnsafeArchive, extracted, is_archive, layout_hint, submission_folder,
                               total_cap)
-from verifier.submission import Expected, validate
+from challenge.submission import Expected
+from verifier.submission import validate
 
 SMALL = Expected(1, "centered")  # total cap about 1.1 MB: bombs need only a few MB
 TINY = Expected(100, "centered")  # the tiny release of tests/conftest.py
@@ -240,3 +241,46 @@ def test_hint_for_a_plain_folder(tmp_path):
 
 def test_refusals_are_usage_errors():
     assert issubclass(UnsafeArchive, UsageError)
+
+
+# --- through the commands: verify and leaderboard take .zip submissions -----------------------------
+
+def _oracle_zip(tmp_path: Path, tiny_release: Path) -> Path:
+    from tests.helpers import run_cli
+
+    keys = str(tiny_release / "secret" / "keys.zarr")
+    made = run_cli("baseline", "oracle", "--keys", keys, "--release", str(tiny_release), "--out", str(tmp_path / "oracle"))
+    assert made.returncode == 0, made.stderr
+    folder = tmp_path / "oracle"
+    return make_zip(tmp_path / "oracle.zip", {name: (folder / name).read_bytes() for name in ("decryption.npy", "metadata.json")})
+
+
+def test_verify_scores_a_zip_and_writes_beside_it(tmp_path, tiny_release):
+    from tests.helpers import run_cli
+
+    submission = _oracle_zip(tmp_path, tiny_release)
+    result = run_cli(str(submission), "--keys", str(tiny_release / "secret" / "keys.zarr"), "--release",
+                     str(tiny_release), "--json", module="commands.verify")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["scores"]["Max_SSIM"] == 1.0
+    assert json.loads((tmp_path / "scores.json").read_text())["Max_SSIM"] == 1.0
+
+
+def test_verify_gives_the_hint_for_a_zipped_npz(tmp_path, tiny_release):
+    from tests.helpers import run_cli
+
+    bad = make_zip(tmp_path / "npz.zip", {"decryption.npz": b"PK not really"})
+    result = run_cli(str(bad), "--release", str(tiny_release), module="commands.verify")
+    assert result.returncode == 2 and "np.save('decryption.npy', x)" in result.stderr, result.stderr
+
+
+def test_one_bad_zip_does_not_stop_the_leaderboard(tmp_path, tiny_release):
+    from tests.helpers import run_cli
+
+    good = _oracle_zip(tmp_path, tiny_release)
+    slip = make_zip(tmp_path / "slip.zip", {"../decryption.npy": b"x"})
+    result = run_cli("leaderboard", str(good), str(slip), "--keys", str(tiny_release / "secret" / "keys.zarr"),
+                     "--release", str(tiny_release), "--out", str(tmp_path / "board"))
+    assert result.returncode == 0, result.stderr
+    board = (tmp_path / "board" / "leaderboard.md").read_text()
+    assert "oracle.zip" in board and "slip.zip" in board and "Traceback" not in result.stderr

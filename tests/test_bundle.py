@@ -37,7 +37,7 @@ from challenge.format import open_key_store
 from verifier.baselines import write_baseline
 from verifier.bundle import COLUMNS, make_bundle
 from verifier.scoring import HEADLINE, platform_scores, score
-from verifier.submission import Expected
+from challenge.submission import Expected
 
 yaml = pytest.importorskip("yaml")  # what the platform parses competition.yaml with
 
@@ -241,3 +241,15 @@ def test_keys_of_another_release_are_refused(tiny_release, tmp_path, private_set
     with pytest.raises(UsageError, match="commitment"):
         make_bundle(tiny_release, other / "secret" / "keys.zarr", tmp_path / "c.zip")
     assert not (tmp_path / "c.zip").exists()
+
+
+def test_bundle_command(tmp_path, tiny_release):
+    from tests.helpers import run_cli
+
+    out = tmp_path / "competition.zip"
+    args = ("bundle", str(tiny_release), "--keys", str(tiny_release / "secret" / "keys.zarr"), "--out", str(out))
+    first = run_cli(*args)
+    assert first.returncode == 0, first.stderr
+    assert "competition.yaml" in zipfile.ZipFile(out).namelist()
+    again = run_cli(*args)
+    assert again.returncode == 2 and "--force" in again.stderr and len(again.stderr.strip().splitlines()) == 1

@@ -37,10 +37,11 @@ from typing import Iterator
 
 from challenge.errors import UsageError
 from challenge.files import open_regular
-from verifier.submission import (DECRYPTION_FILE, MAX_METADATA_BYTES, METADATA_FILE, Expected, largest_valid_bytes,
-                                 printable)
+from challenge.submission import DECRYPTION_FILE, METADATA_FILE, Expected
+from challenge.text import printable
+from verifier.submission import MAX_METADATA_BYTES, largest_valid_bytes
 
-__all__ = ["EXTRA_BYTES", "MAX_MEMBERS", "MAX_RATIO", "UnsafeArchive", "extracted", "is_archive", "layout_hint",
+__all__ = ["EXTRA_BYTES", "add_layout_hint", "MAX_MEMBERS", "MAX_RATIO", "UnsafeArchive", "extracted", "is_archive", "layout_hint",
            "submission_folder", "total_cap"]
 
 MAX_MEMBERS = 64  # a submission is two files; room for a README and what macOS adds (__MACOSX/, .DS_Store)
@@ -256,6 +257,14 @@ def _found_files(folder: Path, limit: int = 1000, depth: int = 3) -> list[Path]:
             elif entry.is_file(follow_symlinks=False):
                 found.append(path)
     return found[:limit]
+
+
+def add_layout_hint(validation) -> None:
+    """Append :func:`layout_hint` to a validation that found no ``decryption.npy``."""
+    if any(problem.startswith(f"{DECRYPTION_FILE}: missing") for problem in validation.problems):
+        hint = layout_hint(validation.folder)
+        if hint:
+            validation.problems.append(hint)
 
 
 def layout_hint(folder: str | os.PathLike) -> str | None:

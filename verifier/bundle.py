@@ -47,8 +47,10 @@ from pathlib import Path
 from challenge import format as fmt
 from challenge.errors import UsageError
 from verifier.scoring import DECIMALS, HEADLINE, PARTS, SUCCESS_SSIM, format_table, score, selected_rows, write_scores
-from verifier.submission import (DECRYPTION_FILE, METADATA_FILE, METADATA_FIELDS, expected_from_manifest, printable,
-                                 read_manifest)
+from challenge.manifest import read_manifest
+from challenge.submission import DECRYPTION_FILE, METADATA_FILE, expected_from_manifest, open_for_scoring
+from challenge.text import printable
+from verifier.submission import METADATA_FIELDS
 
 __all__ = ["COLUMNS", "DEFAULT_DOCKER_IMAGE", "REQUIREMENTS", "VENDORED", "competition", "make_bundle", "run_scoring",
            "scoring_main", "to_yaml"]
@@ -311,14 +313,12 @@ def make_bundle(release: str | os.PathLike, keys: str | os.PathLike, out_zip: st
     checked as ``verify`` checks it.  With ``holdout`` (a fraction) the bundle has a Development
     phase on the public part and a Final phase, starting at ``end`` (required then), on the final part.
     """
-    from verifier.cli import _open  # the verify command's release/keys check (moves with issue #13)
-
     release, keys, out_zip = Path(release), Path(keys), Path(out_zip)
     if out_zip.exists() and not force:
         raise UsageError(f"{printable(out_zip)}: already exists; pass --force to replace it")
     if holdout is not None and end is None:
         raise UsageError("a bundle with a holdout needs an end date for its development phase (the final phase starts then)")
-    expected, store = _open(release, keys)
+    expected, store = open_for_scoring(release, keys)
     if holdout is not None:
         selected_rows(store, holdout)  # refuses a fraction that leaves a part empty
     manifest = read_manifest(release)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import html
 import io
 import re
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from challenge import format as fmt
 from challenge.domain import to_uint8
 from challenge.errors import UsageError
 from challenge.preview import contact_sheet, save_png
+from verifier.archive import add_layout_hint, submission_folder
 from verifier.baselines import FLOORS, floor_blocks
 from verifier.scoring import HEADLINE, SUCCESS_SSIM, Scores, published, score, score_blocks, write_files
 from challenge.npy import ROWS
@@ -109,21 +111,24 @@ def recovery_sheet(entry: Entry, store: fmt.KeyStore, expected: Expected, count:
     return contact_sheet(np.stack(tiles), columns=2 * min(count, len(scores.encryptions)), scale=3)
 
 
-def build(folders: list[Path], store: fmt.KeyStore, *, rows: int = ROWS, selected: np.ndarray | None = None,
-          floors: tuple[str, ...] = FLOORS) -> list[Entry]:
-    """Validate and score every folder (in the order given), then the ``floors`` as reference rows.
+def build(submissions: list[Path], store: fmt.KeyStore, *, rows: int = ROWS, selected: np.ndarray | None = None,
+          floors: tuple[str, ...] = FLOORS, unpacked: ExitStack | None = None) -> list[Entry]:
+    """Validate and score every submission (in the order given), then the ``floors`` as reference rows.
 
-    ``selected``: the encryptions that count (a holdout part), all by default.
+    ``selected``: the encryptions that count (a holdout part), all by default.  A ``.zip``
+    submission is extracted (checked, :mod:`verifier.archive`) into a folder that lives as long as
+    ``unpacked``; without it, only folders are accepted.
     """
     expected = expected_from_keys(store)
     entries = []
-    for folder in folders:
-        folder = Path(folder)
+    for path in map(Path, submissions):
         try:
+            folder = unpacked.enter_context(submission_folder(path, expected)) if unpacked is not None else path
             validation, scores = score(folder, store, expected=expected, rows=rows, selected=selected)
-        except UsageError as e:  # not a folder, unreadable: invalid, and the others are still ranked
-            validation, scores = Validation(folder, [str(e)]), None
-        entries.append(Entry(folder, validation, scores))
+            add_layout_hint(validation)
+        except UsageError as e:  # not a folder, unreadable, an unsafe archive: invalid, the others are still ranked
+            validation, scores = Validation(path, [str(e)]), None
+        entries.append(Entry(path, validation, scores))
     for kind in floors:
         scores = score_blocks(floor_blocks(kind, store, expected, rows), store, expected, selected=selected)
         metadata = {"team": "reference", "method": f"{kind} floor: a trivial submission (docs/FORMAT.md, section 8)"}
