@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from attacks.graph import graph_attack, pair_accuracy, top_neighbours, unit_rows  # noqa: E402
 from attacks.pool import pool_attack  # noqa: E402
-from attacks.public import magnitudes, open_public  # noqa: E402
+from attacks.public import open_public  # noqa: E402
 from challenge import format as fmt  # noqa: E402
 from challenge.params import Params  # noqa: E402
 from generator.default_data import default_private, default_public  # noqa: E402

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 from challenge.params import Params
@@ -16,3 +18,46 @@ def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None, module
     """Run ``python -m MODULE ARGS`` the way a user would, capturing output."""
     return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True,
                           env=env, cwd=cwd, timeout=600)
+
+
+@contextmanager
+def watchdog(seconds: int = 60):
+    """Turn a hang (e.g. a FIFO opened for reading) into a failure."""
+    def expire(*_):
+        raise TimeoutError(f"hung for {seconds} s")
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+_LEFT = "--- left on the disk:"
+
+
+def in_private_tmpfs(tmp_path: Path, options: str, *args, module: str = "commands.main") -> subprocess.CompletedProcess:
+    """Run ``python -m MODULE ARGS`` with a fresh tmpfs (mount ``options``, e.g. ``ro`` or a tiny
+    ``size``) at tmp_path/mnt, in a private mount namespace that vanishes with the process; see
+    :func:`left_behind` for what the run left on it.  Skips where namespaces are not allowed."""
+    import pytest
+
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    script = (f'mount -t tmpfs -o {options} tmpfs "{mnt}" || exit 99; "$@"; rc=$?; '
+              f'echo "{_LEFT}"; find "{mnt}" -mindepth 1 -printf "%y %P\\n"; exit $rc')
+    try:
+        result = subprocess.run(["unshare", "-m", "sh", "-c", script, "sh", sys.executable, "-m", module, *map(str, args)],
+                                capture_output=True, text=True, timeout=300)
+    except FileNotFoundError:
+        pytest.skip("unshare is not available")
+    if result.returncode == 99 or "unshare:" in result.stderr:
+        pytest.skip(f"cannot mount a private tmpfs here: {result.stderr.strip()}")
+    return result
+
+
+def left_behind(result: subprocess.CompletedProcess, files_only: bool = False) -> list[str]:
+    """What an :func:`in_private_tmpfs` run left on its disk (relative paths; only files if asked)."""
+    entries = [line.split(" ", 1) for line in result.stdout.split(_LEFT, 1)[1].splitlines() if line]
+    return [path for kind, path in entries if kind == "f" or not files_only]

@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 
 from challenge.errors import UsageError
-from verifier import archive
 from verifier.archive import (MAX_MEMBERS, UnsafeArchive, extracted, is_archive, layout_hint, submission_folder,
                               total_cap)
 from challenge.submission import Expected

@@ -18,7 +18,7 @@ from challenge import format as fmt
 from challenge.errors import UsageError
 from generator import release as release_module
 from generator.release import generate
-from tests.helpers import SEED, TINY, run_cli
+from tests.helpers import SEED, TINY, in_private_tmpfs, left_behind, run_cli
 from verifier.audit import audit
 
 SMALL = ["--n-private", "20", "--per-image", "50", "--chunk", "128", "--seed",
@@ -113,32 +113,16 @@ def test_full_disk_while_replacing_keeps_the_old_release(tmp_path, private_set, 
     assert fmt.read_json(out / "public" / "manifest.json") == before and is_complete(out)
 
 
-def _in_private_tmpfs(tmp_path, options: str, *args: str) -> subprocess.CompletedProcess:
-    """Run ``instahide ARGS`` with a fresh tmpfs (mount ``options``) at tmp_path/mnt, in a private
-    mount namespace that vanishes with the process; prints the mount's contents after a marker."""
-    mnt = tmp_path / "mnt"
-    mnt.mkdir()
-    script = f'mount -t tmpfs -o {options} tmpfs "{mnt}" || exit 99; "$@"; rc=$?; echo "--- contents:"; ls -A "{mnt}"; exit $rc'
-    command = ["unshare", "-m", "sh", "-c", script, "sh", sys.executable, "-m", "commands.main", *args]
-    try:
-        result = subprocess.run(command, capture_output=True, text=True, timeout=300)
-    except FileNotFoundError:
-        pytest.skip("unshare is not available")
-    if result.returncode == 99 or "unshare:" in result.stderr:
-        pytest.skip(f"cannot mount a private tmpfs here: {result.stderr.strip()}")
-    return result
-
-
 def test_real_full_disk_gives_a_clear_error_and_no_partial_release(tmp_path):
-    result = _in_private_tmpfs(tmp_path, "size=4m", "generate", "--out", str(tmp_path / "mnt" / "r"), *SMALL)
+    result = in_private_tmpfs(tmp_path, "size=4m", "generate", "--out", str(tmp_path / "mnt" / "r"), *SMALL)
     assert result.returncode == 2 and "No space left on device" in result.stderr and "Traceback" not in result.stderr
-    assert result.stdout.split("--- contents:")[1].strip() == ""  # nothing left on the full disk
+    assert left_behind(result) == []  # nothing left on the full disk
 
 
 def test_read_only_output_folder_gives_a_clear_error(tmp_path):
     if os.geteuid() == 0:  # root ignores permission bits: use a read-only file system
-        result = _in_private_tmpfs(tmp_path, "ro,size=1m", "generate", "--out", str(tmp_path / "mnt" / "r"), *SMALL)
-        assert result.stdout.split("--- contents:")[1].strip() == ""
+        result = in_private_tmpfs(tmp_path, "ro,size=1m", "generate", "--out", str(tmp_path / "mnt" / "r"), *SMALL)
+        assert left_behind(result) == []
     else:
         folder = tmp_path / "ro"
         folder.mkdir()

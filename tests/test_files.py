@@ -3,25 +3,11 @@ bounded nesting, and written atomically."""
 
 import json
 import os
-import signal
-from contextlib import contextmanager
 
 import pytest
 
+from tests.helpers import watchdog
 from challenge.files import UnsafeFile, check_tree, read_bytes, read_json, read_text, write_atomic
-
-
-@contextmanager
-def no_hang(seconds=20):
-    def expire(*_):
-        raise TimeoutError(f"hung for {seconds} s")
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 def test_reads_a_regular_file(tmp_path):
@@ -34,7 +20,7 @@ def test_reads_a_regular_file(tmp_path):
 def test_fifo_is_refused_without_hanging(tmp_path, follow):
     os.mkfifo(tmp_path / "fifo")
     os.symlink(tmp_path / "fifo", tmp_path / "link")
-    with no_hang():
+    with watchdog(20):
         for name in ("fifo", "link"):
             with pytest.raises(UnsafeFile, match="(FIFO|symlink)"):
                 read_json(tmp_path / name, 1000, follow_symlinks=follow)
@@ -42,7 +28,7 @@ def test_fifo_is_refused_without_hanging(tmp_path, follow):
 
 def test_symlink_to_a_device_is_refused(tmp_path):
     os.symlink("/dev/zero", tmp_path / "zero.json")
-    with no_hang(), pytest.raises(UnsafeFile, match="character device"):
+    with watchdog(20), pytest.raises(UnsafeFile, match="character device"):
         read_json(tmp_path / "zero.json", 1 << 20)
 
 

@@ -18,7 +18,7 @@ import zarr
 from challenge import format as fmt
 from challenge.geometry import IMAGE_SHAPE
 from commands.main import main
-from tests.helpers import run_cli
+from tests.helpers import in_private_tmpfs, left_behind
 from verifier.audit import audit
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -219,25 +219,11 @@ def test_preview_bomb_is_a_difference_in_reproduce_never_decoded(release, tmp_pa
     assert "preview.png" in result.stdout and "100000" in result.stdout
 
 
-def _in_private_tmpfs(tmp_path, options, *args):
-    mnt = tmp_path / "mnt"
-    mnt.mkdir()
-    script = f'mount -t tmpfs -o {options} tmpfs "{mnt}" || exit 99; "$@"; rc=$?; echo "--- contents:"; ls -A "{mnt}"; exit $rc'
-    command = ["unshare", "-m", "sh", "-c", script, "sh", sys.executable, "-m", "commands.main", *map(str, args)]
-    try:
-        result = subprocess.run(command, capture_output=True, text=True, timeout=300)
-    except FileNotFoundError:
-        pytest.skip("unshare is not available")
-    if result.returncode == 99 or "unshare:" in result.stderr:
-        pytest.skip(f"cannot mount a private tmpfs here: {result.stderr.strip()}")
-    return result
-
-
 @pytest.mark.parametrize("options", ["ro,size=1m", "size=256k"])
 def test_reproduce_work_unwritable_or_full(release, tmp_path, options):
-    result = _in_private_tmpfs(tmp_path, options, "reproduce", release, "--work", tmp_path / "mnt")
+    result = in_private_tmpfs(tmp_path, options, "reproduce", release, "--work", tmp_path / "mnt")
     one_line_error(result, "--work")
-    assert result.stdout.split("--- contents:")[1].strip() == ""
+    assert left_behind(result) == []
 
 
 def test_reproduce_work_an_existing_file(release, tmp_path):
@@ -247,10 +233,10 @@ def test_reproduce_work_an_existing_file(release, tmp_path):
 
 @pytest.mark.parametrize("options", ["ro,size=1m", "size=8k"])
 def test_inspect_sheet_unwritable_or_full(release, tmp_path, options):
-    result = _in_private_tmpfs(tmp_path, options, "inspect", release, "--keys", keys(release),
+    result = in_private_tmpfs(tmp_path, options, "inspect", release, "--keys", keys(release),
                                "--sheet", tmp_path / "mnt" / "s.png")
     one_line_error(result, "s.png")
-    assert result.stdout.split("--- contents:")[1].strip() == ""
+    assert left_behind(result) == []
 
 
 def test_inspect_sheet_into_a_folder_or_a_missing_folder(release, tmp_path):

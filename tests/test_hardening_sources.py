@@ -21,7 +21,7 @@ from generator import images, sources
 from generator.patches import build_patch_bank, load_patch_bank, load_resized
 from challenge.errors import UsageError
 from generator.sources import load_private, load_public
-from tests.test_hostile import watchdog
+from tests.helpers import watchdog
 
 GIB = 1 << 30
 

@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 from commands import main as instahide
 from challenge.format import open_key_store
 from generator.release import generate
-from tests.helpers import SEED, TINY, run_cli
+from tests.helpers import SEED, TINY, in_private_tmpfs, left_behind, run_cli
 from commands import verify as verify_cli
 from verifier.baselines import KINDS, write_baseline
 from verifier.scoring import score
@@ -334,22 +334,6 @@ def test_an_existing_file_where_an_output_folder_goes_is_one_line(oracle, tiny_r
     assert blocker.read_text() == "keep me" and sorted(os.listdir(tmp_path)) == ["file"]
 
 
-def in_private_tmpfs(tmp_path, options: str, module: str, *args: str):
-    """Run ``python -m MODULE ARGS`` with a fresh tmpfs at tmp_path/mnt (as tests/test_faults.py does);
-    stdout ends with every file left on it, after a marker."""
-    mnt = tmp_path / "mnt"
-    mnt.mkdir()
-    script = f'mount -t tmpfs -o {options} tmpfs "{mnt}" || exit 99; "$@"; rc=$?; echo "--- files:"; find "{mnt}" -type f; exit $rc'
-    try:
-        result = subprocess.run(["unshare", "-m", "sh", "-c", script, "sh", sys.executable, "-m", module, *args],
-                                capture_output=True, text=True, timeout=300)
-    except FileNotFoundError:
-        pytest.skip("unshare is not available")
-    if result.returncode == 99 or "unshare:" in result.stderr:
-        pytest.skip(f"cannot mount a private tmpfs here: {result.stderr.strip()}")
-    return result
-
-
 @pytest.mark.parametrize("options", ["ro,size=1m", "size=4k"])
 @pytest.mark.parametrize("command", ["verify", "leaderboard", "baseline"])
 def test_read_only_or_full_disk_leaves_nothing(oracle, tiny_release, tmp_path, options, command):
@@ -362,11 +346,11 @@ def test_read_only_or_full_disk_leaves_nothing(oracle, tiny_release, tmp_path, o
                                           "--out", out)),
         "baseline": ("commands.main", ("baseline", "noise", "--release", str(tiny_release), "--out", out)),
     }[command]
-    result = in_private_tmpfs(tmp_path, options, module, *args)
+    result = in_private_tmpfs(tmp_path, options, *args, module=module)
     stderr = result.stderr.strip()
     assert result.returncode == 2 and "Traceback" not in stderr and len(stderr.splitlines()) == 1, stderr
     assert str(tmp_path / "mnt") in stderr
-    assert result.stdout.split("--- files:")[1].split() == []  # no partial file left
+    assert left_behind(result, files_only=True) == []  # no partial file left
 
 
 def test_a_failed_leaderboard_write_leaves_no_partial_board(oracle, tiny_release, tmp_path, capsys):

@@ -6,8 +6,6 @@ import json
 import os
 import pickle
 import shutil
-import signal
-from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -15,6 +13,7 @@ import zarr
 
 from challenge import format as fmt
 from commands.main import main
+from tests.helpers import watchdog
 from verifier.audit import audit
 
 MARKER = "pwned"
@@ -33,20 +32,6 @@ class Payload:
 @pytest.fixture
 def release(tiny_release, tmp_path):
     return shutil.copytree(tiny_release, tmp_path / "release")
-
-
-@contextmanager
-def watchdog(seconds=60):
-    """Turn a hang (e.g. a FIFO opened for reading) into a failure."""
-    def expire(*_):
-        raise TimeoutError(f"hung for {seconds} s")
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 def keys(release):

@@ -1,7 +1,6 @@
 """The pairing baseline shows what the pixel domain decides: with the true pairing and lambdas,
 fitting |encryption| recovers the private images in [0, 1] and not in [-1, 1]."""
 
-import numpy as np
 import pytest
 
 from challenge import format as fmt

@@ -8,7 +8,6 @@ import zarr
 
 from challenge import format as fmt
 from challenge.errors import UsageError
-from challenge.params import Params
 from generator import release as release_module
 from generator.release import generate
 from tests.helpers import SEED, TINY, run_cli

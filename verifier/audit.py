@@ -339,15 +339,15 @@ class _Audit:
         if self.public.is_symlink():
             self.find(check, fmt.PUBLIC_DIR, "", "is a symlink; a release holds regular files only")
             return set()
-        for root, dirs, files in os.walk(self.public):
-            for entry in dirs + files:
+        for root, dirs, names in os.walk(self.public):
+            for entry in dirs + names:
                 path = Path(root, entry)
                 rel = path.relative_to(self.public).as_posix()
                 if path.is_symlink():
                     self.find(check, f"{fmt.PUBLIC_DIR}/{rel}", "", f"symlink to {os.readlink(path)!r}; a release holds regular files only")
-                elif entry in files and not path.is_file():
+                elif entry in names and not path.is_file():
                     self.find(check, f"{fmt.PUBLIC_DIR}/{rel}", "", "not a regular file")
-                elif entry in files and rel != fmt.MANIFEST_FILE:
+                elif entry in names and rel != fmt.MANIFEST_FILE:
                     on_disk.add(rel)
         usable = set()
         for name in sorted(listed):

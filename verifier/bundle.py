@@ -186,10 +186,10 @@ def _pages(title: str, manifest: dict, holdout: float | None) -> dict[str, str]:
                          f"encryption i and each of its private images j, s_ij = SSIM and l_ij = L2:\n\n"
                          f"| score | better | definition |\n|---|---|---|\n{rows}\n\nScores are rounded to "
                          f"{DECIMALS} decimals; the ranking is by `Max_SSIM`.{split}\n",
-        "terms.md": f"# Terms\n\nAttack only the published data: do not try to obtain the secret keys or the private "
-                    f"images by other means. Scores are a membership oracle (a submitted image's SSIM tells "
-                    f"whether it is close to a private one): do not use submissions to test candidate images. "
-                    f"The organizers may publish submitted metadata and scores.\n",
+        "terms.md": "# Terms\n\nAttack only the published data: do not try to obtain the secret keys or the private "
+                    "images by other means. Scores are a membership oracle (a submitted image's SSIM tells "
+                    "whether it is close to a private one): do not use submissions to test candidate images. "
+                    "The organizers may publish submitted metadata and scores.\n",
     }
 
 
