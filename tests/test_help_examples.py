@@ -6,16 +6,19 @@ from __future__ import annotations
 import argparse
 import contextlib
 import glob
+import json
 import re
 import secrets
 import shlex
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from commands import main as instahide
 from commands import verify
+from generator.default_data import default_private
 from verifier.baselines import KINDS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -139,3 +142,77 @@ def test_generate_example_runs(tmp_path, example, capsys):
     program, *argv = shlex.split(example)
     with contextlib.chdir(tmp_path):
         assert instahide.main(argv + ["--n-private", "20", "--per-image", "5"]) == 0, capsys.readouterr().err
+
+
+# --- the rest of consistency: what a user types where another thing was expected --------------------------
+
+def _run(workspace, program, *argv, capsys) -> tuple[int, str, str]:
+    with contextlib.chdir(workspace):
+        code = PROGRAMS[program].main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize("program, argv", [
+    ("verify", ["submission", "--keys", "{given}"]),
+    ("instahide", ["audit", "release", "--keys", "{given}"]),
+    ("instahide", ["inspect", "release", "--keys", "{given}", "--sheet", "sheet.png"]),
+    ("instahide", ["leaderboard", "submission", "--release", "release", "--keys", "{given}", "--out", "board"]),
+])
+@pytest.mark.parametrize("given, suggested", [("release", "release/secret/keys.zarr"),
+                                              ("release/secret", "release/secret/keys.zarr")])
+def test_release_given_as_keys_names_the_key_store(workspace, program, argv, given, suggested, capsys):
+    code, _, err = _run(workspace, program, *[a.format(given=given) for a in argv], capsys=capsys)
+    assert code == 2 and f"did you mean --keys {suggested}?" in err and len(err.strip().splitlines()) == 1
+
+
+def test_public_folder_given_as_keys_says_where_keys_are(workspace, capsys):
+    code, _, err = _run(workspace, "verify", "submission", "--keys", "release/public", capsys=capsys)
+    assert code == 2 and "secret/keys.zarr" in err and "not a key store" in err
+
+
+@pytest.mark.parametrize("keys", [[], ["--keys", "release/secret/keys.zarr"]])
+def test_inspect_accepts_the_public_folder(workspace, keys, capsys):
+    """inspect, like verify, takes the release or its public/ folder (what participants have)."""
+    code, out, err = _run(workspace, "instahide", "inspect", "release/public", "--json", *keys,
+                          "--sheet", "public-sheet.png", capsys=capsys)
+    assert code == 0, err
+    info = json.loads(out)
+    assert info["n_encryptions"] == 100 and all(f["bytes"] for f in info["files"].values())
+    assert not keys or info["key_store"]["matches_manifest"]
+
+
+def test_reproduce_with_other_data_names_the_recorded_files(workspace, tmp_path, capsys):
+    private = default_private()
+    np.savez(tmp_path / "other.npz", images=private.images[::-1], labels=private.labels[::-1],
+             class_names=np.array(private.class_names))
+    code, _, err = _run(workspace, "instahide", "reproduce", "release", "--private", str(tmp_path / "other.npz"),
+                        capsys=capsys)
+    assert code == 2 and "different data" in err and "private_source.files): private.npz" in err
+
+
+def test_leaderboard_and_baseline_json(workspace, capsys):
+    code, out, err = _run(workspace, "instahide", "baseline", "noise", "--release", "release", "--out", "noisy",
+                          "--force", "--json", capsys=capsys)
+    assert code == 0 and json.loads(out) == {"baseline": "noise", "rows": 100, "file": "noisy/decryption.npy"}
+    (workspace / "broken").mkdir(exist_ok=True)
+    code, out, err = _run(workspace, "instahide", "leaderboard", "submission", "noisy", "broken", "--keys", "keys.zarr",
+                          "--release", "release", "--out", "board-json", "--json", capsys=capsys)
+    board = json.loads(out)
+    assert code == 0 and [row["rank"] for row in board["ranked"] if not row["reference"]] == ["1", "2"]
+    assert board["ranked"][0]["submission"] == "submission" and board["ranked"][0]["scores"]["Max_SSIM"] == 1.0
+    assert [i["submission"] for i in board["invalid"]] == ["broken"] and board["invalid"][0]["problems"]
+    assert "leaderboard.html" in " ".join(board["files"])
+
+
+def test_version_and_docs(workspace, capsys):
+    from challenge import __version__
+
+    for program in PROGRAMS:
+        with pytest.raises(SystemExit) as exit_:
+            PROGRAMS[program].main(["--version"])
+        assert exit_.value.code == 0 and capsys.readouterr().out.split()[-1] == __version__
+    code, out, _ = _run(workspace, "instahide", "docs", capsys=capsys)
+    assert code == 0 and {line.split()[0] for line in out.splitlines()} >= {"FORMAT", "AUDIT", "ATTACKS", "API"}
+    code, out, _ = _run(workspace, "instahide", "docs", "api", capsys=capsys)
+    assert code == 0 and out.startswith("# Python API")
