@@ -10,7 +10,7 @@ from pathlib import Path
 
 from challenge.errors import UsageError
 
-__all__ = ["OneLineParser", "add_source_options", "positive_int", "run"]
+__all__ = ["OneLineParser", "add_source_options", "check_keys_path", "positive_int", "run", "version_option"]
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -18,6 +18,29 @@ class OneLineParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> None:
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def version_option(p: argparse.ArgumentParser) -> None:
+    """--version: the one version, ``challenge.__version__`` (pyproject.toml reads it too)."""
+    from challenge import __version__
+
+    p.add_argument("--version", action="version", version=f"%(prog)s (instahide-challenge) {__version__}")
+
+
+def check_keys_path(keys: Path | None) -> None:
+    """A release folder (or its ``secret/``) given where a key store is expected: name the key store
+    inside it, so the mistake costs one line, not a hunt through the format's documents."""
+    from challenge.text import printable
+
+    if keys is None or (keys / "zarr.json").exists():
+        return
+    for inside in (keys / "secret" / "keys.zarr", keys / "keys.zarr"):
+        if (inside / "zarr.json").is_file():
+            raise UsageError(f"--keys {printable(keys)}: a release folder, not a key store; "
+                             f"did you mean --keys {printable(inside)}?")
+    if (keys / "manifest.json").is_file() or (keys / "public" / "manifest.json").is_file():
+        raise UsageError(f"--keys {printable(keys)}: a release's public files, not a key store; the key store is the "
+                         "release's secret/keys.zarr, which its maintainer keeps until the reveal")
 
 
 def positive_int(text: str) -> int:
@@ -45,6 +68,7 @@ def run(main_parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
     """Parse and run; turn user mistakes into one line and exit code 2, bugs into exit code 1."""
     args = main_parser.parse_args(argv)
     try:
+        check_keys_path(getattr(args, "keys", None))
         return args.run(args)
     except UsageError as e:
         print(f"{main_parser.prog}: error: {e}", file=sys.stderr)

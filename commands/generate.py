@@ -45,7 +45,7 @@ def _add_generate(sub) -> None:
         help="build a challenge release (public files + secret key store)",
         description="Build an InstaHide challenge release: public/ (encryptions, labels, manifest, "
         "preview) and secret/keys.zarr (seed, keys, ground truth; keep it secret until the reveal). "
-        "With no --private/--public the embedded default data in data/ is used.",
+        "With no --private/--public the embedded default data (shipped with the tool) is used.",
         epilog=GENERATE_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from commands import attack, generate, release, verify
-from commands.common import OneLineParser, run
+from commands import attack, docs, generate, release, verify
+from commands.common import OneLineParser, run, version_option
 
 __all__ = ["build_parser", "main"]
 
@@ -20,13 +20,17 @@ def build_parser() -> argparse.ArgumentParser:
         prog="instahide",
         description="Build, publish, attack and score InstaHide challenges, reproducibly. "
         "Run 'instahide COMMAND --help' for each command.",
-        epilog="exit codes: 0 ok, 1 internal error, 2 bad input, 3 audit finding",
+        epilog="validate and score one submission with the 'verify' command (verify --help).\n"
+        "exit codes: 0 ok, 1 internal error, 2 bad input, 3 audit finding",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    version_option(parser)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=OneLineParser)
     generate.register(sub)
     verify.register(sub)
     release.register(sub)
     attack.register(sub)
+    docs.register(sub)
     return parser
 
 

@@ -122,7 +122,7 @@ def reproduce(release: Path, keys: Path, private: Path | None = None, public: Pa
     published = open_published(release, keys)
     private_set, public_set = load_sources(private, public, published.params)  # exactly as generate loads them
     check_sources(published.manifest, {"private": (private_set, private or "(embedded data)"),
-                                       "public": (public_set, public or "(embedded data)")})
+                                       "public": (public_set, public or "(embedded data)")}, published.store.attrs)
     with scratch_folder(work) as tmp:
         again = tmp / "release"
         try:

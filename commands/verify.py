@@ -12,11 +12,11 @@ import sys
 from contextlib import ExitStack
 from pathlib import Path
 
-from commands.common import OneLineParser, positive_int, run
-
-__all__ = ["build_parser", "main", "register"]
 from challenge.errors import UsageError
 from challenge.submission import open_for_scoring
+from commands.common import OneLineParser, positive_int, run, version_option
+
+__all__ = ["build_parser", "main", "register"]
 
 VERIFY_EXAMPLES = """\
 examples:
@@ -25,6 +25,20 @@ examples:
   verify submission/ --keys keys.zarr --release release/ --out results/   # scores.json, scores.txt
   verify submission/ --keys keys.zarr --release release/ --holdout 0.5   # public part only
   verify submission/ --keys keys.zarr --release release/ --holdout 0.5 --part final   # maintainer
+"""
+
+
+LEADERBOARD_EXAMPLES = """\
+examples:
+  instahide leaderboard subs/* --keys release/secret/keys.zarr --release release/ --out board/
+  instahide leaderboard a/ b.zip --keys keys.zarr --release release/ --json   # the table as JSON on stdout
+"""
+
+BASELINE_EXAMPLES = """\
+examples:
+  instahide baseline blind --release release/ --out blind/
+  instahide baseline oracle --keys release/secret/keys.zarr --out oracle/ --json
+  instahide baseline pairing --keys release/secret/keys.zarr --release release/ --out pairing/
 """
 
 
@@ -137,6 +151,7 @@ def build_parser() -> OneLineParser:
         epilog=VERIFY_EXAMPLES + "\nexit codes: 0 valid, 1 internal error, 2 invalid (every problem is listed)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    version_option(p)
     p.add_argument("submission", type=Path, help="submission folder, or a .zip of its files (as platforms send them)")
     _add_common(p, "the key store secret/keys.zarr: validate and score")
     p.add_argument("--json", action="store_true", help="print the outcome as JSON on stdout")
@@ -159,6 +174,9 @@ def _run_leaderboard(args) -> int:
         if e.scores is None:
             problems = printable("; ".join(e.validation.problems))
             print(f"instahide: warning: {printable(e.folder)}: invalid, not ranked: {problems}", file=sys.stderr)
+    if args.json:
+        print(json.dumps({**leaderboard.to_json(entries), "files": [printable(f) for f in files]}, indent=2))
+        return 0
     print(leaderboard.markdown(entries), end="")
     print(f"wrote {', '.join(printable(f) for f in files)}", file=sys.stderr)
     return 0
@@ -171,7 +189,10 @@ def _run_baseline(args) -> int:
     expected, store = open_for_scoring(args.release, args.keys)
     path = write_baseline(args.kind, args.out, expected, store=store, release=args.release, seed=args.seed,
                           rows=args.rows, force=args.force)
-    print(f"wrote {printable(path)}: {args.kind} baseline, {expected.n} rows")
+    if args.json:
+        print(json.dumps({"baseline": args.kind, "rows": expected.n, "file": printable(path)}, indent=2))
+    else:
+        print(f"wrote {printable(path)}: {args.kind} baseline, {expected.n} rows")
     return 0
 
 
@@ -185,10 +206,12 @@ def register(sub) -> None:
                        "Max_SSIM, equal rank, listed by folder name; self-reported metadata never ranks) and write "
                        "leaderboard.md, leaderboard.html and a picture of each submission's best and worst "
                        "recoveries beside the true images. The constant and mean baselines are shown as unranked "
-                       "reference rows; a submission that cannot be read is listed as invalid with its reason.")
+                       "reference rows; a submission that cannot be read is listed as invalid with its reason.",
+                       epilog=LEADERBOARD_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("submissions", type=Path, nargs="+", metavar="SUBMISSION", help="submission folders or .zip files")
     _add_common(p, "the key store secret/keys.zarr", keys_required=True, release_required=True)
     p.add_argument("--out", type=Path, default=Path("leaderboard"), help="output folder (default: %(default)s)")
+    p.add_argument("--json", action="store_true", help="print the table as JSON on stdout (instead of Markdown)")
     _add_holdout(p)
     p.set_defaults(run=_run_leaderboard)
 
@@ -200,12 +223,14 @@ def register(sub) -> None:
                        "images (needs --keys), pairing = a least-squares fit of |encryption| given the true pairing "
                        "and lambdas (needs --keys and --release): it recovers the images in the positive domain, "
                        "where the mask hides nothing, and not in the centred one. constant and mean are the floors "
-                       "every leaderboard shows. With --keys and --release, the keys must be the release's.")
+                       "every leaderboard shows. With --keys and --release, the keys must be the release's.",
+                       epilog=BASELINE_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("kind", choices=KINDS)
     _add_common(p, "the key store secret/keys.zarr (needed by oracle, constant, mean and pairing)")
     p.add_argument("--out", type=Path, required=True, help="submission folder to write")
     p.add_argument("--seed", type=int, default=0, help="random seed of the noise baseline (default: %(default)s)")
     p.add_argument("--force", action="store_true", help="replace an existing decryption.npy")
+    p.add_argument("--json", action="store_true", help="print what was written as JSON on stdout")
     p.set_defaults(run=_run_baseline)
 
     from verifier.bundle import DEFAULT_DOCKER_IMAGE

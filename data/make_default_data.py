@@ -5,6 +5,8 @@ images or licences and anyone can rebuild them bit for bit (same numpy and Pillo
 
     python data/make_default_data.py
 
+It writes ``generator/data/``, where the package reads them (so they ship in the wheel):
+
 * ``private.npz``: 200 labelled 32x32 RGB images, 20 per class, of 10 simple object classes.
 * ``public.npz``: 2560 unlabelled 32x32 patches cropped from cluttered scenes (the role played
   by ImageNet patches in the 2020 challenge).
@@ -41,7 +43,7 @@ SCENE_SIZE = 40  # scene short side before cropping, like the 2020 challenge's I
 MIN_PATCH_STD = 12.0
 MIN_PATCH_GRAD = 4.0
 
-HERE = Path(__file__).resolve().parent
+OUT = Path(__file__).resolve().parent.parent / "generator" / "data"  # package data: ships in the wheel
 
 
 def _grid(n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -302,7 +304,7 @@ def save_npz(path: Path, **arrays: np.ndarray) -> None:
 
 def main() -> None:
     images, labels, class_names = make_private()
-    private, public = HERE / "private.npz", HERE / "public.npz"
+    private, public = OUT / "private.npz", OUT / "public.npz"
     save_npz(private, images=images, labels=labels, class_names=class_names)
     save_npz(public, patches=make_public())
     for path in (private, public):

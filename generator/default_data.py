@@ -1,22 +1,27 @@
-"""The embedded default data (``data/``): used when ``generate`` is given no data set."""
+"""The embedded default data (``generator/data/``, made by ``data/make_default_data.py``): used when
+``generate`` is given no data set.  It is package data, read with :mod:`importlib.resources`, so an
+installed wheel finds it as a checkout does."""
 
 from __future__ import annotations
 
-from pathlib import Path
+from importlib import resources
 
 import numpy as np
 
 from challenge.errors import UsageError
 from challenge.imageset import ImageSet
 
-DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+__all__ = ["default_private", "default_public"]
 
 
-def _require(name: str) -> Path:
-    path = DATA_DIR / name
-    if not path.is_file():
-        raise UsageError(f"{path}: embedded default data not found; install from a checkout (pip install -e .)")
-    return path
+def _load(name: str) -> dict[str, np.ndarray]:
+    resource = resources.files("generator") / "data" / name
+    try:
+        with resource.open("rb") as f, np.load(f, allow_pickle=False) as z:
+            return {key: z[key] for key in z.files}
+    except FileNotFoundError:
+        raise UsageError(f"{resource}: embedded default data not found; this installation is incomplete "
+                         "(reinstall instahide-challenge)") from None
 
 
 def _origin(n: int) -> np.ndarray:
@@ -25,15 +30,14 @@ def _origin(n: int) -> np.ndarray:
 
 def default_private() -> ImageSet:
     """200 procedurally rendered 32x32 images in 10 classes (see data/README.md)."""
-    with np.load(_require("private.npz"), allow_pickle=False) as z:
-        images, labels, names = z["images"], z["labels"], z["class_names"]
+    z = _load("private.npz")
+    images, labels, names = z["images"], z["labels"], z["class_names"]
     return ImageSet(images, labels.astype(np.int64), tuple(map(str, names)), ("private.npz",),
                     _origin(len(images)), ("file", "record"))
 
 
 def default_public() -> ImageSet:
     """2,560 procedurally rendered 32x32 scene patches (see data/README.md)."""
-    with np.load(_require("public.npz"), allow_pickle=False) as z:
-        patches = z["patches"]
+    patches = _load("public.npz")["patches"]
     return ImageSet(patches, np.full(len(patches), -1, np.int64), (), ("public.npz",),
                     _origin(len(patches)), ("file", "record"))

@@ -1,4 +1,4 @@
-"""The embedded default data in data/: loadable, well-formed, image-like, and rebuildable."""
+"""The embedded default data (generator/data/, made by data/): loadable, well-formed, image-like, and rebuildable."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-DATA = Path(__file__).resolve().parents[1] / "data"
-PRIVATE = DATA / "private.npz"
-PUBLIC = DATA / "public.npz"
+DATA = Path(__file__).resolve().parents[1] / "data"  # the script and its README
+PRIVATE = DATA.parent / "generator" / "data" / "private.npz"  # the files, shipped as package data
+PUBLIC = PRIVATE.with_name("public.npz")
 
 # The documented keep rule for public patches (data/README.md); repeated here, not imported,
 # so a change to the script's thresholds has to be a deliberate change to this test too.

@@ -21,9 +21,17 @@ from challenge.preview import contact_sheet, save_png
 from verifier.audit import json_get, open_npy, safe_name
 
 
+def public_folder(release: Path) -> Path:
+    """The public folder of ``release``: ``release/public/``, or ``release`` itself when it is one (as
+    participants have it; ``verify --release`` accepts both too)."""
+    release = Path(release)
+    inside = release / fmt.PUBLIC_DIR
+    return release if not inside.is_dir() and (release / fmt.MANIFEST_FILE).is_file() else inside
+
+
 def summary(release: Path, keys: Path | None = None) -> dict:
     """What the manifest and the file system say about a release (and its key store)."""
-    public = Path(release) / fmt.PUBLIC_DIR
+    public = public_folder(release)
     manifest = fmt.read_json(public / fmt.MANIFEST_FILE)
     files = manifest.get("files") if isinstance(manifest.get("files"), dict) else {}
     sizes = {name: _size(public / name) if safe_name(name) else None for name in sorted(files)}
@@ -94,7 +102,7 @@ def sheet(release: Path, store: fmt.KeyStore, count: int = 8, shown: int = 7, ro
     up to ``shown`` encryptions whose first image it is (white where it has fewer)."""
     params = store.params
     count, shown = min(count, params.n_private), min(shown, params.per_image)
-    encryptions = open_npy(Path(release) / fmt.PUBLIC_DIR / fmt.ENCRYPTION_FILE, (params.n_encryptions, *IMAGE_SHAPE))
+    encryptions = open_npy(public_folder(release) / fmt.ENCRYPTION_FILE, (params.n_encryptions, *IMAGE_SHAPE))
     owner = np.concatenate([store.rows("encryption/private_index", a, a + rows)[:, 0]
                             for a in range(0, params.n_encryptions, rows)])
     tiles = np.full((count, 1 + shown, *IMAGE_SHAPE), 255, np.uint8)
@@ -111,7 +119,7 @@ def write_sheet(release: Path, keys: Path, out: Path, count: int = 8) -> Path:
     The sheet shows the ground truth, so it is as secret as the key store: mode 0600 whatever the
     umask, and written atomically (a full disk leaves no half picture that looks whole).
     """
-    public = (Path(release) / fmt.PUBLIC_DIR).resolve()
+    public = public_folder(release).resolve()
     if Path(out).resolve().is_relative_to(public):
         raise UsageError(f"--sheet {out}: inside {public}, where it would be an undeclared public file; choose another path")
     tiles, columns = sheet(release, fmt.open_key_store(keys), count)

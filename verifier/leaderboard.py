@@ -31,7 +31,7 @@ from challenge.submission import Expected, expected_from_keys
 from challenge.text import printable
 from verifier.submission import Validation, centered
 
-__all__ = ["Entry", "best_and_worst", "build", "html_page", "markdown", "rank", "recovery_sheet", "write"]
+__all__ = ["Entry", "best_and_worst", "build", "html_page", "markdown", "rank", "recovery_sheet", "to_json", "write"]
 
 PAIRS_SHOWN = 4  # best and worst recoveries pictured per submission
 LEADERBOARD_MD = "leaderboard.md"
@@ -170,6 +170,20 @@ def markdown(entries: list[Entry]) -> str:
         lines += ["", "Not ranked (invalid submissions):", ""]
         lines += [f"- {_md_cell(e.name)}: {_md_cell('; '.join(e.validation.problems))}" for e in invalid]
     return "\n".join(lines) + "\n"
+
+
+def to_json(entries: list[Entry]) -> dict:
+    """The table as data: ranked rows (reference rows ranked ``ref``) with their published scores, then
+    the invalid submissions with their problems (``leaderboard --json``)."""
+    return {
+        "ranked": [{"rank": r, "submission": e.name, "path": printable(e.folder), "reference": e.reference is not None,
+                    "metadata": {k: printable(v) for k, v in e.metadata.items()},
+                    "scores": {name: published(e.scores.summary[name]) for name in HEADLINE},
+                    "n_encryptions": e.scores.summary["n_encryptions"]}
+                   for r, e in _ranked_rows(entries)],
+        "invalid": [{"submission": e.name, "path": printable(e.folder),
+                     "problems": [printable(p) for p in e.validation.problems]} for e in _invalid(entries)],
+    }
 
 
 def html_page(entries: list[Entry]) -> str:

@@ -24,6 +24,7 @@ from challenge.errors import UsageError
 from challenge.geometry import IMAGE_SHAPE, IMAGE_VALUES
 from challenge.imageset import ImageSet
 from challenge.params import Params
+from challenge.text import printable
 from verifier.audit import json_get, open_npy, read_png, rows_differ, safe_name
 
 
@@ -38,8 +39,10 @@ class Difference:
         return f"{self.file}{where}: {self.message}"
 
 
-def check_sources(manifest: dict, given: dict[str, tuple[ImageSet | None, str]]) -> None:
-    """Refuse data whose fingerprint is not the manifest's: that is not this release's data."""
+def check_sources(manifest: dict, given: dict[str, tuple[ImageSet | None, str]], recorded: dict | None = None) -> None:
+    """Refuse data whose fingerprint is not the manifest's: that is not this release's data.  The
+    message names the source files the key store records (``recorded``: its attributes), so the
+    maintainer knows which data to find."""
     for role, (images, named) in given.items():
         claimed = json_get(manifest, "sources", role)
         if images is None and claimed is None:
@@ -50,7 +53,18 @@ def check_sources(manifest: dict, given: dict[str, tuple[ImageSet | None, str]])
             raise UsageError(
                 f"--{role} {named}: different data: fingerprint {images.fingerprint()[:16]}... of {len(images)} images, "
                 f"the release was made from {str(claimed.get('fingerprint'))[:16]}... of {claimed.get('images')} images"
+                + _recorded_files(recorded, role)
             )
+
+
+def _recorded_files(recorded: dict | None, role: str, shown: int = 5) -> str:
+    """``; its files (key store attribute ROLE_source.files): a, b, ... and N more``, or ``""``."""
+    files = json_get(recorded or {}, f"{role}_source", "files")
+    if not isinstance(files, list) or not files:
+        return ""
+    names = [printable(str(f)) for f in files[:shown]]
+    more = f" and {len(files) - shown} more" if len(files) > shown else ""
+    return f"; its files, as the key store records them ({role}_source.files): {', '.join(names)}{more}"
 
 
 @dataclass(frozen=True)

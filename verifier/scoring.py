@@ -26,13 +26,13 @@ from challenge.files import UnsafeFile, write_atomic
 from challenge.keystream import chacha20_keystream
 from verifier import metrics
 from challenge.npy import ROWS
-from challenge.submission import Expected, expected_from_keys
+from challenge.submission import DECRYPTION_FILE, Expected, expected_from_keys, open_for_scoring
 from challenge.text import printable
-from verifier.submission import Validation, centered, validate
+from verifier.submission import Validation, ValueTally, _check_shape, centered, validate
 
 __all__ = [
     "DECIMALS", "HEADLINE", "PARTS", "SUCCESS_SSIM", "Accumulator", "Scores", "format_table", "holdout_mask",
-    "platform_scores", "published", "score", "score_blocks", "selected_rows", "write_scores",
+    "platform_scores", "published", "score", "score_array", "score_blocks", "selected_rows", "write_scores",
 ]
 
 SUCCESS_SSIM = 0.8  # the 2020 success threshold: a recovery succeeds if its SSIM exceeds it
@@ -174,6 +174,38 @@ def score_blocks(blocks: Iterable[np.ndarray], store: fmt.KeyStore, expected: Ex
         on_rows(start, centered(block, expected.domain))
         start += len(block)
     return acc.result()
+
+
+def score_array(decryption, keys: Path | str | fmt.KeyStore, *, release: Path | str | None = None, rows: int = ROWS,
+                selected: np.ndarray | None = None, engine: Engine = metrics.score_pairs) -> Scores:
+    """Score a recovery held in memory (a notebook's array, shape (N, 32, 32, 3)) against ``keys``.
+
+    The array gets the checks ``verify`` gives ``decryption.npy`` (dtype, shape, finite values in the
+    release's domain, or uint8) and the same streaming scorer, so the scores are ``verify``'s.
+    ``keys`` is a key store path or an opened :class:`challenge.format.KeyStore`; with ``release``,
+    the key store must be the one its manifest commits to.  A problem is one :class:`UsageError`.
+    """
+    if isinstance(keys, fmt.KeyStore):
+        expected, store = expected_from_keys(keys), keys
+    else:
+        expected, store = open_for_scoring(None if release is None else Path(release), Path(keys))
+    decryption = np.asarray(decryption)
+    problems = _check_shape(decryption, expected)
+    if not problems:
+        tally = ValueTally(expected)
+        for start in range(0, expected.n, rows):
+            tally.add(start, _native(decryption[start : start + rows]))
+        problems = tally.problems()
+    if problems:
+        raise UsageError("the decryption array is not a valid submission: "
+                         + "; ".join(p.removeprefix(f"{DECRYPTION_FILE}: ") for p in problems))
+    blocks = (_native(decryption[a : a + rows]) for a in range(0, expected.n, rows))
+    return score_blocks(blocks, store, expected, selected=selected, engine=engine)
+
+
+def _native(block: np.ndarray) -> np.ndarray:
+    """A contiguous block in native byte order, as the numba kernels need."""
+    return np.ascontiguousarray(block, dtype=block.dtype.newbyteorder("="))
 
 
 def format_table(scores: Scores) -> str:
