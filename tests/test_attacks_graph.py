@@ -12,13 +12,27 @@ from generator.release import generate
 from tests.helpers import SEED
 
 
-def test_spmm_matches_dense_product():
+def test_centre_sums_match_numpy():
     rng = np.random.default_rng(1)
-    index = rng.integers(0, 30, (30, 5)).astype(np.int32)
-    sims = rng.uniform(-0.2, 1, (30, 5)).astype(np.float32)
-    graph = G.neighbour_graph(index, sims)
-    h = rng.random((30, 4))
-    np.testing.assert_allclose(G.spmm(*graph, h), G.spmm_reference(*graph, h), rtol=1e-12)
+    f = rng.standard_normal((300, 150)).astype(np.float32)
+    assign = rng.integers(0, 7, 300)
+    np.testing.assert_allclose(G.centre_sums(f, assign, 7), G.centre_sums_reference(f, assign, 7), rtol=1e-12)
+
+
+def test_spherical_kmeans_separates_clear_clusters():
+    rng = np.random.default_rng(5)
+    centres = np.linalg.qr(rng.standard_normal((40, 4)))[0].T
+    truth = np.repeat(np.arange(4), 25)
+    f = G.unit_rows(centres[truth] + 0.1 * rng.standard_normal((100, 40)))
+    got = np.argmax(f @ G.spherical_kmeans(f, 4).T, axis=1)
+    assert len({(a, b) for a, b in zip(truth, got)}) == 4  # one cluster per true centre
+
+
+def test_class_sizes_from_label_memberships():
+    # 2 images of class 0 and 1 of class 1, two images per row; the last row mixes two of class 0
+    labels = np.array([[0.3, 0.2], [0.1, 0.4], [0.5, 0.0], [0.2, 0.3], [0.3, 0.3], [0.6, 0.0]], np.float32)
+    assert G.class_sizes(labels, 2, 3).tolist() == [2, 1]
+    assert G.class_sizes(np.array([[0.0, 0.5, 0.0]], np.float32), 2, 3).tolist() == [0, 3, 0]
 
 
 def test_top_neighbours_blockwise_equals_full_sort():
