@@ -2,22 +2,25 @@
 IEEE S&P 2021, arXiv 2011.05315), in our own code and without a deep-learning framework.
 
 1. Similarity: encryptions that share a private image look alike in |x| (in x itself without a
-   mask).  Each row of |x| is centred and scaled to unit norm; the cosine of two rows is their
-   similarity.  Only the top ``neighbours`` per row are kept, computed ``rows`` at a time by BLAS,
-   so memory is O(N * neighbours) beyond the features themselves.
-2. Grouping: the neighbour graph is factorised by symmetric non-negative matrix factorisation
-   (W ~ H H^T, H >= 0 of rank n_private; Kuang, Ding, Park, "Symmetric Nonnegative Matrix
-   Factorization for Graph Clustering", SDM 2012).  Column g of H is private image g; the
-   k_private largest entries of row i are the images in encryption i.  Overlapping groups are what
-   InstaHide makes: every encryption belongs to k_private of them.
+   mask).  The features are the pixel differences of each row (see :func:`gradients`), centred and
+   scaled to unit norm; the cosine of two rows is their similarity.
+2. Grouping: ``label.npy`` names the classes in each encryption, and two encryptions can share a
+   private image only through a class both carry.  So each class is grouped on its own: its share
+   of the label memberships gives its number of private images (:func:`class_sizes`), and a
+   spherical k-means of the encryptions carrying it (cosine similarity to the group centres)
+   assigns each of them one of its images.  This is 10 small problems instead of one large one,
+   and no N x N similarity is ever formed.
 3. Lambdas: ``label.npy`` row i is sum_j lam_ij onehot(class of private image j).  A group's class
-   is the label column most of its encryptions carry; an encryption's lambda for a group is its
-   label entry at that class, split equally between its groups of one class.
+   is known from step 2; an encryption's lambda for a group is its label entry at that class,
+   split equally between its groups of one class.
 4. Reconstruction and refinement: the private images P solve min sum_i ||y_i - sum_j lam_ij P_g(ij)
    - mu_i B||^2 with y = |x| (x for mixup), mu_i = 1 - sum of the private lambdas (the public
    patches' share, whose average B is a further unknown), exactly as the key-given ``pairing``
    baseline does.  Each encryption is then moved to the groups that fit it best (iterated
-   conditional modes, respecting its label's classes) and the fit repeated.
+   conditional modes, respecting its label's classes) and the fit repeated.  k-means sometimes
+   puts two images in one group and splits another between two; a group with twice the expected
+   memberships is split in two (2-means of its residuals) into a group of its class that holds
+   almost nothing (:func:`split_merged`), which the refinement cannot do by single moves.
 """
 
 from __future__ import annotations
@@ -28,12 +31,12 @@ import numpy as np
 from numba import njit, prange
 
 from attacks.public import PublicRelease, magnitudes
+from challenge.geometry import IMAGE_VALUES
 
-__all__ = ["GraphResult", "unit_rows", "top_neighbours", "neighbour_graph", "spmm", "spmm_reference",
-           "symnmf", "group_classes", "private_lambdas", "fit_images", "fit_images_reference",
+__all__ = ["GraphResult", "unit_rows", "top_neighbours", "class_sizes", "centre_sums",
+           "spherical_kmeans", "initial_groups", "split_merged", "private_lambdas", "fit_images",
            "reassign", "pair_accuracy", "graph_attack"]
 
-PIXELS = 32 * 32 * 3
 EPS = 1e-12
 
 
@@ -99,73 +102,154 @@ def top_neighbours(f: np.ndarray, k: int, rows: int | None = None) -> tuple[np.n
 
 # --- 2. grouping ---------------------------------------------------------------------------------
 
-def neighbour_graph(index: np.ndarray, sims: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The symmetric graph W = (A + A^T) / 2 of the neighbour lists, in CSR form (indptr, cols, weights).
+def class_sizes(labels: np.ndarray, k_private: int, n_private: int) -> np.ndarray:
+    """int64 (C,): how many private images each label class has, estimated from label.npy.
 
-    Negative similarities are dropped; a mutual pair of neighbours keeps both halves.
+    Every private image is in about the same number of encryptions, so a class's share of the
+    memberships (a present label column is one membership; a row with fewer present classes than
+    k_private holds its spare images in its classes, split by their weight) is its share of the
+    n_private images.  Rounded by largest remainder; every class that occurs gets at least one.
     """
-    n, k = index.shape
-    r = np.repeat(np.arange(n, dtype=np.int64), k)
-    c = index.ravel().astype(np.int64)
-    w = np.maximum(sims.ravel(), 0).astype(np.float64) / 2
-    rows, cols, weights = np.concatenate([r, c]), np.concatenate([c, r]), np.concatenate([w, w])
-    order = np.lexsort((cols, rows))
-    indptr = np.zeros(n + 1, np.int64)
-    np.cumsum(np.bincount(rows, minlength=n), out=indptr[1:])
-    return indptr, cols[order].astype(np.int32), weights[order]
+    lab = labels.astype(np.float64)
+    present = lab > 0
+    spare = np.maximum(k_private - present.sum(axis=1), 0)[:, None] * lab / np.maximum(lab.sum(axis=1, keepdims=True), EPS)
+    memberships = present.sum(axis=0) + spare.sum(axis=0)
+    share = memberships / max(memberships.sum(), EPS) * n_private
+    sizes = np.maximum(np.floor(share), present.any(axis=0)).astype(np.int64)
+    for c in np.argsort(sizes - share, kind="stable"):  # largest remainder first
+        if sizes.sum() >= n_private:
+            break
+        sizes[c] += 1
+    for c in np.argsort(-sizes, kind="stable"):  # only when forced minimums overshoot
+        if sizes.sum() <= n_private:
+            break
+        sizes[c] -= sizes[c] > 1
+    return sizes
 
 
 @njit(cache=True, parallel=True)
-def spmm(indptr, cols, weights, h):
-    """W @ h for W in CSR form: each output row is summed in a fixed order (thread-count independent)."""
-    out = np.zeros((len(indptr) - 1, h.shape[1]))
-    for i in prange(len(indptr) - 1):
-        for p in range(indptr[i], indptr[i + 1]):
-            w = weights[p]
-            j = cols[p]
-            for g in range(h.shape[1]):
-                out[i, g] += w * h[j, g]
+def centre_sums(f, assign, k):
+    """float64 (k, D): the sum of the rows of ``f`` assigned to each centre.
+
+    Parallel over blocks of columns, rows summed in order: thread-count independent."""
+    out = np.zeros((k, f.shape[1]))
+    block = 64
+    for b in prange((f.shape[1] + block - 1) // block):
+        lo = b * block
+        hi = min(lo + block, f.shape[1])
+        for i in range(f.shape[0]):
+            g = assign[i]
+            for t in range(lo, hi):
+                out[g, t] += f[i, t]
     return out
 
 
-def spmm_reference(indptr, cols, weights, h) -> np.ndarray:
-    """Dense numpy stand-in for :func:`spmm`, for the tests."""
-    n = len(indptr) - 1
-    dense = np.zeros((n, n))
-    rows = np.repeat(np.arange(n), np.diff(indptr))
-    np.add.at(dense, (rows, cols), weights)
-    return dense @ h
+def spherical_kmeans(f: np.ndarray, k: int, seed: int = 0, restarts: int = 3, iterations: int = 30) -> np.ndarray:
+    """float32 (k, D) unit centres maximising the summed cosine of each unit row of ``f`` to its
+    nearest centre; k-means++ seeding, the best of ``restarts`` runs, seeded (same input, same output)."""
+    rng = np.random.default_rng(seed)
+    best, best_score = None, -np.inf
+    for _ in range(restarts):
+        centres = _seed_centres(f, k, rng)
+        for _ in range(iterations):
+            sims = f @ centres.T
+            assign = np.argmax(sims, axis=1)
+            counts = np.bincount(assign, minlength=k)
+            sums = centre_sums(f, assign, k)
+            for g in np.flatnonzero(counts == 0):  # an empty centre takes the worst-fitting row
+                worst = int(np.argmin(sims[np.arange(len(f)), assign]))
+                sums[g] = f[worst]
+                sims[worst, assign[worst]] = np.inf
+            new = unit_rows_uncentred(sums)
+            if np.array_equal(new, centres):
+                break
+            centres = new
+        score = float(np.max(f @ centres.T, axis=1).sum())
+        if score > best_score:
+            best, best_score = centres, score
+    return best
 
 
-def symnmf(graph, rank: int, iterations: int = 300, seed: int = 0) -> np.ndarray:
-    """H >= 0 (N, rank) with W ~ H H^T, by the damped multiplicative rule of Kuang et al.:
-    H <- H * (1/2 + (W H) / (2 H H^T H)).  Seeded, so the same graph gives the same H."""
-    indptr, cols, weights = graph
-    n = len(indptr) - 1
-    scale = np.sqrt(max(weights.sum() / n, EPS) / rank)
-    h = np.random.default_rng(seed).uniform(0.5, 1.5, (n, rank)) * scale
-    for _ in range(iterations):
-        wh = spmm(indptr, cols, weights, h)
-        h *= 0.5 + 0.5 * wh / np.maximum(h @ (h.T @ h), EPS)
-    return h
+def _seed_centres(f, k, rng) -> np.ndarray:
+    """k-means++ for cosines: each next centre a row drawn with weight (1 - its best cosine)."""
+    chosen = [int(rng.integers(len(f)))]
+    closest = f @ f[chosen[0]]
+    for _ in range(k - 1):
+        weight = np.maximum(1.0 - closest.astype(np.float64), 0)
+        total = weight.sum()
+        pick = int(rng.choice(len(f), p=weight / total)) if total > 0 else int(rng.integers(len(f)))
+        chosen.append(pick)
+        np.maximum(closest, f @ f[pick], out=closest)
+    return f[chosen].copy()
 
 
-def strongest(h: np.ndarray, m: int) -> np.ndarray:
-    """int32 (N, m): per row, the m columns with the largest values, largest first."""
-    order = np.argsort(-h, axis=1, kind="stable")[:, :m]
-    return order.astype(np.int32)
+def unit_rows_uncentred(a: np.ndarray) -> np.ndarray:
+    """float32 rows scaled to unit norm (zero rows stay zero)."""
+    norm = np.linalg.norm(a, axis=1, keepdims=True)
+    return np.divide(a, norm, out=np.zeros_like(a, dtype=np.float64), where=norm > 0).astype(np.float32)
+
+
+def initial_groups(f: np.ndarray, labels: np.ndarray, k_private: int, sizes: np.ndarray, seed: int = 0) -> np.ndarray:
+    """int32 (N, k_private): groups from a spherical k-means of each class's encryptions.
+
+    Groups ``offsets[c] .. offsets[c+1]`` are class c's images.  Each encryption takes its nearest
+    centre in every class it carries; a spare slot (fewer classes than images) takes the next
+    nearest centre of its heaviest class; a slot still empty (a class with too few groups) takes
+    the lowest free group.
+    """
+    n_rows = len(f)
+    offsets = np.concatenate([[0], np.cumsum(sizes)])
+    present = labels > 0
+    spare = np.maximum(k_private - present.sum(axis=1), 0)
+    heaviest = np.argmax(labels, axis=1)
+    slots = present.astype(np.int64)
+    slots[np.arange(n_rows), heaviest] += spare
+    groups = np.full((n_rows, k_private), -1, np.int32)
+    filled = np.zeros(n_rows, np.int64)
+    for c in np.flatnonzero(sizes):
+        rows = np.flatnonzero(present[:, c])
+        if len(rows) == 0:
+            continue
+        fc = f[rows]
+        centres = spherical_kmeans(fc, int(min(sizes[c], len(rows))), seed + int(c))
+        order = np.argsort(-(fc @ centres.T), axis=1, kind="stable")
+        for t in range(order.shape[1]):
+            take = rows[slots[rows, c] > t]
+            if len(take) == 0:
+                break
+            groups[take, filled[take]] = offsets[c] + order[slots[rows, c] > t, t]
+            filled[take] += 1
+    for i in np.flatnonzero(filled < k_private):
+        free = np.setdiff1d(np.arange(offsets[-1]), groups[i])
+        groups[i, filled[i]:] = free[: k_private - filled[i]]
+    return groups
+
+
+def split_merged(z, groups, lam, images, public_term, mu, group_class, expected: float, seed: int = 0) -> bool:
+    """Split each group that holds two images (over 1.5 x the expected memberships) into itself
+    and a group of its class that holds almost nothing (under half): the 2-means of its
+    encryptions' residuals (the encryption minus its other images and the public term) separates
+    the two images.  Changes ``groups`` in place; returns whether it did."""
+    sizes = np.bincount(groups.ravel(), minlength=len(images))
+    changed = False
+    for c in np.unique(group_class):
+        ids = np.flatnonzero(group_class == c)
+        small = ids[np.argsort(sizes[ids], kind="stable")]
+        big = ids[np.argsort(-sizes[ids], kind="stable")]
+        for s, b in zip(small[sizes[small] < expected / 2], big[sizes[big] > 1.5 * expected]):
+            rows, slot = np.nonzero(groups == b)
+            r = z[rows] - (mu[rows, None] * public_term[None, :]).astype(np.float32)
+            for j in range(groups.shape[1]):
+                other = j != slot
+                r[other] -= (lam[rows[other], j, None] * images[groups[rows[other], j]]).astype(np.float32)
+            f = unit_rows_uncentred(r)
+            half = np.argmax(f @ spherical_kmeans(f, 2, seed).T, axis=1) == 1
+            groups[rows[half], slot[half]] = s
+            changed = True
+    return changed
 
 
 # --- 3. lambdas ----------------------------------------------------------------------------------
-
-def group_classes(groups: np.ndarray, labels: np.ndarray, n_groups: int) -> np.ndarray:
-    """Per group, the label column carried by most of its encryptions (ties: the lower column)."""
-    votes = np.zeros((n_groups, labels.shape[1]))
-    present = (labels > 0).astype(np.float64)
-    for j in range(groups.shape[1]):
-        np.add.at(votes, groups[:, j], present)
-    return np.argmax(votes, axis=1)
-
 
 def private_lambdas(groups: np.ndarray, group_class: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """float64 (N, k_private): each group's label entry at its class, split equally among the
@@ -207,7 +291,10 @@ def _design(groups, lam, mu, n_groups) -> np.ndarray:
 
 
 def _solve(gram: np.ndarray, moments: np.ndarray) -> np.ndarray:
-    return np.linalg.lstsq(gram, moments, rcond=None)[0]
+    """Minimum-norm solution of gram @ x = moments.  The pseudo-inverse of the small symmetric
+    gram, then one matrix product: lstsq's per-column back-substitution took minutes for 1,000
+    images x 5,952 pixels."""
+    return np.linalg.pinv(gram, hermitian=True) @ moments
 
 
 def fit_images(y, groups, lam, mu, n_groups: int, rows: int = 4096) -> tuple[np.ndarray, np.ndarray]:
@@ -217,13 +304,6 @@ def fit_images(y, groups, lam, mu, n_groups: int, rows: int = 4096) -> tuple[np.
         d = _design(groups[a : a + rows], lam[a : a + rows], mu[a : a + rows], n_groups)
         gram += d.T @ d
     solved = _solve(gram, _moments(y, groups, lam, mu, n_groups))
-    return solved[:n_groups], solved[n_groups]
-
-
-def fit_images_reference(y, groups, lam, mu, n_groups: int) -> tuple[np.ndarray, np.ndarray]:
-    """Dense numpy stand-in for :func:`fit_images`, for the tests."""
-    d = _design(groups, lam, mu, n_groups)
-    solved = _solve(d.T @ d, d.T @ np.asarray(y, np.float64))
     return solved[:n_groups], solved[n_groups]
 
 
@@ -341,31 +421,36 @@ def pair_accuracy(groups: np.ndarray, truth: np.ndarray, n_private: int) -> floa
 
 # --- the attack ----------------------------------------------------------------------------------
 
-def graph_attack(release: PublicRelease, *, neighbours: int = 64, iterations: int = 100, rounds: int = 6,
-                 rows: int = 4096, truth: np.ndarray | None = None, log=None) -> GraphResult:
+def graph_attack(release: PublicRelease, *, rounds: int = 10, rows: int = 4096, seed: int = 0,
+                 truth: np.ndarray | None = None, log=None) -> GraphResult:
     """Run steps 1-4 on a release's public files; ``truth`` (keys) only feeds ``log`` diagnostics."""
     p = release.params
     n, m = p.n_private, p.k_private
     labels = release.labels
     mu = np.maximum(1.0 - labels.astype(np.float64).sum(axis=1), 0.0)
     z = np.concatenate([gradients(magnitudes(block, p)) for block in release.encryption_blocks(rows)])
-    index, sims = top_neighbours(unit_rows(z), neighbours)
-    _log(log, "neighbours", truth, None, n)
-    groups = strongest(symnmf(neighbour_graph(index, sims), n, iterations), m)
+    sizes = class_sizes(labels, m, n)
+    group_class = np.repeat(np.arange(len(sizes)), sizes)
+    groups = initial_groups(unit_rows(z), labels, m, sizes, seed)
     _log(log, "grouping", truth, groups, n)
+    expected = len(z) * m / n
     for _ in range(rounds):
-        group_class = group_classes(groups, labels, n)
-        images, public_term = fit_images(z, groups, private_lambdas(groups, group_class, labels), mu, n, rows)
+        lam = private_lambdas(groups, group_class, labels)
+        images, public_term = fit_images(z, groups, lam, mu, n, rows)
+        split = split_merged(z, groups, lam, images, public_term, mu, group_class, expected, seed)
+        if split:
+            lam = private_lambdas(groups, group_class, labels)
+            images, public_term = fit_images(z, groups, lam, mu, n, rows)
+            _log(log, "split", truth, groups, n)
         moved = reassign(z, images, public_term, groups, labels, group_class, mu, rows=rows)
         _log(log, "refine", truth, moved, n)
-        if np.array_equal(moved, groups):
+        if np.array_equal(moved, groups) and not split:
             break
         groups = moved
     del z
-    group_class = group_classes(groups, labels, n)
     lam = private_lambdas(groups, group_class, labels)
     gram = np.zeros((n + 1, n + 1))
-    moments = np.zeros((n + 1, PIXELS))
+    moments = np.zeros((n + 1, IMAGE_VALUES))
     start = 0
     for block in release.encryption_blocks(rows):
         stop = start + len(block)

@@ -43,8 +43,8 @@ def register(sub) -> None:
                             epilog=ATTACK_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     pool.add_argument("--pool", type=Path, help="candidate images: any --private layout (default: the embedded demo data)")
     graph = kinds.add_parser("graph", help="the keyless attack of Carlini et al. (no pool needed)",
-                             description="Group encryptions that share a private image (similarity graph, "
-                             "symmetric NMF), recover the lambdas from label.npy and reconstruct each private "
+                             description="Group encryptions that share a private image (sign-invariant features, "
+                             "k-means within each label class), recover the lambdas from label.npy and reconstruct each private "
                              "image by a least-squares fit of |encryption| (Carlini et al., arXiv 2011.05315).",
                              epilog=ATTACK_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     for q in (pool, graph):

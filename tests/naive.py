@@ -1,8 +1,7 @@
 """Every plain-numpy twin a kernel is tested against, in one place (as stumpy's ``tests/naive.py``).
 
 Each twin follows its definition literally, slow and obvious, and shares no code with the kernel it
-checks; the kernels' tests compare the two.  The twins of the graph attack (``spmm_reference``,
-``fit_images_reference``) still sit in ``attacks/graph.py``, which another branch is rewriting.
+checks; the kernels' tests compare the two.
 """
 
 from __future__ import annotations
@@ -203,3 +202,24 @@ def count_keypoints_reference(patches: np.ndarray, sigma: float = 1.6, input_blu
             current = gauss[layers]
         counts.append(count)
     return np.array(counts, np.int32)
+
+
+# --- attacks.graph -------------------------------------------------------------------------------
+
+def centre_sums_reference(f, assign, k) -> np.ndarray:
+    """Twin of :func:`attacks.graph.centre_sums`: the sum of the rows assigned to each centre."""
+    out = np.zeros((k, f.shape[1]))
+    np.add.at(out, assign, f.astype(np.float64))
+    return out
+
+
+def fit_images_reference(y, groups, lam, mu, n_groups: int) -> tuple[np.ndarray, np.ndarray]:
+    """Twin of :func:`attacks.graph.fit_images`: dense least squares of y ~ D X, where row i of D
+    holds lam_ij at column groups_ij (summed) and mu_i in the last column (the public term)."""
+    d = np.zeros((len(groups), n_groups + 1))
+    for i in range(len(groups)):
+        for j in range(groups.shape[1]):
+            d[i, groups[i, j]] += lam[i, j]
+        d[i, n_groups] = mu[i]
+    solved = np.linalg.lstsq(d, np.asarray(y, np.float64), rcond=None)[0]
+    return solved[:n_groups], solved[n_groups]
