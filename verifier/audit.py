@@ -80,6 +80,7 @@ class Report:
     findings: list[Finding]
     skipped: list[str]
     n_encryptions: int | None
+    not_published: list[str] = field(default_factory=list)  # checks of copies the release does not hold (--formats)
 
     @property
     def sound(self) -> bool:
@@ -87,7 +88,9 @@ class Report:
 
     def status(self, check: str) -> str:
         count = sum(f.check == check for f in self.findings)
-        return f"FAIL ({count})" if count else "skipped" if check in self.skipped else "ok"
+        if count:
+            return f"FAIL ({count})"
+        return "skipped" if check in self.skipped else "n/a" if check in self.not_published else "ok"
 
     def to_json(self) -> dict:
         return {
@@ -240,6 +243,7 @@ class _Audit:
         self.findings: list[Finding] = []
         self.version = fmt.FORMAT_VERSION  # until the manifest says otherwise
         self.skipped: list[str] = []
+        self.not_published: list[str] = []
         self.tally = _RowTally()
         self.keys_name = self.name(keys)
 
@@ -283,7 +287,10 @@ class _Audit:
         else:
             self.skip(*ROW_CHECKS)
         if params is not None:
-            self.check_public_zarr(arrays)
+            if publishes_zarr(manifest) or os.path.lexists(self.public / fmt.PUBLIC_ZARR):
+                self.check_public_zarr(arrays)
+            else:  # generate --formats npy: the .npy files are the only copy
+                self.not_published.append("public_zarr")
             self.check_preview(params, arrays)
         else:
             self.skip("public_zarr", "preview")
@@ -300,7 +307,7 @@ class _Audit:
         self.findings.sort(key=lambda f: order.index(f.check))
         failed = {f.check for f in self.findings}
         skipped = [c for c in self.skipped if c not in failed]
-        return Report(self.findings, skipped, n)
+        return Report(self.findings, skipped, n, self.not_published)
 
     # --- manifest -----------------------------------------------------------------------------
 
@@ -643,6 +650,12 @@ def _contains(path: Path, needles: tuple[bytes, ...], block: int = 1 << 20) -> b
                 return True
             tail = data[-overlap:]
     return False
+
+
+def publishes_zarr(manifest: dict) -> bool:
+    """Whether the manifest lists public.zarr (``generate --formats`` with zarr, the default)."""
+    listed = manifest.get("files")
+    return isinstance(listed, dict) and any(str(name).startswith(fmt.PUBLIC_ZARR + "/") for name in listed)
 
 
 def json_get(obj, *keys):
