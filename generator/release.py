@@ -15,8 +15,10 @@ import fcntl
 import hashlib
 import io
 import os
+import queue
 import shutil
 import sys
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -58,19 +60,88 @@ def formats_of(files: dict) -> tuple[str, ...]:
 
 
 class _HashedFile:
-    """A new file whose SHA-256 is computed from the bytes as they are written: no second read to hash it."""
+    """A new file whose SHA-256 is computed from the bytes as they are written: no second read to hash it.
+
+    Every ``WRITEBACK_BYTES`` the kernel is told to start writing the bytes so far to the disk
+    (``POSIX_FADV_DONTNEED`` starts the writeback of dirty pages without waiting for it), so the
+    disk works while the release is encoded instead of when the final fsync asks.
+    """
+
+    WRITEBACK_BYTES = 32 << 20
 
     def __init__(self, path: Path, digests: dict, name: str):
         self.file, self.hash = open(path, "xb"), hashlib.sha256()
         self.digests, self.name = digests, name
+        self.written = self.started = 0
 
     def write(self, data) -> None:
         self.hash.update(data)
         self.file.write(data)
+        self.written += memoryview(data).nbytes
+        if self.written - self.started >= self.WRITEBACK_BYTES:
+            self._start_writeback()
 
     def close(self) -> None:
+        self._start_writeback()
         self.file.close()
         self.digests[self.name] = self.hash.hexdigest()
+
+    def _start_writeback(self) -> None:
+        self.file.flush()
+        os.posix_fadvise(self.file.fileno(), self.started, self.written - self.started, os.POSIX_FADV_DONTNEED)
+        self.started = self.written
+
+
+class _InBackground:
+    """A copy (:class:`_HashedFile` or :class:`_ZarrChunks`) written by a thread of its own.
+
+    Hashing and file writes release the GIL, so the copies are hashed and written in parallel with
+    each other and with the encoding. Blocks are handed over in order (the bytes do not depend on
+    timing) and at most one waits per copy, so memory stays bounded.
+    """
+
+    def __init__(self, copy):
+        self.copy, self.queue, self.error = copy, queue.Queue(maxsize=1), None
+        self.thread = threading.Thread(target=self._run, name=f"write {type(copy).__name__}", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while (block := self.queue.get()) is not None:
+            if self.error is None:
+                try:
+                    self.copy.write(block)
+                except BaseException as e:  # re-raised in the encoding thread
+                    self.error = e
+
+    def write(self, block: np.ndarray) -> None:
+        self._raise()
+        self.queue.put(block)
+
+    def stop(self) -> None:
+        self.queue.put(None)
+        self.thread.join()
+
+    def close(self) -> None:
+        self._raise()
+        self.copy.close()
+
+    def _raise(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+
+@contextmanager
+def _written_in_background(copies: list):
+    """Yield background writers for ``copies``; their threads have ended when the block is left,
+    even by an error (so nothing writes into a build folder being removed)."""
+    writers = [_InBackground(copy) for copy in copies]
+    try:
+        yield writers
+    finally:
+        for writer in writers:
+            writer.stop()
+    for writer in writers:
+        writer.close()
 
 
 def _npy_file(path: Path, shape: tuple, digests: dict, name: str) -> _HashedFile:
@@ -114,7 +185,7 @@ class _ZarrChunks:
         path = self.public_dir / name
         path.parent.mkdir(parents=True, exist_ok=True)
         f = _HashedFile(path, self.digests, name)
-        f.write(self.buffer.data)
+        f.write(self.buffer)
         f.close()
         self.filled, self.index = 0, self.index + 1
 
@@ -363,7 +434,7 @@ def _build(tmp: Path, params: Params, seed: bytes, private: ImageSet, public: Im
     shape = (N, *IMAGE_SHAPE)
     digests: dict[str, str] = {}  # of the files hashed as they were written
     label_file = _npy_file(public_dir / fmt.LABEL_FILE, labels.shape, digests, fmt.LABEL_FILE)
-    label_file.write(np.ascontiguousarray(labels, "<f4").data)
+    label_file.write(np.ascontiguousarray(labels, "<f4"))
     label_file.close()
     copies = [_npy_file(public_dir / fmt.ENCRYPTION_FILE, shape, digests, fmt.ENCRYPTION_FILE)]
     if "zarr" in formats:
@@ -380,20 +451,18 @@ def _build(tmp: Path, params: Params, seed: bytes, private: ImageSet, public: Im
     z_signs = keys["encryption/sign_bits"]
     domain_affine = affine(params.domain)
     head = np.zeros((0, *IMAGE_SHAPE), np.float32)  # the first encryptions, for the preview
-    with Progress("write", N, enabled=progress, unit="encryptions") as bar:
+    with Progress("write", N, enabled=progress, unit="encryptions") as bar, _written_in_background(copies) as writers:
         for a in range(0, N, chunk):
             b = min(a + chunk, N)
             signs = sign_bits(key, a, b - a) if params.masked else np.zeros((b - a, SIGN_BYTES), np.uint8)
             block = encode(ground_truth, public_images, domain_affine, private_index=plan.private_index[a:b],
                            public_index=public_index[a:b], lam=plan.lam[a:b], sign_bits=signs)
-            for copy in copies:
-                copy.write(block.data if isinstance(copy, _HashedFile) else block)
+            for writer in writers:
+                writer.write(block)
             z_signs[a:b] = signs
             if len(head) < PREVIEW_COUNT:
                 head = np.concatenate([head, block[: PREVIEW_COUNT - len(head)]])
             bar.advance(b - a)
-    for copy in copies:
-        copy.close()
     save_png(contact_sheet(to_uint8(head, params.domain)), public_dir / fmt.PREVIEW_FILE)
 
     store = fmt.KeyStore(keys, params, dict(keys.attrs))

@@ -37,6 +37,7 @@ from challenge.labels import weighted_labels
 from challenge.manifest import PREVIEW_COUNT, manifest_problems
 from challenge.params import MAX_ENCRYPTIONS, Params
 from challenge.preview import contact_sheet
+from challenge.progress import Progress
 
 CHECKS = {  # name -> what it verifies, in the order they run
     "manifest": "manifest.json has exactly the format's fields and agrees with the key store",
@@ -374,11 +375,14 @@ class _Audit:
         return usable
 
     def check_digests(self, manifest: dict, names: set[str]) -> None:
-        for name in sorted(names):
-            digest, listed = fmt.sha256_file(self.public / name), manifest["files"][name]
-            if digest != listed:
-                self.find("digests", f"{fmt.PUBLIC_DIR}/{name}", "",
-                          f"SHA-256 {digest[:16]}... differs from public/manifest.json's {str(listed)[:16]}...")
+        sizes = {name: os.stat(self.public / name, follow_symlinks=False).st_size for name in names}
+        with Progress("digests", sum(sizes.values()), unit="B") as bar:
+            for name in sorted(names):
+                digest, listed = fmt.sha256_file(self.public / name), manifest["files"][name]
+                if digest != listed:
+                    self.find("digests", f"{fmt.PUBLIC_DIR}/{name}", "",
+                              f"SHA-256 {digest[:16]}... differs from public/manifest.json's {str(listed)[:16]}...")
+                bar.advance(sizes[name])
 
     # --- key store ------------------------------------------------------------------------------
 
@@ -443,9 +447,11 @@ class _Audit:
             rows = _Rows(params, t, arrays, key, store.version, random_order(key, "order", params.n_encryptions),
                          _source_size(manifest, "public", params.k_public),
                          np.zeros(params.n_private, np.int64), np.zeros(len(t["public/images"]), bool))
-            for a in range(0, params.n_encryptions, self.chunk):
-                b = min(a + self.chunk, params.n_encryptions)
-                self.check_chunk(rows, a, *(store.rows(f"encryption/{name}", a, b) for name in _PER_ENCRYPTION))
+            with Progress("audit", params.n_encryptions, unit="encryptions") as bar:
+                for a in range(0, params.n_encryptions, self.chunk):
+                    b = min(a + self.chunk, params.n_encryptions)
+                    self.check_chunk(rows, a, *(store.rows(f"encryption/{name}", a, b) for name in _PER_ENCRYPTION))
+                    bar.advance(b - a)
         except fmt.FormatError as e:
             self.store_error("key_store", e)
             return
