@@ -9,10 +9,11 @@ __all__ = ["Progress", "human"]
 
 
 def human(value: float) -> str:
-    """``1234567`` -> ``"1.23M"``: rates and counts short enough for one terminal line."""
-    for factor, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+    """``1234567`` -> ``"1.23M"``, ``123456`` -> ``"123k"``: rates and counts short enough for one terminal line."""
+    for factor, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"), (1, "")):
         if abs(value) >= factor:
-            return f"{value / factor:.3g}{suffix}"
+            value /= factor
+            return f"{value:.3g}{suffix}" if abs(value) < 100 else f"{value:.0f}{suffix}"
     return f"{value:.3g}"
 
 

@@ -153,20 +153,13 @@ def _add_patches(sub) -> None:
 
 
 def _run_patches(args) -> int:
-    from challenge.progress import Progress
-    from generator.patches import build_patch_bank
+    from generator.patches import bank_progress, build_patch_bank
     from generator.sources import bank_seed
 
-    bar = Progress("patches", 1)  # the total is known once the folder is walked
-
-    def progress(done: int, total: int, patches: int) -> None:
-        bar.total = total
-        bar.advance(done - bar.done)
-
-    with bar:
+    with bank_progress() as hooks:
         summary = build_patch_bank(args.public_dir, args.out, crops_per_image=args.crops_per_image,
                                    seed=bank_seed(args.seed), workers=args.workers,
-                                   min_keypoints=args.min_keypoints, progress=progress)
+                                   min_keypoints=args.min_keypoints, **hooks)
     if args.json:
         print(json.dumps(dataclasses.asdict(summary), indent=2, sort_keys=True))
     else:
