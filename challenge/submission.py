@@ -19,6 +19,7 @@ from challenge.files import UnsafeFile, write_atomic
 from challenge.geometry import IMAGE_SHAPE
 from challenge.manifest import read_manifest
 from challenge.npy import ROWS, read_npy_header
+from challenge.progress import Progress
 from challenge.text import printable
 
 __all__ = ["DECRYPTION_FILE", "METADATA_FILE", "Expected", "encryption_blocks", "expected_from_keys",
@@ -103,9 +104,11 @@ def write_submission(out: Path, blocks: Iterator[np.ndarray], expected: Expected
             header = {"descr": np.dtype(dtype).str, "fortran_order": False, "shape": expected.shape}
             np.lib.format.write_array_header_1_0(f, header)
             written = 0
-            for block in blocks:
-                f.write(np.ascontiguousarray(block, dtype=dtype).data)
-                written += len(block)
+            with Progress("write", expected.n, unit="rows") as bar:
+                for block in blocks:
+                    f.write(np.ascontiguousarray(block, dtype=dtype).data)
+                    written += len(block)
+                    bar.advance(len(block))
         if written != expected.n:
             raise RuntimeError(f"baseline produced {written} rows, expected {expected.n}")
         write_atomic(out / METADATA_FILE, json.dumps(metadata, indent=2, sort_keys=True) + "\n")

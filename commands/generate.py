@@ -19,6 +19,7 @@ examples:
   instahide generate --out practice/ --practice --seed 7  # replayable practice release
   instahide generate --out c1/ --seed-file seed.txt        # a chosen seed, kept off the process list
   instahide generate --out r/ --private cifar-10-batches-py/ --public bank.zarr --balanced
+  instahide generate --out big/ --per-image 2000 --formats npy  # .npy only: half the bytes
 """
 
 PATCHES_EXAMPLES = """\
@@ -74,6 +75,9 @@ def _add_generate(sub) -> None:
                    help="pixel domain: centered [-1,1] (the mask hides signs) or positive [0,1] "
                    "(|encryption| = mix: InstaHide collapses to Mixup) (default: %(default)s)")
     p.add_argument("--chunk", type=positive_int, default=4096, help="encryptions encoded per batch; bounds memory (default: %(default)s)")
+    p.add_argument("--formats", default="npy,zarr",
+                   help="copies of the public arrays: npy (the 2020 .npy files, which every reader uses; "
+                   "required) and zarr (public.zarr, for chunked readers) (default: %(default)s)")
     p.add_argument("--force", action="store_true", help="replace an existing release at --out")
     p.add_argument("--json", action="store_true", help="print the manifest as JSON on stdout")
     p.set_defaults(run=_run_generate)
@@ -83,9 +87,10 @@ def _run_generate(args) -> int:
     from challenge.files import read_text
     from challenge.keystream import fresh_seed, parse_seed
     from challenge.params import Params
-    from generator.release import generate
+    from generator.release import generate, parse_formats
     from generator.sources import load_sources
 
+    formats = parse_formats(args.formats)
     k_private = args.k_private if args.k_private is not None else (args.k if args.mode == "inside" else 2)
     params = Params(mode=args.mode, k=args.k, k_private=k_private, c1=args.c1, c2=args.c2,
                     n_private=args.n_private, per_image=args.per_image, domain=args.domain,
@@ -106,7 +111,7 @@ def _run_generate(args) -> int:
               "for a real challenge", file=sys.stderr)
     private, public = load_sources(args.private, args.public, params)
     manifest = generate(args.out, params, seed, private, public, practice=args.practice,
-                        chunk=args.chunk, force=args.force)
+                        chunk=args.chunk, force=args.force, formats=formats)
     if args.private is None:
         print("instahide: warning: the private images are the embedded demo data, which ships with this tool: "
               "anyone can match them ('instahide attack pool' recovers them); use --private for a real challenge",
@@ -148,20 +153,13 @@ def _add_patches(sub) -> None:
 
 
 def _run_patches(args) -> int:
-    from challenge.progress import Progress
-    from generator.patches import build_patch_bank
+    from generator.patches import bank_progress, build_patch_bank
     from generator.sources import bank_seed
 
-    bar = Progress("patches", 1)  # the total is known once the folder is walked
-
-    def progress(done: int, total: int, patches: int) -> None:
-        bar.total = total
-        bar.advance(done - bar.done)
-
-    with bar:
+    with bank_progress() as hooks:
         summary = build_patch_bank(args.public_dir, args.out, crops_per_image=args.crops_per_image,
                                    seed=bank_seed(args.seed), workers=args.workers,
-                                   min_keypoints=args.min_keypoints, progress=progress)
+                                   min_keypoints=args.min_keypoints, **hooks)
     if args.json:
         print(json.dumps(dataclasses.asdict(summary), indent=2, sort_keys=True))
     else:

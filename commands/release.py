@@ -113,7 +113,7 @@ def reproduce(release: Path, keys: Path, private: Path | None = None, public: Pa
               work: Path | None = None) -> tuple[dict, list]:
     """Regenerate the release from the named data and its seed (generator), then compare it with the
     published one (verifier); returns the published manifest and every difference found."""
-    from generator.release import generate
+    from generator.release import formats_of, generate
     from generator.sources import load_sources
     from challenge.errors import UsageError
     from verifier.reproduce import check_sources, check_work, compare, open_published, regeneration_failed, scratch_folder
@@ -127,7 +127,7 @@ def reproduce(release: Path, keys: Path, private: Path | None = None, public: Pa
         again = tmp / "release"
         try:
             generate(again, published.params, published.seed, private_set, public_set, practice=published.practice,
-                     format_version=published.store.version)
+                     format_version=published.store.version, formats=formats_of(published.files))
         except UsageError as e:
             raise regeneration_failed(work, e) from None
         return published.manifest, compare(published, again)

@@ -73,6 +73,7 @@ import sys
 import threading
 import time
 from collections import deque
+from contextlib import contextmanager
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -86,6 +87,7 @@ from PIL import Image
 
 from challenge.files import check_tree
 from challenge.imageset import ImageSet
+from challenge.progress import Progress
 from generator.images import (
     DECODE_ERRORS,
     MAX_ARRAY_BYTES,
@@ -522,11 +524,14 @@ def build_patch_bank(
     progress: ProgressHook | None = None,
     batch_files: int = 1024,
     chunk_files: int = 32,
+    on_decoded: Callable[[int], None] | None = None,
 ) -> PatchBankSummary:
     """Build (or resume) the patch bank of ``public_dir`` at ``out_path``; see the module docstring.
 
     ``workers``: processes decoding in parallel (None = CPU count; 1 = in this process).
-    ``progress(files_done, files_total, patches)`` is called after each committed batch.
+    ``progress(files_done, files_total, patches)`` is called once before the first batch (with
+    where a resumed build starts) and after each committed batch; ``on_decoded(n)`` after every
+    ``chunk_files`` files decoded, for a bar that moves per file.
     ``batch_files`` bounds memory (results of one batch are held before being written);
     ``chunk_files`` files go to a worker at a time.  Neither changes the bank.
     Raises :class:`SourceError` for user mistakes (no images, output path not a bank, resume
@@ -569,7 +574,7 @@ def build_patch_bank(
                 progress(start_file, total, prog["patches"])
             if not g.attrs["complete"]:
                 _run_batches(g, root, files, key, crops_per_image, min_keypoints, pool, workers, on_commit,
-                             batch_files, chunk_files)
+                             batch_files, chunk_files, on_decoded)
         except OSError as e:  # read-only, full disk, a file in the way: say which output, keep no debris
             if created and not committed:
                 shutil.rmtree(out, ignore_errors=True)
@@ -586,6 +591,35 @@ def build_patch_bank(
         unreadable=attrs["progress"]["unreadable"], resumed_from_file=start_file,
         seconds=time.perf_counter() - t0, notes=dict(attrs["notes"]),
     )
+
+
+@contextmanager
+def bank_progress(label: str = "patches", enabled: bool | None = None, resumable: bool = True):
+    """Keyword arguments for :func:`build_patch_bank` that draw a per-file bar on stderr.
+
+    A resumed build says where it starts ("resumed at N of M files"); an interrupted one says how
+    to go on ("re-run the same command to resume", unless the bank is a temporary one), both on
+    stderr whatever the terminal.
+    """
+    bar = Progress(label, 1, enabled=enabled, unit="files")
+    walked = False
+
+    def progress(done: int, total: int, patches: int) -> None:
+        nonlocal walked
+        if not walked:  # the first call: the folder has been walked
+            walked, bar.total = True, total
+            if done:
+                print(f"instahide: resumed at {done} of {total} files", file=sys.stderr)
+            bar.advance(done)
+
+    try:
+        with bar:
+            yield {"progress": progress, "on_decoded": bar.advance}
+    except KeyboardInterrupt:
+        if resumable:
+            print(f"instahide: interrupted after {bar.done} of {bar.total} files: re-run the same command to resume",
+                  file=sys.stderr)
+        raise
 
 
 def _noop() -> None:
@@ -613,7 +647,7 @@ def _start_pool(workers: int) -> ProcessPoolExecutor:
 
 def _run_batches(g, root: Path, files: list[str], key: bytes, crops: int, min_keypoints: int,
                  pool: ProcessPoolExecutor | None, n_workers: int, progress: ProgressHook | None,
-                 batch_files: int, chunk_files: int) -> None:
+                 batch_files: int, chunk_files: int, on_decoded: Callable[[int], None] | None) -> None:
     prog = dict(g.attrs["progress"])
     notes = dict(g.attrs["notes"])
     total = len(files)
@@ -648,8 +682,10 @@ def _run_batches(g, root: Path, files: list[str], key: bytes, crops: int, min_ke
     pending_batch: list[_ChunkResult] = []
     current_end = None
 
-    def consume(batch_end: int, res: _ChunkResult) -> None:
+    def consume(batch_end: int, res: _ChunkResult, n_files: int) -> None:
         nonlocal current_end, pending_batch
+        if on_decoded:
+            on_decoded(n_files)
         if current_end is not None and batch_end != current_end:
             commit(current_end, pending_batch)
             pending_batch = []
@@ -659,7 +695,7 @@ def _run_batches(g, root: Path, files: list[str], key: bytes, crops: int, min_ke
     args = (str(root),)
     if pool is None:
         for batch_end, items in tasks():
-            consume(batch_end, _process_chunk(*args, items, key, crops, min_keypoints))
+            consume(batch_end, _process_chunk(*args, items, key, crops, min_keypoints), len(items))
     else:
         inflight: deque = deque()  # bounded: results are consumed in order as they are needed
 
@@ -670,7 +706,7 @@ def _run_batches(g, root: Path, files: list[str], key: bytes, crops: int, min_ke
             except BrokenProcessPool:
                 raise SourceError(f"{root}: a worker process died while decoding {items[0][1]} .. "
                                   f"{items[-1][1]}; re-run with workers=1 to find the file") from None
-            consume(be, res)
+            consume(be, res, len(items))
 
         try:
             for batch_end, items in tasks():

@@ -12,9 +12,13 @@ bytes do not depend on the chunk size, because every key is drawn by row index.
 from __future__ import annotations
 
 import fcntl
+import hashlib
+import io
 import os
+import queue
 import shutil
 import sys
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -35,11 +39,183 @@ from challenge.params import Params
 from challenge.preview import contact_sheet, save_png
 from challenge.progress import Progress
 
-def _npy_writer(path: Path, shape: tuple, dtype: str):
-    """Open ``path`` and write a version-1.0 .npy header; the caller appends C-order rows."""
-    f = open(path, "wb")
-    np.lib.format.write_array_header_1_0(f, {"descr": np.dtype(dtype).str, "fortran_order": False, "shape": shape})
+FORMATS = ("npy", "zarr")  # the copies of the public arrays a release can hold (docs/FORMAT.md section 1)
+DEFAULT_FORMATS = FORMATS  # .npy for 2020-era code and every reader of ours; public.zarr for chunked readers
+ENCRYPTION_ZARR_ROWS = 1024  # rows per chunk of public.zarr/encryption (docs/FORMAT.md section 5)
+
+
+def parse_formats(text: str) -> tuple[str, ...]:
+    """``--formats npy,zarr`` as a tuple in :data:`FORMATS` order; ``npy`` is required (every reader uses it)."""
+    chosen = {name.strip() for name in text.split(",") if name.strip()}
+    if not chosen <= set(FORMATS):
+        raise UsageError(f"--formats {text}: expected a comma-separated subset of {','.join(FORMATS)}")
+    if "npy" not in chosen:
+        raise UsageError(f"--formats {text}: must include npy (the 2020 format, which every reader of a release uses)")
+    return tuple(name for name in FORMATS if name in chosen)
+
+
+def formats_of(files: dict) -> tuple[str, ...]:
+    """The formats a release was written with, from its manifest's ``files``: what reproduce regenerates."""
+    return ("npy", "zarr") if any(name.startswith(fmt.PUBLIC_ZARR + "/") for name in files) else ("npy",)
+
+
+class _HashedFile:
+    """A new file whose SHA-256 is computed from the bytes as they are written: no second read to hash it.
+
+    Every ``WRITEBACK_BYTES`` the kernel is told to start writing the bytes so far to the disk
+    (``POSIX_FADV_DONTNEED`` starts the writeback of dirty pages without waiting for it), so the
+    disk works while the release is encoded instead of when the final fsync asks.
+    """
+
+    WRITEBACK_BYTES = 32 << 20
+
+    def __init__(self, path: Path, digests: dict, name: str):
+        self.file, self.hash = open(path, "xb"), hashlib.sha256()
+        self.digests, self.name = digests, name
+        self.written = self.started = 0
+
+    def write(self, data) -> None:
+        self.hash.update(data)
+        self.file.write(data)
+        self.written += memoryview(data).nbytes
+        if self.written - self.started >= self.WRITEBACK_BYTES:
+            self._start_writeback()
+
+    def close(self) -> None:
+        self._start_writeback()
+        self.file.close()
+        self.digests[self.name] = self.hash.hexdigest()
+
+    def _start_writeback(self) -> None:
+        self.file.flush()
+        os.posix_fadvise(self.file.fileno(), self.started, self.written - self.started, os.POSIX_FADV_DONTNEED)
+        self.started = self.written
+
+
+class _InBackground:
+    """A copy (:class:`_HashedFile` or :class:`_ZarrChunks`) written by a thread of its own.
+
+    Hashing and file writes release the GIL, so the copies are hashed and written in parallel with
+    each other and with the encoding. Blocks are handed over in order (the bytes do not depend on
+    timing) and at most one waits per copy, so memory stays bounded.
+    """
+
+    def __init__(self, copy):
+        self.copy, self.queue, self.error = copy, queue.Queue(maxsize=1), None
+        self.thread = threading.Thread(target=self._run, name=f"write {type(copy).__name__}", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while (block := self.queue.get()) is not None:
+            if self.error is None:
+                try:
+                    self.copy.write(block)
+                except BaseException as e:  # re-raised in the encoding thread
+                    self.error = e
+
+    def write(self, block: np.ndarray) -> None:
+        self._raise()
+        self.queue.put(block)
+
+    def stop(self) -> None:
+        self.queue.put(None)
+        self.thread.join()
+
+    def close(self) -> None:
+        self._raise()
+        self.copy.close()
+
+    def _raise(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+
+@contextmanager
+def _written_in_background(copies: list):
+    """Yield background writers for ``copies``; their threads have ended when the block is left,
+    even by an error (so nothing writes into a build folder being removed)."""
+    writers = [_InBackground(copy) for copy in copies]
+    try:
+        yield writers
+    finally:
+        for writer in writers:
+            writer.stop()
+    for writer in writers:
+        writer.close()
+
+
+def _npy_file(path: Path, shape: tuple, digests: dict, name: str) -> _HashedFile:
+    """A hashed ``.npy`` file with the version-1.0 header ``np.save`` writes; the caller appends C-order float32 rows."""
+    f = _HashedFile(path, digests, name)
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False, "shape": shape})
+    f.write(header.getvalue())
     return f
+
+
+class _ZarrChunks:
+    """The chunk files of an uncompressed float32 Zarr v3 array, written from rows as they come.
+
+    The bytes are what zarr writes for such an array (its ``bytes`` codec is the rows themselves;
+    the last chunk is written whole, zero past the end), so each file is hashed as it is written.
+    Chunk boundaries are the array's, whatever the size of the blocks given to :meth:`write`.
+    """
+
+    def __init__(self, public_dir: Path, array: str, rows: int, row_shape: tuple, digests: dict):
+        self.public_dir, self.array, self.digests = public_dir, array, digests
+        self.buffer = np.zeros((rows, *row_shape), "<f4")
+        self.filled = self.index = 0
+
+    def write(self, block: np.ndarray) -> None:
+        while len(block):
+            take = min(len(self.buffer) - self.filled, len(block))
+            self.buffer[self.filled : self.filled + take] = block[:take]
+            self.filled += take
+            block = block[take:]
+            if self.filled == len(self.buffer):
+                self._flush()
+
+    def close(self) -> None:
+        if self.filled:
+            self.buffer[self.filled :] = 0
+            self._flush()
+
+    def _flush(self) -> None:
+        name = f"{fmt.PUBLIC_ZARR}/{self.array}/c/{self.index}" + "/0" * (self.buffer.ndim - 1)
+        path = self.public_dir / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        f = _HashedFile(path, self.digests, name)
+        f.write(self.buffer)
+        f.close()
+        self.filled, self.index = 0, self.index + 1
+
+
+def _sync_tree(root: Path, progress: bool | None) -> None:
+    """fsync every file and folder under ``root`` (deepest first): the release is on disk before it takes its name.
+
+    Writing leaves most of a large release in the page cache; this is where the disk catches up,
+    so it has its own bar.
+    """
+    tree = [(Path(folder), names) for folder, _, names in os.walk(root, topdown=False)]
+    size = sum((folder / name).stat().st_size for folder, names in tree for name in names)
+    with Progress("sync", size, enabled=progress, unit="B") as bar:
+        for folder, names in tree:
+            for name in names:
+                fd = os.open(folder / name, os.O_RDONLY | os.O_NOFOLLOW)
+                try:
+                    os.fsync(fd)
+                    bar.advance(os.fstat(fd).st_size)
+                finally:
+                    os.close(fd)
+            _sync_folder(folder)
+
+
+def _sync_folder(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _leftover(out: Path, kind: str, pid: int | str = "*") -> Path:
@@ -174,16 +350,20 @@ def generate(
     force: bool = False,
     progress: bool | None = None,
     format_version: int = fmt.FORMAT_VERSION,
+    formats: tuple[str, ...] = DEFAULT_FORMATS,
 ) -> dict:
     """Build the release at ``out`` and return its manifest.
 
-    ``format_version`` 1 exists to reproduce releases of that version byte for byte.
+    ``format_version`` 1 exists to reproduce releases of that version byte for byte; ``formats``
+    chooses the copies of the public arrays (:data:`FORMATS`).  Every file is synced to disk
+    before the release takes its name, and the name itself after.
     """
     if format_version not in fmt.READABLE_VERSIONS:
         raise UsageError(f"format version {format_version}: this tool writes {' and '.join(map(str, fmt.READABLE_VERSIONS))}")
     params.validate()
     if chunk < 1:
         raise UsageError(f"--chunk must be positive, got {chunk}")
+    formats = parse_formats(",".join(formats))
     if params.k_public and public is None:
         raise UsageError(f"--mode {params.mode} needs a public patch bank")
     out = Path(os.path.abspath(out))
@@ -193,9 +373,11 @@ def generate(
         _check_replaceable(out, force)
         tmp = _make_build_folder(out)
         try:
-            manifest = _build(tmp, params, seed, private, public, practice, chunk, progress, format_version)
+            manifest = _build(tmp, params, seed, private, public, practice, chunk, progress, format_version, formats)
             _seal_secrets(tmp / fmt.SECRET_DIR)
+            _sync_tree(tmp, progress)
             _publish(tmp, out)
+            _sync_folder(out.parent)
         except BaseException as e:
             shutil.rmtree(tmp, ignore_errors=True)
             if isinstance(e, OSError) and not isinstance(e, UsageError):
@@ -205,7 +387,7 @@ def generate(
 
 
 def _build(tmp: Path, params: Params, seed: bytes, private: ImageSet, public: ImageSet | None,
-           practice: bool, chunk: int, progress: bool | None, version: int) -> dict:
+           practice: bool, chunk: int, progress: bool | None, version: int, formats: tuple[str, ...]) -> dict:
     N = params.n_encryptions
     bank_size = len(public) if public is not None and params.k_public else 0
     fingerprints = {"private": private.fingerprint(), "public": public.fingerprint() if bank_size else None}
@@ -250,26 +432,38 @@ def _build(tmp: Path, params: Params, seed: bytes, private: ImageSet, public: Im
         version,
     )
     shape = (N, *IMAGE_SHAPE)
-    public_zarr = zarr.open_group(str(public_dir / fmt.PUBLIC_ZARR), mode="w-")
-    public_zarr.attrs.update({"format": "instahide-public", "format_version": version})
-    z_enc = public_zarr.create_array("encryption", shape=shape, chunks=(1024, *IMAGE_SHAPE),
-                                     dtype="float32", compressors=None, fill_value=0)
-    public_zarr.create_array("label", data=labels, chunks=(fmt.ROWS_PER_ZARR_CHUNK, n_classes), compressors=None)
-    np.save(public_dir / fmt.LABEL_FILE, labels)
+    digests: dict[str, str] = {}  # of the files hashed as they were written
+    label_file = _npy_file(public_dir / fmt.LABEL_FILE, labels.shape, digests, fmt.LABEL_FILE)
+    label_file.write(np.ascontiguousarray(labels, "<f4"))
+    label_file.close()
+    copies = [_npy_file(public_dir / fmt.ENCRYPTION_FILE, shape, digests, fmt.ENCRYPTION_FILE)]
+    if "zarr" in formats:
+        public_zarr = zarr.open_group(str(public_dir / fmt.PUBLIC_ZARR), mode="w-")
+        public_zarr.attrs.update({"format": "instahide-public", "format_version": version})
+        public_zarr.create_array("encryption", shape=shape, chunks=(ENCRYPTION_ZARR_ROWS, *IMAGE_SHAPE),
+                                 dtype="float32", compressors=None, fill_value=0)
+        public_zarr.create_array("label", shape=labels.shape, chunks=(fmt.ROWS_PER_ZARR_CHUNK, n_classes),
+                                 dtype="float32", compressors=None, fill_value=0)
+        label_chunks = _ZarrChunks(public_dir, "label", fmt.ROWS_PER_ZARR_CHUNK, labels.shape[1:], digests)
+        label_chunks.write(labels)
+        label_chunks.close()
+        copies.append(_ZarrChunks(public_dir, "encryption", ENCRYPTION_ZARR_ROWS, IMAGE_SHAPE, digests))
     z_signs = keys["encryption/sign_bits"]
     domain_affine = affine(params.domain)
-    with _npy_writer(public_dir / fmt.ENCRYPTION_FILE, shape, "<f4") as enc_file, \
-            Progress("encode", N, enabled=progress) as bar:
+    head = np.zeros((0, *IMAGE_SHAPE), np.float32)  # the first encryptions, for the preview
+    with Progress("write", N, enabled=progress, unit="encryptions") as bar, _written_in_background(copies) as writers:
         for a in range(0, N, chunk):
             b = min(a + chunk, N)
             signs = sign_bits(key, a, b - a) if params.masked else np.zeros((b - a, SIGN_BYTES), np.uint8)
             block = encode(ground_truth, public_images, domain_affine, private_index=plan.private_index[a:b],
                            public_index=public_index[a:b], lam=plan.lam[a:b], sign_bits=signs)
-            enc_file.write(block.data)
-            z_enc[a:b] = block
+            for writer in writers:
+                writer.write(block)
             z_signs[a:b] = signs
+            if len(head) < PREVIEW_COUNT:
+                head = np.concatenate([head, block[: PREVIEW_COUNT - len(head)]])
             bar.advance(b - a)
-    save_png(contact_sheet(to_uint8(z_enc[:PREVIEW_COUNT], params.domain)), public_dir / fmt.PREVIEW_FILE)
+    save_png(contact_sheet(to_uint8(head, params.domain)), public_dir / fmt.PREVIEW_FILE)
 
     store = fmt.KeyStore(keys, params, dict(keys.attrs))
     manifest = Manifest(
@@ -284,7 +478,7 @@ def _build(tmp: Path, params: Params, seed: bytes, private: ImageSet, public: Im
         },
         commitment=fmt.commitment(store),
         version=version,
-        files={name: fmt.sha256_file(public_dir / name) for name in fmt.public_files(public_dir)},
+        files={name: digests.get(name) or fmt.sha256_file(public_dir / name) for name in fmt.public_files(public_dir)},
     ).to_json()
     fmt.write_json(public_dir / fmt.MANIFEST_FILE, manifest)
     return manifest

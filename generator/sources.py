@@ -86,7 +86,7 @@ from generator.images import (
     resize_center_crop,
     walk_image_files,
 )
-from generator.patches import build_patch_bank, load_patch_bank
+from generator.patches import bank_progress, build_patch_bank, load_patch_bank
 
 __all__ = [
     "DEFAULT_BANK_SEED",
@@ -620,7 +620,8 @@ def _bank_from_folder(folder: Path) -> ImageSet:
     """Build a patch bank of an image folder with the default settings, in a temporary place."""
     with tempfile.TemporaryDirectory(prefix="instahide-bank-") as tmp:
         bank = Path(tmp) / "bank.zarr"
-        build_patch_bank(folder, bank, seed=bank_seed(DEFAULT_BANK_SEED))
+        with bank_progress("bank", resumable=False) as hooks:
+            build_patch_bank(folder, bank, seed=bank_seed(DEFAULT_BANK_SEED), **hooks)
         return load_public(bank)
 
 

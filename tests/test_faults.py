@@ -88,10 +88,12 @@ def _failing(real, after: int = 0):
     return write
 
 
-@pytest.mark.parametrize("target", ["label.npy", "preview.png", "manifest.json", "encryption chunk"])
+@pytest.mark.parametrize("target", ["label.npy", "preview.png", "manifest.json", "encryption chunk", "public.zarr chunk"])
 def test_full_disk_at_any_write_leaves_no_partial_release(tmp_path, private_set, public_bank, monkeypatch, target):
     if target == "label.npy":
-        monkeypatch.setattr(release_module.np, "save", _failing(np.save))
+        monkeypatch.setattr(release_module, "_npy_file", _failing(release_module._npy_file))
+    elif target == "public.zarr chunk":  # written by a background thread: its error still reaches the caller
+        monkeypatch.setattr(release_module._ZarrChunks, "_flush", _failing(release_module._ZarrChunks._flush, after=1))
     elif target == "preview.png":
         monkeypatch.setattr(release_module, "save_png", _failing(release_module.save_png))
     elif target == "manifest.json":

@@ -37,6 +37,7 @@ from challenge.labels import weighted_labels
 from challenge.manifest import PREVIEW_COUNT, manifest_problems
 from challenge.params import MAX_ENCRYPTIONS, Params
 from challenge.preview import contact_sheet
+from challenge.progress import Progress
 
 CHECKS = {  # name -> what it verifies, in the order they run
     "manifest": "manifest.json has exactly the format's fields and agrees with the key store",
@@ -80,6 +81,7 @@ class Report:
     findings: list[Finding]
     skipped: list[str]
     n_encryptions: int | None
+    not_published: list[str] = field(default_factory=list)  # checks of copies the release does not hold (--formats)
 
     @property
     def sound(self) -> bool:
@@ -87,7 +89,9 @@ class Report:
 
     def status(self, check: str) -> str:
         count = sum(f.check == check for f in self.findings)
-        return f"FAIL ({count})" if count else "skipped" if check in self.skipped else "ok"
+        if count:
+            return f"FAIL ({count})"
+        return "skipped" if check in self.skipped else "n/a" if check in self.not_published else "ok"
 
     def to_json(self) -> dict:
         return {
@@ -240,6 +244,7 @@ class _Audit:
         self.findings: list[Finding] = []
         self.version = fmt.FORMAT_VERSION  # until the manifest says otherwise
         self.skipped: list[str] = []
+        self.not_published: list[str] = []
         self.tally = _RowTally()
         self.keys_name = self.name(keys)
 
@@ -283,7 +288,10 @@ class _Audit:
         else:
             self.skip(*ROW_CHECKS)
         if params is not None:
-            self.check_public_zarr(arrays)
+            if publishes_zarr(manifest) or os.path.lexists(self.public / fmt.PUBLIC_ZARR):
+                self.check_public_zarr(arrays)
+            else:  # generate --formats npy: the .npy files are the only copy
+                self.not_published.append("public_zarr")
             self.check_preview(params, arrays)
         else:
             self.skip("public_zarr", "preview")
@@ -300,7 +308,7 @@ class _Audit:
         self.findings.sort(key=lambda f: order.index(f.check))
         failed = {f.check for f in self.findings}
         skipped = [c for c in self.skipped if c not in failed]
-        return Report(self.findings, skipped, n)
+        return Report(self.findings, skipped, n, self.not_published)
 
     # --- manifest -----------------------------------------------------------------------------
 
@@ -367,11 +375,14 @@ class _Audit:
         return usable
 
     def check_digests(self, manifest: dict, names: set[str]) -> None:
-        for name in sorted(names):
-            digest, listed = fmt.sha256_file(self.public / name), manifest["files"][name]
-            if digest != listed:
-                self.find("digests", f"{fmt.PUBLIC_DIR}/{name}", "",
-                          f"SHA-256 {digest[:16]}... differs from public/manifest.json's {str(listed)[:16]}...")
+        sizes = {name: os.stat(self.public / name, follow_symlinks=False).st_size for name in names}
+        with Progress("digests", sum(sizes.values()), unit="B") as bar:
+            for name in sorted(names):
+                digest, listed = fmt.sha256_file(self.public / name), manifest["files"][name]
+                if digest != listed:
+                    self.find("digests", f"{fmt.PUBLIC_DIR}/{name}", "",
+                              f"SHA-256 {digest[:16]}... differs from public/manifest.json's {str(listed)[:16]}...")
+                bar.advance(sizes[name])
 
     # --- key store ------------------------------------------------------------------------------
 
@@ -436,9 +447,11 @@ class _Audit:
             rows = _Rows(params, t, arrays, key, store.version, random_order(key, "order", params.n_encryptions),
                          _source_size(manifest, "public", params.k_public),
                          np.zeros(params.n_private, np.int64), np.zeros(len(t["public/images"]), bool))
-            for a in range(0, params.n_encryptions, self.chunk):
-                b = min(a + self.chunk, params.n_encryptions)
-                self.check_chunk(rows, a, *(store.rows(f"encryption/{name}", a, b) for name in _PER_ENCRYPTION))
+            with Progress("audit", params.n_encryptions, unit="encryptions") as bar:
+                for a in range(0, params.n_encryptions, self.chunk):
+                    b = min(a + self.chunk, params.n_encryptions)
+                    self.check_chunk(rows, a, *(store.rows(f"encryption/{name}", a, b) for name in _PER_ENCRYPTION))
+                    bar.advance(b - a)
         except fmt.FormatError as e:
             self.store_error("key_store", e)
             return
@@ -643,6 +656,12 @@ def _contains(path: Path, needles: tuple[bytes, ...], block: int = 1 << 20) -> b
                 return True
             tail = data[-overlap:]
     return False
+
+
+def publishes_zarr(manifest: dict) -> bool:
+    """Whether the manifest lists public.zarr (``generate --formats`` with zarr, the default)."""
+    listed = manifest.get("files")
+    return isinstance(listed, dict) and any(str(name).startswith(fmt.PUBLIC_ZARR + "/") for name in listed)
 
 
 def json_get(obj, *keys):

@@ -82,6 +82,12 @@ class Published:
         return self.store.read("seed").tobytes()
 
     @property
+    def files(self) -> dict:
+        """The manifest's ``files`` (empty when malformed): which formats to regenerate."""
+        files = self.manifest.get("files")
+        return files if isinstance(files, dict) else {}
+
+    @property
     def practice(self) -> bool:
         return json_get(self.manifest, "seed", "kind") == "practice"
 

@@ -27,6 +27,7 @@ from challenge.errors import UsageError
 from challenge.files import UnsafeFile, read_json
 from challenge.geometry import IMAGE_SHAPE, IMAGE_VALUES
 from challenge.npy import ACCEPTED_DTYPES, MAX_HEADER_BYTES, ROWS, NpyFile, read_npy_header
+from challenge.progress import Progress
 from challenge.submission import DECRYPTION_FILE, METADATA_FILE, Expected
 from challenge.text import printable
 
@@ -252,9 +253,11 @@ def validate(folder: Path, expected: Expected, *, rows: int = ROWS,
         return result  # the rows cannot be read meaningfully
     result.array = array
     tally = ValueTally(expected)
-    for start, block in array.chunks(rows):
-        tally.add(start, block)
-        if on_rows is not None and tally.clean and not result.problems:
-            on_rows(start, centered(block, expected.domain))
+    with Progress("score" if on_rows is not None else "validate", expected.n, unit="encryptions") as bar:
+        for start, block in array.chunks(rows):
+            tally.add(start, block)
+            if on_rows is not None and tally.clean and not result.problems:
+                on_rows(start, centered(block, expected.domain))
+            bar.advance(len(block))
     result.problems += tally.problems()
     return result

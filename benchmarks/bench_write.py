@@ -1,0 +1,99 @@
+"""Release bytes written per second by ``generate``, against a plain sequential write of the same size.
+
+Both are measured in this run, on the same disk, and both end with their data on the disk:
+``generate`` fsyncs every file before it publishes the release (docs/FORMAT.md section 1), the
+plain write is one file written in 4 MiB blocks and fsynced. ``generate`` runs in this process
+after a small warm-up release, so numba compilation and imports are not counted; the source data
+is the embedded data, loaded before timing. Each format set is timed between two plain writes of
+its encryptions' size, and its ratio is its bytes per second over their mean (the disk's speed
+drifts with other load).
+
+    python benchmarks/bench_write.py [--encryptions 200000] [--workdir DIR]
+
+Needs the default release's size free plus a margin (one file or release exists at a time); the
+script checks and refuses otherwise. Exit status 1 if a ratio is below 0.8.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from challenge.params import Params  # noqa: E402
+from generator.default_data import default_private, default_public  # noqa: E402
+from generator.release import generate  # noqa: E402
+
+SEED = bytes.fromhex("9f3c1e7a5b2d8046e1c7a93f5d0b6e28c4a7f19e3b5d0c826f4a1e9b7d3c5a08")
+TARGET = 0.8
+
+
+def folder_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def plain_write(path: Path, size: int, block: int = 4 << 20) -> float:
+    """Seconds to write ``size`` bytes sequentially and fsync them."""
+    data = os.urandom(block)
+    start = time.perf_counter()
+    with open(path, "wb") as f:
+        for offset in range(0, size, block):
+            f.write(data[: min(block, size - offset)])
+        f.flush()
+        os.fsync(f.fileno())
+    seconds = time.perf_counter() - start
+    path.unlink()
+    return seconds
+
+
+def timed_generate(out: Path, params: Params, data, formats: tuple[str, ...]) -> tuple[float, int]:
+    start = time.perf_counter()
+    generate(out, params, SEED, *data, formats=formats, progress=False)
+    seconds = time.perf_counter() - start
+    size = folder_bytes(out)
+    shutil.rmtree(out)
+    return seconds, size
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--encryptions", type=int, default=200_000, help="multiple of 100 (default: %(default)s)")
+    parser.add_argument("--workdir", type=Path, help="where to write (default: the system's temporary folder)")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="bench-write-", dir=args.workdir))
+    need = int(1.2 * args.encryptions * 3072 * 4 * 2)
+    free = shutil.disk_usage(work).free
+    if free < need:
+        shutil.rmtree(work)
+        raise SystemExit(f"{work}: {free / 1e9:.1f} GB free, need {need / 1e9:.1f} GB; use a smaller --encryptions")
+    try:
+        data = default_private(), default_public()
+        generate(work / "warm", Params(n_private=20, per_image=5), SEED, *data, progress=False)  # compile, cache
+        shutil.rmtree(work / "warm")
+        params = Params(per_image=args.encryptions // 100)
+        print(f"{params.n_encryptions:,} encryptions in {work} (free: {free / 1e9:.0f} GB)")
+        worst = float("inf")
+        for formats in (("npy", "zarr"), ("npy",)):
+            nominal = params.n_encryptions * 3072 * 4 * len(formats)  # the encryptions: all but ~1 % of a release
+            before = nominal / plain_write(work / "plain", nominal)
+            seconds, size = timed_generate(work / "r", params, data, formats)
+            after = nominal / plain_write(work / "plain", nominal)
+            plain = (before + after) / 2
+            ratio = size / seconds / plain
+            worst = min(worst, ratio)
+            print(f"--formats {','.join(formats):<8} {size / 1e9:5.2f} GB in {seconds:6.2f} s = {size / 1e6 / seconds:4.0f} MB/s;"
+                  f" plain write + fsync of {nominal / 1e9:.2f} GB before/after: {before / 1e6:4.0f} / {after / 1e6:4.0f} MB/s;"
+                  f" ratio {ratio:.2f} (target >= {TARGET})")
+        return 0 if worst >= TARGET else 1
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
