@@ -36,6 +36,7 @@ __all__ = [
     "read_bytes",
     "read_json",
     "read_text",
+    "safe_name",
     "write_atomic",
 ]
 
@@ -214,3 +215,9 @@ def write_atomic(path: str | os.PathLike, data: bytes | str, *, mode: int = 0o64
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def safe_name(name: str) -> bool:
+    """A relative POSIX path that stays inside its folder."""
+    parts = name.split("/")
+    return bool(name) and "\\" not in name and "\0" not in name and all(p not in ("", ".", "..") for p in parts)

@@ -20,7 +20,7 @@ from challenge.geometry import IMAGE_SHAPE
 from challenge.params import MAX_ENCRYPTIONS, Params
 
 __all__ = ["FIELDS", "FORMAT_NAME", "Manifest", "PREVIEW_COUNT", "SEED_NOTES",
-           "expected_arrays", "manifest_problems", "read_manifest"]
+           "expected_arrays", "json_get", "manifest_problems", "read_manifest"]
 
 FORMAT_NAME = "instahide-challenge-release"
 PREVIEW_COUNT = 64  # encryptions on preview.png
@@ -170,3 +170,10 @@ def read_manifest(path: Path) -> dict:
     if domain not in DOMAINS:
         raise UsageError(f"{manifest_path}: params.domain is {domain!r}, expected one of {', '.join(DOMAINS)}")
     return manifest
+
+
+def json_get(obj, *keys):
+    """``obj[k1][k2]...`` through JSON objects, or None where a level is missing or not an object."""
+    for key in keys:
+        obj = obj.get(key) if isinstance(obj, dict) else None
+    return obj

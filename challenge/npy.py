@@ -6,6 +6,7 @@ count every touched page towards the resident set).
 
 from __future__ import annotations
 
+import io
 import math
 import os
 from dataclasses import dataclass
@@ -14,11 +15,12 @@ from typing import Iterator
 
 import numpy as np
 
+from challenge import format as fmt
 from challenge.errors import UsageError
 from challenge.files import UnsafeFile, open_regular
 from challenge.text import printable
 
-__all__ = ["ACCEPTED_DTYPES", "MAX_HEADER_BYTES", "NpyFile", "ROWS", "read_npy_header"]
+__all__ = ["ACCEPTED_DTYPES", "MAX_HEADER_BYTES", "NpyFile", "ROWS", "npy_header", "open_npy", "read_npy_header"]
 
 ROWS = 2048  # rows read (and scored) at a time: about 50 MB of float64 working memory
 MAX_HEADER_BYTES = 10_000  # numpy's own limit for the header text
@@ -121,3 +123,46 @@ def _parse_npy_header(f, name: str) -> tuple | str:
     else:
         return f"{name}: .npy format version {version[0]}.{version[1]}; expected 1.0 or 2.0 (what np.save writes)"
     return shape, fortran, dtype, f.tell()
+
+
+# --- a release's own arrays, whose header is known exactly ----------------------------------------
+
+def npy_header(shape: tuple) -> bytes:
+    """The exact .npy 1.0 header ``np.save`` writes for a little-endian float32 C-order array."""
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buffer, {"descr": "<f4", "fortran_order": False, "shape": tuple(shape)})
+    return buffer.getvalue()
+
+
+def open_npy(path: Path, shape: tuple) -> np.ndarray:
+    """Memory-map a float32 .npy file whose header and size are exactly those of ``shape``.
+
+    Nothing is parsed or unpickled: the header bytes are compared with the one expected, so a
+    hostile header (objects, a huge shape, Fortran order) is refused before any data is touched.
+    """
+    header = npy_header(shape)
+    try:
+        with open_regular(path, follow_symlinks=False) as f:
+            head = f.read(1 << 16)
+    except UnsafeFile as e:
+        raise fmt.FormatError(str(e).split(": ", 1)[-1]) from None
+    if head[: len(header)] != header:
+        raise fmt.FormatError(f"header is not the .npy 1.0 header of float32 {tuple(shape)} C order ({_describe_npy(head)})")
+    size, expected = path.stat().st_size, len(header) + 4 * int(np.prod(shape))
+    if size != expected:
+        raise fmt.FormatError(f"{size} bytes, expected {expected} ({'truncated' if size < expected else 'bytes after the array'})")
+    return np.memmap(path, dtype="<f4", mode="r", offset=len(header), shape=tuple(shape))
+
+
+def _describe_npy(head: bytes) -> str:
+    """What a header says, for the message; parsed without ever unpickling."""
+    readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+    try:
+        stream = io.BytesIO(head)
+        version = np.lib.format.read_magic(stream)
+        if version not in readers:
+            return f"it is .npy version {version}"
+        shape, fortran, dtype = readers[version](stream)
+        return f"it says {dtype} {shape}{' Fortran order' if fortran else ''}"
+    except Exception as e:  # any malformed header: describe it, never raise
+        return f"unreadable header: {type(e).__name__}"

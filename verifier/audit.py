@@ -12,18 +12,15 @@ hold nothing else: no seed, mask, index or private pixel.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import re
 import struct
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import zarr
-from PIL import Image
 
 from challenge import files
 from challenge import format as fmt
@@ -34,9 +31,11 @@ from challenge.geometry import IMAGE_SHAPE
 from challenge.keys import distinct_below, lambda_rows, select_private, sign_bits
 from challenge.keystream import random_order, row_words, stream_key
 from challenge.labels import weighted_labels
-from challenge.manifest import PREVIEW_COUNT, manifest_problems
+from challenge.files import safe_name
+from challenge.manifest import PREVIEW_COUNT, json_get, manifest_problems
+from challenge.npy import open_npy
 from challenge.params import MAX_ENCRYPTIONS, Params
-from challenge.preview import contact_sheet
+from challenge.preview import contact_sheet, read_png
 from challenge.progress import Progress
 
 CHECKS = {  # name -> what it verifies, in the order they run
@@ -112,95 +111,6 @@ def audit(release: Path, keys: Path, chunk: int = 4096) -> Report:
     if chunk < 1:
         raise UsageError(f"--chunk must be positive, got {chunk}")
     return _Audit(release, keys, chunk).run()
-
-
-def npy_header(shape: tuple) -> bytes:
-    """The exact .npy 1.0 header ``np.save`` writes for a little-endian float32 C-order array."""
-    buffer = io.BytesIO()
-    np.lib.format.write_array_header_1_0(buffer, {"descr": "<f4", "fortran_order": False, "shape": tuple(shape)})
-    return buffer.getvalue()
-
-
-def open_npy(path: Path, shape: tuple) -> np.ndarray:
-    """Memory-map a float32 .npy file whose header and size are exactly those of ``shape``.
-
-    Nothing is parsed or unpickled: the header bytes are compared with the one expected, so a
-    hostile header (objects, a huge shape, Fortran order) is refused before any data is touched.
-    """
-    header = npy_header(shape)
-    if path.is_symlink() or not path.is_file():
-        raise fmt.FormatError("not a regular file")
-    with open(path, "rb") as f:
-        head = f.read(1 << 16)
-    if head[: len(header)] != header:
-        raise fmt.FormatError(f"header is not the .npy 1.0 header of float32 {tuple(shape)} C order ({_describe_npy(head)})")
-    size, expected = path.stat().st_size, len(header) + 4 * int(np.prod(shape))
-    if size != expected:
-        raise fmt.FormatError(f"{size} bytes, expected {expected} ({'truncated' if size < expected else 'bytes after the array'})")
-    return np.memmap(path, dtype="<f4", mode="r", offset=len(header), shape=tuple(shape))
-
-
-def _describe_npy(head: bytes) -> str:
-    """What a header says, for the message; parsed without ever unpickling."""
-    readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
-    try:
-        stream = io.BytesIO(head)
-        version = np.lib.format.read_magic(stream)
-        if version not in readers:
-            return f"it is .npy version {version}"
-        shape, fortran, dtype = readers[version](stream)
-        return f"it says {dtype} {shape}{' Fortran order' if fortran else ''}"
-    except Exception as e:  # any malformed header: describe it, never raise
-        return f"unreadable header: {type(e).__name__}"
-
-
-def png_chunks(data: bytes) -> list[tuple[bytes, bytes]]:
-    """(type, payload) of every PNG chunk; ValueError for a broken signature or trailing bytes."""
-    if data[:8] != b"\x89PNG\r\n\x1a\n":
-        raise ValueError("not a PNG file")
-    chunks, i = [], 8
-    while i < len(data):
-        if i + 12 > len(data):
-            raise ValueError("truncated chunk")
-        (length,) = struct.unpack(">I", data[i : i + 4])
-        chunks.append((data[i + 4 : i + 8], data[i + 8 : i + 8 + length]))
-        i += 12 + length
-        if chunks[-1][0] == b"IEND":
-            break
-    if i != len(data):
-        raise ValueError("bytes after IEND" if i < len(data) else "truncated chunk")
-    if not chunks:
-        raise ValueError("no chunks after the PNG signature")
-    return chunks
-
-
-def read_png(path: Path, width: int, height: int) -> np.ndarray:
-    """The RGB pixels of a PNG that must be ``width`` x ``height`` 8-bit RGB made of IHDR, IDAT and IEND only.
-
-    The file is read with a cap and its header checked before anything is decoded, so a PNG
-    claiming 100000 x 100000 pixels is refused without allocating them.  ValueError (or
-    :class:`challenge.files.UnsafeFile`, a ValueError too) says what is wrong.
-    """
-    raw = height * (3 * width + 1)  # the filtered scanlines; zlib never more than doubles them
-    data = files.read_bytes(path, 2 * raw + 4096, what=f"{width}x{height} PNG")
-    chunks = png_chunks(data)
-    kinds = [kind for kind, _ in chunks]
-    if kinds[0] != b"IHDR" or set(kinds[1:-1]) != {b"IDAT"} or kinds[-1] != b"IEND":
-        raise ValueError(f"chunks {sorted(set(k.decode('latin-1') for k in kinds))}, expected IHDR, IDAT, IEND only")
-    ihdr = struct.unpack(">IIBB", chunks[0][1][:10])
-    if ihdr != (width, height, 8, 2):
-        raise ValueError(f"IHDR {ihdr}, expected {width}x{height} 8-bit RGB")
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            return np.asarray(image.convert("RGB"))
-    except (OSError, SyntaxError, struct.error, zlib.error, Image.DecompressionBombError) as e:
-        raise ValueError(f"does not decode ({type(e).__name__}: {e})") from None
-
-
-def safe_name(name: str) -> bool:
-    """A relative POSIX path that stays inside its folder."""
-    parts = name.split("/")
-    return bool(name) and "\\" not in name and "\0" not in name and all(p not in ("", ".", "..") for p in parts)
 
 
 @dataclass
@@ -662,13 +572,6 @@ def publishes_zarr(manifest: dict) -> bool:
     """Whether the manifest lists public.zarr (``generate --formats`` with zarr, the default)."""
     listed = manifest.get("files")
     return isinstance(listed, dict) and any(str(name).startswith(fmt.PUBLIC_ZARR + "/") for name in listed)
-
-
-def json_get(obj, *keys):
-    """``obj[k1][k2]...`` through JSON objects, or None where a level is missing or not an object."""
-    for key in keys:
-        obj = obj.get(key) if isinstance(obj, dict) else None
-    return obj
 
 
 def _source_size(manifest: dict, role: str, minimum: int) -> int | None:

@@ -18,7 +18,9 @@ from challenge.domain import to_uint8
 from challenge.errors import UsageError
 from challenge.geometry import IMAGE_SHAPE
 from challenge.preview import contact_sheet, save_png
-from verifier.audit import json_get, open_npy, safe_name
+from challenge.files import safe_name
+from challenge.manifest import json_get
+from challenge.npy import open_npy
 
 
 def public_folder(release: Path) -> Path:

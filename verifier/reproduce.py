@@ -25,7 +25,11 @@ from challenge.geometry import IMAGE_SHAPE, IMAGE_VALUES
 from challenge.imageset import ImageSet
 from challenge.params import Params
 from challenge.text import printable
-from verifier.audit import json_get, open_npy, read_png, rows_differ, safe_name
+from challenge.files import safe_name
+from challenge.manifest import json_get
+from challenge.npy import open_npy
+from challenge.preview import read_png
+from verifier.audit import rows_differ
 
 
 @dataclass(frozen=True)
