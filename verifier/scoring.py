@@ -28,7 +28,7 @@ from verifier import metrics
 from challenge.npy import ROWS
 from challenge.submission import DECRYPTION_FILE, Expected, expected_from_keys, open_for_scoring
 from challenge.text import printable
-from verifier.submission import Validation, ValueTally, _check_shape, centered, validate
+from verifier.submission import Validation, ValueTally, check_shape, centered, validate
 
 __all__ = [
     "DECIMALS", "HEADLINE", "PARTS", "SUCCESS_SSIM", "Accumulator", "Scores", "format_table", "holdout_mask",
@@ -190,7 +190,7 @@ def score_array(decryption, keys: Path | str | fmt.KeyStore, *, release: Path | 
     else:
         expected, store = open_for_scoring(None if release is None else Path(release), Path(keys))
     decryption = np.asarray(decryption)
-    problems = _check_shape(decryption, expected)
+    problems = check_shape(decryption, expected)
     if not problems:
         tally = ValueTally(expected)
         for start in range(0, expected.n, rows):

@@ -31,8 +31,8 @@ from challenge.progress import Progress
 from challenge.submission import DECRYPTION_FILE, METADATA_FILE, Expected
 from challenge.text import printable
 
-__all__ = ["METADATA_FIELDS", "RANGE_TOLERANCE", "Validation", "ValueTally", "centered", "largest_valid_bytes",
-           "submission_date", "validate"]
+__all__ = ["METADATA_FIELDS", "RANGE_TOLERANCE", "Validation", "ValueTally", "centered", "check_shape",
+           "largest_valid_bytes", "submission_date", "validate"]
 
 MAX_METADATA_BYTES = 65_536
 METADATA_FIELDS = {
@@ -161,7 +161,8 @@ class Validation:
         return not self.problems
 
 
-def _check_shape(array: NpyFile, expected: Expected) -> list[str]:
+def check_shape(array, expected: Expected) -> list[str]:
+    """Problems with the dtype and shape of a submission (a checked .npy header or an array)."""
     name, shape, want = DECRYPTION_FILE, array.shape, expected.shape
     problems = []
     if array.dtype.newbyteorder("=").name not in ACCEPTED_DTYPES:
@@ -247,7 +248,7 @@ def validate(folder: Path, expected: Expected, *, rows: int = ROWS,
         return result
     array, file_problems = read_npy_header(path, largest_valid_bytes(expected))
     if array is not None:
-        file_problems += _check_shape(array, expected)
+        file_problems += check_shape(array, expected)
     result.problems += file_problems
     if file_problems:
         return result  # the rows cannot be read meaningfully
