@@ -99,12 +99,19 @@ def kill_at_rename(n: int, *args: str) -> int:
     return subprocess.run([sys.executable, "-c", KILL_AT_RENAME, str(n), *args], capture_output=True, timeout=300).returncode
 
 
-def test_killed_between_the_renames_restores_the_old_release_with_its_keys(tmp_path):
+def replaced_then_killed(tmp_path, at_rename: int):
+    """A release at tmp_path/r, then a --force replacement SIGKILLed at its ``at_rename``-th rename;
+    returns the folder and the first release's manifest."""
     out = tmp_path / "r"
     assert run_cli("generate", "--out", str(out), *TINY_ARGS).returncode == 0
     before = manifest(out)
     other = ["--n-private", "20", "--per-image", "5", "--seed", STRONG[::-1]]
-    assert kill_at_rename(2, "generate", "--out", str(out), "--force", *other) == -signal.SIGKILL
+    assert kill_at_rename(at_rename, "generate", "--out", str(out), "--force", *other) == -signal.SIGKILL
+    return out, before
+
+
+def test_killed_between_the_renames_restores_the_old_release_with_its_keys(tmp_path):
+    out, before = replaced_then_killed(tmp_path, 2)
     assert not out.exists() and any(name.startswith(".r.old-") for name in siblings(tmp_path))
     result = run_cli("generate", "--out", str(out), *TINY_ARGS)  # the next run, without --force
     assert result.returncode == 2 and "restored" in result.stderr and "exists" in result.stderr, result.stderr
@@ -113,11 +120,7 @@ def test_killed_between_the_renames_restores_the_old_release_with_its_keys(tmp_p
 
 
 def test_killed_after_the_new_release_took_the_name_keeps_the_old_one(tmp_path):
-    out = tmp_path / "r"
-    assert run_cli("generate", "--out", str(out), *TINY_ARGS).returncode == 0
-    before = manifest(out)
-    other = ["--n-private", "20", "--per-image", "5", "--seed", STRONG[::-1]]
-    assert kill_at_rename(3, "generate", "--out", str(out), "--force", *other) == -signal.SIGKILL
+    out, before = replaced_then_killed(tmp_path, 3)
     old = [tmp_path / name for name in siblings(tmp_path) if name.startswith(".r.old-")]
     assert len(old) == 1 and manifest(old[0]) == before
     result = run_cli("generate", "--out", str(out), "--force", *TINY_ARGS)
