@@ -93,6 +93,7 @@ from generator.images import (
     MAX_ARRAY_BYTES,
     ImageTooLarge,
     SourceError,
+    count_note,
     open_image,
     scaled_size,
     to_rgb8,
@@ -354,10 +355,10 @@ def _process_chunk(root: str, items: list[tuple[int, str]], key: bytes, crops: i
         except DECODE_ERRORS as e:  # ImageTooLarge included: stored as unreadable, counted apart
             unreadable.append(idx)
             if isinstance(e, ImageTooLarge):
-                notes["skipped_oversized"] = notes.get("skipped_oversized", 0) + 1
+                count_note(notes, "skipped_oversized")
             continue
         if converted:
-            notes[f"converted_{converted}"] = notes.get(f"converted_{converted}", 0) + 1
+            count_note(notes, f"converted_{converted}")
         h, w = img.shape[:2]
         for x0, y0 in crop_positions(key, rel, w, h, crops):
             cand.append(img[y0 : y0 + PATCH, x0 : x0 + PATCH])

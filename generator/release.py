@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
-import io
 import os
 import queue
 import shutil
@@ -35,12 +34,14 @@ from challenge.keys import draw_plan, sign_bits
 from challenge.keystream import stream_context, stream_key
 from challenge.labels import weighted_labels
 from challenge.manifest import PREVIEW_COUNT, Manifest
+from challenge.npy import npy_header
 from challenge.params import Params
 from challenge.preview import contact_sheet, save_png
 from challenge.progress import Progress
 
-FORMATS = ("npy", "zarr")  # the copies of the public arrays a release can hold (docs/FORMAT.md section 1)
-DEFAULT_FORMATS = FORMATS  # .npy for 2020-era code and every reader of ours; public.zarr for chunked readers
+# the copies of the public arrays a release can hold, all by default (docs/FORMAT.md section 1): .npy for
+# 2020-era code and every reader of ours, public.zarr for chunked readers
+FORMATS = ("npy", "zarr")
 ENCRYPTION_ZARR_ROWS = 1024  # rows per chunk of public.zarr/encryption (docs/FORMAT.md section 5)
 
 
@@ -56,7 +57,7 @@ def parse_formats(text: str) -> tuple[str, ...]:
 
 def formats_of(files: dict) -> tuple[str, ...]:
     """The formats a release was written with, from its manifest's ``files``: what reproduce regenerates."""
-    return ("npy", "zarr") if any(name.startswith(fmt.PUBLIC_ZARR + "/") for name in files) else ("npy",)
+    return FORMATS if any(name.startswith(fmt.PUBLIC_ZARR + "/") for name in files) else ("npy",)
 
 
 class _HashedFile:
@@ -147,9 +148,7 @@ def _written_in_background(copies: list):
 def _npy_file(path: Path, shape: tuple, digests: dict, name: str) -> _HashedFile:
     """A hashed ``.npy`` file with the version-1.0 header ``np.save`` writes; the caller appends C-order float32 rows."""
     f = _HashedFile(path, digests, name)
-    header = io.BytesIO()
-    np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False, "shape": shape})
-    f.write(header.getvalue())
+    f.write(npy_header(shape))
     return f
 
 
@@ -350,7 +349,7 @@ def generate(
     force: bool = False,
     progress: bool | None = None,
     format_version: int = fmt.FORMAT_VERSION,
-    formats: tuple[str, ...] = DEFAULT_FORMATS,
+    formats: tuple[str, ...] = FORMATS,
 ) -> dict:
     """Build the release at ``out`` and return its manifest.
 
