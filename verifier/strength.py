@@ -22,10 +22,9 @@ from challenge import format as fmt
 from challenge.domain import to_uint8
 from challenge.errors import UsageError
 from challenge.files import write_atomic
-from challenge.manifest import read_manifest
 from challenge.npy import read_npy_header
 from challenge.preview import contact_sheet, save_png
-from challenge.submission import Expected, encryption_blocks, expected_from_manifest, write_submission
+from challenge.submission import Expected, encryption_blocks, open_for_scoring, write_submission
 from verifier.baselines import floor_blocks, pairing_blocks
 from verifier.scoring import SUCCESS_SSIM, Scores, score
 
@@ -59,13 +58,8 @@ def strength(release_path: Path, keys: Path, out: Path, attacks: list[tuple[str,
     """Run, score and report the keyless ``attacks`` (name, writer) beside the floors and the key-given
     pairing baseline; returns the report written to strength.json.  The attacks come from the caller
     (the command tree), so the verifier imports none."""
-    manifest = read_manifest(release_path)
-    params = fmt.read_params(manifest["params"], f"{release_path}: manifest params")
-    expected = expected_from_manifest(manifest)
-    store = fmt.open_key_store(keys)
-    if manifest.get("params") != store.params.to_dict():
-        raise UsageError(f"{keys}: key store parameters differ from those of {release_path}: not this release's keys")
-    fmt.check_commitment(manifest, store, release_path, keys)
+    expected, store = open_for_scoring(release_path, keys)  # the keys the release commits to
+    params = store.params
     report_path = Path(out) / STRENGTH_JSON
     if report_path.exists() and not force:
         raise UsageError(f"{report_path}: already exists; pass --force to replace it")
