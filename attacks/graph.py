@@ -47,7 +47,6 @@ class GraphResult:
     groups: np.ndarray  # int32 (N, k_private): the groups (recovered private images) of each encryption
     lam: np.ndarray  # float64 (N, k_private): their lambdas
     images: np.ndarray  # float32 (n_private, 3072): the reconstructed private images, domain values
-    group_class: np.ndarray  # int64 (n_private,)
 
     def first_choice(self) -> np.ndarray:
         """Per encryption, its group with the largest lambda: the best-determined image in it."""
@@ -352,7 +351,6 @@ def _icm(corr, gram, present, group_class, groups, lam_of, sweeps):
 
 @njit(cache=True)
 def _covers(cur, group_class, present):
-    count = 0
     for c in range(present.shape[0]):
         if present[c]:
             found = False
@@ -361,7 +359,6 @@ def _covers(cur, group_class, present):
                     found = True
             if not found:
                 return False
-            count += 1
     return True
 
 
@@ -421,9 +418,8 @@ def pair_accuracy(groups: np.ndarray, truth: np.ndarray, n_private: int) -> floa
 
 # --- the attack ----------------------------------------------------------------------------------
 
-def graph_attack(release: PublicRelease, *, rounds: int = 10, rows: int = 4096, seed: int = 0,
-                 truth: np.ndarray | None = None, log=None) -> GraphResult:
-    """Run steps 1-4 on a release's public files; ``truth`` (keys) only feeds ``log`` diagnostics."""
+def graph_attack(release: PublicRelease, *, rounds: int = 10, rows: int = 4096, seed: int = 0) -> GraphResult:
+    """Run steps 1-4 on a release's public files."""
     p = release.params
     n, m = p.n_private, p.k_private
     labels = release.labels
@@ -432,7 +428,6 @@ def graph_attack(release: PublicRelease, *, rounds: int = 10, rows: int = 4096, 
     sizes = class_sizes(labels, m, n)
     group_class = np.repeat(np.arange(len(sizes)), sizes)
     groups = initial_groups(unit_rows(z), labels, m, sizes, seed)
-    _log(log, "grouping", truth, groups, n)
     expected = len(z) * m / n
     for _ in range(rounds):
         lam = private_lambdas(groups, group_class, labels)
@@ -441,9 +436,7 @@ def graph_attack(release: PublicRelease, *, rounds: int = 10, rows: int = 4096, 
         if split:
             lam = private_lambdas(groups, group_class, labels)
             images, public_term = fit_images(z, groups, lam, mu, n, rows)
-            _log(log, "split", truth, groups, n)
         moved = reassign(z, images, public_term, groups, labels, group_class, mu, rows=rows)
-        _log(log, "refine", truth, moved, n)
         if np.array_equal(moved, groups) and not split:
             break
         groups = moved
@@ -459,9 +452,4 @@ def graph_attack(release: PublicRelease, *, rounds: int = 10, rows: int = 4096, 
         moments += _moments(magnitudes(block, p), groups[start:stop], lam[start:stop], mu[start:stop], n)
         start = stop
     images = _solve(gram, moments)[:n]
-    return GraphResult(groups, lam, images.astype(np.float32), group_class)
-
-
-def _log(log, step, truth, groups, n) -> None:
-    if log is not None:
-        log(step, None if truth is None or groups is None else pair_accuracy(groups, truth, n))
+    return GraphResult(groups, lam, images.astype(np.float32))

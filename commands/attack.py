@@ -80,11 +80,10 @@ def _load_pool(path: Path | None):
 
 def _embedded_pool(release):
     """The embedded demo data when the release was built from it (its fingerprint is in the manifest)."""
-    from generator.default_data import default_private
+    from challenge.manifest import json_get
 
-    source = (release.manifest.get("sources") or {}).get("private") or {}
-    pool = default_private()
-    return pool if source.get("fingerprint") == pool.fingerprint() else None
+    pool = _load_pool(None)
+    return pool if json_get(release.manifest, "sources", "private", "fingerprint") == pool.fingerprint() else None
 
 
 def _finish(args, summary: dict) -> int:
@@ -129,13 +128,15 @@ def _run_strength(args) -> int:
     from attacks.submit import write_graph, write_pool
     from verifier.strength import STRENGTH_HTML, STRENGTH_JSON, strength
 
-    pool = _load_pool(args.pool) if args.pool is not None else None
     release = open_public(args.release)
-    pool = pool if pool is not None else _embedded_pool(release)
+    pool = _load_pool(args.pool) if args.pool is not None else _embedded_pool(release)
     attacks = []
     if pool is not None:
-        attacks.append(("pool", lambda d, store: (write_pool(release, pool, d, args.force, args.rows),
-                                                  {"pool_size": len(pool)})[1]))
+        def pool_writer(d: Path, store) -> dict:
+            write_pool(release, pool, d, args.force, args.rows)
+            return {"pool_size": len(pool)}
+
+        attacks.append(("pool", pool_writer))
 
     def graph(d: Path, store) -> dict:
         result = write_graph(release, d, args.force, args.rows)
