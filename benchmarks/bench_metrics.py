@@ -8,7 +8,9 @@ the subset scales).  --pairs and --skimage-pairs count pairs at 32x32x3; other s
 pairs as hold the same number of values (at least 20 and 4), so every shape takes about as long.
 Each side is timed as its best of several runs (the machine may be shared).  Prints pairs/s for
 each and their ratio per shape: the goal is >= 100, and the exit status is 1 below 50 at any shape
-(or if the two disagree by more than 1e-6).
+(or if the two disagree by more than 1e-6).  Also prints the ratio of pairs per CPU second, which
+other load on the machine distorts less (score_pairs' wall-time rate is at most that many times
+its thread count).
 
     python benchmarks/bench_metrics.py [--shapes 32x32x3,28x28x1,64x64x3,224x224x3] [--pairs 10000]
                                        [--skimage-pairs 1000] [--per-row 1] [--repeats 10]
@@ -108,6 +110,8 @@ def bench_shape(shape, args) -> bool:
     print(f"  skimage loop: {nslow} pairs in {slow_s:.4f} s = {slow_rate:,.1f} pairs/s "
           f"(best of {args.skimage_repeats}, one thread; {slow_cpu / slow_s:.2f} cores busy)")
     print(f"  ratio       : {ratio:.1f}x (goal >= {GOAL_RATIO:.0f}x, required >= {MIN_RATIO:.0f}x)")
+    print(f"  per CPU second: {npairs / fast_cpu:,.0f} and {nslow / slow_cpu:,.1f} pairs, "
+          f"{(npairs / fast_cpu) / (nslow / slow_cpu):.1f}x (what a shared machine leaves comparable)")
     print(f"  max |difference| vs skimage/numpy on the shared pairs: {max_diff:.2e}")
     ok = True
     if max_diff > 1e-6:

@@ -97,14 +97,16 @@ _BLOCK = 8  # S-map lanes are computed in whole vectors of 8 (no scalar remainde
 
 @njit(cache=True)
 def _new_work(rows, lanes, channels):
-    """One thread's scratch for images of rows x lanes (lanes = W*C): (y, cur, pair, taps, acc, sq).
+    """One thread's scratch for images of rows x lanes (lanes = W*C).
 
-    For the fields f = x, y, x*x + y*y, x*y (only x*x + y*y is needed, not the two squares apart),
-    cur[f] holds the vertical 7-row window sums of the current interior row and pair (flat, fields
-    end to end) the sums of two horizontal neighbours, cur[f, q] + cur[f, q + C].  taps holds, per
-    field, the four views whose sum at lane q is the 7x7 window sum of interior lane q:
-    pair[q], pair[q + 2C], pair[q + 4C], cur[q + 6C].  acc holds per-lane running sums of the S
-    map, sq of the squared differences.
+    Returns (y, cur, (flat, ahead), pair, taps, acc, sq).  For the fields f = x, y, x*x + y*y, x*y
+    (only x*x + y*y is needed, not the two squares apart), cur[f] holds the vertical 7-row window
+    sums of the current interior row, each field followed by zeros; flat is cur end to end and
+    ahead the same C lanes on, so pair = flat + ahead holds the sums of two horizontal neighbours
+    of the same channel.  taps holds, per field, the four views whose sum at lane q is the 7x7
+    window sum of interior lane q: pair[q], pair[q + 2C], pair[q + 4C], cur[q + 6C].  acc holds
+    per-lane running sums of the S map (padded to whole vectors; the padding lanes compute from
+    finite values and are never summed), sq those of the squared differences.
     """
     c = channels
     interior = -(-max(0, lanes - 2 * _RADIUS * c) // _BLOCK) * _BLOCK
