@@ -60,6 +60,8 @@ References
 
 from __future__ import annotations
 
+import math
+
 import numba
 import numpy as np
 from numba import njit, prange
@@ -347,8 +349,8 @@ def _pairs(a, b, with_ssim: bool) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"a and b must hold the same number of images, got {len(a)} and {len(b)}")
     if a.dtype != b.dtype:  # mixed float32/float64: cast both, keeping to two kernel specialisations
         a, b = a.astype(np.float64), b.astype(np.float64)
-    out_ssim, out_l2, nonfinite = _run(_pairs_kernel, len(a), a[0].size if len(a) else 1,
-                                       _planes(a), _planes(b), shape_a[2], with_ssim)
+    out_ssim, out_l2, nonfinite = _run(_pairs_kernel, len(a), math.prod(shape_a), _planes(a), _planes(b),
+                                       shape_a[2], with_ssim)
     _check_finite("a", nonfinite[0])
     _check_finite("b", nonfinite[1])
     return out_ssim, out_l2
@@ -393,8 +395,8 @@ def score_pairs(recovered, private_images, private_index) -> tuple[np.ndarray, n
         )
     rec = _planes(rec)
     index = np.ascontiguousarray(index, dtype=np.int64)
-    out_ssim, out_l2, nonfinite = _run(_score_kernel, index.size, rec[0].size if len(rec) else 1,
-                                       rec, _planes(priv), index, UINT8_TO_CENTERED, shape[2])
+    out_ssim, out_l2, nonfinite = _run(_score_kernel, index.size, math.prod(shape), rec, _planes(priv), index,
+                                       UINT8_TO_CENTERED, shape[2])
     if index.shape[1] == 0:  # no pairs, so the kernel looked at no image: check them here
         nonfinite = np.count_nonzero(~np.isfinite(rec), axis=(1, 2))
     _check_finite("recovered", nonfinite)
