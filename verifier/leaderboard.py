@@ -39,7 +39,8 @@ __all__ = ["Entry", "Pair", "Release", "best_and_worst", "build", "html_page", "
 
 PAIRS_SHOWN = 4  # best and worst recoveries pictured per submission
 TILE_PIXELS = 96  # a pictured image is enlarged by a whole factor to about this size
-ATTACK_CHARS = 60  # longer attack descriptions are shortened in the table and shown in full below it
+ATTACK_CHARS = 80  # longer attack descriptions are shortened in the table and shown in full below it
+NAME_CHARS = 40  # longer submission names are shortened in the table (in full in its title and below)
 LEADERBOARD_MD = "leaderboard.md"
 LEADERBOARD_HTML = "leaderboard.html"
 IMAGES_DIR = "images"
@@ -240,7 +241,7 @@ td,th{border:1px solid #ccc;padding:4px 6px;text-align:left;vertical-align:top}
 td.rank,td.number,td.date{white-space:nowrap}
 td.number{text-align:right;font-variant-numeric:tabular-nums}
 td>div{overflow-wrap:anywhere;max-width:12em}
-td.attack>div{max-width:18em}
+td.attack>div{min-width:11em;max-width:18em}
 tr.reference{color:#666;font-style:italic}
 dd{margin:0 0 .6em 1.5em;white-space:pre-wrap}
 .pairs{display:flex;flex-wrap:wrap;gap:10px;margin:.3em 0 .8em}
@@ -267,11 +268,12 @@ _LATER_COLUMNS = ("team", *("number",) * len(HEADLINE), "time", "hardware", "dat
 def _table_row(r: str, e: Entry, anchor: str) -> str:
     plain = _cells(r, e)
     rank, name, method, *later = map(_html, plain)
-    attack, cut = _shortened(plain[2])
+    short_name = _html(_shortened(plain[1], NAME_CHARS)[0])
     if e.pairs:
-        name = f'<a href="#recoveries-{anchor}">{name}</a>'
+        short_name = f'<a href="#recoveries-{anchor}">{short_name}</a>'
+    attack, cut = _shortened(plain[2])
     attack = _html(attack) + (f' <a href="#attack-{anchor}">(more)</a>' if cut else "")
-    cells = [f'<td class="rank">{rank}</td>', f'<td class="name"><div>{name}</div></td>',
+    cells = [f'<td class="rank">{rank}</td>', f'<td class="name" title="{name}"><div>{short_name}</div></td>',
              f'<td class="attack" title="{method}"><div>{attack}</div></td>']
     for kind, text in zip(_LATER_COLUMNS, later):
         cells.append(f'<td class="{kind}">{text}</td>' if kind in ("number", "date") else f'<td class="{kind}"><div>{text}</div></td>')
