@@ -100,7 +100,7 @@ def main() -> int:
               f"baseline: |x| nearest neighbour shares an image {nearest_share(release, truth):.3f}  [{seconds:.1f} s]")
         if label == "[0, 1]":
             lo, hi = release.expected.value_range
-            images = np.clip(result.images, lo, hi).reshape(-1, 32, 32, 3)
+            images = np.clip(result.images, lo, hi)
             graph_scores = scored(work / "sub-graph", iter([images[result.first_choice()]]), release, store)
             pairing = scored(work / "sub-pairing", pairing_blocks(store, release.encryption_blocks(4096), release.expected),
                              release, store)
