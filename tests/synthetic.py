@@ -42,20 +42,39 @@ def _pairs(rng, n_private: int, per_image: int) -> np.ndarray:
     return np.stack([first, second], axis=1)
 
 
+def _lambdas(rng, n: int, params: Params) -> np.ndarray:
+    """(n, k) lambdas drawn as the generator's rule says (not its bytes): |N(0, 1)|^k normalised,
+    redrawn while the largest exceeds c1 or the private ones sum to less than c2."""
+    lam = np.empty((n, params.k))
+    todo = np.arange(n)
+    while len(todo):
+        draw = np.abs(rng.standard_normal((len(todo), params.k)))
+        draw /= draw.sum(axis=1, keepdims=True)
+        ok = (draw.max(axis=1) <= params.c1) & (draw[:, : params.k_private].sum(axis=1) >= params.c2)
+        lam[todo[ok]] = draw[ok]
+        todo = todo[~ok]
+    return lam
+
+
 def synthetic_release(folder: Path, shape: tuple, *, n_private: int = 12, per_image: int = 10, classes: int = 3,
-                      domain: str = "positive", one_patch: bool = False, seed: int = 0) -> Synthetic:
+                      domain: str = "positive", one_patch: bool = False, seed: int = 0,
+                      private: np.ndarray | None = None, patches: np.ndarray | None = None) -> Synthetic:
     """Write ``folder/public/{manifest.json, label.npy, encryption.npy}`` for a cross release of
-    k = 4 (2 private images, 2 public patches) at ``shape``.  With ``one_patch`` every public patch
-    is the same image, so |x| is exactly lambda-weighted private images plus mu times that patch."""
+    the default parameters (k = 6: 2 private images, 4 public patches) at ``shape``.  The images are random unless given
+    (``private`` then sets n_private; private image p is of class p % ``classes``).  With
+    ``one_patch`` every public patch is the same image, so |x| is exactly lambda-weighted private
+    images plus mu times that patch."""
     rng = np.random.default_rng(seed)
-    params = Params(k=4, k_private=2, n_private=n_private, per_image=per_image, domain=domain).validate()
-    private = rng.integers(0, 256, (n_private, *shape), np.uint8)
-    patches = rng.integers(0, 256, (1 if one_patch else 16, *shape), np.uint8)
+    if private is None:
+        private = rng.integers(0, 256, (n_private, *shape), np.uint8)
+    if patches is None:
+        patches = rng.integers(0, 256, (1 if one_patch else 16, *shape), np.uint8)
+    n_private = len(private)
+    params = Params(n_private=n_private, per_image=per_image, domain=domain).validate()
     index = _pairs(rng, n_private, per_image)
     n = len(index)
-    lam = np.concatenate([rng.uniform(0.25, 0.4, (n, 2)), rng.uniform(0.05, 0.2, (n, 2))], axis=1)
-    lam /= lam.sum(axis=1, keepdims=True)
-    mixed = np.concatenate([private[index], patches[rng.integers(0, len(patches), (n, 2))]], axis=1)
+    lam = _lambdas(rng, n, params)
+    mixed = np.concatenate([private[index], patches[rng.integers(0, len(patches), (n, params.k_public))]], axis=1)
     scale, offset = affine(domain)
     values = np.einsum("nk,nk...->n...", lam, mixed.astype(np.float64) / scale + offset)
     encryptions = (values * rng.choice([-1.0, 1.0], values.shape)).astype(np.float32)
