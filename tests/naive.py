@@ -206,6 +206,43 @@ def count_keypoints_reference(patches: np.ndarray, sigma: float = 1.6, input_blu
 
 # --- attacks.graph -------------------------------------------------------------------------------
 
+def gradients_reference(images) -> np.ndarray:
+    """Twin of :func:`attacks.graph.gradients`, pixel by pixel: every vertical difference
+    (row y+1 minus row y) in (y, x, c) order, then every horizontal one (column x+1 minus column x)."""
+    a = np.asarray(images, np.float32)
+    _, h, w, c = a.shape
+    rows = []
+    for image in a:
+        vertical = [image[y + 1, x, ch] - image[y, x, ch] for y in range(h - 1) for x in range(w) for ch in range(c)]
+        horizontal = [image[y, x + 1, ch] - image[y, x, ch] for y in range(h) for x in range(w - 1) for ch in range(c)]
+        rows.append(vertical + horizontal)
+    return np.array(rows, np.float32).reshape(len(a), (h - 1) * w * c + h * (w - 1) * c)
+
+
+def best_groups_reference(y, images, public_term, labels, group_class, mu, k_private: int) -> np.ndarray:
+    """What :func:`attacks.graph.reassign` looks for, by exhaustive search: per encryption, the set
+    of ``k_private`` distinct groups covering exactly its label's classes (lambdas split equally
+    within a class) with the smallest residual; int (N, k_private), each row sorted."""
+    from itertools import combinations
+
+    out = []
+    for i in range(len(y)):
+        present = set(np.flatnonzero(labels[i] > 0))
+        best, best_cost = None, np.inf
+        for groups in combinations(range(len(images)), k_private):
+            classes = [int(group_class[g]) for g in groups]
+            if set(classes) != present:
+                continue
+            fit = mu[i] * np.asarray(public_term, np.float64)
+            for g, c in zip(groups, classes):
+                fit = fit + labels[i, c] / classes.count(c) * images[g]
+            cost = float(np.sum((np.asarray(y[i], np.float64) - fit) ** 2))
+            if cost < best_cost:
+                best, best_cost = groups, cost
+        out.append(best)
+    return np.array(out)
+
+
 def centre_sums_reference(f, assign, k) -> np.ndarray:
     """Twin of :func:`attacks.graph.centre_sums`: the sum of the rows assigned to each centre."""
     out = np.zeros((k, f.shape[1]))
