@@ -24,7 +24,8 @@ Rules (each changes which bytes end up in the bank, so they are part of the form
   (counter = 0, 1, ...; repeats skipped).  Crop positions are public (they are stored); the seed
   itself is not stored, only a BLAKE2b fingerprint so a resume with another seed is refused.
 * Filter (:func:`count_keypoints`): a SIFT-style Difference-of-Gaussians detector on the patch's
-  grey level (0.299 R + 0.587 G + 0.114 B, scaled to [0, 1]), run as SIFT runs on a 32x32 image:
+  grey level (0.299 R + 0.587 G + 0.114 B, or a grey patch's value, scaled to [0, 1]), run as
+  SIFT runs on a 32x32 image (the same detector and threshold at every patch side):
   the patch is upsampled 2x (bilinear) to 64x64, blurred to sigma 1.6 (assuming 0.5 input blur),
   3 scales per octave, octaves 64, 32 and 16 px; a keypoint is a 3x3x3 extremum of the DoG with
   ``|D| >= 0.04 / 3`` (SIFT's contrast threshold), an edge ratio below 10 (SIFT's ``r``) and at
@@ -51,13 +52,15 @@ Rules (each changes which bytes end up in the bank, so they are part of the form
   an aspect ratio beyond 16) are skipped the same way and also counted in
   ``notes["skipped_oversized"]``.
 
-Storage (Zarr v3 group at ``out_path``): arrays ``patches`` uint8 (M, 32, 32, 3), ``origin``
+Storage (Zarr v3 group at ``out_path``): arrays ``patches`` uint8 (M, P, P, C) in chunks of about
+3 MiB (1,024 patches at 32x32x3), ``origin``
 int64 (M, 5) = (file index, x0, y0, x1, y1) crop box in the resized image, ``unreadable`` int64
 (U,), and the relative file paths as ``files_utf8`` (uint8: each path in UTF-8, undecodable
 names kept by ``surrogateescape``, followed by a NUL byte) with ``files_offsets`` int64 (F + 1,)
 where path i is ``files_utf8[off[i]:off[i+1]-1]`` - arrays rather than an attribute, because ImageNet's 1.28M
 paths would make the group's JSON rewritten at every batch ~50 MB.  Attributes: ``format``,
-``params``, ``progress`` (files and patches committed), ``notes``, ``complete``.
+``params`` (``patch_size``, ``short_side``, ``colour`` only in a grey bank, ...), ``progress``
+(files and patches committed), ``notes``, ``complete``.
 
 Work is done in batches of files; a batch's results are appended and then committed by one
 atomic attribute write.  A re-run finds the committed progress, drops anything appended after it
