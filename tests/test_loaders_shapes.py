@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import json
 import math
 import struct
 import tempfile
@@ -23,6 +24,7 @@ from challenge.imageset import ImageSet
 from challenge.params import Params
 from generator.patches import build_patch_bank, count_keypoints, crop_positions, load_patch_bank, load_resized
 from generator.sources import SourceError, detect_layout, load_private, load_public, load_sources
+from tests.helpers import run_cli
 from tests.naive import count_keypoints_reference
 from tests.test_patches import make_public, natural_image
 
@@ -352,3 +354,34 @@ def test_sources_give_one_shape_to_private_and_public(tmp_path):
         np.savez(Path(t) / "p.npz", patches=np.zeros((4, 28, 28, 1), np.uint8))
         assert load_public(Path(t) / "p.npz").image_shape == (28, 28, 1)
         assert load_sources(tmp_path / "mnist", Path(t) / "p.npz", cross)[1].image_shape == (28, 28, 1)
+
+
+# ---------------------------------------------------------------- through the command line
+
+
+def test_folder_private_draws_a_load_bar_on_a_terminal_and_json_stays_clean(tmp_path):
+    from tests.test_progress_bars import run_on_a_terminal
+
+    write_folder(tmp_path / "folder", 6)
+    status, stdout, terminal = run_on_a_terminal("generate", "--out", str(tmp_path / "r"), "--private",
+                                                 str(tmp_path / "folder"), "--n-private", "4", "--per-image", "2",
+                                                 "--json")
+    assert status == 0, terminal
+    assert json.loads(stdout)["n_encryptions"] == 8  # stdout is the JSON and nothing else
+    assert "load 100%" in terminal and "12/12 [" in terminal and "files/s" in terminal, terminal
+
+
+def test_patches_size_and_grey_and_bad_sizes_on_the_command_line(tmp_path):
+    make_public(tmp_path / "photos", n=4)
+    result = run_cli("patches", str(tmp_path / "photos"), "--out", str(tmp_path / "b.zarr"), "--size", "28",
+                     "--grey", "--workers", "1", "--json")
+    assert result.returncode == 0, result.stderr
+    assert load_public(tmp_path / "b.zarr").image_shape == (28, 28, 1)
+    result = run_cli("patches", str(tmp_path / "photos"), "--out", str(tmp_path / "c.zarr"), "--size", "5")
+    assert result.returncode == 2 and result.stderr.strip().endswith("patch size: expected 7..1024 px, got 5")
+    write_mnist(tmp_path / "mnist", np.zeros((4, 28, 28), np.uint8), [0, 1, 0, 1])
+    result = run_cli("generate", "--out", str(tmp_path / "r"), "--private", str(tmp_path / "mnist"))
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
+    assert "patches are 32x32x3, the private images 28x28x1" in result.stderr and not (tmp_path / "r").exists()
+    result = run_cli("generate", "--out", str(tmp_path / "r"), "--size", "3")
+    assert result.returncode == 2 and "size: expected a side of 7..1024 px" in result.stderr
