@@ -207,7 +207,7 @@ def load_private(path: str | os.PathLike, *, split: str = "train", size: int | N
     """
     if split not in ("train", "test"):
         raise SourceError(f"split: expected 'train' or 'test', got {split!r}")
-    check_size(size)
+    _check_size(size)
     layout, p = detect_layout(path)
     if layout == "image-folder":
         return _load_image_folder(p, size or SIZE, grey, workers)
@@ -227,16 +227,16 @@ def load_private(path: str | os.PathLike, *, split: str = "train", size: int | N
         s = _load_npz_set(p)
     else:
         s = _load_npy_pair(p)
-    return reshaped(s, size, grey, str(p))
+    return _reshaped(s, size, grey, str(p))
 
 
-def check_size(size: int | None) -> None:
+def _check_size(size: int | None) -> None:
     """``size`` is None (each set at its own shape) or a side of MIN_PATCH..MAX_PATCH px."""
     if size is not None and (type(size) is not int or not MIN_PATCH <= size <= MAX_PATCH):
         raise SourceError(f"size: expected a side of {MIN_PATCH}..{MAX_PATCH} px (e.g. 28, 32, 64), got {size!r}")
 
 
-def reshaped(s: ImageSet, size: int | None, grey: bool, where: str) -> ImageSet:
+def _reshaped(s: ImageSet, size: int | None, grey: bool, where: str) -> ImageSet:
     """``s`` resized to size x size (None: as it is); ``grey`` only confirms a grey set."""
     if grey and s.image_shape[2] != 1:
         raise SourceError(f"{where}: --grey: this set is RGB ({'x'.join(map(str, s.image_shape))}); "
@@ -698,7 +698,8 @@ def _load_image_folder(root: Path, size: int, grey: bool, workers: int | None) -
                               f"({int((labels == label).sum())} file(s), all corrupt or truncated)")
     n = int(kept.sum())
     origin = np.stack([np.arange(n, dtype=np.int64), np.zeros(n, np.int64)], axis=1)
-    return ImageSet(images[kept], labels[kept], tuple(classes), tuple(f for f, k in zip(files, kept) if k),
+    images = images if n == len(files) else images[kept]  # no second copy when every file was read
+    return ImageSet(images, labels[kept], tuple(classes), tuple(f for f, k in zip(files, kept) if k),
                     origin, ("file", "record"), notes)
 
 
@@ -771,8 +772,9 @@ def _read_idx(path: Path, ndim: int) -> np.ndarray:
         if nbytes > MAX_ARRAY_BYTES:
             raise SourceError(f"{path}: header claims {'x'.join(map(str, dims))} = {nbytes:,} bytes, more than the "
                               f"{MAX_ARRAY_BYTES:,} allowed; refused without reading it")
-        if stream is fh and os.fstat(fh.fileno()).st_size != head_size + nbytes:
-            raise SourceError(f"{path}: {os.fstat(fh.fileno()).st_size:,} bytes; its header claims "
+        length = os.fstat(fh.fileno()).st_size
+        if stream is fh and length != head_size + nbytes:
+            raise SourceError(f"{path}: {length:,} bytes; its header claims "
                               f"{'x'.join(map(str, dims))} values, {head_size + nbytes:,} bytes with the header")
         data = _read_exactly(stream, nbytes, str(path), f"its header ({'x'.join(map(str, dims))}) claims")
         try:
@@ -853,11 +855,11 @@ def load_sources(private_path: Path | None, public_path: Path | None, params, si
     ``size`` and ``grey`` shape the private set (:func:`load_private`); the bank must have its
     shape: one built here from an image folder is built at it, a stored one that differs is refused.
     """
-    check_size(size)
+    _check_size(size)
     if private_path is not None:
         private = load_private(private_path, size=size, grey=grey)
     else:
-        private = reshaped(default_private(), size, grey, "the embedded private set")
+        private = _reshaped(default_private(), size, grey, "the embedded private set")
     if not params.k_public:
         return private, None
     shape = private.image_shape
