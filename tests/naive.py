@@ -144,7 +144,7 @@ def _blur_reference(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
 def count_keypoints_reference(patches: np.ndarray, sigma: float = 1.6, input_blur: float = 0.5, layers: int = 3,
                               contrast: float = 0.04, edge: float = 10.0, border: int = 5, octaves: int = 3) -> np.ndarray:
     """Twin of :func:`generator.patches.count_keypoints`, from its docstring: grey level
-    (0.299 R + 0.587 G + 0.114 B) / 255; 2x bilinear upsample (pixel centres aligned); blur to
+    (0.299 R + 0.587 G + 0.114 B) / 255 (a grey patch's value / 255); 2x bilinear upsample (pixel centres aligned); blur to
     ``sigma`` assuming ``input_blur``; per octave ``layers + 3`` Gaussians by incremental blurs
     (kernel radius ceil(4 sigma)), their differences, and a keypoint at each 3x3x3 extremum with
     |D| >= contrast / layers, an edge ratio below ``edge`` and ``border`` px inside; the next
@@ -160,7 +160,10 @@ def count_keypoints_reference(patches: np.ndarray, sigma: float = 1.6, input_blu
     counts = []
     for patch in np.asarray(patches, dtype=np.uint8):
         rgb = patch.astype(np.float64)
-        grey = ((0.299 * rgb[..., 0] + 0.587 * rgb[..., 1] + 0.114 * rgb[..., 2]) / 255.0).astype(np.float32)
+        if patch.shape[2] == 1:  # a grey patch is its own grey level
+            grey = (rgb[..., 0] / 255.0).astype(np.float32)
+        else:
+            grey = ((0.299 * rgb[..., 0] + 0.587 * rgb[..., 1] + 0.114 * rgb[..., 2]) / 255.0).astype(np.float32)
         h0, w0 = grey.shape
 
         def taps(n0: int):
