@@ -35,7 +35,7 @@ class PublicRelease:
 def open_public(release: Path) -> PublicRelease:
     """Read ``public/manifest.json`` and ``public/label.npy`` of ``release`` (never the key store)."""
     manifest = read_manifest(release)
-    params = fmt.read_params(manifest["params"], f"{release}: manifest params")
+    params = fmt.read_params(manifest["params"], f"{release}: manifest params", manifest["format_version"])
     expected = expected_from_manifest(manifest)
     path = Path(release) / fmt.PUBLIC_DIR / fmt.LABEL_FILE
     if not path.is_file():

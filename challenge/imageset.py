@@ -13,17 +13,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from challenge.geometry import IMAGE_SHAPE
+from challenge.geometry import CHANNELS
 
 
 
 @dataclass(frozen=True)
 class ImageSet:
-    """Images (N, 32, 32, 3) uint8 with labels and provenance.
+    """Images (N, H, W, C) uint8, C = 1 (grey) or 3 (RGB), with labels and provenance.
 
     Attributes
     ----------
-    images : uint8 array (N, 32, 32, 3), NHWC.
+    images : uint8 array (N, H, W, C), NHWC.
     labels : int64 array (N,), class index per image; -1 where a set has no labels (patches).
     class_names : names of the classes, indexed by label.
     source_files : relative paths (or names) of the files the images came from.
@@ -42,8 +42,8 @@ class ImageSet:
 
     def __post_init__(self) -> None:
         n = len(self.images)
-        if self.images.dtype != np.uint8 or self.images.shape[1:] != IMAGE_SHAPE:
-            raise ValueError(f"images must be uint8 (N, 32, 32, 3), got {self.images.dtype} {self.images.shape}")
+        if self.images.dtype != np.uint8 or self.images.ndim != 4 or self.images.shape[3] not in CHANNELS:
+            raise ValueError(f"images must be uint8 (N, H, W, C) with C in {CHANNELS}, got {self.images.dtype} {self.images.shape}")
         if self.labels.shape != (n,):
             raise ValueError(f"labels must have shape ({n},), got {self.labels.shape}")
         if self.origin.shape != (n, len(self.origin_columns)):

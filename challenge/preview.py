@@ -17,15 +17,15 @@ __all__ = ["contact_sheet", "png_chunks", "read_png", "save_png"]
 
 
 def contact_sheet(images: np.ndarray, columns: int = 8, scale: int = 2, gap: int = 2) -> Image.Image:
-    """uint8 (n, 32, 32, 3) -> one RGB image, row-major, ``scale``x enlarged, white gaps."""
+    """uint8 (n, H, W, C), C = 1 or 3 -> one RGB image, row-major, ``scale``x enlarged, white gaps."""
     n = len(images)
     rows = max(1, -(-n // columns))
-    size = 32 * scale
-    sheet = np.full((rows * (size + gap) + gap, columns * (size + gap) + gap, 3), 255, np.uint8)
+    height, width = images.shape[1] * scale, images.shape[2] * scale
+    sheet = np.full((rows * (height + gap) + gap, columns * (width + gap) + gap, 3), 255, np.uint8)
     for i, image in enumerate(images):
         r, c = divmod(i, columns)
-        y, x = gap + r * (size + gap), gap + c * (size + gap)
-        sheet[y : y + size, x : x + size] = image.repeat(scale, axis=0).repeat(scale, axis=1)
+        y, x = gap + r * (height + gap), gap + c * (width + gap)
+        sheet[y : y + height, x : x + width] = image.repeat(scale, axis=0).repeat(scale, axis=1)  # grey: broadcast
     return Image.fromarray(sheet)
 
 
