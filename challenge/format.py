@@ -101,6 +101,8 @@ def read_params(obj, where: str, version: int) -> Params:
 
     ``Params(**obj)`` alone would accept ``n_private: 20.5`` or ``balanced: "no"``.
     """
+    if type(version) is not int or version not in READABLE_VERSIONS:
+        raise FormatError(f"{where}: format_version {version!r}, this tool reads {', '.join(map(str, READABLE_VERSIONS))}")
     fields = {name: field for name, field in Params.__dataclass_fields__.items()
               if version >= SHAPED_SINCE or name != "image_shape"}
     if not isinstance(obj, dict) or set(obj) != set(fields):
@@ -242,7 +244,7 @@ def open_key_store(path: Path, *, check_indices: bool = True) -> KeyStore:
         raise FormatError(f"{path}: attribute 'format' is {attrs.get('format')!r}, expected 'instahide-keys'")
     version = attrs.get("format_version")
     if type(version) is not int or version not in READABLE_VERSIONS:
-        raise FormatError(f"{path}: format_version {version!r}, this tool reads {' and '.join(map(str, READABLE_VERSIONS))}")
+        raise FormatError(f"{path}: format_version {version!r}, this tool reads {', '.join(map(str, READABLE_VERSIONS))}")
     params = read_params(attrs.get("params"), f"{path}: attribute 'params'", version)
     class_names = attrs.get("class_names")
     if not isinstance(class_names, list) or not class_names or not all(isinstance(c, str) for c in class_names):

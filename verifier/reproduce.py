@@ -25,7 +25,7 @@ from challenge.imageset import ImageSet
 from challenge.params import Params
 from challenge.text import printable
 from challenge.files import safe_name
-from challenge.manifest import json_get, read_manifest
+from challenge.manifest import json_get
 from challenge.npy import open_npy
 from challenge.preview import read_png
 from verifier.audit import rows_differ
@@ -98,9 +98,9 @@ class Published:
 def open_published(release: Path, keys: Path) -> Published:
     """The manifest, its parameters and the key store: what regenerating the release needs."""
     release, keys = Path(release), Path(keys)
-    manifest = read_manifest(release)
-    params = fmt.read_params(manifest.get("params"), f"{release}/{fmt.PUBLIC_DIR}/{fmt.MANIFEST_FILE}: params",
-                             manifest["format_version"])
+    path = release / fmt.PUBLIC_DIR / fmt.MANIFEST_FILE
+    manifest = fmt.read_json(path)
+    params = fmt.read_params(manifest.get("params"), f"{path}: params", manifest.get("format_version"))
     return Published(release, keys, manifest, params, fmt.open_key_store(keys))
 
 
