@@ -3,7 +3,6 @@ answers docs/known-answers.json publishes for other implementations."""
 
 import hashlib
 import json
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +13,7 @@ from challenge.keystream import parse_seed
 from challenge.params import Params
 from generator.release import generate
 from tests import spec
+from tests.helpers import resized
 
 KNOWN_ANSWERS = Path(__file__).parent.parent / "docs" / "known-answers.json"
 CASES = {  # name -> (parameters, image shape, format version): every mode, both domains, a row of redraws,
@@ -28,16 +28,10 @@ CASES = {  # name -> (parameters, image shape, format version): every mode, both
 }
 
 
-def cropped(images, shape):
-    """Images of another shape from the embedded 32 x 32 x 3 ones: the top-left corner, the first channels."""
-    height, width, channels = shape
-    return replace(images, images=np.ascontiguousarray(images.images[:, :height, :width, :channels]))
-
-
 @pytest.fixture(scope="module", params=sorted(CASES))
 def built(request, tmp_path_factory, private_set, public_bank):
     params, shape, version = CASES[request.param]
-    private_set, public_bank = cropped(private_set, shape), cropped(public_bank, shape)
+    private_set, public_bank = resized(private_set, shape), resized(public_bank, shape)
     out = tmp_path_factory.mktemp("conformance") / request.param
     generate(out, params, parse_seed(request.param, practice=True), private_set, public_bank, practice=True,
              format_version=version)

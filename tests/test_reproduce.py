@@ -14,8 +14,7 @@ from challenge.errors import UsageError
 from challenge.keystream import parse_seed
 from generator.default_data import default_private, default_public
 from generator.release import generate
-from tests.helpers import TINY, run_cli
-from tests.test_conformance import cropped
+from tests.helpers import TINY, resized, run_cli
 from commands.release import reproduce, reproduce_from
 from verifier.reproduce import open_published
 
@@ -65,19 +64,19 @@ KNOWN = {
 }
 
 
-# The same practice release under version 3 at 28 x 28 x 1: the top-left 28 x 28 of the embedded
-# images' red channel (tests/test_conformance.py's ``cropped``).
+# The same practice release under version 3 at 28 x 28 x 1: the embedded images' red channel resized
+# (tests/helpers.py's ``resized``).
 KNOWN_GREY = {
-    "encryption.npy": "076fc513b0cfb12cdfea5feaceedb1d03065522c830ed7af90c1faa41c45c236",
-    "label.npy": "66f84cab7f73e1b0ccb9af839293781d580dd94658a2d29c95ad181e4cdc932f",
-    "manifest.json": "8195b2df6a880981dcdfb040ce1db68de631497f4b14f4f33880ccad35b1830d",
-    "preview.png": "c62f2f7e087d901604592dddb046a794c2c2ab06cf8e210d1e6f6296f67c8996",
-    "public.zarr/encryption/c/0/0/0/0": "3eae88f79fdd5f7c372f35881a18884a8c71a874feaabe9dcdd660bcb99d14cc",
+    "encryption.npy": "af78928fe9cde52b9f2e58dc72377b7fb00b5aae5163f70fa91b5d68abc9afed",
+    "label.npy": "dba55c1e0c5bc33acf7741a02a9b08d4abc2d9f2c326adcaeca7b1abea6de8b4",
+    "manifest.json": "b0e820c4f6708548378afd3d42ee10186731795d8749d9064369093ad3db0f7b",
+    "preview.png": "4e2c908336ec44838c2ed0b67b7cc827d883de31100b3e1b1a2286fecffe877a",
+    "public.zarr/encryption/c/0/0/0/0": "150ff5373b878fa5fda0bb983bf988376f2a1f00d5a8351200dd22c5e8bffdf5",
     "public.zarr/encryption/zarr.json": "f29abadf9c74eb17af06855db8e4234d67ea3cfb7912ba2799df8e60e5245470",
-    "public.zarr/label/c/0/0": "9f35d1c4d10c025eea3f405649660a45971cf19905381923c8980ff4d17b8579",
+    "public.zarr/label/c/0/0": "59b1413f2bb2a84094ffb7afc6943df98128bb6ae379611131f52c808357786c",
     "public.zarr/label/zarr.json": "56b8ad507976b4bbe0a8dc385c954ed2d5df07a2f48e7d1c2b84922d9b4d67ba",
     "public.zarr/zarr.json": "c5e54fdb0a5225db1f3447070678709d8f86d2f56467691dd126a5feec46f335",
-    "commitment": "sha256:c4c3819c32f8252a8c6f0fc3d4f4d9d864f6a36803c992306a6a77e0823d3f19",
+    "commitment": "sha256:17e6adae492d42bdbc251190418093d8afff90c776873a1ec0ad0a3992635f6d",
 }
 
 
@@ -128,7 +127,7 @@ def test_older_versions_known_answers_still_come_out_and_reproduce(tmp_path, pri
 
 def test_grey_known_answers_on_any_thread_count_and_chunk(tmp_path, private_set, public_bank):
     """28 x 28 x 1, version 3: the pinned bytes whatever the thread count and chunk; reproduce agrees."""
-    grey = [cropped(images, (28, 28, 1)) for images in (private_set, public_bank)]
+    grey = [resized(images, (28, 28, 1)) for images in (private_set, public_bank)]
     threads = numba.get_num_threads()
     try:
         for n_threads, chunk in ((1, 7), (min(2, numba.config.NUMBA_NUM_THREADS), 4096)):
