@@ -34,26 +34,34 @@ def _encode_kernel(private_images, public_images, scale, offset, private_index, 
         for j in range(k):
             lam_sum += np.float64(lam[r, j])
         shift = offset * lam_sum
-        acc = np.empty(_TILE)
+        buffer = np.empty(_TILE)
         for start in range(0, values, _TILE):  # _TILE is a multiple of 8: a tile starts on a sign byte
-            stop = min(start + _TILE, values)
+            n = min(_TILE, values - start)
+            acc = buffer[:n]
             for j in range(k):
                 weight = np.float64(lam[r, j])
                 if j < k_private:
-                    image = private_images[private_index[r, j]]
+                    image = private_images[private_index[r, j], start : start + n]
                 else:
-                    image = public_images[public_index[r, j - k_private]]
+                    image = public_images[public_index[r, j - k_private], start : start + n]
                 if j == 0:
-                    for t in range(start, stop):
-                        acc[t - start] = weight * np.float64(image[t])
+                    for t in range(n):
+                        acc[t] = weight * np.float64(image[t])
                 elif j < k - 1:
-                    for t in range(start, stop):
-                        acc[t - start] += weight * np.float64(image[t])
+                    for t in range(n):
+                        acc[t] += weight * np.float64(image[t])
                 else:  # the last term, fused with scaling and the sign flip: one pass less over acc
-                    for t in range(start, stop):
-                        mix = (acc[t - start] + weight * np.float64(image[t])) / scale + shift
-                        bit = (sign_bits[r, t >> 3] >> (t & 7)) & 1
-                        out[r, t] = np.float32(mix) * np.float32(1 - 2 * bit)
+                    signs = sign_bits[r, start >> 3 :]
+                    tile = out[r, start : start + n]
+                    for b in range(n >> 3):
+                        byte = signs[b]
+                        for i in range(8):
+                            t = 8 * b + i
+                            mix = (acc[t] + weight * np.float64(image[t])) / scale + shift
+                            tile[t] = np.float32(mix) * np.float32(1 - 2 * ((byte >> i) & 1))
+                    for t in range(n & ~7, n):  # the values of a last, partly padded sign byte
+                        mix = (acc[t] + weight * np.float64(image[t])) / scale + shift
+                        tile[t] = np.float32(mix) * np.float32(1 - 2 * ((signs[n >> 3] >> (t & 7)) & 1))
 
 
 def _flat(images: np.ndarray, values: int) -> np.ndarray:
