@@ -140,3 +140,15 @@ def test_wrong_shape_submission_gets_a_hint(tmp_path, private_set, public_bank):
         np.save(folder / "decryption.npy", array)
         result = run_cli("--release", str(release), str(folder), module="commands.verify")
         assert result.returncode == 2 and hint in result.stdout + result.stderr, result.stdout + result.stderr
+
+
+def test_generate_format_version_option(tmp_path):
+    for version in (2, 3):
+        out = tmp_path / f"v{version}"
+        result = run_cli("generate", "--out", str(out), "--practice", "--seed", "kat", "--n-private", "20", "--per-image", "5",
+                         "--format-version", str(version), "--json")
+        assert result.returncode == 0, result.stderr
+        manifest = fmt.read_json(out / "public" / "manifest.json")
+        assert manifest["format_version"] == version and ("image_shape" in manifest["params"]) == (version == 3)
+    result = run_cli("generate", "--out", str(tmp_path / "v4"), "--format-version", "4")
+    assert result.returncode == 2 and "invalid choice: 4" in result.stderr
