@@ -152,3 +152,13 @@ def test_generate_format_version_option(tmp_path):
         assert manifest["format_version"] == version and ("image_shape" in manifest["params"]) == (version == 3)
     result = run_cli("generate", "--out", str(tmp_path / "v4"), "--format-version", "4")
     assert result.returncode == 2 and "invalid choice: 4" in result.stderr
+
+
+@pytest.mark.parametrize("shape", [(7, 7, 1), (28, 28, 1), (32, 32, 3), (64, 64, 1), (64, 64, 3), (224, 224, 3),
+                                   (300, 509, 3), (512, 512, 3)])
+def test_largest_release_of_any_shape_lists_no_more_chunk_files_than_the_manifest_cap_allows(shape):
+    from generator.release import ENCRYPTION_ZARR_ROWS, encryption_zarr_rows
+    from challenge.params import MAX_ENCRYPTIONS, MAX_RELEASE_VALUES
+    n = min(MAX_ENCRYPTIONS, MAX_RELEASE_VALUES // int(np.prod(shape)))
+    assert -(-n // encryption_zarr_rows(shape)) <= -(-MAX_ENCRYPTIONS // ENCRYPTION_ZARR_ROWS)
+    assert encryption_zarr_rows(shape) * 4 * np.prod(shape) <= fmt.MAX_CHUNK_BYTES
