@@ -66,7 +66,7 @@ def open_public(release: Path) -> PublicRelease:
     """Read ``public/manifest.json``, ``public/label.npy`` and the header of ``public/encryption.npy``
     of ``release`` (never the key store)."""
     manifest = read_manifest(release)
-    params = fmt.read_params(manifest["params"], f"{release}: manifest params")
+    params = fmt.read_params(manifest["params"], f"{release}: manifest params", manifest["format_version"])
     expected = expected_from_manifest(manifest)
     n = expected.n
     names = manifest.get("class_names") or []  # empty when the private set named no classes

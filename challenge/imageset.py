@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from challenge.geometry import CHANNELS
+
 __all__ = ["ImageSet"]
 
 _UNSHAPED_FINGERPRINT = (32, 32, 3)  # the one shape whose fingerprint does not hash the shape
@@ -45,7 +47,7 @@ class ImageSet:
     def __post_init__(self) -> None:
         n = len(self.images)
         shape = self.images.shape
-        if self.images.dtype != np.uint8 or len(shape) != 4 or shape[3] not in (1, 3) or min(shape[1:3]) < 1:
+        if self.images.dtype != np.uint8 or len(shape) != 4 or shape[3] not in CHANNELS or min(shape[1:3]) < 1:
             raise ValueError(f"images must be uint8 (N, H, W, C) with C = 1 (grey) or 3 (RGB) and H, W >= 1, "
                              f"got {self.images.dtype} {shape}")
         if self.labels.shape != (n,):

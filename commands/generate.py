@@ -41,6 +41,7 @@ def register(sub) -> None:
 
 def _add_generate(sub) -> None:
     from challenge.domain import DOMAINS
+    from challenge.format import FORMAT_VERSION, READABLE_VERSIONS
     from challenge.params import MODES, Params
 
     d = Params()
@@ -87,6 +88,9 @@ def _add_generate(sub) -> None:
     p.add_argument("--formats", default="npy,zarr",
                    help="copies of the public arrays: npy (the 2020 .npy files, which every reader uses; "
                    "required) and zarr (public.zarr, for chunked readers) (default: %(default)s)")
+    p.add_argument("--format-version", type=int, choices=READABLE_VERSIONS, default=FORMAT_VERSION,
+                   help="release format to write: 3 holds images of any shape (the private images'); 1 and 2 "
+                   "(32x32x3 only) exist to regenerate releases of those versions (default: %(default)s)")
     p.add_argument("--force", action="store_true", help="replace an existing release at --out")
     p.add_argument("--json", action="store_true", help="print the manifest as JSON on stdout")
     p.set_defaults(run=_run_generate)
@@ -120,7 +124,7 @@ def _run_generate(args) -> int:
               "for a real challenge", file=sys.stderr)
     private, public = load_sources(args.private, args.public, params, size=args.size, grey=args.grey)
     manifest = generate(args.out, params, seed, private, public, practice=args.practice,
-                        chunk=args.chunk, force=args.force, formats=formats)
+                        chunk=args.chunk, force=args.force, formats=formats, format_version=args.format_version)
     if args.private is None:
         print("instahide: warning: the private images are the embedded demo data, which ships with this tool: "
               "anyone can match them ('instahide attack pool' recovers them); use --private for a real challenge",

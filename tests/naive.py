@@ -18,19 +18,20 @@ from tests import spec
 
 def encode_reference(private_images, public_images, domain_affine, private_index, public_index, lam, sign_bits):
     """Plain numpy twin of :func:`challenge.encoding.encode`, slow and obvious."""
-    rows = len(lam)
+    rows, shape = len(lam), private_images.shape[1:]
+    values = shape[0] * shape[1] * shape[2]
     scale, offset = domain_affine
     images = np.concatenate([private_images[private_index], public_images[public_index]], axis=1)
     weights = lam.astype(np.float64)
-    acc = np.zeros((rows, 32 * 32 * 3))
+    acc = np.zeros((rows, values))
     lam_sum = np.zeros(rows)
     for j in range(lam.shape[1]):
         acc += weights[:, j, None] * images[:, j].reshape(rows, -1)
         lam_sum += weights[:, j]
     out = (acc / scale + offset * lam_sum[:, None]).astype(np.float32)
-    signs = np.unpackbits(sign_bits, axis=1, bitorder="little").astype(bool)
+    signs = np.unpackbits(sign_bits, axis=1, bitorder="little")[:, :values].astype(bool)  # pad bits dropped
     out[signs] = -out[signs]
-    return out.reshape(rows, 32, 32, 3)
+    return out.reshape(rows, *shape)
 
 
 # --- challenge.keys ----------------------------------------------------------------------------

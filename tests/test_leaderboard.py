@@ -16,7 +16,7 @@ from verifier.baselines import blind, write_baseline
 from challenge.submission import Expected
 from verifier.scoring import Scores
 
-EXPECTED = Expected(100, "centered")
+EXPECTED = Expected(100, "centered", (32, 32, 3))
 
 
 @pytest.fixture(scope="module")
@@ -119,6 +119,6 @@ def test_baselines_and_their_errors(tiny_release, tmp_path, capsys):
 def test_blind_stretches_each_image_to_the_domain():
     x = np.zeros((2, 32, 32, 3), np.float32)
     x[0, 0, 0, 0], x[0, 1, 1, 1] = -0.5, 0.25  # |x| spans 0 .. 0.5
-    out = blind(x, Expected(2, "positive"))
+    out = blind(x, Expected(2, "positive", (32, 32, 3)))
     assert out[0].min() == 0 and out[0].max() == 1 and out[0, 1, 1, 1] == 0.5
     assert np.all(out[1] == 0.5)  # a flat image maps to the middle of the range
