@@ -37,7 +37,7 @@ from challenge.labels import weighted_labels
 from challenge.manifest import PREVIEW_COUNT, Manifest
 from challenge.npy import npy_header
 from challenge.params import SHAPED_SINCE, Params
-from challenge.preview import contact_sheet, save_png
+from challenge.preview import release_preview, save_png
 from challenge.progress import Progress
 
 # the copies of the public arrays a release can hold, all by default (docs/FORMAT.md section 1): .npy for
@@ -481,7 +481,7 @@ def _build(tmp: Path, params: Params, seed: bytes, private: ImageSet, public: Im
             if len(head) < PREVIEW_COUNT:
                 head = np.concatenate([head, block[: PREVIEW_COUNT - len(head)]])
             bar.advance(b - a)
-    save_png(contact_sheet(to_uint8(head, params.domain)), public_dir / fmt.PREVIEW_FILE)
+    save_png(release_preview(to_uint8(head, params.domain), version), public_dir / fmt.PREVIEW_FILE)
 
     store = fmt.KeyStore(keys, params, dict(keys.attrs))
     manifest = Manifest(

@@ -28,8 +28,8 @@ KNOWN = {
     3: {
         "encryption.npy": "c1277caca4f26d5addf09cc61faf46fbc18dc820efc736fa08e677acd8402ff4",
         "label.npy": "3e3cdab8bad5250fcae787dd70891412d28c704b6705641c3eaf99708802c6fa",
-        "manifest.json": "4751ecc563491e31f26967641e290cce870fe60309036b2f1a9576cdb6e7279a",
-        "preview.png": "8e3e2a2bc50608dfc30f7f1d5304c3b53e2f5391187bed26bee84f9cc76fc9a8",
+        "manifest.json": "f3f6664cc9828bb7cf9c259854d16b9d62b2077483f2233bb91d94229b09d274",
+        "preview.png": "0325b1bb58db8c8187c8c5c960832e43c299d50a5c32fea2f1a5132284f83e34",
         "public.zarr/encryption/c/0/0/0/0": "a3daccdf26354f7d0731c7996b98c7969c8c8c4c47ebb29cfa7074c2bb996b7b",
         "public.zarr/encryption/zarr.json": "061433f855f0b629da78a741bffb11385dfa09acd72f399c1e56efc6fcacef09",
         "public.zarr/label/c/0/0": "96b6653ce1e995580a8a8f333936957589e6f27faf1fbc7f5cc75ae2e18a31ae",
@@ -67,16 +67,16 @@ KNOWN = {
 # The same practice release under version 3 at 28 x 28 x 1: the embedded images' red channel resized
 # (tests/helpers.py's ``resized``).
 KNOWN_GREY = {
-    "encryption.npy": "af78928fe9cde52b9f2e58dc72377b7fb00b5aae5163f70fa91b5d68abc9afed",
-    "label.npy": "dba55c1e0c5bc33acf7741a02a9b08d4abc2d9f2c326adcaeca7b1abea6de8b4",
-    "manifest.json": "b0e820c4f6708548378afd3d42ee10186731795d8749d9064369093ad3db0f7b",
-    "preview.png": "4e2c908336ec44838c2ed0b67b7cc827d883de31100b3e1b1a2286fecffe877a",
-    "public.zarr/encryption/c/0/0/0/0": "150ff5373b878fa5fda0bb983bf988376f2a1f00d5a8351200dd22c5e8bffdf5",
+    "encryption.npy": "7ee7ce831ec11f075e54295e5217b74d212050be39a6857a9666b80ef3817fdf",
+    "label.npy": "2f19fedd2bf8bdf6c23c9defeecd73fa221b3d506326dd4af17b57dd6ad90a75",
+    "manifest.json": "beaa936e4696801af35c88253e4831121eac34296b8e1f0132a7fed0eb08bb91",
+    "preview.png": "3a6ff3edc81c243509e26a27f7268a45742dd075d6258688dc329d1d5229806d",
+    "public.zarr/encryption/c/0/0/0/0": "4d1137bc72f54e4da1e34aeaf45b96643c52e4037a880ec80a2a54899e528245",
     "public.zarr/encryption/zarr.json": "f29abadf9c74eb17af06855db8e4234d67ea3cfb7912ba2799df8e60e5245470",
-    "public.zarr/label/c/0/0": "59b1413f2bb2a84094ffb7afc6943df98128bb6ae379611131f52c808357786c",
+    "public.zarr/label/c/0/0": "2e9e83d402125e57ecb2256975daf6b8ab74c0231dd774a72c092202c8cdca33",
     "public.zarr/label/zarr.json": "56b8ad507976b4bbe0a8dc385c954ed2d5df07a2f48e7d1c2b84922d9b4d67ba",
     "public.zarr/zarr.json": "c5e54fdb0a5225db1f3447070678709d8f86d2f56467691dd126a5feec46f335",
-    "commitment": "sha256:17e6adae492d42bdbc251190418093d8afff90c776873a1ec0ad0a3992635f6d",
+    "commitment": "sha256:3a5294da5163ef2ef02405aaaea9d6716a42839fc0029cb26e36433b241bd14b",
 }
 
 

@@ -34,7 +34,7 @@ from challenge.files import safe_name
 from challenge.manifest import PREVIEW_COUNT, json_get, manifest_problems
 from challenge.npy import open_npy
 from challenge.params import MAX_ENCRYPTIONS, Params
-from challenge.preview import contact_sheet, read_png
+from challenge.preview import read_png, release_preview
 from challenge.progress import Progress
 
 CHECKS = {  # name -> what it verifies, in the order they run
@@ -523,7 +523,7 @@ class _Audit:
         if fmt.ENCRYPTION_FILE not in arrays or path.is_symlink() or not path.is_file():
             self.skip("preview")
             return
-        expected = np.asarray(contact_sheet(to_uint8(arrays[fmt.ENCRYPTION_FILE][:PREVIEW_COUNT], params.domain)))
+        expected = np.asarray(release_preview(to_uint8(arrays[fmt.ENCRYPTION_FILE][:PREVIEW_COUNT], params.domain), self.version))
         height, width = expected.shape[:2]
         try:
             pixels = read_png(path, width, height)
