@@ -20,12 +20,15 @@ examples:
   instahide generate --out c1/ --seed-file seed.txt        # a chosen seed, kept off the process list
   instahide generate --out r/ --private cifar-10-batches-py/ --public bank.zarr --balanced
   instahide generate --out big/ --per-image 2000 --formats npy  # .npy only: half the bytes
+  instahide generate --out m/ --private /data/mnist/ --public photos/  # 28x28 grey; bank built at 28x28x1
+  instahide generate --out i64/ --private /data/imagenet/val/ --size 64 --public photos/  # 64x64 RGB
 """
 
 PATCHES_EXAMPLES = """\
 examples:
   instahide patches /data/imagenet/train --out bank.zarr            # ~1.28M JPEGs, resumable
   instahide patches photos/ --out bank.zarr --crops-per-image 4 --workers 8
+  instahide patches photos/ --out bank.zarr --size 28 --grey  # for a release of 28x28 grey images
 """
 
 SEED_FILE_BYTES = 4096  # a seed is 64 hex digits; a practice seed is a short phrase
@@ -38,6 +41,7 @@ def register(sub) -> None:
 
 def _add_generate(sub) -> None:
     from challenge.domain import DOMAINS
+    from challenge.format import FORMAT_VERSION, READABLE_VERSIONS
     from challenge.params import MODES, Params
 
     d = Params()
@@ -60,6 +64,12 @@ def _add_generate(sub) -> None:
     p.add_argument("--practice", action="store_true",
                    help="accept a short, guessable --seed and mark the release as replayable")
     add_source_options(p)
+    p.add_argument("--size", type=positive_int, metavar="S",
+                   help="resize the private images to S x S (short side to S with LANCZOS, centre crop; "
+                   "grey stays grey); default: the set's own shape (CIFAR 32, MNIST 28 grey, an image "
+                   "folder 32). A bank built from a --public folder follows; a stored bank must match")
+    p.add_argument("--grey", action="store_true",
+                   help="decode an image-folder private set to 8-bit grey (C = 1); default RGB")
     p.add_argument("--mode", choices=MODES, default=d.mode,
                    help="cross: private + public patches; inside: private only; mixup: no sign mask (default: %(default)s)")
     p.add_argument("--k", type=int, default=d.k, help="images per encryption (default: %(default)s)")
@@ -78,6 +88,9 @@ def _add_generate(sub) -> None:
     p.add_argument("--formats", default="npy,zarr",
                    help="copies of the public arrays: npy (the 2020 .npy files, which every reader uses; "
                    "required) and zarr (public.zarr, for chunked readers) (default: %(default)s)")
+    p.add_argument("--format-version", type=int, choices=READABLE_VERSIONS, default=FORMAT_VERSION,
+                   help="release format to write: 3 holds images of any shape (the private images'); 1 and 2 "
+                   "(32x32x3 only) exist to regenerate releases of those versions (default: %(default)s)")
     p.add_argument("--force", action="store_true", help="replace an existing release at --out")
     p.add_argument("--json", action="store_true", help="print the manifest as JSON on stdout")
     p.set_defaults(run=_run_generate)
@@ -109,9 +122,9 @@ def _run_generate(args) -> int:
     if args.practice:
         print("instahide: warning: practice seed: anyone can replay this release's keys; never use it "
               "for a real challenge", file=sys.stderr)
-    private, public = load_sources(args.private, args.public, params)
+    private, public = load_sources(args.private, args.public, params, size=args.size, grey=args.grey)
     manifest = generate(args.out, params, seed, private, public, practice=args.practice,
-                        chunk=args.chunk, force=args.force, formats=formats)
+                        chunk=args.chunk, force=args.force, formats=formats, format_version=args.format_version)
     if args.private is None:
         print("instahide: warning: the private images are the embedded demo data, which ships with this tool: "
               "anyone can match them ('instahide attack pool' recovers them); use --private for a real challenge",
@@ -127,14 +140,14 @@ def _run_generate(args) -> int:
 
 
 def _add_patches(sub) -> None:
-    from generator.patches import DEFAULT_MIN_KEYPOINTS
+    from generator.patches import DEFAULT_MIN_KEYPOINTS, PATCH
     from generator.sources import DEFAULT_BANK_SEED
 
     p = sub.add_parser(
         "patches",
         help="build a public patch bank from a folder of photos (e.g. ImageNet train)",
         description="Walk PUBLIC_DIR, resize every image so its short side is 40 px, take random 32x32 "
-        "crops and keep those that are not flat (a keypoint-count filter in the spirit of the 2020 "
+        "crops (--size S: short side 40/32 of S, S x S crops) and keep those that are not flat (a keypoint-count filter in the spirit of the 2020 "
         "challenge). Writes a Zarr bank recording each patch's source file and crop box. Parallel, "
         "bounded in memory and resumable: re-run the same command after an interruption.",
         epilog=PATCHES_EXAMPLES,
@@ -146,6 +159,10 @@ def _add_patches(sub) -> None:
     p.add_argument("--min-keypoints", type=int, default=DEFAULT_MIN_KEYPOINTS,
                    help="keep patches with more keypoints than this (default: %(default)s)")
     p.add_argument("--workers", type=positive_int, help="decoding processes (default: one per core)")
+    p.add_argument("--size", type=positive_int, default=PATCH, metavar="S",
+                   help="patch side: S x S crops of images whose short side is 40/32 of S (the 2020 rule "
+                   "scaled: 28 -> 35); the side of the release's images (default: %(default)s)")
+    p.add_argument("--grey", action="store_true", help="grey patches (C = 1), for a release of grey images")
     p.add_argument("--seed", default=DEFAULT_BANK_SEED,
                    help="public text that fixes the crop positions (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
@@ -159,7 +176,8 @@ def _run_patches(args) -> int:
     with bank_progress() as hooks:
         summary = build_patch_bank(args.public_dir, args.out, crops_per_image=args.crops_per_image,
                                    seed=bank_seed(args.seed), workers=args.workers,
-                                   min_keypoints=args.min_keypoints, **hooks)
+                                   min_keypoints=args.min_keypoints, patch_size=args.size, grey=args.grey,
+                                   **hooks)
     if args.json:
         print(json.dumps(dataclasses.asdict(summary), indent=2, sort_keys=True))
     else:

@@ -169,7 +169,7 @@ def _run_leaderboard(args) -> int:
     with ExitStack() as unpacked:  # extracted .zip submissions live until their pictures are drawn
         entries = leaderboard.build(args.submissions, store, rows=args.rows, selected=_selected(args, store),
                                     unpacked=unpacked)
-        files = leaderboard.write(entries, store, args.out)
+        files = leaderboard.write(entries, store, args.out, release=args.release)
     for e in entries:
         if e.scores is None:
             problems = printable("; ".join(e.validation.problems))

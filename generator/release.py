@@ -19,6 +19,7 @@ import shutil
 import sys
 import threading
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -28,21 +29,27 @@ from challenge import format as fmt
 from challenge.domain import affine, to_uint8
 from challenge.encoding import encode
 from challenge.errors import UsageError
-from challenge.geometry import IMAGE_SHAPE, SIGN_BYTES
+from challenge.geometry import DEFAULT_IMAGE_SHAPE, sign_bytes
 from challenge.imageset import ImageSet
 from challenge.keys import draw_plan, sign_bits
 from challenge.keystream import stream_context, stream_key
 from challenge.labels import weighted_labels
 from challenge.manifest import PREVIEW_COUNT, Manifest
 from challenge.npy import npy_header
-from challenge.params import Params
-from challenge.preview import contact_sheet, save_png
+from challenge.params import SHAPED_SINCE, Params
+from challenge.preview import release_preview, save_png
 from challenge.progress import Progress
 
 # the copies of the public arrays a release can hold, all by default (docs/FORMAT.md section 1): .npy for
 # 2020-era code and every reader of ours, public.zarr for chunked readers
 FORMATS = ("npy", "zarr")
-ENCRYPTION_ZARR_ROWS = 1024  # rows per chunk of public.zarr/encryption (docs/FORMAT.md section 5)
+ENCRYPTION_ZARR_ROWS = 1024  # rows per chunk of public.zarr/encryption at most (docs/FORMAT.md section 5)
+
+
+def encryption_zarr_rows(image_shape: tuple) -> int:
+    """Rows per chunk of public.zarr/encryption: 1024, fewer for large images so a chunk holds at most
+    16 MiB (one row at least); 1024 at 32x32x3, as in versions 1 and 2."""
+    return max(1, min(ENCRYPTION_ZARR_ROWS, fmt.MAX_CHUNK_BYTES // (4 * int(np.prod(image_shape)))))
 
 
 def parse_formats(text: str) -> tuple[str, ...]:
@@ -353,13 +360,23 @@ def generate(
 ) -> dict:
     """Build the release at ``out`` and return its manifest.
 
-    ``format_version`` 1 exists to reproduce releases of that version byte for byte; ``formats``
-    chooses the copies of the public arrays (:data:`FORMATS`).  Every file is synced to disk
-    before the release takes its name, and the name itself after.
+    The image shape is the private images' (``params.image_shape`` is set from them); the public
+    patches must have the same.  ``format_version`` 1 and 2 exist to reproduce releases of those
+    versions byte for byte (their images are 32x32x3); ``formats`` chooses the copies of the public
+    arrays (:data:`FORMATS`).  Every file is synced to disk before the release takes its name, and
+    the name itself after.
     """
     if format_version not in fmt.READABLE_VERSIONS:
-        raise UsageError(f"format version {format_version}: this tool writes {' and '.join(map(str, fmt.READABLE_VERSIONS))}")
+        raise UsageError(f"format version {format_version}: this tool writes {', '.join(map(str, fmt.READABLE_VERSIONS))}")
+    params = replace(params, image_shape=private.images.shape[1:])
+    if format_version < SHAPED_SINCE and params.image_shape != DEFAULT_IMAGE_SHAPE:
+        raise UsageError(f"format version {format_version} holds only 32x32x3 images; the private images are "
+                         f"{'x'.join(map(str, params.image_shape))} (use format version {fmt.FORMAT_VERSION})")
     params.validate()
+    if params.k_public and public is not None and public.images.shape[1:] != params.image_shape:
+        raise UsageError(f"the public patches are {'x'.join(map(str, public.images.shape[1:]))}, the private images "
+                         f"{'x'.join(map(str, params.image_shape))}: a release mixes images of one shape "
+                         "(make the patch bank at the private images' size)")
     if chunk < 1:
         raise UsageError(f"--chunk must be positive, got {chunk}")
     formats = parse_formats(",".join(formats))
@@ -390,13 +407,14 @@ def _build(tmp: Path, params: Params, seed: bytes, private: ImageSet, public: Im
     N = params.n_encryptions
     bank_size = len(public) if public is not None and params.k_public else 0
     fingerprints = {"private": private.fingerprint(), "public": public.fingerprint() if bank_size else None}
-    context = stream_context(params.to_dict(), fingerprints["private"], fingerprints["public"])
+    context = stream_context(params.to_dict(version), fingerprints["private"], fingerprints["public"])
     key = stream_key(seed, context, version)
     plan = draw_plan(key, params, private.labels, bank_size, version)
     ground_truth = private.images[plan.selection]
     truth_labels = private.labels[plan.selection]
     used = np.unique(plan.public_bank_index)
-    public_images = public.images[used] if bank_size else np.zeros((0, *IMAGE_SHAPE), np.uint8)
+    image_shape = params.image_shape
+    public_images = public.images[used] if bank_size else np.zeros((0, *image_shape), np.uint8)
     public_origin = public.origin[used] if bank_size else np.zeros((0, 0), np.int64)
     public_index = np.searchsorted(used, plan.public_bank_index).astype(np.int32)
     n_classes = len(private.class_names) or int(private.labels.max()) + 1
@@ -430,7 +448,8 @@ def _build(tmp: Path, params: Params, seed: bytes, private: ImageSet, public: Im
         },
         version,
     )
-    shape = (N, *IMAGE_SHAPE)
+    shape = (N, *image_shape)
+    zarr_rows = encryption_zarr_rows(image_shape)
     digests: dict[str, str] = {}  # of the files hashed as they were written
     label_file = _npy_file(public_dir / fmt.LABEL_FILE, labels.shape, digests, fmt.LABEL_FILE)
     label_file.write(np.ascontiguousarray(labels, "<f4"))
@@ -439,21 +458,21 @@ def _build(tmp: Path, params: Params, seed: bytes, private: ImageSet, public: Im
     if "zarr" in formats:
         public_zarr = zarr.open_group(str(public_dir / fmt.PUBLIC_ZARR), mode="w-")
         public_zarr.attrs.update({"format": "instahide-public", "format_version": version})
-        public_zarr.create_array("encryption", shape=shape, chunks=(ENCRYPTION_ZARR_ROWS, *IMAGE_SHAPE),
+        public_zarr.create_array("encryption", shape=shape, chunks=(zarr_rows, *image_shape),
                                  dtype="float32", compressors=None, fill_value=0)
         public_zarr.create_array("label", shape=labels.shape, chunks=(fmt.ROWS_PER_ZARR_CHUNK, n_classes),
                                  dtype="float32", compressors=None, fill_value=0)
         label_chunks = _ZarrChunks(public_dir, "label", fmt.ROWS_PER_ZARR_CHUNK, labels.shape[1:], digests)
         label_chunks.write(labels)
         label_chunks.close()
-        copies.append(_ZarrChunks(public_dir, "encryption", ENCRYPTION_ZARR_ROWS, IMAGE_SHAPE, digests))
+        copies.append(_ZarrChunks(public_dir, "encryption", zarr_rows, image_shape, digests))
     z_signs = keys["encryption/sign_bits"]
     domain_affine = affine(params.domain)
-    head = np.zeros((0, *IMAGE_SHAPE), np.float32)  # the first encryptions, for the preview
+    head = np.zeros((0, *image_shape), np.float32)  # the first encryptions, for the preview
     with Progress("write", N, enabled=progress, unit="encryptions") as bar, _written_in_background(copies) as writers:
         for a in range(0, N, chunk):
             b = min(a + chunk, N)
-            signs = sign_bits(key, a, b - a) if params.masked else np.zeros((b - a, SIGN_BYTES), np.uint8)
+            signs = sign_bits(key, a, b - a, image_shape) if params.masked else np.zeros((b - a, sign_bytes(image_shape)), np.uint8)
             block = encode(ground_truth, public_images, domain_affine, private_index=plan.private_index[a:b],
                            public_index=public_index[a:b], lam=plan.lam[a:b], sign_bits=signs)
             for writer in writers:
@@ -462,7 +481,7 @@ def _build(tmp: Path, params: Params, seed: bytes, private: ImageSet, public: Im
             if len(head) < PREVIEW_COUNT:
                 head = np.concatenate([head, block[: PREVIEW_COUNT - len(head)]])
             bar.advance(b - a)
-    save_png(contact_sheet(to_uint8(head, params.domain)), public_dir / fmt.PREVIEW_FILE)
+    save_png(release_preview(to_uint8(head, params.domain), version), public_dir / fmt.PREVIEW_FILE)
 
     store = fmt.KeyStore(keys, params, dict(keys.attrs))
     manifest = Manifest(
