@@ -61,7 +61,7 @@ def add_source_options(p: argparse.ArgumentParser) -> None:
                    "Imagenet32/64 npz folder, image folder (one subfolder per class) or .npz (default: embedded)")
     p.add_argument("--public", type=Path,
                    help="public patches: a bank from 'instahide patches', an image folder (a bank is "
-                   "built with the default settings) or an .npz with 'patches' (default: embedded)")
+                   "built at the private images' shape) or an .npz with 'patches' (default: embedded)")
 
 
 def shape_options(source: Path | None, image_shape) -> dict:
