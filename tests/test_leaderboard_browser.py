@@ -79,7 +79,7 @@ def board(tiny_release, tmp_path_factory):
     """A leaderboard of the oracle (long attack description), a hostile-named copy and the blind baseline."""
     root = tmp_path_factory.mktemp("browser")
     store = open_key_store(tiny_release / "secret" / "keys.zarr")
-    expected = Expected(100, "centered")
+    expected = Expected(100, "centered", (32, 32, 3))
     for kind in ("oracle", "blind"):
         write_baseline(kind, root / "subs" / kind, expected, store=store, release=tiny_release)
     shutil.copytree(root / "subs" / "oracle", root / "subs" / HOSTILE)
