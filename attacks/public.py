@@ -14,14 +14,13 @@ import numpy as np
 
 from challenge import format as fmt
 from challenge.errors import UsageError
+from challenge.geometry import CHANNELS
 from challenge.params import Params
 from challenge.manifest import read_manifest
 from challenge.npy import NpyFile, read_npy_header
 from challenge.submission import Expected, expected_from_manifest
 
-__all__ = ["CHANNELS", "PublicRelease", "open_public", "magnitudes"]
-
-CHANNELS = (1, 3)  # grey or RGB
+__all__ = ["PublicRelease", "open_public", "magnitudes"]
 
 
 @dataclass(frozen=True)

@@ -11,19 +11,13 @@ from __future__ import annotations
 
 from numbers import Integral
 
-__all__ = ["CHANNELS", "DEFAULT_IMAGE_SHAPE", "IMAGE_SHAPE", "IMAGE_SIDE", "IMAGE_VALUES", "MAX_IMAGE_SIDE",
-           "MIN_IMAGE_SIDE", "SIGN_BYTES", "check_image_shape", "image_values", "sign_bytes"]
+__all__ = ["CHANNELS", "DEFAULT_IMAGE_SHAPE", "MAX_IMAGE_SIDE", "MIN_IMAGE_SIDE", "check_image_shape", "image_values",
+           "sign_bytes"]
 
 DEFAULT_IMAGE_SHAPE = (32, 32, 3)  # height, width, channels: CIFAR, and every image of versions 1 and 2
 CHANNELS = (1, 3)  # grey or RGB
 MIN_IMAGE_SIDE = 7  # SSIM's 7 x 7 window must fit
 MAX_IMAGE_SIDE = 512  # ImageNet at 224 px fits twice over; bounds every allocation a hostile manifest can ask for
-
-# The default shape's sizes, for code that handles only version-1/2 geometry.
-IMAGE_SIDE = DEFAULT_IMAGE_SHAPE[0]
-IMAGE_SHAPE = DEFAULT_IMAGE_SHAPE
-IMAGE_VALUES = 32 * 32 * 3  # 3072
-SIGN_BYTES = IMAGE_VALUES // 8  # 384
 
 
 def image_values(shape) -> int:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from commands.common import OneLineParser, positive_int
+from commands.common import OneLineParser, positive_int, shape_options
 
 __all__ = ["register"]
 
@@ -41,7 +41,8 @@ def register(sub) -> None:
                             "similarity (correlation of the pixel differences of |x|) and submit the best match. "
                             "Works when the private images come from an obtainable set (CIFAR-10, the embedded data).",
                             epilog=ATTACK_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    pool.add_argument("--pool", type=Path, help="candidate images: any --private layout (default: the embedded demo data)")
+    pool.add_argument("--pool", type=Path, help="candidate images: any --private layout, loaded at the release's image shape "
+                      "(default: the embedded demo data)")
     graph = kinds.add_parser("graph", help="the keyless attack of Carlini et al. (no pool needed)",
                              description="Group encryptions that share a private image (sign-invariant features, "
                              "k-means within each label class), recover the lambdas from label.npy and reconstruct each private "
@@ -71,18 +72,40 @@ def register(sub) -> None:
     p.set_defaults(run=_run_strength)
 
 
-def _load_pool(path: Path | None):
+def _pool_at_shape(path: Path | None, release):
+    """The candidate images (without a path, the embedded demo data) at the release's image shape:
+    resized to its side, an image folder decoded to grey for a grey release."""
+    from dataclasses import replace
+
     from generator.default_data import default_private
+    from generator.images import resize_images
     from generator.sources import load_private
 
-    return default_private() if path is None else load_private(path)
+    options = shape_options(path, release.image_shape)
+    if path is not None:
+        return load_private(path, **options)
+    pool = default_private()
+    return pool if options["size"] is None else replace(pool, images=resize_images(pool.images, options["size"]))
+
+
+def _load_pool(path: Path | None, release):
+    """:func:`_pool_at_shape`, or one line naming the pool and both shapes when they differ."""
+    from challenge.errors import UsageError
+
+    pool = _pool_at_shape(path, release)
+    if pool.image_shape != release.image_shape:
+        name = "the embedded demo data" if path is None else f"--pool {path}"
+        ours, theirs = ("x".join(map(str, shape)) for shape in (pool.image_shape, release.image_shape))
+        raise UsageError(f"{name}: its images are {ours}, the release's {theirs}; "
+                         "give --pool a data set of the release's image shape")
+    return pool
 
 
 def _embedded_pool(release):
     """The embedded demo data when the release was built from it (its fingerprint is in the manifest)."""
     from challenge.manifest import json_get
 
-    pool = _load_pool(None)
+    pool = _pool_at_shape(None, release)
     return pool if json_get(release.manifest, "sources", "private", "fingerprint") == pool.fingerprint() else None
 
 
@@ -101,7 +124,7 @@ def _run_pool(args) -> int:
     from challenge.progress import Progress
 
     release = open_public(args.release)
-    pool = _load_pool(args.pool)
+    pool = _load_pool(args.pool, release)
     start = time.perf_counter()
     with Progress("pool", len(pool)) as bar:
         _, similarity = write_pool(release, pool, args.out, args.force, args.rows, bar.advance)
@@ -129,7 +152,7 @@ def _run_strength(args) -> int:
     from verifier.strength import STRENGTH_HTML, STRENGTH_JSON, strength
 
     release = open_public(args.release)
-    pool = _load_pool(args.pool) if args.pool is not None else _embedded_pool(release)
+    pool = _load_pool(args.pool, release) if args.pool is not None else _embedded_pool(release)
     attacks = []
     if pool is not None:
         def pool_writer(d: Path, store) -> dict:

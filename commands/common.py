@@ -10,7 +10,7 @@ from pathlib import Path
 
 from challenge.errors import UsageError
 
-__all__ = ["OneLineParser", "add_source_options", "check_keys_path", "positive_int", "run", "version_option"]
+__all__ = ["OneLineParser", "add_source_options", "check_keys_path", "positive_int", "run", "shape_options", "version_option"]
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -57,11 +57,23 @@ def positive_int(text: str) -> int:
 def add_source_options(p: argparse.ArgumentParser) -> None:
     """--private and --public, shared by every command that reads the source data sets."""
     p.add_argument("--private", type=Path,
-                   help="private set: CIFAR-10/100 folder (binary or python version), image folder "
-                   "(one subfolder per class) or .npz (default: embedded)")
+                   help="private set: CIFAR-10/100 folder (binary or python version), MNIST IDX folder, "
+                   "Imagenet32/64 npz folder, image folder (one subfolder per class) or .npz (default: embedded)")
     p.add_argument("--public", type=Path,
                    help="public patches: a bank from 'instahide patches', an image folder (a bank is "
-                   "built with the default settings) or an .npz with 'patches' (default: embedded)")
+                   "built at the private images' shape) or an .npz with 'patches' (default: embedded)")
+
+
+def shape_options(source: Path | None, image_shape) -> dict:
+    """The ``size`` and ``grey`` of :func:`generator.sources.load_sources` that load ``source`` at a
+    release's ``image_shape``, as 'generate --size S --grey' made it: a square shape is the side to
+    resize to; only an image folder is decoded to grey (any other set is grey already, or is not
+    the data the release was made from, which the fingerprint then says)."""
+    from generator.sources import detect_layout
+
+    height, width, channels = image_shape
+    grey = channels == 1 and source is not None and detect_layout(source)[0] == "image-folder"
+    return {"size": height if height == width else None, "grey": grey}
 
 
 def run(main_parser: argparse.ArgumentParser, argv: list[str] | None) -> int:

@@ -10,7 +10,7 @@ import argparse
 import json
 from pathlib import Path
 
-from commands.common import add_source_options, positive_int
+from commands.common import add_source_options, positive_int, shape_options
 
 __all__ = ["register", "reproduce"]
 
@@ -24,6 +24,7 @@ REPRODUCE_EXAMPLES = """\
 examples:
   instahide reproduce release/                              # embedded default data
   instahide reproduce release/ --keys keys.zarr --private cifar-10-batches-py/ --public bank.zarr
+  instahide reproduce m/ --private /data/mnist/ --public photos/   # a 28x28 grey release: shape from its manifest
 exit codes: 0 identical, 3 a difference, 2 bad input (including different source data), 1 internal error
 """
 INSPECT_EXAMPLES = """\
@@ -64,7 +65,8 @@ def register(sub) -> None:
         description="Regenerate the release from the source data and the seed in the key store, then "
         "compare every public file and the key store with the regenerated ones and report the first "
         "difference (file, encryption, field). The sources' fingerprints are checked first: "
-        "different data is refused with exit code 2. Without --private/--public the embedded "
+        "different data is refused with exit code 2. The sources are loaded at the release's image "
+        "shape (its --size and --grey need not be given again). Without --private/--public the embedded "
         "default data is used, as in 'instahide generate'.",
         epilog=REPRODUCE_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -118,7 +120,8 @@ def reproduce(release: Path, keys: Path, private: Path | None = None, public: Pa
 
     check_work(work)
     published = open_published(release, keys)
-    private_set, public_set = load_sources(private, public, published.params)  # exactly as generate loads them
+    private_set, public_set = load_sources(private, public, published.params,  # exactly as generate loads them
+                                           **shape_options(private, published.params.image_shape))
     return reproduce_from(published, (private_set, private or "(embedded data)"), (public_set, public or "(embedded data)"),
                           work)
 

@@ -2,6 +2,8 @@
 
 import json
 
+import numpy as np
+
 from tests.helpers import run_cli
 
 
@@ -42,3 +44,15 @@ def test_generate_warns_about_the_embedded_private_set(tmp_path):
                      "--n-private", "20", "--per-image", "2")
     assert result.returncode == 0, result.stderr
     assert "embedded demo data" in result.stderr
+
+
+def test_a_pool_of_another_shape_is_one_line_naming_it_and_both_shapes(tiny_release, tmp_path):
+    from tests.test_loaders_shapes import write_mnist
+
+    write_mnist(tmp_path / "mnist", np.zeros((4, 28, 28), np.uint8), [0, 1, 2, 3])  # grey: resized, but grey still
+    result = run_cli("attack", "pool", "--release", str(tiny_release), "--pool", str(tmp_path / "mnist"),
+                     "--out", str(tmp_path / "s"))
+    assert result.returncode == 2 and not (tmp_path / "s").exists()
+    assert result.stderr.strip().splitlines() == [
+        f"instahide: error: --pool {tmp_path / 'mnist'}: its images are 32x32x1, the release's 32x32x3; "
+        "give --pool a data set of the release's image shape"]

@@ -224,3 +224,22 @@ def test_bad_input_exit_2(tiny_release, tmp_path, capsys):
     assert main(["reproduce", str(tiny_release), "--work", str(tmp_path / "missing")]) == 2
     errors = capsys.readouterr().err.strip().splitlines()
     assert len(errors) == 3 and all(line.startswith("instahide: error:") for line in errors)
+
+
+def test_release_of_a_resized_grey_folder_reproduces_from_the_same_folder(tmp_path, capsys):
+    """The shape comes from the manifest: reproduce needs no --size/--grey to reload a folder as generate did."""
+    from tests.test_loaders_shapes import write_folder
+
+    write_folder(tmp_path / "folder", 6)
+    release = tmp_path / "release"
+    assert main(["generate", "--out", str(release), "--practice", "--seed", "grey", "--private", str(tmp_path / "folder"),
+                 "--size", "28", "--grey", "--mode", "inside", "--k", "2", "--n-private", "10", "--per-image", "2"]) == 0
+    assert fmt.read_json(release / "public" / "manifest.json")["params"]["image_shape"] == [28, 28, 1]
+    capsys.readouterr()
+    assert main(["reproduce", str(release), "--private", str(tmp_path / "folder")]) == 0
+    assert capsys.readouterr().out.startswith("reproduced: identical")
+    labels = np.load(release / "public" / "label.npy")
+    labels[4, 0] += 0.5
+    np.save(release / "public" / "label.npy", labels)
+    assert main(["reproduce", str(release), "--private", str(tmp_path / "folder")]) == 3
+    assert capsys.readouterr().out.startswith("differs: public/label.npy")

@@ -1,9 +1,16 @@
 """Format 3 at any image shape: the encoder, sign rows and parameters follow ``image_shape``, and a
-release of each shape goes end to end (generate -> oracle scores 1 -> audit sound -> reproduce identical)."""
+release of each shape goes end to end on the command line (generate -> oracle scores 1 -> audit sound
+-> reproduce identical -> inspect -> baselines and attacks scored -> leaderboard)."""
+
+import io
+import json
+from contextlib import redirect_stderr, redirect_stdout
+from types import SimpleNamespace
 
 import numba
 import numpy as np
 import pytest
+from PIL import Image
 
 from challenge import format as fmt
 from challenge.domain import affine
@@ -12,12 +19,13 @@ from challenge.errors import UsageError
 from challenge.geometry import check_image_shape, sign_bytes
 from challenge.keys import draw_plan, sign_bits
 from challenge.params import ParameterError, Params
-from commands.release import reproduce_from
 from generator.release import generate
+from commands.main import main as instahide_main
+from commands.verify import main as verify_main
 from tests.helpers import SEED, TINY, resized, run_cli
 from tests.naive import encode_reference
-from verifier.audit import audit
-from verifier.reproduce import open_published
+from tests.test_loaders_shapes import write_folder, write_mnist
+from tests.test_patches import make_public
 
 SHAPES = [(28, 28, 1), (9, 11, 3), (32, 32, 3), (64, 64, 3)]
 
@@ -104,27 +112,78 @@ def test_shape_mismatches_and_old_versions_are_refused(tmp_path, private_set, pu
     assert not any(tmp_path.iterdir())
 
 
-@pytest.mark.parametrize("shape", [(28, 28, 1), (32, 32, 3), (64, 64, 3)])
-def test_end_to_end(tmp_path, private_set, public_bank, shape):
-    private, bank = resized(private_set, shape), resized(public_bank, shape)
-    release = tmp_path / "release"
-    keys = release / "secret" / "keys.zarr"
-    manifest = generate(release, Params(n_private=10, per_image=3), SEED, private, bank, progress=False)
+def cli(argv: list, main=instahide_main) -> SimpleNamespace:
+    """A command run in this process (no interpreter start, compiled kernels reused): exit code, stdout, stderr."""
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        code = main([str(a) for a in argv])
+    return SimpleNamespace(code=code, out=out.getvalue(), err=err.getvalue())
+
+
+def _sources(shape, root, private_set, public_bank) -> tuple[list[str], list[str], list[str]]:
+    """Source data of ``shape`` on disk as a user has it: (generate's, reproduce's and attack pool's options)."""
+    if shape == (28, 28, 1):  # MNIST IDX files; a bank built at 28x28x1 from a photo folder, by generate and reproduce
+        mnist = resized(private_set, shape)
+        write_mnist(root / "mnist", mnist.images[:40, ..., 0], mnist.labels[:40])
+        make_public(root / "photos", n=6)
+        sources = ["--private", str(root / "mnist"), "--public", str(root / "photos")]
+        return sources, sources, ["--pool", str(root / "mnist")]
+    if shape == (64, 64, 3):  # an image folder at --size 64; a bank made at 64 by 'instahide patches'
+        write_folder(root / "folder", 8)
+        make_public(root / "photos", n=6)
+        assert cli(["patches", root / "photos", "--out", root / "bank", "--size", 64]).code == 0
+        sources = ["--private", str(root / "folder"), "--public", str(root / "bank")]
+        return [*sources, "--size", "64"], sources, ["--pool", str(root / "folder")]
+    if shape == (9, 11, 3):  # an odd shape from .npz files
+        odd = resized(private_set, shape)
+        np.savez(root / "private.npz", images=odd.images, labels=odd.labels, class_names=np.array(odd.class_names))
+        np.savez(root / "public.npz", patches=resized(public_bank, shape).images)
+        sources = ["--private", str(root / "private.npz"), "--public", str(root / "public.npz")]
+        return sources, sources, ["--pool", str(root / "private.npz")]
+    return [], [], []  # 32x32x3: the embedded data
+
+
+@pytest.mark.parametrize("shape", [(28, 28, 1), (32, 32, 3), (64, 64, 3), (9, 11, 3)], ids=lambda shape: "x".join(map(str, shape)))
+def test_end_to_end_on_the_command_line(tmp_path, private_set, public_bank, shape):
+    """Every command a maintainer, a participant and an attacker runs, at each shape, from the data on disk."""
+    generate_sources, reproduce_sources, pool = _sources(shape, tmp_path, private_set, public_bank)
+    release, keys = tmp_path / "release", tmp_path / "release" / "secret" / "keys.zarr"
+    made = cli(["generate", "--out", release, "--practice", "--seed", "e2e", "--n-private", 10, "--per-image", 2,
+                *generate_sources, "--json"])
+    assert made.code == 0, made.err
+    manifest = json.loads(made.out)
     assert manifest["format_version"] == 3 and manifest["params"]["image_shape"] == list(shape)
-    assert manifest["arrays"]["encryption.npy"]["shape"] == [30, *shape]
-    assert np.load(release / "public" / "encryption.npy").shape == (30, *shape)
+    assert np.load(release / "public" / "encryption.npy").shape == (20, *shape)
 
-    made = run_cli("baseline", "oracle", "--keys", str(keys), "--release", str(release), "--out", str(tmp_path / "oracle"))
-    assert made.returncode == 0, made.stderr
-    assert np.load(tmp_path / "oracle" / "decryption.npy").shape == (30, *shape)
-    scored = run_cli("--keys", str(keys), "--release", str(release), str(tmp_path / "oracle"), "--json", module="commands.verify")
-    assert scored.returncode == 0, scored.stderr
-    assert '"Max_SSIM": 1.0' in scored.stdout and '"Min_L2": 0.0' in scored.stdout
+    scoring = ["--keys", keys, "--release", release]
+    for kind, who in (("oracle", scoring), ("blind", ["--release", release]), ("pairing", scoring)):
+        assert cli(["baseline", kind, *who, "--out", tmp_path / kind]).code == 0
+        assert np.load(tmp_path / kind / "decryption.npy").shape == (20, *shape)
+    scored = cli([tmp_path / "oracle", *scoring, "--json"], verify_main)
+    assert scored.code == 0, scored.err
+    oracle = json.loads(scored.out)["scores"]
+    assert oracle["Max_SSIM"] == 1.0 and oracle["Min_L2"] == 0.0
 
-    report = audit(release, keys)
-    assert report.sound, [f.line() for f in report.findings]
-    _, differences = reproduce_from(open_published(release, keys), (private, "private"), (bank, "bank"))
-    assert differences == []
+    assert cli(["audit", release]).code == 0
+    reproduced = cli(["reproduce", release, *reproduce_sources])
+    assert reproduced.code == 0 and reproduced.out.startswith("reproduced: identical"), reproduced.out + reproduced.err
+    inspected = cli(["inspect", release, "--keys", keys, "--sheet", tmp_path / "sheet.png", "--json"])
+    assert inspected.code == 0 and Image.open(tmp_path / "sheet.png").size > (2 * shape[1], shape[0])
+
+    for attack, options in (("pool", pool), ("graph", [])):
+        attacked = cli(["attack", attack, "--release", release, *options, "--out", tmp_path / attack, "--json"])
+        assert attacked.code == 0, attacked.err
+        assert cli([tmp_path / attack, *scoring], verify_main).code == 0
+    board = cli(["leaderboard", *(tmp_path / s for s in ("oracle", "blind", "pairing", "pool", "graph")), *scoring,
+                 "--out", tmp_path / "board", "--json"])
+    assert board.code == 0, board.err
+    assert (tmp_path / "board" / "leaderboard.html").is_file() and "oracle" in board.out
+
+    tampered = np.load(release / "public" / "encryption.npy")
+    tampered[3, 0, 0, 0] += 1
+    np.save(release / "public" / "encryption.npy", tampered)
+    differs = cli(["reproduce", release, *reproduce_sources])
+    assert differs.code == 3 and "encryption.npy" in differs.out, differs.out + differs.err
 
 
 def test_wrong_shape_submission_gets_a_hint(tmp_path, private_set, public_bank):
