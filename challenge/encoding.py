@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import numba
 import numpy as np
-from llvmlite import ir
 from numba import njit, prange, types
 from numba.extending import intrinsic
 
@@ -28,7 +27,6 @@ __all__ = ["encode"]
 
 _TILE = 2048  # values of one row mixed at a time: the float64 accumulator (16 KiB) stays in L1 at any image size
 _TILES_PER_TASK = 32  # tiles per parallel task: a few rows of a small image, a part of a row of a large one
-_GROUP = 3  # images mixed per pass over the accumulator: the memory streams of three images at once
 
 
 @intrinsic
@@ -38,14 +36,6 @@ def _fma(typingctx, a, b, c):
     def codegen(context, builder, signature, args):
         return builder.fma(*args)
     return types.float64(types.float64, types.float64, types.float64), codegen
-
-
-@intrinsic
-def _bits(typingctx, x):
-    """The bit pattern of a float32: a sign flip is an XOR of its top bit, the same bytes as ``-x``."""
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.IntType(32))
-    return types.uint32(types.float32), codegen
 
 
 @njit(cache=True, inline="always")
@@ -61,6 +51,12 @@ def _term(private_images, public_images, private_index, public_index, lam, r, j,
     return weight, public_images[public_index[r, j - k_private], start : start + n]
 
 
+@njit(cache=True, inline="always")
+def _plus_terms(acc, wa, ua, wb, ub, wc, uc):
+    """``((acc + wa ua) + wb ub) + wc uc``, rounded after each term as the format's sum is."""
+    return _fma(wc, np.float64(uc), _fma(wb, np.float64(ub), _fma(wa, np.float64(ua), acc)))
+
+
 @njit(cache=True, parallel=True)
 def _encode_kernel(private_images, public_images, scale, offset, private_index, public_index, lam, sign_bits, out):
     k = lam.shape[1]
@@ -68,7 +64,7 @@ def _encode_kernel(private_images, public_images, scale, offset, private_index, 
     tiles = (values + _TILE - 1) // _TILE
     tasks = (out.shape[0] * tiles + _TILES_PER_TASK - 1) // _TILES_PER_TASK
     out_bits = out.view(np.uint32)
-    passes = (k + _GROUP - 1) // _GROUP
+    passes = (k + 2) // 3  # three images per pass over the accumulator: fewer passes, three memory streams at once
     for task in prange(tasks):
         acc = np.empty(_TILE)
         for item in range(task * _TILES_PER_TASK, min(out.shape[0] * tiles, (task + 1) * _TILES_PER_TASK)):
@@ -78,20 +74,19 @@ def _encode_kernel(private_images, public_images, scale, offset, private_index, 
             for j in range(k):
                 lam_sum += np.float64(lam[r, j])
             shift = offset * lam_sum
-            acc[:n] = 0.0
             tile = out[r, start : start + n]
-            for p in range(passes):  # terms 3p, 3p+1, 3p+2 in order: acc += lam_j * u_j, rounded at each term
-                wa, a = _term(private_images, public_images, private_index, public_index, lam, r, _GROUP * p, start, n)
-                wb, b = _term(private_images, public_images, private_index, public_index, lam, r, _GROUP * p + 1, start, n)
-                wc, c = _term(private_images, public_images, private_index, public_index, lam, r, _GROUP * p + 2, start, n)
+            for p in range(passes):  # terms 3p, 3p+1, 3p+2 in order: acc += lam_j * u_j from acc = 0, rounded at each term
+                wa, a = _term(private_images, public_images, private_index, public_index, lam, r, 3 * p, start, n)
+                wb, b = _term(private_images, public_images, private_index, public_index, lam, r, 3 * p + 1, start, n)
+                wc, c = _term(private_images, public_images, private_index, public_index, lam, r, 3 * p + 2, start, n)
                 if p < passes - 1:
                     for t in range(n):
-                        acc[t] = _fma(wc, np.float64(c[t]), _fma(wb, np.float64(b[t]), _fma(wa, np.float64(a[t]), acc[t])))
+                        acc[t] = _plus_terms(acc[t] if p > 0 else 0.0, wa, a[t], wb, b[t], wc, c[t])
                 else:  # the last pass, fused with the scaling: a division, as the format says
                     for t in range(n):
-                        mix = _fma(wc, np.float64(c[t]), _fma(wb, np.float64(b[t]), _fma(wa, np.float64(a[t]), acc[t])))
+                        mix = _plus_terms(acc[t] if p > 0 else 0.0, wa, a[t], wb, b[t], wc, c[t])
                         tile[t] = np.float32(mix / scale + shift)
-            bits = out_bits[r, start : start + n]
+            bits = out_bits[r, start : start + n]  # a sign flip is an XOR of the top bit: the same bytes as -x
             signs = sign_bits[r, start >> 3 :]  # _TILE is a multiple of 8: a tile starts on a sign byte
             for w in range(n >> 6):  # 64 values' signs in one little-endian word, shifted lane by lane
                 word = np.uint64(0)
