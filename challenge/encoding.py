@@ -16,7 +16,6 @@ no fastmath, because the order of operations is part of the format.
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 from numba import njit, prange, types
 from numba.extending import intrinsic
@@ -122,9 +121,8 @@ def encode(private_images, public_images, domain_affine, *, private_index, publi
     if out is None:
         out = np.empty((rows, *image_shape), np.float32)
     scale, offset = domain_affine
-    with numba.parallel_chunksize(1):  # tasks handed out one at a time: a thread slowed by other load takes fewer
-        _encode_kernel(
-            _flat(private_images, values), _flat(public_images, values), float(scale), float(offset),
-            private_index, public_index, lam, sign_bits, out.reshape(rows, values),
-        )
+    _encode_kernel(
+        _flat(private_images, values), _flat(public_images, values), float(scale), float(offset),
+        private_index, public_index, lam, sign_bits, out.reshape(rows, values),
+    )
     return out
