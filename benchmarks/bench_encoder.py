@@ -5,7 +5,8 @@ encoder and of the plain numpy reference (ratio must be >= 20), and the encoder'
 a share of this machine's memcpy bandwidth on a buffer of the same size, copied by as many numba
 threads as the encoder uses (must be >= 0.25, and >= 0.4 at 224x224x3); a one-thread copy is printed
 beside it.  The images are the embedded data resized (nearest neighbour).  JIT compilation is
-excluded (warm-up calls first).  The load average is printed before and after: the machine is shared.
+excluded (warm-up calls first); the encoder and the copies are timed in turn, best of 5 each, into
+buffers already faulted in.  The load average is printed before and after: the machine is shared.
 Exit status 1 if a target is missed.
 
     python benchmarks/bench_encoder.py [--shapes 28x28x1,32x32x3,64x64x3,224x224x3] [--megabytes 300]
@@ -33,7 +34,7 @@ from challenge.params import Params  # noqa: E402
 from generator.default_data import default_private, default_public  # noqa: E402
 from tests.helpers import resized  # noqa: E402
 from tests.naive import encode_reference  # noqa: E402
-from timing import best_of  # noqa: E402
+from timing import best_of, best_of_each  # noqa: E402
 
 SPEEDUP_TARGET = 20
 SHARE_TARGETS = {(224, 224, 3): 0.4}  # of memcpy; 0.25 at every other shape
@@ -66,19 +67,15 @@ def measure(shape: tuple[int, int, int], megabytes: float, seed: bytes) -> bool:
     tables = (private.images[plan.selection], bank.images, affine("centered"))
     row_keys = {"private_index": plan.private_index, "public_index": plan.public_bank_index, "lam": plan.lam,
                 "sign_bits": signs}
-    out = np.empty((rows, *shape), np.float32)
-    encode(*tables, **{name: k[:10] for name, k in row_keys.items()})  # JIT warm-up
-    t_fast = best_of(3, lambda: encode(*tables, **row_keys, out=out))
+    out = np.zeros((rows, *shape), np.float32)  # every output buffer's pages are faulted in before timing
+    src, dst = np.ones(out.size, np.float32), np.zeros(out.size, np.float32)
+    encode(*tables, **{name: k[:10] for name, k in row_keys.items()})  # JIT warm-ups
+    parallel_copy(src[:10], dst[:10])
+    t_fast, t_copy, t_copy_one = best_of_each(
+        5, lambda: encode(*tables, **row_keys, out=out), lambda: parallel_copy(src, dst), lambda: np.copyto(dst, src))
 
     r = max(10, rows // 10)
     t_ref = best_of(1, lambda: encode_reference(*tables, *(k[:r] for k in row_keys.values()))) * rows / r
-
-    src = np.ones(out.size, np.float32)
-    dst = np.empty_like(src)
-    np.copyto(dst, src)  # fault the pages in first
-    t_copy_one = best_of(5, lambda: np.copyto(dst, src))
-    parallel_copy(src[:10], dst[:10])  # JIT warm-up
-    t_copy = best_of(5, lambda: parallel_copy(src, dst))
 
     speedup, share = t_ref / t_fast, t_copy / t_fast
     share_target = SHARE_TARGETS.get(shape, SHARE_TARGET)
