@@ -25,7 +25,7 @@ from challenge.geometry import image_values, sign_bytes
 __all__ = ["encode"]
 
 _TILE = 2048  # values of one row mixed at a time: the float64 accumulator (16 KiB) stays in L1 at any image size
-_TILES_PER_TASK = 32  # tiles per parallel task: a few rows of a small image, a part of a row of a large one
+_TILES_PER_TASK = 8  # tiles per parallel task (one accumulator each); prange splits the tasks evenly among threads
 
 
 @intrinsic
