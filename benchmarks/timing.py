@@ -13,3 +13,15 @@ def best_of(repeats: int, fn) -> float:
         fn()
         times.append(time.perf_counter() - start)
     return min(times)
+
+
+def best_of_each(repeats: int, *fns) -> list[float]:
+    """Fastest wall time of each of ``fns``, called in turn ``repeats`` times: calls that are compared
+    as a ratio see the same spells of load on a shared machine."""
+    times = [[] for _ in fns]
+    for _ in range(repeats):
+        for fn, fn_times in zip(fns, times):
+            start = time.perf_counter()
+            fn()
+            fn_times.append(time.perf_counter() - start)
+    return [min(fn_times) for fn_times in times]

@@ -70,3 +70,45 @@ def test_positive_domain_mask_hides_nothing(private_set, public_bank):
         row_keys = {"private_index": plan.private_index, "public_index": plan.public_bank_index, "lam": plan.lam}
         masked, mixup = encode(*tables, **row_keys, sign_bits=signs), encode(*tables, **row_keys, sign_bits=np.zeros_like(signs))
         assert np.array_equal(np.abs(masked), mixup) != hides
+
+
+def random_keys(rng, rows, shape, k, k_private, n_tables=(5, 7)):
+    """Tables and row keys drawn at random, lambda of any sign (zeros included): the encoder must equal
+    its twin for every input, not only for the keys that draw_plan makes."""
+    values = shape[0] * shape[1] * shape[2]
+    private, public = (rng.integers(0, 256, (n, *shape), dtype=np.uint8) for n in n_tables)
+    lam = rng.standard_normal((rows, k)).astype(np.float32)
+    lam[rng.random((rows, k)) < 0.1] = 0.0
+    signs = rng.integers(0, 256, (rows, -(-values // 8)), dtype=np.uint8)
+    signs[:, -1] &= np.uint8((1 << (values % 8 or 8)) - 1)  # the pad bits of the last byte are zero (FORMAT.md)
+    return (private, public), {
+        "private_index": rng.integers(0, n_tables[0], (rows, k_private), dtype=np.int32),
+        "public_index": rng.integers(0, n_tables[1], (rows, k - k_private), dtype=np.int32),
+        "lam": lam,
+        "sign_bits": signs,
+    }
+
+
+@pytest.mark.parametrize("shape, k, k_private", [
+    ((28, 28, 1), 6, 2), ((9, 11, 3), 2, 1), ((32, 32, 3), 4, 4), ((64, 64, 3), 9, 3), ((224, 224, 3), 6, 2),
+    ((224, 224, 3), 5, 5),
+])
+@pytest.mark.parametrize("domain", ["centered", "positive"])
+def test_encoder_equals_twin_for_any_keys_threads_and_chunks(shape, k, k_private, domain):
+    """Every shape of issue 12, k not a multiple of the kernel's pass width (3) and a multiple of it,
+    rows that are one image or a part of a tile; one thread or two, the rows in chunks or all at once."""
+    import numba
+
+    rng = np.random.default_rng(sum(shape) + k)
+    rows = 3 if shape == (224, 224, 3) else 11
+    tables, keys = random_keys(rng, rows, shape, k, k_private)
+    slow = encode_reference(*tables, affine(domain), *keys.values())
+    threads = numba.get_num_threads()
+    try:
+        for n_threads, chunk in ((1, rows), (min(2, numba.config.NUMBA_NUM_THREADS), 1), (threads, 2)):
+            numba.set_num_threads(n_threads)
+            fast = np.concatenate([encode(*tables, affine(domain), **{name: a[i : i + chunk] for name, a in keys.items()})
+                                   for i in range(0, rows, chunk)])
+            assert fast.shape == (rows, *shape) and fast.tobytes() == slow.tobytes()
+    finally:
+        numba.set_num_threads(threads)
