@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from challenge.errors import UsageError
+from commands.cluster import add_dask_option, dask_client
 from commands.common import add_source_options, positive_int
 
 __all__ = ["register"]
@@ -20,6 +21,7 @@ examples:
   instahide generate --out c1/ --seed-file seed.txt        # a chosen seed, kept off the process list
   instahide generate --out r/ --private cifar-10-batches-py/ --public bank.zarr --balanced
   instahide generate --out big/ --per-image 2000 --formats npy  # .npy only: half the bytes
+  instahide generate --out big/ --per-image 2000 --dask local:4  # 4 worker processes, same bytes
 """
 
 PATCHES_EXAMPLES = """\
@@ -79,6 +81,7 @@ def _add_generate(sub) -> None:
                    help="copies of the public arrays: npy (the 2020 .npy files, which every reader uses; "
                    "required) and zarr (public.zarr, for chunked readers) (default: %(default)s)")
     p.add_argument("--force", action="store_true", help="replace an existing release at --out")
+    add_dask_option(p)
     p.add_argument("--json", action="store_true", help="print the manifest as JSON on stdout")
     p.set_defaults(run=_run_generate)
 
@@ -109,9 +112,10 @@ def _run_generate(args) -> int:
     if args.practice:
         print("instahide: warning: practice seed: anyone can replay this release's keys; never use it "
               "for a real challenge", file=sys.stderr)
-    private, public = load_sources(args.private, args.public, params)
-    manifest = generate(args.out, params, seed, private, public, practice=args.practice,
-                        chunk=args.chunk, force=args.force, formats=formats)
+    with dask_client(args.dask) as cluster:
+        private, public = load_sources(args.private, args.public, params)
+        manifest = generate(args.out, params, seed, private, public, practice=args.practice,
+                            chunk=args.chunk, force=args.force, formats=formats, cluster=cluster)
     if args.private is None:
         print("instahide: warning: the private images are the embedded demo data, which ships with this tool: "
               "anyone can match them ('instahide attack pool' recovers them); use --private for a real challenge",

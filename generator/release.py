@@ -19,6 +19,7 @@ import shutil
 import sys
 import threading
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -160,10 +161,10 @@ class _ZarrChunks:
     Chunk boundaries are the array's, whatever the size of the blocks given to :meth:`write`.
     """
 
-    def __init__(self, public_dir: Path, array: str, rows: int, row_shape: tuple, digests: dict):
+    def __init__(self, public_dir: Path, array: str, rows: int, row_shape: tuple, digests: dict, first_chunk: int = 0):
         self.public_dir, self.array, self.digests = public_dir, array, digests
         self.buffer = np.zeros((rows, *row_shape), "<f4")
-        self.filled = self.index = 0
+        self.filled, self.index = 0, first_chunk
 
     def write(self, block: np.ndarray) -> None:
         while len(block):
@@ -187,6 +188,43 @@ class _ZarrChunks:
         f.write(self.buffer)
         f.close()
         self.filled, self.index = 0, self.index + 1
+
+
+@dataclass(frozen=True)
+class RowEncoder:
+    """What encoding rows needs besides their keys: small enough to send once to every worker of a cluster."""
+
+    key: bytes  # the stream key, which draws the sign rows by row index
+    masked: bool
+    ground_truth: np.ndarray
+    public_images: np.ndarray
+    domain_affine: tuple
+
+    def rows(self, start: int, private_index: np.ndarray, public_index: np.ndarray,
+             lam: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The sign rows and encryptions of rows ``start .. start + len(lam)``, whatever the split into blocks."""
+        n = len(lam)
+        signs = sign_bits(self.key, start, n) if self.masked else np.zeros((n, SIGN_BYTES), np.uint8)
+        return signs, encode(self.ground_truth, self.public_images, self.domain_affine, private_index=private_index,
+                             public_index=public_index, lam=lam, sign_bits=signs)
+
+
+def _write_encryptions(encoder: RowEncoder, row_keys: tuple, copies: list, z_signs, chunk: int,
+                       progress: bool | None) -> np.ndarray:
+    """Encode ``chunk`` rows at a time into ``copies`` and the key store's sign rows; return the preview's rows."""
+    N = len(row_keys[0])
+    head = np.zeros((0, *encoder.ground_truth.shape[1:]), np.float32)  # the first encryptions, for the preview
+    with Progress("write", N, enabled=progress, unit="encryptions") as bar, _written_in_background(copies) as writers:
+        for a in range(0, N, chunk):
+            b = min(a + chunk, N)
+            signs, block = encoder.rows(a, *(keys[a:b] for keys in row_keys))
+            for writer in writers:
+                writer.write(block)
+            z_signs[a:b] = signs
+            if len(head) < PREVIEW_COUNT:
+                head = np.concatenate([head, block[: PREVIEW_COUNT - len(head)]])
+            bar.advance(b - a)
+    return head
 
 
 def _sync_tree(root: Path, progress: bool | None) -> None:
@@ -350,12 +388,15 @@ def generate(
     progress: bool | None = None,
     format_version: int = fmt.FORMAT_VERSION,
     formats: tuple[str, ...] = FORMATS,
+    cluster=None,
 ) -> dict:
     """Build the release at ``out`` and return its manifest.
 
     ``format_version`` 1 exists to reproduce releases of that version byte for byte; ``formats``
-    chooses the copies of the public arrays (:data:`FORMATS`).  Every file is synced to disk
-    before the release takes its name, and the name itself after.
+    chooses the copies of the public arrays (:data:`FORMATS`).  With ``cluster`` (a Dask
+    ``distributed.Client``) the encryptions are encoded and written by its workers, to the same
+    bytes (:mod:`generator.distributed`).  Every file is synced to disk before the release takes
+    its name, and the name itself after.
     """
     if format_version not in fmt.READABLE_VERSIONS:
         raise UsageError(f"format version {format_version}: this tool writes {' and '.join(map(str, fmt.READABLE_VERSIONS))}")
@@ -372,7 +413,8 @@ def generate(
         _check_replaceable(out, force)
         tmp = _make_build_folder(out)
         try:
-            manifest = _build(tmp, params, seed, private, public, practice, chunk, progress, format_version, formats)
+            manifest = _build(tmp, params, seed, private, public, practice, chunk, progress, format_version, formats,
+                              cluster)
             _seal_secrets(tmp / fmt.SECRET_DIR)
             _sync_tree(tmp, progress)
             _publish(tmp, out)
@@ -385,8 +427,8 @@ def generate(
     return manifest
 
 
-def _build(tmp: Path, params: Params, seed: bytes, private: ImageSet, public: ImageSet | None,
-           practice: bool, chunk: int, progress: bool | None, version: int, formats: tuple[str, ...]) -> dict:
+def _build(tmp: Path, params: Params, seed: bytes, private: ImageSet, public: ImageSet | None, practice: bool,
+           chunk: int, progress: bool | None, version: int, formats: tuple[str, ...], cluster) -> dict:
     N = params.n_encryptions
     bank_size = len(public) if public is not None and params.k_public else 0
     fingerprints = {"private": private.fingerprint(), "public": public.fingerprint() if bank_size else None}
@@ -435,7 +477,6 @@ def _build(tmp: Path, params: Params, seed: bytes, private: ImageSet, public: Im
     label_file = _npy_file(public_dir / fmt.LABEL_FILE, labels.shape, digests, fmt.LABEL_FILE)
     label_file.write(np.ascontiguousarray(labels, "<f4"))
     label_file.close()
-    copies = [_npy_file(public_dir / fmt.ENCRYPTION_FILE, shape, digests, fmt.ENCRYPTION_FILE)]
     if "zarr" in formats:
         public_zarr = zarr.open_group(str(public_dir / fmt.PUBLIC_ZARR), mode="w-")
         public_zarr.attrs.update({"format": "instahide-public", "format_version": version})
@@ -446,22 +487,18 @@ def _build(tmp: Path, params: Params, seed: bytes, private: ImageSet, public: Im
         label_chunks = _ZarrChunks(public_dir, "label", fmt.ROWS_PER_ZARR_CHUNK, labels.shape[1:], digests)
         label_chunks.write(labels)
         label_chunks.close()
-        copies.append(_ZarrChunks(public_dir, "encryption", ENCRYPTION_ZARR_ROWS, IMAGE_SHAPE, digests))
     z_signs = keys["encryption/sign_bits"]
-    domain_affine = affine(params.domain)
-    head = np.zeros((0, *IMAGE_SHAPE), np.float32)  # the first encryptions, for the preview
-    with Progress("write", N, enabled=progress, unit="encryptions") as bar, _written_in_background(copies) as writers:
-        for a in range(0, N, chunk):
-            b = min(a + chunk, N)
-            signs = sign_bits(key, a, b - a) if params.masked else np.zeros((b - a, SIGN_BYTES), np.uint8)
-            block = encode(ground_truth, public_images, domain_affine, private_index=plan.private_index[a:b],
-                           public_index=public_index[a:b], lam=plan.lam[a:b], sign_bits=signs)
-            for writer in writers:
-                writer.write(block)
-            z_signs[a:b] = signs
-            if len(head) < PREVIEW_COUNT:
-                head = np.concatenate([head, block[: PREVIEW_COUNT - len(head)]])
-            bar.advance(b - a)
+    encoder = RowEncoder(key, params.masked, ground_truth, public_images, affine(params.domain))
+    row_keys = (plan.private_index, public_index, plan.lam)
+    if cluster is None:
+        copies = [_npy_file(public_dir / fmt.ENCRYPTION_FILE, shape, digests, fmt.ENCRYPTION_FILE)]
+        if "zarr" in formats:
+            copies.append(_ZarrChunks(public_dir, "encryption", ENCRYPTION_ZARR_ROWS, IMAGE_SHAPE, digests))
+        head = _write_encryptions(encoder, row_keys, copies, z_signs, chunk, progress)
+    else:  # the same rows, encoded and written by the cluster's workers
+        from generator.distributed import write_on_cluster
+
+        head = write_on_cluster(cluster, encoder, row_keys, public_dir, z_signs, "zarr" in formats, chunk, digests, progress)
     save_png(contact_sheet(to_uint8(head, params.domain)), public_dir / fmt.PREVIEW_FILE)
 
     store = fmt.KeyStore(keys, params, dict(keys.attrs))
