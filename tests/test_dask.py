@@ -1,0 +1,82 @@
+"""--dask: a 2-worker LocalCluster (worker processes) gives the same bytes and scores as one process.
+
+One cluster serves the whole module (starting one takes seconds); the CLI reaches it by its
+scheduler address, the way ``--dask ADDRESS`` is used on a real cluster.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from pathlib import Path
+
+import pytest
+
+from challenge import format as fmt
+from challenge.canonical import canonical_json
+from challenge.params import Params
+from commands.main import main
+from generator.distributed import task_rows
+from generator.release import generate
+from tests.helpers import SEED
+
+distributed = pytest.importorskip("distributed")
+
+# 4500 encryptions: two tasks (4096 rows, the key store's sign-row chunk, and the rest)
+TWO_TASKS = Params(n_private=100, per_image=45)
+
+
+@pytest.fixture(scope="module")
+def client():
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+                                  env={"NUMBA_NUM_THREADS": "1"}) as cluster, distributed.Client(cluster) as client:
+        yield client
+
+
+def tree_bytes(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_task_rows_cover_whole_chunks_of_every_array():
+    assert task_rows(4096, (4096, 1024)) == 4096
+    assert task_rows(1000, (4096, 1024)) == 4096
+    assert task_rows(5000, (4096, 1024)) == 8192
+    assert task_rows(100, (4500, 1024)) == 1152000  # fewer rows than one sign chunk: one task
+
+
+@pytest.mark.parametrize("args", [
+    ["--mode", "cross", "--chunk", "1000"],  # tasks encode in blocks smaller than themselves
+    ["--mode", "mixup", "--formats", "npy"],  # no sign rows stored (all zero), no public.zarr
+])
+def test_generate_on_the_cluster_writes_the_bytes_of_one_process(tmp_path, client, args):
+    common = ["generate", "--seed", "7", "--practice", "--n-private", "100", "--per-image", "45", *args]
+    assert main([*common, "--out", str(tmp_path / "here")]) == 0
+    assert main([*common, "--out", str(tmp_path / "there"), "--dask", client.scheduler.address]) == 0
+    here, there = tree_bytes(tmp_path / "here"), tree_bytes(tmp_path / "there")
+    assert list(here) == list(there) and all(here[name] == there[name] for name in here)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no build folder or lock left
+
+
+def test_generate_on_the_cluster_pinned(tmp_path, client, private_set, public_bank):
+    """Format 2 written by the cluster: the digests of every public file and the key-store commitment."""
+    manifest = generate(tmp_path / "r", TWO_TASKS, SEED, private_set, public_bank, format_version=2, cluster=client)
+    files = hashlib.sha256(canonical_json(manifest["files"])).hexdigest()
+    assert (manifest["files"][fmt.ENCRYPTION_FILE], files, manifest["key_store"]["commitment"]) == (
+        "52e813d4ad11d48c0a9fe7a7244e593baea7a2cb59edf6091dddfdce92c511d6",
+        "ca2913f228c4144c8cd22eaeae03437695902b52ff294e623aff722a2c5b082b",
+        "sha256:9d57aa96bf479da089a7ea25764406b99c4a632f5daa1b76d7ec7a13664be1f3")  # one process: the same
+
+
+def test_dask_without_dask_installed_is_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "distributed", None)  # import distributed -> ImportError
+    assert main(["generate", "--out", str(tmp_path / "r"), "--dask", "local:2"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "pip install 'instahide-challenge[dask]'" in err
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("spec", ["local:0", "local:x", ""])
+def test_bad_dask_spec_is_a_usage_error(spec, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["generate", "--out", "r", "--dask", spec])
+    assert e.value.code == 2 and capsys.readouterr().err.count("\n") == 1
