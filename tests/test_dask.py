@@ -10,6 +10,7 @@ import hashlib
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from challenge import format as fmt
@@ -80,3 +81,57 @@ def test_bad_dask_spec_is_a_usage_error(spec, capsys):
     with pytest.raises(SystemExit) as e:
         main(["generate", "--out", "r", "--dask", spec])
     assert e.value.code == 2 and capsys.readouterr().err.count("\n") == 1
+
+
+# --- scoring: verify, leaderboard -------------------------------------------------------------
+
+ROWS = 32  # 100 encryptions: four tasks, the last one short
+
+
+@pytest.fixture(scope="module")
+def submissions(tiny_release, tmp_path_factory):
+    """blind and noise baselines, and a float submission with NaN and out-of-range values in two blocks."""
+    from challenge.submission import open_for_scoring
+    from verifier.baselines import write_baseline
+
+    root = tmp_path_factory.mktemp("subs")
+    expected, store = open_for_scoring(tiny_release / "public", tiny_release / "secret" / "keys.zarr")
+    for kind in ("blind", "noise"):
+        write_baseline(kind, root / kind, expected, store=store, release=tiny_release)
+    bad = np.load(root / "blind" / "decryption.npy").astype(np.float64)
+    bad[40, 1, 2, 0], bad[70, 0, 0, :] = np.nan, [0.5, 3.0, -7.0]
+    (root / "bad").mkdir()
+    np.save(root / "bad" / "decryption.npy", bad)
+    return root
+
+
+@pytest.mark.parametrize("kind", ["blind", "noise", "bad"])
+@pytest.mark.parametrize("holdout", [None, 0.5])
+def test_scores_on_the_cluster_are_those_of_one_process(tiny_release, submissions, client, kind, holdout):
+    from challenge.submission import open_for_scoring
+    from verifier.scoring import score, selected_rows
+
+    expected, store = open_for_scoring(tiny_release / "public", tiny_release / "secret" / "keys.zarr")
+    selected = selected_rows(store, holdout)
+    here = score(submissions / kind, store, expected=expected, rows=ROWS, selected=selected)
+    there = score(submissions / kind, store, expected=expected, rows=ROWS, selected=selected, cluster=client)
+    assert here[0].problems == there[0].problems and (here[1] is None) == (kind == "bad") == (there[1] is None)
+    if here[1] is not None:
+        assert here[1].summary == there[1].summary  # floats compared exactly
+        for name in ("encryptions", "max_ssim", "best_column", "best_per_private"):
+            assert np.array_equal(getattr(here[1], name), getattr(there[1], name), equal_nan=True), name
+
+
+def test_verify_and_leaderboard_with_dask_print_what_they_print_without(tiny_release, submissions, client, capsys,
+                                                                         tmp_path):
+    from commands.verify import main as verify_main
+
+    keys, release = str(tiny_release / "secret" / "keys.zarr"), str(tiny_release)
+    outputs = []
+    for dask in ([], ["--dask", client.scheduler.address]):
+        verify_main([str(submissions / "blind"), "--keys", keys, "--release", release, "--json", "--rows", str(ROWS),
+                     "--out", str(tmp_path / "scores"), *dask])
+        main(["leaderboard", *(str(submissions / k) for k in ("blind", "noise", "bad")), "--keys", keys,
+              "--release", release, "--json", "--rows", str(ROWS), "--out", str(tmp_path / "board"), *dask])
+        outputs.append(capsys.readouterr().out)
+    assert outputs[0] == outputs[1] and '"Max_SSIM"' in outputs[0]

@@ -24,7 +24,7 @@ from challenge.domain import to_uint8
 from challenge.errors import UsageError
 from challenge.preview import contact_sheet, save_png
 from verifier.archive import add_layout_hint, submission_folder
-from verifier.baselines import FLOORS, floor_blocks
+from verifier.baselines import FLOORS, floor_blocks, floor_image
 from verifier.scoring import HEADLINE, SUCCESS_SSIM, Scores, published, score, score_blocks, write_files
 from challenge.npy import ROWS
 from challenge.submission import Expected, expected_from_keys
@@ -112,25 +112,31 @@ def recovery_sheet(entry: Entry, store: fmt.KeyStore, expected: Expected, count:
 
 
 def build(submissions: list[Path], store: fmt.KeyStore, *, rows: int = ROWS, selected: np.ndarray | None = None,
-          floors: tuple[str, ...] = FLOORS, unpacked: ExitStack | None = None) -> list[Entry]:
+          floors: tuple[str, ...] = FLOORS, unpacked: ExitStack | None = None, cluster=None) -> list[Entry]:
     """Validate and score every submission (in the order given), then the ``floors`` as reference rows.
 
     ``selected``: the encryptions that count (a holdout part), all by default.  A ``.zip``
     submission is extracted (checked, :mod:`verifier.archive`) into a folder that lives as long as
-    ``unpacked``; without it, only folders are accepted.
+    ``unpacked``; without it, only folders are accepted.  With ``cluster`` (a Dask
+    ``distributed.Client``) the scoring runs on its workers, to the same scores.
     """
     expected = expected_from_keys(store)
     entries = []
     for path in map(Path, submissions):
         try:
             folder = unpacked.enter_context(submission_folder(path, expected)) if unpacked is not None else path
-            validation, scores = score(folder, store, expected=expected, rows=rows, selected=selected)
+            validation, scores = score(folder, store, expected=expected, rows=rows, selected=selected, cluster=cluster)
             add_layout_hint(validation)
         except UsageError as e:  # not a folder, unreadable, an unsafe archive: invalid, the others are still ranked
             validation, scores = Validation(path, [str(e)]), None
         entries.append(Entry(path, validation, scores))
     for kind in floors:
-        scores = score_blocks(floor_blocks(kind, store, expected, rows), store, expected, selected=selected)
+        if cluster is None:
+            scores = score_blocks(floor_blocks(kind, store, expected, rows), store, expected, selected=selected)
+        else:
+            from verifier.distributed import score_image_on_cluster
+
+            scores = score_image_on_cluster(cluster, floor_image(kind, store), store, expected, rows=rows, selected=selected)
         metadata = {"team": "reference", "method": f"{kind} floor: a trivial submission (docs/FORMAT.md, section 8)"}
         entries.append(Entry(Path(kind), Validation(Path(kind), [], None, metadata), scores, reference=kind))
     return entries
