@@ -28,6 +28,7 @@ PATCHES_EXAMPLES = """\
 examples:
   instahide patches /data/imagenet/train --out bank.zarr            # ~1.28M JPEGs, resumable
   instahide patches photos/ --out bank.zarr --crops-per-image 4 --workers 8
+  instahide patches /shared/imagenet/train --out bank.zarr --dask tcp://scheduler:8786   # the same bank
 """
 
 SEED_FILE_BYTES = 4096  # a seed is 64 hex digits; a practice seed is a short phrase
@@ -152,6 +153,7 @@ def _add_patches(sub) -> None:
     p.add_argument("--workers", type=positive_int, help="decoding processes (default: one per core)")
     p.add_argument("--seed", default=DEFAULT_BANK_SEED,
                    help="public text that fixes the crop positions (default: %(default)s)")
+    add_dask_option(p)
     p.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
     p.set_defaults(run=_run_patches)
 
@@ -160,10 +162,12 @@ def _run_patches(args) -> int:
     from generator.patches import bank_progress, build_patch_bank
     from generator.sources import bank_seed
 
-    with bank_progress() as hooks:
+    with dask_client(args.dask) as cluster, bank_progress() as hooks:
+        executor = cluster.get_executor(pure=False) if cluster is not None else None
+        workers = sum(cluster.nthreads().values()) if cluster is not None else args.workers
         summary = build_patch_bank(args.public_dir, args.out, crops_per_image=args.crops_per_image,
-                                   seed=bank_seed(args.seed), workers=args.workers,
-                                   min_keypoints=args.min_keypoints, **hooks)
+                                   seed=bank_seed(args.seed), workers=workers, min_keypoints=args.min_keypoints,
+                                   executor=executor, **hooks)
     if args.json:
         print(json.dumps(dataclasses.asdict(summary), indent=2, sort_keys=True))
     else:

@@ -74,7 +74,7 @@ import threading
 import time
 from collections import deque
 from contextlib import contextmanager
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -526,6 +526,7 @@ def build_patch_bank(
     batch_files: int = 1024,
     chunk_files: int = 32,
     on_decoded: Callable[[int], None] | None = None,
+    executor: Executor | None = None,
 ) -> PatchBankSummary:
     """Build (or resume) the patch bank of ``public_dir`` at ``out_path``; see the module docstring.
 
@@ -534,7 +535,9 @@ def build_patch_bank(
     where a resumed build starts) and after each committed batch; ``on_decoded(n)`` after every
     ``chunk_files`` files decoded, for a bar that moves per file.
     ``batch_files`` bounds memory (results of one batch are held before being written);
-    ``chunk_files`` files go to a worker at a time.  Neither changes the bank.
+    ``chunk_files`` files go to a worker at a time.  Neither changes the bank.  ``executor``: decode
+    there instead (e.g. a Dask client's ``get_executor()``, whose workers read ``public_dir`` by its
+    path), ``workers`` tasks at a time.
     Raises :class:`SourceError` for user mistakes (no images, output path not a bank, resume
     with other parameters, seed or files).  A script calling this with several workers from a
     multi-threaded process needs the usual ``if __name__ == "__main__":`` guard (see
@@ -552,7 +555,8 @@ def build_patch_bank(
     if workers is None:
         workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     count_keypoints(np.zeros((1, PATCH, PATCH, 3), np.uint8))  # compile or load the cache once, here
-    pool = _start_pool(workers) if workers > 1 else None  # starts while the folder is walked
+    own_pool = executor is None and workers > 1
+    pool = _start_pool(workers) if own_pool else executor  # starts while the folder is walked
     try:
         walk_notes: dict[str, int] = {}
         files = walk_image_files(root, walk_notes)
@@ -584,7 +588,7 @@ def build_patch_bank(
                 kept = "what was committed before is kept: re-run the same command to resume"
             raise SourceError(f"{out}: cannot write the patch bank ({e.strerror or e}); {kept}") from None
     finally:
-        if pool is not None:
+        if own_pool:
             pool.shutdown(wait=True, cancel_futures=True)
     attrs = g.attrs.asdict()
     return PatchBankSummary(
@@ -647,7 +651,7 @@ def _start_pool(workers: int) -> ProcessPoolExecutor:
 
 
 def _run_batches(g, root: Path, files: list[str], key: bytes, crops: int, min_keypoints: int,
-                 pool: ProcessPoolExecutor | None, n_workers: int, progress: ProgressHook | None,
+                 pool: Executor | None, n_workers: int, progress: ProgressHook | None,
                  batch_files: int, chunk_files: int, on_decoded: Callable[[int], None] | None) -> None:
     prog = dict(g.attrs["progress"])
     notes = dict(g.attrs["notes"])

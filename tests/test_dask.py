@@ -135,3 +135,24 @@ def test_verify_and_leaderboard_with_dask_print_what_they_print_without(tiny_rel
               "--release", release, "--json", "--rows", str(ROWS), "--out", str(tmp_path / "board"), *dask])
         outputs.append(capsys.readouterr().out)
     assert outputs[0] == outputs[1] and '"Max_SSIM"' in outputs[0]
+
+
+# --- patches ----------------------------------------------------------------------------------
+
+def test_patch_bank_on_the_cluster_is_the_bank_of_one_process_and_resumes(tmp_path, client):
+    from generator.patches import build_patch_bank
+    from tests.test_patches import SEED as BANK_SEED, Stop, make_public, store_bytes
+
+    make_public(tmp_path / "pub")
+    kw = dict(seed=BANK_SEED, crops_per_image=3, min_keypoints=3, batch_files=4, chunk_files=2)
+    build_patch_bank(tmp_path / "pub", tmp_path / "whole", workers=1, **kw)
+    on_cluster = dict(kw, executor=client.get_executor(pure=False), workers=2)
+
+    def stop_after_two(done, total, patches):
+        if done >= 8:
+            raise Stop
+
+    with pytest.raises(Stop):
+        build_patch_bank(tmp_path / "pub", tmp_path / "cut", progress=stop_after_two, **on_cluster)
+    resumed = build_patch_bank(tmp_path / "pub", tmp_path / "cut", **on_cluster)
+    assert resumed.resumed_from_file == 8 and store_bytes(tmp_path / "whole") == store_bytes(tmp_path / "cut")
