@@ -51,7 +51,7 @@ def dask_client(spec: str | None):
     if spec.startswith("local:"):
         one_thread = {name: "1" for name in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
         with LocalCluster(n_workers=int(spec.removeprefix("local:")), threads_per_worker=1, processes=True,
-                          dashboard_address=None, env=one_thread) as cluster, Client(cluster) as client:
+                          dashboard_address=":0", env=one_thread) as cluster, Client(cluster) as client:
             yield client
         return
     try:

@@ -91,6 +91,7 @@ def _run_generate(args) -> int:
     from challenge.files import read_text
     from challenge.keystream import fresh_seed, parse_seed
     from challenge.params import Params
+    from generator.distributed import on_cluster
     from generator.release import generate, parse_formats
     from generator.sources import load_sources
 
@@ -116,7 +117,8 @@ def _run_generate(args) -> int:
     with dask_client(args.dask) as cluster:
         private, public = load_sources(args.private, args.public, params)
         manifest = generate(args.out, params, seed, private, public, practice=args.practice,
-                            chunk=args.chunk, force=args.force, formats=formats, cluster=cluster)
+                            chunk=args.chunk, force=args.force, formats=formats,
+                            write_elsewhere=None if cluster is None else on_cluster(cluster))
     if args.private is None:
         print("instahide: warning: the private images are the embedded demo data, which ships with this tool: "
               "anyone can match them ('instahide attack pool' recovers them); use --private for a real challenge",

@@ -26,7 +26,7 @@ examples:
   verify submission/ --keys keys.zarr --release release/ --out results/   # scores.json, scores.txt
   verify submission/ --keys keys.zarr --release release/ --holdout 0.5   # public part only
   verify submission/ --keys keys.zarr --release release/ --holdout 0.5 --part final   # maintainer
-  verify submission/ --keys keys.zarr --release release/ --dask tcp://scheduler:8786   # scored on a cluster
+  verify submission/ --keys keys.zarr --release release/ --dask local:2   # or --dask tcp://HOST:8786 (a cluster)
 """
 
 
@@ -34,7 +34,7 @@ LEADERBOARD_EXAMPLES = """\
 examples:
   instahide leaderboard subs/* --keys release/secret/keys.zarr --release release/ --out board/
   instahide leaderboard a/ b.zip --keys keys.zarr --release release/ --json   # the table as JSON on stdout
-  instahide leaderboard subs/* --keys keys.zarr --release release/ --dask local:4   # 4 worker processes
+  instahide leaderboard subs/* --keys keys.zarr --release release/ --dask local:2   # 2 worker processes
 """
 
 BASELINE_EXAMPLES = """\
@@ -97,6 +97,7 @@ def _selected(args, store):
 def _run_verify(args) -> int:
     from challenge.text import printable
     from verifier.archive import add_layout_hint, is_archive, submission_folder
+    from verifier.distributed import score_on_cluster
     from verifier.scoring import format_table, score, write_scores
     from verifier.submission import validate
 
@@ -110,8 +111,10 @@ def _run_verify(args) -> int:
             validation, scores = validate(folder, expected, rows=args.rows), None
         else:
             selected = _selected(args, store)
-            validation, scores = score(folder, store, expected=expected, rows=args.rows, selected=selected,
-                                       cluster=cluster)
+            if cluster is None:
+                validation, scores = score(folder, store, expected=expected, rows=args.rows, selected=selected)
+            else:
+                validation, scores = score_on_cluster(cluster, folder, store, expected, rows=args.rows, selected=selected)
             report["keys_checked_against_release"] = args.release is not None
             if args.holdout is not None:
                 report["holdout"] = {"fraction": args.holdout, "part": args.part or "public"}

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import os
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +31,12 @@ from challenge.npy import npy_header
 from challenge.progress import Progress
 from generator.release import RowEncoder, _ZarrChunks
 
-__all__ = ["task_rows", "write_on_cluster"]
+__all__ = ["on_cluster", "task_rows", "write_on_cluster"]
+
+
+def on_cluster(client):
+    """``generate(..., write_elsewhere=on_cluster(client))``: the encryptions written by ``client``'s workers."""
+    return partial(write_on_cluster, client)
 
 
 def task_rows(chunk: int, boundaries: tuple[int, ...]) -> int:

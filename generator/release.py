@@ -388,14 +388,14 @@ def generate(
     progress: bool | None = None,
     format_version: int = fmt.FORMAT_VERSION,
     formats: tuple[str, ...] = FORMATS,
-    cluster=None,
+    write_elsewhere=None,
 ) -> dict:
     """Build the release at ``out`` and return its manifest.
 
     ``format_version`` 1 exists to reproduce releases of that version byte for byte; ``formats``
-    chooses the copies of the public arrays (:data:`FORMATS`).  With ``cluster`` (a Dask
-    ``distributed.Client``) the encryptions are encoded and written by its workers, to the same
-    bytes (:mod:`generator.distributed`).  Every file is synced to disk before the release takes
+    chooses the copies of the public arrays (:data:`FORMATS`).  ``write_elsewhere`` encodes and
+    writes the encryptions instead of this process, to the same bytes (a Dask cluster:
+    :func:`generator.distributed.on_cluster`).  Every file is synced to disk before the release takes
     its name, and the name itself after.
     """
     if format_version not in fmt.READABLE_VERSIONS:
@@ -414,7 +414,7 @@ def generate(
         tmp = _make_build_folder(out)
         try:
             manifest = _build(tmp, params, seed, private, public, practice, chunk, progress, format_version, formats,
-                              cluster)
+                              write_elsewhere)
             _seal_secrets(tmp / fmt.SECRET_DIR)
             _sync_tree(tmp, progress)
             _publish(tmp, out)
@@ -428,7 +428,7 @@ def generate(
 
 
 def _build(tmp: Path, params: Params, seed: bytes, private: ImageSet, public: ImageSet | None, practice: bool,
-           chunk: int, progress: bool | None, version: int, formats: tuple[str, ...], cluster) -> dict:
+           chunk: int, progress: bool | None, version: int, formats: tuple[str, ...], write_elsewhere) -> dict:
     N = params.n_encryptions
     bank_size = len(public) if public is not None and params.k_public else 0
     fingerprints = {"private": private.fingerprint(), "public": public.fingerprint() if bank_size else None}
@@ -490,15 +490,13 @@ def _build(tmp: Path, params: Params, seed: bytes, private: ImageSet, public: Im
     z_signs = keys["encryption/sign_bits"]
     encoder = RowEncoder(key, params.masked, ground_truth, public_images, affine(params.domain))
     row_keys = (plan.private_index, public_index, plan.lam)
-    if cluster is None:
+    if write_elsewhere is None:
         copies = [_npy_file(public_dir / fmt.ENCRYPTION_FILE, shape, digests, fmt.ENCRYPTION_FILE)]
         if "zarr" in formats:
             copies.append(_ZarrChunks(public_dir, "encryption", ENCRYPTION_ZARR_ROWS, IMAGE_SHAPE, digests))
         head = _write_encryptions(encoder, row_keys, copies, z_signs, chunk, progress)
-    else:  # the same rows, encoded and written by the cluster's workers
-        from generator.distributed import write_on_cluster
-
-        head = write_on_cluster(cluster, encoder, row_keys, public_dir, z_signs, "zarr" in formats, chunk, digests, progress)
+    else:
+        head = write_elsewhere(encoder, row_keys, public_dir, z_signs, "zarr" in formats, chunk, digests, progress)
     save_png(contact_sheet(to_uint8(head, params.domain)), public_dir / fmt.PREVIEW_FILE)
 
     store = fmt.KeyStore(keys, params, dict(keys.attrs))

@@ -17,7 +17,7 @@ from challenge import format as fmt
 from challenge.canonical import canonical_json
 from challenge.params import Params
 from commands.main import main
-from generator.distributed import task_rows
+from generator.distributed import on_cluster, task_rows
 from generator.release import generate
 from tests.helpers import SEED
 
@@ -29,7 +29,7 @@ TWO_TASKS = Params(n_private=100, per_image=45)
 
 @pytest.fixture(scope="module")
 def client():
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
                                   env={"NUMBA_NUM_THREADS": "1"}) as cluster, distributed.Client(cluster) as client:
         yield client
 
@@ -60,7 +60,8 @@ def test_generate_on_the_cluster_writes_the_bytes_of_one_process(tmp_path, clien
 
 def test_generate_on_the_cluster_pinned(tmp_path, client, private_set, public_bank):
     """Format 2 written by the cluster: the digests of every public file and the key-store commitment."""
-    manifest = generate(tmp_path / "r", TWO_TASKS, SEED, private_set, public_bank, format_version=2, cluster=client)
+    manifest = generate(tmp_path / "r", TWO_TASKS, SEED, private_set, public_bank, format_version=2,
+                        write_elsewhere=on_cluster(client))
     files = hashlib.sha256(canonical_json(manifest["files"])).hexdigest()
     assert (manifest["files"][fmt.ENCRYPTION_FILE], files, manifest["key_store"]["commitment"]) == (
         "52e813d4ad11d48c0a9fe7a7244e593baea7a2cb59edf6091dddfdce92c511d6",
@@ -109,12 +110,13 @@ def submissions(tiny_release, tmp_path_factory):
 @pytest.mark.parametrize("holdout", [None, 0.5])
 def test_scores_on_the_cluster_are_those_of_one_process(tiny_release, submissions, client, kind, holdout):
     from challenge.submission import open_for_scoring
+    from verifier.distributed import score_on_cluster
     from verifier.scoring import score, selected_rows
 
     expected, store = open_for_scoring(tiny_release / "public", tiny_release / "secret" / "keys.zarr")
     selected = selected_rows(store, holdout)
     here = score(submissions / kind, store, expected=expected, rows=ROWS, selected=selected)
-    there = score(submissions / kind, store, expected=expected, rows=ROWS, selected=selected, cluster=client)
+    there = score_on_cluster(client, submissions / kind, store, expected, rows=ROWS, selected=selected)
     assert here[0].problems == there[0].problems and (here[1] is None) == (kind == "bad") == (there[1] is None)
     if here[1] is not None:
         assert here[1].summary == there[1].summary  # floats compared exactly

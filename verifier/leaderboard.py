@@ -125,7 +125,12 @@ def build(submissions: list[Path], store: fmt.KeyStore, *, rows: int = ROWS, sel
     for path in map(Path, submissions):
         try:
             folder = unpacked.enter_context(submission_folder(path, expected)) if unpacked is not None else path
-            validation, scores = score(folder, store, expected=expected, rows=rows, selected=selected, cluster=cluster)
+            if cluster is None:
+                validation, scores = score(folder, store, expected=expected, rows=rows, selected=selected)
+            else:
+                from verifier.distributed import score_on_cluster
+
+                validation, scores = score_on_cluster(cluster, folder, store, expected, rows=rows, selected=selected)
             add_layout_hint(validation)
         except UsageError as e:  # not a folder, unreadable, an unsafe archive: invalid, the others are still ranked
             validation, scores = Validation(path, [str(e)]), None

@@ -157,18 +157,12 @@ def _accumulate(store: fmt.KeyStore, expected: Expected, selected: np.ndarray | 
 
 
 def score(folder: Path, store: fmt.KeyStore, *, expected: Expected | None = None, rows: int = ROWS,
-          engine: Engine = metrics.score_pairs, selected: np.ndarray | None = None,
-          cluster=None) -> tuple[Validation, Scores | None]:
+          engine: Engine = metrics.score_pairs, selected: np.ndarray | None = None) -> tuple[Validation, Scores | None]:
     """Validate ``folder`` and, if it is valid, score it; the file and the keys are read once, in blocks.
 
-    With ``cluster`` (a Dask ``distributed.Client``) its workers read, check and score the blocks,
-    to the same scores (:mod:`verifier.distributed`).
+    :func:`verifier.distributed.score_on_cluster` gives the same on a Dask cluster.
     """
     expected = expected or expected_from_keys(store)
-    if cluster is not None:
-        from verifier.distributed import score_on_cluster
-
-        return score_on_cluster(cluster, folder, store, expected, rows=rows, engine=engine, selected=selected)
     acc, on_rows = _accumulate(store, expected, selected, engine)
     validation = validate(folder, expected, rows=rows, on_rows=on_rows)
     return validation, acc.result() if validation.valid else None
