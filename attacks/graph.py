@@ -31,7 +31,6 @@ import numpy as np
 from numba import njit, prange
 
 from attacks.public import PublicRelease, magnitudes
-from challenge.geometry import IMAGE_VALUES
 
 __all__ = ["GraphResult", "unit_rows", "top_neighbours", "class_sizes", "centre_sums",
            "spherical_kmeans", "initial_groups", "split_merged", "private_lambdas", "fit_images",
@@ -46,7 +45,7 @@ class GraphResult:
 
     groups: np.ndarray  # int32 (N, k_private): the groups (recovered private images) of each encryption
     lam: np.ndarray  # float64 (N, k_private): their lambdas
-    images: np.ndarray  # float32 (n_private, 3072): the reconstructed private images, domain values
+    images: np.ndarray  # float32 (n_private, H, W, C): the reconstructed private images, domain values
 
     def first_choice(self) -> np.ndarray:
         """Per encryption, its group with the largest lambda: the best-determined image in it."""
@@ -56,14 +55,15 @@ class GraphResult:
 
 # --- 1. similarity -------------------------------------------------------------------------------
 
-def gradients(y: np.ndarray) -> np.ndarray:
-    """float32 (N, 5952): vertical and horizontal differences of neighbouring pixels of each row.
+def gradients(images: np.ndarray) -> np.ndarray:
+    """float32 (N, (H-1)*W*C + H*(W-1)*C): the vertical, then horizontal, differences of
+    neighbouring pixels of each image (N, H, W, C); 5,952 values at 32x32x3.
 
     The public patches (and the sign mask's residue) add smooth, image-like noise whose energy
     sits at low spatial frequencies; differences whiten it, so both the similarity and the fit's
     choice between two candidate images weigh the detail that tells images apart.
     """
-    a = np.asarray(y, np.float32).reshape(len(y), 32, 32, 3)
+    a = np.asarray(images, np.float32)
     return np.concatenate([np.diff(a, axis=1).reshape(len(a), -1), np.diff(a, axis=2).reshape(len(a), -1)], axis=1)
 
 
@@ -443,13 +443,13 @@ def graph_attack(release: PublicRelease, *, rounds: int = 10, rows: int = 4096, 
     del z
     lam = private_lambdas(groups, group_class, labels)
     gram = np.zeros((n + 1, n + 1))
-    moments = np.zeros((n + 1, IMAGE_VALUES))
+    moments = np.zeros((n + 1, int(np.prod(release.image_shape))))
     start = 0
     for block in release.encryption_blocks(rows):
         stop = start + len(block)
         d = _design(groups[start:stop], lam[start:stop], mu[start:stop], n)
         gram += d.T @ d
-        moments += _moments(magnitudes(block, p), groups[start:stop], lam[start:stop], mu[start:stop], n)
+        moments += _moments(magnitudes(block, p).reshape(len(block), -1), groups[start:stop], lam[start:stop], mu[start:stop], n)
         start = stop
     images = _solve(gram, moments)[:n]
-    return GraphResult(groups, lam, images.astype(np.float32))
+    return GraphResult(groups, lam, images.astype(np.float32).reshape(n, *release.image_shape))

@@ -17,16 +17,22 @@ import numpy as np
 from attacks.graph import gradients, unit_rows
 from attacks.public import PublicRelease, magnitudes
 from challenge.domain import affine
+from challenge.errors import UsageError
 from challenge.imageset import ImageSet
 
 __all__ = ["pool_features", "best_candidates", "pool_attack"]
 
 
 def pool_features(images: np.ndarray, release: PublicRelease) -> np.ndarray:
-    """uint8 candidates (B, 32, 32, 3) -> the features an encryption of them is compared in."""
+    """uint8 candidates (B, H, W, C) -> the features an encryption of them is compared in."""
     scale, offset = affine(release.params.domain)
-    values = images.reshape(len(images), -1).astype(np.float32) / np.float32(scale) + np.float32(offset)
+    values = images.astype(np.float32) / np.float32(scale) + np.float32(offset)
     return unit_rows(gradients(magnitudes(values, release.params)))
+
+
+def _shape_text(shape) -> str:
+    """(H, W, C) as people write it: 28x28x1."""
+    return "x".join(str(int(d)) for d in shape)
 
 
 def class_columns(pool: ImageSet, release: PublicRelease) -> np.ndarray | None:
@@ -63,6 +69,9 @@ def best_candidates(features: np.ndarray, pool: ImageSet, release: PublicRelease
 
 def pool_attack(release: PublicRelease, pool: ImageSet, rows: int = 4096, progress=None) -> tuple[np.ndarray, np.ndarray]:
     """(choice, similarity) per encryption; submit ``pool.images[choice]``."""
+    if pool.images.shape[1:] != release.image_shape:
+        raise UsageError(f"the pool's images are {_shape_text(pool.images.shape[1:])} and the release's "
+                         f"{_shape_text(release.image_shape)}; give a pool of the release's image shape")
     features = np.concatenate([unit_rows(gradients(magnitudes(block, release.params)))
                                for block in release.encryption_blocks(rows)])
     return best_candidates(features, pool, release, rows, progress)

@@ -1,9 +1,14 @@
-"""What every attack reads: a release's PUBLIC files only, checked before a byte of data is read."""
+"""What every attack reads: a release's PUBLIC files only, checked before a byte of data is read.
+
+The image shape is taken from ``encryption.npy``'s header, so an attack follows whatever shape
+(H, W, C) the release was made at, whether or not its manifest records one.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -11,50 +16,75 @@ from challenge import format as fmt
 from challenge.errors import UsageError
 from challenge.params import Params
 from challenge.manifest import read_manifest
-from challenge.npy import read_npy_header
-from challenge.submission import Expected, encryption_blocks, expected_from_manifest
+from challenge.npy import NpyFile, read_npy_header
+from challenge.submission import Expected, expected_from_manifest
 
-__all__ = ["PublicRelease", "open_public", "magnitudes"]
+__all__ = ["CHANNELS", "PublicRelease", "open_public", "magnitudes"]
+
+CHANNELS = (1, 3)  # grey or RGB
 
 
 @dataclass(frozen=True)
 class PublicRelease:
-    """A release as an attacker sees it: parameters, the expected submission, the labels."""
+    """A release as an attacker sees it: parameters, the expected submission, the labels, the encryptions."""
 
     path: Path
     manifest: dict
     params: Params
     expected: Expected
-    labels: np.ndarray  # float32 (N, C): lambda-weighted one-hot labels of the private images
+    labels: np.ndarray  # float32 (N, classes): lambda-weighted one-hot labels of the private images
+    encryptions: NpyFile  # the checked header of encryption.npy: float32 (N, H, W, C)
 
-    def encryption_blocks(self, rows: int):
-        """The encryptions (float32 (B, 32, 32, 3)), ``rows`` at a time."""
-        return encryption_blocks(self.path, self.expected, rows)
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(H, W, C) of every image of the release, as its encryptions have it."""
+        return self.encryptions.shape[1:]
+
+    def encryption_blocks(self, rows: int) -> Iterator[np.ndarray]:
+        """The encryptions (float32 (B, H, W, C)), ``rows`` at a time."""
+        for _, block in self.encryptions.chunks(rows):
+            yield block
+
+
+def _public_file(release: Path, name: str) -> Path:
+    """``release/public/name``, or ``release/name`` when ``release`` is the public folder itself."""
+    path = Path(release) / fmt.PUBLIC_DIR / name
+    return path if path.is_file() else Path(release) / name
+
+
+def _header(path: Path, max_bytes: int, fits, expected: str, what: str) -> NpyFile:
+    """The checked header of a public array, or one UsageError naming the file and what was expected."""
+    header, problems = read_npy_header(path, max_bytes)
+    if header is not None and not fits(header):
+        problems.append(f"shape {header.shape} dtype {header.dtype}, expected {expected}")
+    if problems:
+        raise UsageError(f"{path}: not the release's {what} ({'; '.join(problems)})")
+    return header
 
 
 def open_public(release: Path) -> PublicRelease:
-    """Read ``public/manifest.json`` and ``public/label.npy`` of ``release`` (never the key store)."""
+    """Read ``public/manifest.json``, ``public/label.npy`` and the header of ``public/encryption.npy``
+    of ``release`` (never the key store)."""
     manifest = read_manifest(release)
-    params = fmt.read_params(manifest["params"], f"{release}: manifest params")
+    params = fmt.read_params(manifest["params"], f"{release}: manifest params", manifest["format_version"])
     expected = expected_from_manifest(manifest)
-    path = Path(release) / fmt.PUBLIC_DIR / fmt.LABEL_FILE
-    if not path.is_file():
-        path = Path(release) / fmt.LABEL_FILE
+    n = expected.n
     names = manifest.get("class_names") or []  # empty when the private set named no classes
-    header, problems = read_npy_header(path, expected.n * max(len(names), 1 << 16) * 4 + 10_000)
-    if header is not None and (header.dtype != np.float32 or len(header.shape) != 2 or header.shape[0] != expected.n
-                               or (names and header.shape[1] != len(names))):
-        problems.append(f"shape {header.shape} dtype {header.dtype}, expected ({expected.n}, {len(names) or 'C'}) float32")
-    if problems:
-        raise UsageError(f"{path}: not the release's labels ({'; '.join(problems)})")
-    labels = header.read_rows(0, expected.n)
+    path = _public_file(release, fmt.LABEL_FILE)
+    labels = _header(path, n * max(len(names), 1 << 16) * 4 + 10_000,
+                     lambda h: h.dtype == np.float32 and len(h.shape) == 2 and h.shape[0] == n
+                     and (not names or h.shape[1] == len(names)),
+                     f"({n}, {len(names) or 'C'}) float32", "labels").read_rows(0, n)
     if not np.all(np.isfinite(labels)) or labels.min() < 0:
         raise UsageError(f"{path}: labels must be finite and non-negative (lambda-weighted one-hot rows)")
-    return PublicRelease(Path(release), manifest, params, expected, labels)
+    encryptions = _header(_public_file(release, fmt.ENCRYPTION_FILE), 1 << 62,
+                          lambda h: h.dtype == np.float32 and len(h.shape) == 4 and h.shape[0] == n
+                          and h.shape[3] in CHANNELS and min(h.shape[1:3]) >= 1,
+                          f"({n}, H, W, C) float32 with C in {CHANNELS}", "encryptions")
+    return PublicRelease(Path(release), manifest, params, expected, labels, encryptions)
 
 
 def magnitudes(block: np.ndarray, params: Params) -> np.ndarray:
-    """float32 (B, 3072): what the attacks fit.  With a sign mask only |x| carries information;
-    without one (mixup) x itself is the mix."""
-    flat = block.reshape(len(block), -1)
-    return (np.abs(flat) if params.masked else flat).astype(np.float32)
+    """float32, the shape of ``block``: what the attacks fit.  With a sign mask only |x| carries
+    information; without one (mixup) x itself is the mix."""
+    return (np.abs(block) if params.masked else block).astype(np.float32)

@@ -9,7 +9,6 @@ import numpy as np
 from attacks.graph import graph_attack
 from attacks.pool import pool_attack
 from attacks.public import PublicRelease
-from challenge.geometry import IMAGE_SHAPE
 from challenge.imageset import ImageSet
 from challenge.submission import write_submission
 
@@ -20,7 +19,7 @@ def write_graph(release: PublicRelease, out: Path, force: bool = False, rows: in
     """Run the graph attack and submit, for each encryption, its group with the largest lambda."""
     result = graph_attack(release, rows=rows)
     lo, hi = release.expected.value_range
-    images = np.clip(result.images, lo, hi).reshape(-1, *IMAGE_SHAPE)
+    images = np.clip(result.images, lo, hi)
     first = result.first_choice()
     blocks = (images[first[a : a + rows]] for a in range(0, len(first), rows))
     write_submission(out, blocks, release.expected, "float32",

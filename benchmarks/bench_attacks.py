@@ -8,8 +8,10 @@
    correlation of |pixels| (the issue's figure).
 4. speed: ``instahide strength`` on the default 5,000-encryption release (its own process, warm
    numba cache); with ``--big``, ``instahide attack graph`` on 50,000 encryptions and its peak RSS.
+5. with ``--shape HxWxC`` (repeatable): graph pair accuracy and time in [0, 1] on the same photo
+   crops resized to that shape (grey when C is 1), encrypted directly (tests/synthetic.py).
 
-    python benchmarks/bench_attacks.py [--big] [--workdir DIR]
+    python benchmarks/bench_attacks.py [--big] [--shape 28x28x1] [--workdir DIR]
 """
 
 from __future__ import annotations
@@ -64,6 +66,40 @@ def scored(folder, blocks, release, store, dtype="float32") -> dict:
     return score(folder, store, expected=release.expected)[1].summary
 
 
+def image_shape(text: str) -> tuple[int, int, int]:
+    h, w, c = (int(v) for v in text.lower().split("x"))
+    return h, w, c
+
+
+def resized(images: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
+    """uint8 (N, 32, 32, 3) images resized (Lanczos) to ``shape``, grey (ITU-R 601-2 luma) when C is 1."""
+    from PIL import Image
+
+    h, w, c = shape
+    out = [np.asarray(Image.fromarray(a).convert("L" if c == 1 else "RGB").resize((w, h), Image.Resampling.LANCZOS))
+           for a in images]
+    return np.stack(out).reshape(len(images), h, w, c)
+
+
+def graph_at_shape(work: Path, shape: tuple[int, int, int], private, public) -> None:
+    """Graph pair accuracy in [0, 1] on the photo crops at ``shape``, 100 private x 50 encryptions."""
+    from tests.synthetic import synthetic_release
+
+    classes = len(private.class_names)
+    per_class = private.images.reshape(classes, -1, *private.images.shape[1:])
+    interleaved = per_class.swapaxes(0, 1).reshape(private.images.shape)  # image p is of class p % classes
+    path = work / ("shape-" + "x".join(map(str, shape)))
+    truth = synthetic_release(path, shape, per_image=50, classes=classes, private=resized(interleaved, shape),
+                              patches=resized(public.images, shape))
+    release = open_public(path)
+    start = time.perf_counter()
+    result = graph_attack(release)
+    seconds = time.perf_counter() - start
+    accuracy = pair_accuracy(result.groups, truth.index, len(truth.private))
+    print(f"graph {'x'.join(map(str, shape)):8} pair accuracy {accuracy:.3f} in [0, 1]  baseline: |x| nearest "
+          f"neighbour shares an image {nearest_share(release, truth.index):.3f}  [{seconds:.1f} s]")
+
+
 def timed(args: list[str]) -> tuple[float, float]:
     start = time.perf_counter()
     pid = os.posix_spawn(sys.executable, [sys.executable, "-m", *args], os.environ,
@@ -77,6 +113,8 @@ def timed(args: list[str]) -> tuple[float, float]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--big", action="store_true", help="also run graph on 50,000 encryptions (slow)")
+    parser.add_argument("--shape", type=image_shape, action="append", default=[], metavar="HxWxC",
+                        help="also run graph on the photo crops at this image shape, e.g. 28x28x1 (repeatable)")
     parser.add_argument("--workdir", type=Path)
     args = parser.parse_args()
     os.chdir(Path(__file__).resolve().parent.parent)
@@ -100,13 +138,16 @@ def main() -> int:
               f"baseline: |x| nearest neighbour shares an image {nearest_share(release, truth):.3f}  [{seconds:.1f} s]")
         if label == "[0, 1]":
             lo, hi = release.expected.value_range
-            images = np.clip(result.images, lo, hi).reshape(-1, 32, 32, 3)
+            images = np.clip(result.images, lo, hi)
             graph_scores = scored(work / "sub-graph", iter([images[result.first_choice()]]), release, store)
             pairing = scored(work / "sub-pairing", pairing_blocks(store, release.encryption_blocks(4096), release.expected),
                              release, store)
             print(f"graph [0, 1] Max_SSIM {graph_scores['Max_SSIM']:.3f} = "
                   f"{graph_scores['Max_SSIM'] / pairing['Max_SSIM']:.2f} x the key-given pairing baseline's "
                   f"{pairing['Max_SSIM']:.3f} (target >= 0.9 x)")
+
+    for shape in args.shape:
+        graph_at_shape(work, shape, private, public)
 
     default = work / "default"
     generate(default, Params(), SEED, default_private(), default_public())

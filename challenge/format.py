@@ -4,7 +4,7 @@ See ``docs/FORMAT.md`` for the prose version.  A release is a folder::
 
     release/
       public/                  everything here may be published
-        encryption.npy         float32 (N, 32, 32, 3) NHWC, in the release's pixel domain
+        encryption.npy         float32 (N, H, W, C) NHWC, in the release's pixel domain and image shape
         label.npy              float32 (N, C) lambda-weighted one-hot labels of the private images
         public.zarr/           the same two arrays, Zarr v3, uncompressed
         preview.png            contact sheet of the first encryptions
@@ -28,14 +28,15 @@ import zarr
 from challenge import __version__, files
 from challenge.canonical import canonical_json
 from challenge.errors import UsageError
-from challenge.geometry import IMAGE_SHAPE, IMAGE_VALUES, SIGN_BYTES
+from challenge.geometry import sign_bytes
 from challenge.keystream import SEED_BYTES
-from challenge.params import MAX_ENCRYPTIONS, ParameterError, Params
+from challenge.params import MAX_ENCRYPTIONS, SHAPED_SINCE, ParameterError, Params
 from challenge.text import printable
 
-FORMAT_VERSION = 2  # what generate writes (docs/FORMAT.md; CHANGELOG.md says what changed)
-READABLE_VERSIONS = (1, 2)
-COMMITMENT_SCHEMES = {1: "instahide-key-commitment-v1", 2: "instahide-key-commitment-v2"}
+FORMAT_VERSION = 3  # what generate writes (docs/FORMAT.md; CHANGELOG.md says what changed)
+READABLE_VERSIONS = (1, 2, 3)
+# version 3 changed what is committed to (the image shape among the parameters), not how
+COMMITMENT_SCHEMES = {1: "instahide-key-commitment-v1", 2: "instahide-key-commitment-v2", 3: "instahide-key-commitment-v2"}
 PUBLIC_DIR = "public"
 SECRET_DIR = "secret"
 KEYS_NAME = "keys.zarr"
@@ -45,12 +46,15 @@ PUBLIC_ZARR = "public.zarr"
 PREVIEW_FILE = "preview.png"
 MANIFEST_FILE = "manifest.json"
 ROWS_PER_ZARR_CHUNK = 4096  # storage layout is fixed by the format, never by --chunk
-MAX_CHUNK_BYTES = ROWS_PER_ZARR_CHUNK * IMAGE_VALUES  # the largest chunk a key store needs (images)
+# A chunk holds at most 16 MiB of whole rows (and at least one row: the largest image, 512x512x3, is 768 KiB);
+# at 32x32x3 the row cap binds first (4096 images, 12 MiB), as in versions 1 and 2.
+MAX_CHUNK_BYTES = 1 << 24
 
 # Size caps for untrusted files, each computed from the largest valid one (docs/FORMAT.md, 5 and 6).
 # A manifest lists one SHA-256 per public file: the fixed files and generate's public.zarr chunks
 # (1024 rows of encryption.npy, 4096 of label.npy each) for 100M encryptions, at most 128 bytes a
-# line (the longest name plus the digest), and 1 MiB for every other field.
+# line (the longest name plus the digest), and 1 MiB for every other field.  Larger images have
+# fewer rows per chunk but fewer encryptions too (MAX_RELEASE_VALUES): never more chunk files.
 _MAX_PUBLIC_FILES = 8 + -(-MAX_ENCRYPTIONS // 1024) + -(-MAX_ENCRYPTIONS // ROWS_PER_ZARR_CHUNK)
 MAX_MANIFEST_BYTES = _MAX_PUBLIC_FILES * 128 + (1 << 20)
 # A key-store chunk is zstd-compressed: incompressible data grows by at most 1/256 (ZSTD_compressBound),
@@ -91,22 +95,29 @@ def sha256_file(path: Path, block: int = 1 << 22) -> str:
     return h.hexdigest()
 
 
-def read_params(obj, where: str) -> Params:
-    """Parameters from JSON: exact field set and JSON types first, then the rules of ``validate``.
+def read_params(obj, where: str, version: int) -> Params:
+    """Parameters of a format-``version`` release from JSON: exact field set and JSON types first,
+    then the rules of ``validate``.  Versions before 3 have no ``image_shape`` (32x32x3).
 
     ``Params(**obj)`` alone would accept ``n_private: 20.5`` or ``balanced: "no"``.
     """
-    fields = Params.__dataclass_fields__
+    if type(version) is not int or version not in READABLE_VERSIONS:
+        raise FormatError(f"{where}: format_version {version!r}, this tool reads {', '.join(map(str, READABLE_VERSIONS))}")
+    fields = {name: field for name, field in Params.__dataclass_fields__.items()
+              if version >= SHAPED_SINCE or name != "image_shape"}
     if not isinstance(obj, dict) or set(obj) != set(fields):
         raise FormatError(f"{where}: expected an object with exactly the fields {', '.join(fields)}")
     for name, field in fields.items():
         value, default = obj[name], field.default
         if isinstance(default, float):
             ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        elif isinstance(default, tuple):  # image_shape: [height, width, channels]
+            ok = isinstance(value, list) and len(value) == 3 and all(type(v) is int for v in value)
         else:
             ok = type(value) is type(default)
         if not ok:
-            raise FormatError(f"{where}: field '{name}' is {value!r}, expected {type(default).__name__}")
+            expected = "[height, width, channels]" if isinstance(default, tuple) else type(default).__name__
+            raise FormatError(f"{where}: field '{name}' is {value!r}, expected {expected}")
     try:
         return Params(**obj).validate()
     except ParameterError as e:
@@ -127,29 +138,30 @@ def public_files(public_dir: Path) -> list[str]:
 
 def key_schema(params: Params) -> dict[str, tuple[str, tuple]]:
     """Name -> (dtype, shape) of every key-store array; ``None`` in a shape is data-dependent."""
-    n, N = params.n_private, params.n_encryptions
+    n, N, image_shape = params.n_private, params.n_encryptions, params.image_shape
     return {
         "seed": ("uint8", (SEED_BYTES,)),
-        "private/images": ("uint8", (n, *IMAGE_SHAPE)),
+        "private/images": ("uint8", (n, *image_shape)),
         "private/labels": ("int64", (n,)),
         "private/source_index": ("int64", (n,)),
         "private/origin": ("int64", (n, None)),
-        "public/images": ("uint8", (None, *IMAGE_SHAPE)),
+        "public/images": ("uint8", (None, *image_shape)),
         "public/bank_index": ("int64", (None,)),
         "public/origin": ("int64", (None, None)),
         "encryption/private_index": ("int32", (N, params.k_private)),
         "encryption/public_index": ("int32", (N, params.k_public)),
         "encryption/lam": ("float32", (N, params.k)),
-        "encryption/sign_bits": ("uint8", (N, SIGN_BYTES)),
+        "encryption/sign_bits": ("uint8", (N, sign_bytes(image_shape))),
     }
 
 
-def chunk_rows(n_rows: int, version: int, per_encryption: bool) -> int:
-    """Rows per Zarr chunk of a key-store array (FORMAT.md 5): ``min(n_rows, 4096)``, at least 1;
+def chunk_rows(n_rows: int, version: int, per_encryption: bool, row_bytes: int) -> int:
+    """Rows per Zarr chunk of a key-store array (FORMAT.md 5): ``min(n_rows, 4096, 16 MiB / row_bytes)``,
+    at least 1 (the byte cap binds only for images larger than 32x32x4, so never before version 3);
     version 1 gave the per-encryption arrays it filled later (``sign_bits``) 4096 rows always."""
     if version == 1 and per_encryption:
         return ROWS_PER_ZARR_CHUNK
-    return max(1, min(n_rows, ROWS_PER_ZARR_CHUNK))
+    return max(1, min(n_rows, ROWS_PER_ZARR_CHUNK, MAX_CHUNK_BYTES // max(1, row_bytes)))
 
 
 def create_key_store(path: Path, params: Params, attrs: dict, tables: dict[str, np.ndarray],
@@ -159,17 +171,17 @@ def create_key_store(path: Path, params: Params, attrs: dict, tables: dict[str, 
     The per-encryption arrays are created empty and filled chunk by chunk by the generator.
     """
     group = zarr.open_group(str(path), mode="w-")
-    group.attrs.update({"format": "instahide-keys", "format_version": version, "params": params.to_dict(), **attrs})
+    group.attrs.update({"format": "instahide-keys", "format_version": version, "params": params.to_dict(version), **attrs})
     schema = key_schema(params)
     for name, (dtype, shape) in schema.items():
         if name in tables:
             data = np.ascontiguousarray(tables[name], dtype=dtype)
-            rows = chunk_rows(len(data), version, per_encryption=False)
+            rows = chunk_rows(len(data), version, per_encryption=False, row_bytes=_row_bytes(data.shape, dtype))
             array = group.create_array(name, shape=data.shape, chunks=(rows, *data.shape[1:]), dtype=dtype, fill_value=0)
             if data.size:
                 array[...] = data
         else:
-            rows = chunk_rows(shape[0], version, per_encryption=True)
+            rows = chunk_rows(shape[0], version, per_encryption=True, row_bytes=_row_bytes(shape, dtype))
             array = group.create_array(name, shape=shape, chunks=(rows, *shape[1:]), dtype=dtype, fill_value=0)
     return group
 
@@ -232,8 +244,8 @@ def open_key_store(path: Path, *, check_indices: bool = True) -> KeyStore:
         raise FormatError(f"{path}: attribute 'format' is {attrs.get('format')!r}, expected 'instahide-keys'")
     version = attrs.get("format_version")
     if type(version) is not int or version not in READABLE_VERSIONS:
-        raise FormatError(f"{path}: format_version {version!r}, this tool reads {' and '.join(map(str, READABLE_VERSIONS))}")
-    params = read_params(attrs.get("params"), f"{path}: attribute 'params'")
+        raise FormatError(f"{path}: format_version {version!r}, this tool reads {', '.join(map(str, READABLE_VERSIONS))}")
+    params = read_params(attrs.get("params"), f"{path}: attribute 'params'", version)
     class_names = attrs.get("class_names")
     if not isinstance(class_names, list) or not class_names or not all(isinstance(c, str) for c in class_names):
         raise FormatError(f"{path}: attribute 'class_names' must be a non-empty list of strings")
@@ -253,9 +265,10 @@ def open_key_store(path: Path, *, check_indices: bool = True) -> KeyStore:
                 or int(np.prod(chunks)) * array.dtype.itemsize > MAX_CHUNK_BYTES):
             raise FormatError(f"{path}/{name}: chunks {chunks}, expected unsharded chunks of whole rows, "
                               f"at most {ROWS_PER_ZARR_CHUNK} rows and {MAX_CHUNK_BYTES} bytes")
-        if version >= 2 and chunks[0] != chunk_rows(array.shape[0], version, per_encryption=True):
-            raise FormatError(f"{path}/{name}: chunks of {chunks[0]} rows, expected "
-                              f"{chunk_rows(array.shape[0], version, per_encryption=True)} (min(rows, {ROWS_PER_ZARR_CHUNK}))")
+        expected_rows = chunk_rows(array.shape[0], version, True, _row_bytes(array.shape, dtype))
+        if version >= 2 and chunks[0] != expected_rows:
+            raise FormatError(f"{path}/{name}: chunks of {chunks[0]} rows, expected {expected_rows} "
+                              f"(min(rows, {ROWS_PER_ZARR_CHUNK}, {MAX_CHUNK_BYTES} bytes / bytes per row))")
     if version >= 2:
         check_stream_context(attrs, params, path)
     m = group["public/images"].shape[0]
@@ -302,11 +315,12 @@ def check_index_ranges(store: KeyStore, rows_per_read: int = 65536) -> None:
 
 
 def check_stream_context(attrs: dict, params: Params, where) -> None:
-    """Version 2 stores what its stream key was derived from (FORMAT.md 7.1): it must name these parameters."""
+    """Versions 2 and 3 store what their stream key was derived from (FORMAT.md 7.1): it must name these parameters."""
     context = attrs.get("stream_context")
     sources = context.get("sources") if isinstance(context, dict) else None
     fingerprint = re.compile(r"[0-9a-f]{64}")
-    if not (isinstance(context, dict) and set(context) == {"params", "sources"} and context["params"] == params.to_dict()
+    if not (isinstance(context, dict) and set(context) == {"params", "sources"}
+            and context["params"] == params.to_dict(attrs["format_version"])
             and isinstance(sources, dict) and set(sources) == {"private", "public"}
             and isinstance(sources["private"], str) and fingerprint.fullmatch(sources["private"])
             and (sources["public"] is None if not params.k_public else
@@ -346,6 +360,11 @@ def check_commitment(manifest: dict, store: KeyStore, release: Path, keys: Path)
     if actual != published:
         raise UsageError(f"{printable(keys)}: key store commitment {actual} differs from {published}, the one "
                          f"{printable(release)} publishes: not this release's keys")
+
+
+def _row_bytes(shape: tuple, dtype: str) -> int:
+    """Bytes of one row (everything past the first dimension) of an array of ``shape``."""
+    return int(np.prod(shape[1:], dtype=np.int64)) * np.dtype(dtype).itemsize
 
 
 def _json_bytes(obj, version: int) -> bytes:

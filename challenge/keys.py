@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from challenge.geometry import SIGN_BYTES
+from challenge.geometry import image_values, sign_bytes
 from challenge.keystream import random_order, row_bytes, row_words, uniform_below
 from challenge.lambdas import LambdaRejected, draw_lambda
 from challenge.params import ParameterError, Params
@@ -102,6 +102,13 @@ def draw_plan(seed: bytes, params: Params, labels: np.ndarray, bank_size: int, v
     return Plan(selection, private_index, public_bank_index, lam)
 
 
-def sign_bits(seed: bytes, first_row: int, n_rows: int) -> np.ndarray:
-    """uint8 (n_rows, 384): bit-packed sign masks (little bit order; bit 1 means the pixel is negated)."""
-    return row_bytes(seed, "sign", first_row, n_rows, SIGN_BYTES)
+def sign_bits(seed: bytes, first_row: int, n_rows: int, image_shape: tuple[int, int, int]) -> np.ndarray:
+    """uint8 (n_rows, ceil(H W C / 8)): bit-packed sign masks, one bit per value of an ``image_shape``
+    image (little bit order; bit 1 means the value is negated).  Row r is bytes ``[b r, b (r + 1))``
+    of the ``sign`` stream; the pad bits past the last value are zero, so a row's bytes say nothing
+    the image does not use."""
+    rows = row_bytes(seed, "sign", first_row, n_rows, sign_bytes(image_shape))
+    used = image_values(image_shape) % 8
+    if used:
+        rows[:, -1] &= (1 << used) - 1
+    return rows

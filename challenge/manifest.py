@@ -16,11 +16,11 @@ from pathlib import Path
 from challenge import format as fmt
 from challenge.domain import DOMAINS, describe
 from challenge.errors import UsageError
-from challenge.geometry import IMAGE_SHAPE
-from challenge.params import MAX_ENCRYPTIONS, Params
+from challenge.geometry import DEFAULT_IMAGE_SHAPE, check_image_shape
+from challenge.params import MAX_ENCRYPTIONS, SHAPED_SINCE, Params
 
 __all__ = ["FIELDS", "FORMAT_NAME", "Manifest", "PREVIEW_COUNT", "SEED_NOTES",
-           "expected_arrays", "json_get", "manifest_problems", "read_manifest"]
+           "expected_arrays", "image_shape", "json_get", "manifest_problems", "read_manifest"]
 
 FORMAT_NAME = "instahide-challenge-release"
 PREVIEW_COUNT = 64  # encryptions on preview.png
@@ -53,7 +53,7 @@ class Manifest:
             "format": FORMAT_NAME,
             "format_version": self.version,
             "generator": self.generator,
-            "params": self.params.to_dict(),
+            "params": self.params.to_dict(self.version),
             "n_encryptions": self.params.n_encryptions,
             "class_names": list(self.class_names),
             "pixel_domain": describe(self.params.domain),
@@ -68,7 +68,7 @@ class Manifest:
 def expected_arrays(params: Params, n_classes: int | None) -> dict:
     """The manifest's ``arrays``: dtype and shape of encryption.npy and label.npy."""
     return {
-        fmt.ENCRYPTION_FILE: {"dtype": "float32", "shape": [params.n_encryptions, *IMAGE_SHAPE], "layout": "NHWC"},
+        fmt.ENCRYPTION_FILE: {"dtype": "float32", "shape": [params.n_encryptions, *params.image_shape], "layout": "NHWC"},
         fmt.LABEL_FILE: {"dtype": "float32", "shape": [params.n_encryptions, n_classes]},
     }
 
@@ -93,7 +93,7 @@ def manifest_problems(manifest: dict) -> tuple[Params | None, list[tuple[str, st
             and generator["name"] == fmt.generator_info()["name"] and isinstance(generator["version"], str)):
         bad("generator", f"expected {{name: {fmt.generator_info()['name']}, version: text}}")
     try:
-        params = fmt.read_params(manifest.get("params"), "params")
+        params = fmt.read_params(manifest.get("params"), "params", version)
     except fmt.FormatError as e:
         bad("params", str(e))
         params = None
@@ -169,7 +169,19 @@ def read_manifest(path: Path) -> dict:
     domain = params.get("domain") if isinstance(params, dict) else None
     if domain not in DOMAINS:
         raise UsageError(f"{manifest_path}: params.domain is {domain!r}, expected one of {', '.join(DOMAINS)}")
+    try:
+        image_shape(manifest)
+    except ValueError as e:
+        raise UsageError(f"{manifest_path}: params.image_shape: {e}") from None
     return manifest
+
+
+def image_shape(manifest: dict) -> tuple[int, int, int]:
+    """The release's image shape: ``params.image_shape`` from version 3 on, 32x32x3 before.
+    ValueError (naming what is wrong) for a shape the format does not allow."""
+    if manifest.get("format_version", SHAPED_SINCE) < SHAPED_SINCE:
+        return DEFAULT_IMAGE_SHAPE
+    return check_image_shape(json_get(manifest, "params", "image_shape"))
 
 
 def json_get(obj, *keys):

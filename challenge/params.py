@@ -6,11 +6,16 @@ from dataclasses import asdict, dataclass
 
 from challenge.domain import check_domain
 from challenge.errors import UsageError
+from challenge.geometry import DEFAULT_IMAGE_SHAPE, check_image_shape, image_values
 from challenge.lambdas import LAMBDA_TRIES, FEASIBILITY_ROWS, acceptance
 
 MODES = ("cross", "inside", "mixup")
 MAX_K = 16
 MAX_ENCRYPTIONS = 100_000_000  # keeps every keystream inside ChaCha20's 32-bit block counter
+# Values in all encryptions together: what 100M 32x32x3 encryptions hold.  Larger images mean fewer
+# encryptions, so a release's size (and its manifest's list of chunk files) has the same bound at any shape.
+MAX_RELEASE_VALUES = MAX_ENCRYPTIONS * image_values(DEFAULT_IMAGE_SHAPE)
+SHAPED_SINCE = 3  # the first format version whose parameters record image_shape (older ones mean 32x32x3)
 FEASIBILITY_TRIES = FEASIBILITY_ROWS * LAMBDA_TRIES
 MIN_ACCEPTED_TRIES = FEASIBILITY_TRIES // 1000  # 0.1 %
 
@@ -37,6 +42,11 @@ class Params:
     per_image: int = 50
     domain: str = "centered"
     balanced: bool = False
+    image_shape: tuple[int, int, int] = DEFAULT_IMAGE_SHAPE
+
+    def __post_init__(self):
+        if isinstance(self.image_shape, list):  # as JSON gives it; a tuple compares equal to the default
+            object.__setattr__(self, "image_shape", tuple(self.image_shape))
 
     @property
     def k_public(self) -> int:
@@ -55,8 +65,21 @@ class Params:
     def masked(self) -> bool:
         return self.mode != "mixup"
 
-    def to_dict(self) -> dict:
-        return asdict(self)
+    @property
+    def image_values(self) -> int:
+        return image_values(self.image_shape)
+
+    def to_dict(self, version: int = SHAPED_SINCE) -> dict:
+        """The parameters as the manifest and key store of format ``version`` record them.
+
+        Versions 1 and 2 have no ``image_shape`` (their images are 32x32x3): their dict, and so
+        the bytes of their releases, stay what they were.
+        """
+        d = asdict(self)
+        d["image_shape"] = list(self.image_shape)
+        if version < SHAPED_SINCE:
+            del d["image_shape"]
+        return d
 
     def validate(self) -> "Params":
         """Raise :class:`ParameterError` naming the first parameter that is wrong."""
@@ -80,10 +103,17 @@ class Params:
             raise ParameterError(f"--c2 must be in [0, 1], got {self.c2}")
         if self.n_private < self.k_private or self.n_private < 2:
             raise ParameterError(f"--n-private must be at least max(2, k_private) = {max(2, self.k_private)}, got {self.n_private}")
+        try:
+            check_image_shape(self.image_shape)
+        except ValueError as e:
+            raise ParameterError(f"image_shape: {e}") from None
         if self.per_image < 1:
             raise ParameterError(f"--per-image must be positive, got {self.per_image}")
         if self.n_encryptions > MAX_ENCRYPTIONS:
             raise ParameterError(f"n_private * per_image = {self.n_encryptions} exceeds the limit of {MAX_ENCRYPTIONS}")
+        if self.n_encryptions * self.image_values > MAX_RELEASE_VALUES:
+            raise ParameterError(f"n_private * per_image = {self.n_encryptions} encryptions of {self.image_values} values "
+                                 f"exceed the limit of {MAX_RELEASE_VALUES:,} values per release")
         accepted = acceptance(self.lambda_constraints)
         if accepted < MIN_ACCEPTED_TRIES:
             raise ParameterError(

@@ -16,8 +16,7 @@ from challenge import format as fmt
 from challenge.domain import DOMAINS
 from challenge.errors import UsageError
 from challenge.files import UnsafeFile, write_atomic
-from challenge.geometry import IMAGE_SHAPE
-from challenge.manifest import read_manifest
+from challenge.manifest import image_shape, read_manifest
 from challenge.npy import ROWS, read_npy_header
 from challenge.progress import Progress
 from challenge.text import printable
@@ -31,14 +30,16 @@ METADATA_FILE = "metadata.json"
 
 @dataclass(frozen=True)
 class Expected:
-    """What a valid submission looks like: N rows, floats in ``domain`` (all of it public)."""
+    """What a valid submission looks like: N rows of ``image_shape`` images, floats in ``domain``
+    (all of it public)."""
 
     n: int
     domain: str
+    image_shape: tuple[int, int, int]
 
     @property
     def shape(self) -> tuple[int, int, int, int]:
-        return (self.n, *IMAGE_SHAPE)
+        return (self.n, *self.image_shape)
 
     @property
     def value_range(self) -> tuple[float, float]:
@@ -46,11 +47,11 @@ class Expected:
 
 
 def expected_from_manifest(manifest: dict) -> Expected:
-    return Expected(manifest["n_encryptions"], manifest["params"]["domain"])
+    return Expected(manifest["n_encryptions"], manifest["params"]["domain"], image_shape(manifest))
 
 
 def expected_from_keys(store: fmt.KeyStore) -> Expected:
-    return Expected(store.params.n_encryptions, store.params.domain)
+    return Expected(store.params.n_encryptions, store.params.domain, store.params.image_shape)
 
 
 def open_for_scoring(release: Path | None, keys: Path | None) -> tuple[Expected, fmt.KeyStore | None]:
@@ -63,7 +64,7 @@ def open_for_scoring(release: Path | None, keys: Path | None) -> tuple[Expected,
         return expected_from_keys(store), store
     manifest = read_manifest(release)
     if store is not None:
-        if manifest.get("params") != store.params.to_dict():
+        if manifest.get("format_version") != store.version or manifest.get("params") != store.params.to_dict(store.version):
             raise UsageError(f"{printable(keys)}: key store parameters differ from those of {printable(release)}: "
                              "not this release's keys")
         fmt.check_commitment(manifest, store, release, keys)

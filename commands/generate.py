@@ -21,6 +21,8 @@ examples:
   instahide generate --out c1/ --seed-file seed.txt        # a chosen seed, kept off the process list
   instahide generate --out r/ --private cifar-10-batches-py/ --public bank.zarr --balanced
   instahide generate --out big/ --per-image 2000 --formats npy  # .npy only: half the bytes
+  instahide generate --out m/ --private /data/mnist/ --public photos/  # 28x28 grey; bank built at 28x28x1
+  instahide generate --out i64/ --private /data/imagenet/val/ --size 64 --public photos/  # 64x64 RGB
   instahide generate --out big/ --per-image 2000 --dask local:4  # 4 worker processes, same bytes
 """
 
@@ -28,6 +30,7 @@ PATCHES_EXAMPLES = """\
 examples:
   instahide patches /data/imagenet/train --out bank.zarr            # ~1.28M JPEGs, resumable
   instahide patches photos/ --out bank.zarr --crops-per-image 4 --workers 8
+  instahide patches photos/ --out bank.zarr --size 28 --grey  # for a release of 28x28 grey images
   instahide patches /shared/imagenet/train --out bank.zarr --dask tcp://scheduler:8786   # the same bank
 """
 
@@ -41,6 +44,7 @@ def register(sub) -> None:
 
 def _add_generate(sub) -> None:
     from challenge.domain import DOMAINS
+    from challenge.format import FORMAT_VERSION, READABLE_VERSIONS
     from challenge.params import MODES, Params
 
     d = Params()
@@ -63,6 +67,12 @@ def _add_generate(sub) -> None:
     p.add_argument("--practice", action="store_true",
                    help="accept a short, guessable --seed and mark the release as replayable")
     add_source_options(p)
+    p.add_argument("--size", type=positive_int, metavar="S",
+                   help="resize the private images to S x S (short side to S with LANCZOS, centre crop; "
+                   "grey stays grey); default: the set's own shape (CIFAR 32, MNIST 28 grey, an image "
+                   "folder 32). A bank built from a --public folder follows; a stored bank must match")
+    p.add_argument("--grey", action="store_true",
+                   help="decode an image-folder private set to 8-bit grey (C = 1); default RGB")
     p.add_argument("--mode", choices=MODES, default=d.mode,
                    help="cross: private + public patches; inside: private only; mixup: no sign mask (default: %(default)s)")
     p.add_argument("--k", type=int, default=d.k, help="images per encryption (default: %(default)s)")
@@ -81,6 +91,9 @@ def _add_generate(sub) -> None:
     p.add_argument("--formats", default="npy,zarr",
                    help="copies of the public arrays: npy (the 2020 .npy files, which every reader uses; "
                    "required) and zarr (public.zarr, for chunked readers) (default: %(default)s)")
+    p.add_argument("--format-version", type=int, choices=READABLE_VERSIONS, default=FORMAT_VERSION,
+                   help="release format to write: 3 holds images of any shape (the private images'); 1 and 2 "
+                   "(32x32x3 only) exist to regenerate releases of those versions (default: %(default)s)")
     p.add_argument("--force", action="store_true", help="replace an existing release at --out")
     add_dask_option(p)
     p.add_argument("--json", action="store_true", help="print the manifest as JSON on stdout")
@@ -115,9 +128,9 @@ def _run_generate(args) -> int:
         print("instahide: warning: practice seed: anyone can replay this release's keys; never use it "
               "for a real challenge", file=sys.stderr)
     with dask_client(args.dask) as cluster:
-        private, public = load_sources(args.private, args.public, params)
+        private, public = load_sources(args.private, args.public, params, size=args.size, grey=args.grey)
         manifest = generate(args.out, params, seed, private, public, practice=args.practice,
-                            chunk=args.chunk, force=args.force, formats=formats,
+                            chunk=args.chunk, force=args.force, formats=formats, format_version=args.format_version,
                             write_elsewhere=None if cluster is None else on_cluster(cluster))
     if args.private is None:
         print("instahide: warning: the private images are the embedded demo data, which ships with this tool: "
@@ -134,14 +147,14 @@ def _run_generate(args) -> int:
 
 
 def _add_patches(sub) -> None:
-    from generator.patches import DEFAULT_MIN_KEYPOINTS
+    from generator.patches import DEFAULT_MIN_KEYPOINTS, PATCH
     from generator.sources import DEFAULT_BANK_SEED
 
     p = sub.add_parser(
         "patches",
         help="build a public patch bank from a folder of photos (e.g. ImageNet train)",
         description="Walk PUBLIC_DIR, resize every image so its short side is 40 px, take random 32x32 "
-        "crops and keep those that are not flat (a keypoint-count filter in the spirit of the 2020 "
+        "crops (--size S: short side 40/32 of S, S x S crops) and keep those that are not flat (a keypoint-count filter in the spirit of the 2020 "
         "challenge). Writes a Zarr bank recording each patch's source file and crop box. Parallel, "
         "bounded in memory and resumable: re-run the same command after an interruption.",
         epilog=PATCHES_EXAMPLES,
@@ -153,6 +166,10 @@ def _add_patches(sub) -> None:
     p.add_argument("--min-keypoints", type=int, default=DEFAULT_MIN_KEYPOINTS,
                    help="keep patches with more keypoints than this (default: %(default)s)")
     p.add_argument("--workers", type=positive_int, help="decoding processes (default: one per core)")
+    p.add_argument("--size", type=positive_int, default=PATCH, metavar="S",
+                   help="patch side: S x S crops of images whose short side is 40/32 of S (the 2020 rule "
+                   "scaled: 28 -> 35); the side of the release's images (default: %(default)s)")
+    p.add_argument("--grey", action="store_true", help="grey patches (C = 1), for a release of grey images")
     p.add_argument("--seed", default=DEFAULT_BANK_SEED,
                    help="public text that fixes the crop positions (default: %(default)s)")
     add_dask_option(p)
@@ -169,7 +186,7 @@ def _run_patches(args) -> int:
         workers = sum(cluster.nthreads().values()) if cluster is not None else args.workers
         summary = build_patch_bank(args.public_dir, args.out, crops_per_image=args.crops_per_image,
                                    seed=bank_seed(args.seed), workers=workers, min_keypoints=args.min_keypoints,
-                                   executor=executor, **hooks)
+                                   patch_size=args.size, grey=args.grey, executor=executor, **hooks)
     if args.json:
         print(json.dumps(dataclasses.asdict(summary), indent=2, sort_keys=True))
     else:

@@ -113,16 +113,24 @@ def reproduce(release: Path, keys: Path, private: Path | None = None, public: Pa
               work: Path | None = None) -> tuple[dict, list]:
     """Regenerate the release from the named data and its seed (generator), then compare it with the
     published one (verifier); returns the published manifest and every difference found."""
-    from generator.release import formats_of, generate
     from generator.sources import load_sources
-    from challenge.errors import UsageError
-    from verifier.reproduce import check_sources, check_work, compare, open_published, regeneration_failed, scratch_folder
+    from verifier.reproduce import check_work, open_published
 
     check_work(work)
     published = open_published(release, keys)
     private_set, public_set = load_sources(private, public, published.params)  # exactly as generate loads them
-    check_sources(published.manifest, {"private": (private_set, private or "(embedded data)"),
-                                       "public": (public_set, public or "(embedded data)")}, published.store.attrs)
+    return reproduce_from(published, (private_set, private or "(embedded data)"), (public_set, public or "(embedded data)"),
+                          work)
+
+
+def reproduce_from(published, private: tuple, public: tuple, work: Path | None = None) -> tuple[dict, list]:
+    """:func:`reproduce` from loaded data: ``private`` and ``public`` are (ImageSet or None, the name shown)."""
+    from generator.release import formats_of, generate
+    from challenge.errors import UsageError
+    from verifier.reproduce import check_sources, compare, regeneration_failed, scratch_folder
+
+    (private_set, _), (public_set, _) = private, public
+    check_sources(published.manifest, {"private": private, "public": public}, published.store.attrs)
     with scratch_folder(work) as tmp:
         again = tmp / "release"
         try:

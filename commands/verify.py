@@ -178,7 +178,7 @@ def _run_leaderboard(args) -> int:
         cluster = unpacked.enter_context(dask_client(args.dask))
         entries = leaderboard.build(args.submissions, store, rows=args.rows, selected=_selected(args, store),
                                     unpacked=unpacked, cluster=cluster)
-        files = leaderboard.write(entries, store, args.out)
+        files = leaderboard.write(entries, store, args.out, release=args.release)
     for e in entries:
         if e.scores is None:
             problems = printable("; ".join(e.validation.problems))

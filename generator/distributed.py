@@ -53,7 +53,7 @@ def write_on_cluster(client, encoder: RowEncoder, row_keys: tuple, public_dir: P
     ``digests`` receives the SHA-256 of every chunk file of public.zarr's encryptions.
     """
     N = len(row_keys[0])
-    shape = (N, *encoder.ground_truth.shape[1:])
+    shape = (N, *encoder.image_shape)
     npy = public_dir / fmt.ENCRYPTION_FILE
     header = npy_header(shape)
     with open(npy, "xb") as f:  # preallocated: every task writes its own byte range
@@ -93,7 +93,7 @@ def _write_task(encoder: RowEncoder, start: int, row_keys: tuple, npy: Path, off
     n = len(row_keys[0])
     digests: dict[str, str] = {}
     z_signs = zarr.open_array(str(signs_path), mode="r+")
-    chunks = _ZarrChunks(public_dir, "encryption", zarr_rows, encoder.ground_truth.shape[1:], digests,
+    chunks = _ZarrChunks(public_dir, "encryption", zarr_rows, encoder.image_shape, digests,
                          first_chunk=start // zarr_rows) if zarr_rows else None
     fd = os.open(npy, os.O_WRONLY)
     try:

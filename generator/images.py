@@ -1,5 +1,5 @@
 """Image files as both data-set loaders read them: the walk, the caps, the conversion to 8-bit RGB
-and the resize (the rules are in :mod:`generator.sources`' docstring; they change pixels).
+or grey and the resize (the rules are in :mod:`generator.sources`' docstring; they change pixels).
 
 Shared by :mod:`generator.sources` (image-folder private sets) and :mod:`generator.patches` (the
 public patch bank), which import this module and never each other's internals.
@@ -17,7 +17,6 @@ from PIL import Image
 
 from challenge.errors import UsageError
 from challenge.files import open_regular
-from challenge.geometry import IMAGE_SIDE, IMAGE_VALUES
 
 __all__ = [
     "DECODE_ERRORS",
@@ -31,16 +30,17 @@ __all__ = [
     "check_image_size",
     "count_note",
     "open_image",
-    "read_image_rgb8",
+    "read_image8",
     "resize_center_crop",
+    "resize_images",
     "scaled_size",
-    "to_rgb8",
+    "to_8bit",
     "walk_image_files",
 ]
 
-SIZE = IMAGE_SIDE  # side of the images a data set yields
+SIZE = 32  # side of an image-folder image when no size is asked for (CIFAR's)
 # Caps on what an untrusted data set may make this tool read or allocate.
-MAX_ARRAY_BYTES = 2_000_000 * IMAGE_VALUES  # one .npy array: 2M 32x32 images, more than ImageNet's 1.28M
+MAX_ARRAY_BYTES = 2_000_000 * 3072  # one array: 2M 32x32x3 images, more than ImageNet's 1.28M
 MAX_IMAGE_PIXELS = 1 << 26  # decoded size of one image file (67 MP); Pillow warns from 89 MP
 MAX_ASPECT_RATIO = 16  # long side / short side; resized, at most 32 x 512 (private) or 40 x 640 (patches)
 
@@ -96,18 +96,19 @@ def count_note(notes: dict[str, int], key: str, k: int = 1) -> None:
     notes[key] = notes.get(key, 0) + k
 
 
-def to_rgb8(im: Image.Image) -> tuple[Image.Image, str | None]:
-    """8-bit RGB version of ``im`` and the original mode if a conversion happened (see module doc)."""
-    mode = im.mode
-    if mode == "RGB":
+def to_8bit(im: Image.Image, grey: bool = False) -> tuple[Image.Image, str | None]:
+    """8-bit RGB (or with ``grey``, 8-bit grey "L") version of ``im`` and the original mode if a
+    conversion happened (see the module doc of :mod:`generator.sources`)."""
+    mode, target = im.mode, "L" if grey else "RGB"
+    if mode == target:
         return im, None
     if mode.startswith("I;16") or mode == "I":
         a = np.asarray(im).astype(np.int64)
         a = ((np.clip(a, 0, 65535) * 255 + 32767) // 65535).astype(np.uint8)
-        return Image.fromarray(a, "L").convert("RGB"), mode
+        return Image.fromarray(a, "L").convert(target), mode
     if mode in ("LA", "PA", "La"):
         im = im.convert("RGBA")
-    return im.convert("RGB"), mode
+    return im.convert(target), mode
 
 
 def check_image_size(size: tuple[int, int], path) -> None:
@@ -127,18 +128,18 @@ def open_image(path: str | os.PathLike):
         yield im
 
 
-def read_image_rgb8(path: str | os.PathLike) -> tuple[Image.Image, str | None]:
-    """Decode ``path`` fully to 8-bit RGB; raise OSError-like errors for unreadable files and
-    :class:`ImageTooLarge` for oversized ones.
+def read_image8(path: str | os.PathLike, grey: bool = False) -> tuple[Image.Image, str | None]:
+    """Decode ``path`` fully to 8-bit RGB (grey with ``grey``); raise OSError-like errors for
+    unreadable files and :class:`ImageTooLarge` for oversized ones.
 
     Returns (image, original mode if converted else None).
     """
     with open_image(path) as im:
         im.load()
-        rgb, converted = to_rgb8(im)
-        if rgb is im:
-            rgb = im.copy()
-    return rgb, converted
+        out, converted = to_8bit(im, grey)
+        if out is im:
+            out = im.copy()
+    return out, converted
 
 
 #: Errors a malformed image file can raise while decoding (Pillow plugins are not uniform).
@@ -154,10 +155,22 @@ def scaled_size(w: int, h: int, short: int) -> tuple[int, int]:
 
 
 def resize_center_crop(im: Image.Image, size: int = SIZE) -> np.ndarray:
-    """Short side to ``size`` with LANCZOS (skipped if already size x size), then centre crop."""
+    """Short side to ``size`` with LANCZOS (skipped if already size x size), then centre crop:
+    (size, size, C) uint8, C = 1 for a grey image, 3 for RGB."""
     if im.size != (size, size):
         im = im.resize(scaled_size(*im.size, size), Image.Resampling.LANCZOS)
     w, h = im.size
     left, top = (w - size) // 2, (h - size) // 2
     a = np.asarray(im)[top : top + size, left : left + size]
-    return np.ascontiguousarray(a, dtype=np.uint8)
+    return np.ascontiguousarray(a[..., None] if a.ndim == 2 else a, dtype=np.uint8)
+
+
+def resize_images(images: np.ndarray, size: int) -> np.ndarray:
+    """uint8 (N, H, W, C) -> (N, size, size, C) by the image-folder rule (:func:`resize_center_crop`);
+    a set already at that size is returned as it is."""
+    if images.shape[1:3] == (size, size):
+        return images
+    out = np.empty((len(images), size, size, images.shape[3]), np.uint8)
+    for i, img in enumerate(images):
+        out[i] = resize_center_crop(Image.fromarray(img[..., 0] if img.shape[2] == 1 else img), size)
+    return out

@@ -1,8 +1,11 @@
-"""The public patch bank: textured 32x32 crops of public images (ImageNet train layout).
+"""The public patch bank: textured P x P crops of public images (ImageNet train layout).
 
 In the spirit of the 2020 InstaHide challenge: every image is resized so its short side is 40 px,
 32x32 crops are taken, and only non-flat crops are kept (the original kept crops with more than
-40 SIFT keypoints).
+40 SIFT keypoints).  A bank for a release of another image side P (``patch_size``) scales the
+rule: short side ``round_half_up(40 * P / 32)`` (35 for MNIST's 28, 80 for 64), P x P crops; at
+P = 32 this is the 2020 rule and its banks keep their bytes.  A bank for a grey release
+(``grey=True``) holds grey patches (C = 1).
 
 Rules (each changes which bytes end up in the bank, so they are part of the format):
 
@@ -12,15 +15,17 @@ Rules (each changes which bytes end up in the bank, so they are part of the form
 * Decode and resize (:func:`load_resized`): JPEGs are decoded with Pillow's ``draft()`` at the
   largest DCT reduction that keeps both sides at least twice the target (Pillow's own
   ``reducing_gap=2`` idea, so the final filter still anti-aliases), converted to 8-bit RGB by
-  :func:`generator.images.to_rgb8` (grey replicated, 16-bit scaled by 1/257, palette expanded,
-  alpha dropped; counted as ``converted_<MODE>``), then resized with LANCZOS so the short side is
-  40 px (long side ``long * 40 / short`` rounded half up).
+  :func:`generator.images.to_8bit` (grey replicated, 16-bit scaled by 1/257, palette expanded,
+  alpha dropped; counted as ``converted_<MODE>``; with ``grey``, to Pillow's 8-bit grey "L",
+  ITU-R 601-2 luma, counted as ``converted_RGB`` etc.), then resized with LANCZOS so the short
+  side is 40 px (long side ``long * 40 / short`` rounded half up; the scaled short side for P).
 * Crops: ``crops_per_image`` distinct top-left corners per file, each drawn as
   ``BLAKE2b(rel_path UTF-8 + 0x00 + counter, key=seed, person="instahide-patch") mod positions``
   (counter = 0, 1, ...; repeats skipped).  Crop positions are public (they are stored); the seed
   itself is not stored, only a BLAKE2b fingerprint so a resume with another seed is refused.
 * Filter (:func:`count_keypoints`): a SIFT-style Difference-of-Gaussians detector on the patch's
-  grey level (0.299 R + 0.587 G + 0.114 B, scaled to [0, 1]), run as SIFT runs on a 32x32 image:
+  grey level (0.299 R + 0.587 G + 0.114 B, or a grey patch's value, scaled to [0, 1]), run as
+  SIFT runs on a 32x32 image (the same detector and threshold at every patch side):
   the patch is upsampled 2x (bilinear) to 64x64, blurred to sigma 1.6 (assuming 0.5 input blur),
   3 scales per octave, octaves 64, 32 and 16 px; a keypoint is a 3x3x3 extremum of the DoG with
   ``|D| >= 0.04 / 3`` (SIFT's contrast threshold), an edge ratio below 10 (SIFT's ``r``) and at
@@ -47,13 +52,15 @@ Rules (each changes which bytes end up in the bank, so they are part of the form
   an aspect ratio beyond 16) are skipped the same way and also counted in
   ``notes["skipped_oversized"]``.
 
-Storage (Zarr v3 group at ``out_path``): arrays ``patches`` uint8 (M, 32, 32, 3), ``origin``
+Storage (Zarr v3 group at ``out_path``): arrays ``patches`` uint8 (M, P, P, C) in chunks of about
+3 MiB (1,024 patches at 32x32x3), ``origin``
 int64 (M, 5) = (file index, x0, y0, x1, y1) crop box in the resized image, ``unreadable`` int64
 (U,), and the relative file paths as ``files_utf8`` (uint8: each path in UTF-8, undecodable
 names kept by ``surrogateescape``, followed by a NUL byte) with ``files_offsets`` int64 (F + 1,)
 where path i is ``files_utf8[off[i]:off[i+1]-1]`` - arrays rather than an attribute, because ImageNet's 1.28M
 paths would make the group's JSON rewritten at every batch ~50 MB.  Attributes: ``format``,
-``params``, ``progress`` (files and patches committed), ``notes``, ``complete``.
+``params`` (``patch_size``, ``short_side``, ``colour`` only in a grey bank, ...), ``progress``
+(files and patches committed), ``notes``, ``complete``.
 
 Work is done in batches of files; a batch's results are appended and then committed by one
 atomic attribute write.  A re-run finds the committed progress, drops anything appended after it
@@ -63,19 +70,13 @@ one; worker count and batch size do not change the result either.
 
 from __future__ import annotations
 
-import ctypes
 import hashlib
-import multiprocessing as mp
 import os
 import shutil
-import signal
 import sys
-import threading
 import time
-from collections import deque
 from contextlib import contextmanager
-from concurrent.futures import Executor, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -96,9 +97,10 @@ from generator.images import (
     count_note,
     open_image,
     scaled_size,
-    to_rgb8,
+    to_8bit,
     walk_image_files,
 )
+from generator.workers import WorkerDied, default_workers, in_order, start_pool
 
 __all__ = [
     "PatchBankSummary",
@@ -112,8 +114,11 @@ __all__ = [
 
 FORMAT = "instahide-patch-bank"
 FORMAT_VERSION = 1
-PATCH = 32
-SHORT_SIDE = 40
+PATCH = 32  # the 2020 patch side, and the default
+SHORT_SIDE = 40  # the 2020 short side for it
+MIN_PATCH = 7  # the smallest patch side (SSIM's window); the detector finds nothing much smaller
+MAX_PATCH = 1024  # a patch bank for images larger than this is not what this tool is for
+GREY = "grey (Pillow L)"  # params["colour"] of a grey bank
 DRAFT_GAP = 2
 PATCH_CHUNK = 1024  # patches per Zarr chunk (3 MiB)
 
@@ -195,7 +200,10 @@ def _count_one(patch, kernels, radii, n_layers, contrast, edge, border, n_octave
     grey = np.empty((h0, w0), np.float32)
     for y in range(h0):
         for x in range(w0):
-            grey[y, x] = (0.299 * patch[y, x, 0] + 0.587 * patch[y, x, 1] + 0.114 * patch[y, x, 2]) / 255.0
+            if patch.shape[2] == 1:
+                grey[y, x] = patch[y, x, 0] / 255.0
+            else:
+                grey[y, x] = (0.299 * patch[y, x, 0] + 0.587 * patch[y, x, 1] + 0.114 * patch[y, x, 2]) / 255.0
     # 2x bilinear upsampling, pixel centres aligned (OpenCV INTER_LINEAR)
     h, w = 2 * h0, 2 * w0
     base = np.empty((h, w), np.float32)
@@ -281,10 +289,11 @@ def _count_batch(patches, kernels, radii, n_layers, contrast, edge, border, n_oc
 
 
 def count_keypoints(patches: np.ndarray) -> np.ndarray:
-    """SIFT-style keypoint count of each uint8 (n, h, w, 3) patch (see the module docstring)."""
+    """SIFT-style keypoint count of each uint8 (n, h, w, C) patch, C = 3 (RGB) or 1 (grey level
+    already; see the module docstring)."""
     patches = np.ascontiguousarray(patches, dtype=np.uint8)
-    if patches.ndim != 4 or patches.shape[3] != 3:
-        raise ValueError(f"patches must be (n, h, w, 3) uint8, got {patches.shape}")
+    if patches.ndim != 4 or patches.shape[3] not in (1, 3):
+        raise ValueError(f"patches must be (n, h, w, 1 or 3) uint8, got {patches.shape}")
     return _count_batch(patches, _KERNELS, _RADII, SIFT_LAYERS, SIFT_CONTRAST, SIFT_EDGE,
                         SIFT_BORDER, SIFT_OCTAVES)
 
@@ -293,16 +302,23 @@ def count_keypoints(patches: np.ndarray) -> np.ndarray:
 # Decoding and crops
 
 
-def load_resized(path: str | os.PathLike) -> tuple[np.ndarray, str | None]:
-    """Decode ``path`` by the documented rule: (H, W, 3) uint8 with short side 40, converted mode."""
+def short_side(patch_size: int) -> int:
+    """The 2020 rule scaled: 40/32 of the patch side, rounded half up (32 -> 40, 28 -> 35)."""
+    return (5 * patch_size + 2) // 4
+
+
+def load_resized(path: str | os.PathLike, patch_size: int = PATCH, grey: bool = False) -> tuple[np.ndarray, str | None]:
+    """Decode ``path`` by the documented rule: (H, W, C) uint8 with short side
+    ``short_side(patch_size)``, C = 1 with ``grey`` else 3; and the converted mode."""
     with open_image(path) as im:
-        tw, th = scaled_size(*im.size, SHORT_SIDE)
+        tw, th = scaled_size(*im.size, short_side(patch_size))
         im.draft("RGB", (tw * DRAFT_GAP, th * DRAFT_GAP))  # JPEG: DCT-domain reduction
         im.load()
-        rgb, converted = to_rgb8(im)
-        if rgb.size != (tw, th):
-            rgb = rgb.resize((tw, th), Image.Resampling.LANCZOS)
-        return np.array(rgb, dtype=np.uint8), converted
+        out, converted = to_8bit(im, grey)
+        if out.size != (tw, th):
+            out = out.resize((tw, th), Image.Resampling.LANCZOS)
+        a = np.array(out, dtype=np.uint8)
+        return (a[..., None] if a.ndim == 2 else a), converted
 
 
 def _seed_key(seed: bytes) -> bytes:
@@ -312,10 +328,11 @@ def _seed_key(seed: bytes) -> bytes:
     return seed if len(seed) <= 64 else hashlib.blake2b(seed).digest()
 
 
-def crop_positions(seed: bytes, rel_path: str, width: int, height: int, k: int) -> list[tuple[int, int]]:
-    """Up to ``k`` distinct top-left corners of 32x32 crops in a width x height image."""
+def crop_positions(seed: bytes, rel_path: str, width: int, height: int, k: int,
+                   patch_size: int = PATCH) -> list[tuple[int, int]]:
+    """Up to ``k`` distinct top-left corners of P x P crops in a width x height image."""
     key = _seed_key(seed)
-    nx, ny = width - PATCH + 1, height - PATCH + 1
+    nx, ny = width - patch_size + 1, height - patch_size + 1
     if nx <= 0 or ny <= 0:
         return []
     total = nx * ny
@@ -337,21 +354,21 @@ def crop_positions(seed: bytes, rel_path: str, width: int, height: int, k: int) 
 
 @dataclass
 class _ChunkResult:
-    patches: np.ndarray  # (m, 32, 32, 3)
+    patches: np.ndarray  # (m, P, P, C)
     origin: np.ndarray  # (m, 5)
     unreadable: list[int]
     notes: dict[str, int]
 
 
 def _process_chunk(root: str, items: list[tuple[int, str]], key: bytes, crops: int,
-                   min_keypoints: int) -> _ChunkResult:
+                   min_keypoints: int, patch: int, grey: bool) -> _ChunkResult:
     """Decode, crop and filter a few files; runs in a worker process."""
     notes: dict[str, int] = {}
     unreadable: list[int] = []
     cand, boxes = [], []
     for idx, rel in items:
         try:
-            img, converted = load_resized(os.path.join(root, rel))
+            img, converted = load_resized(os.path.join(root, rel), patch, grey)
         except DECODE_ERRORS as e:  # ImageTooLarge included: stored as unreadable, counted apart
             unreadable.append(idx)
             if isinstance(e, ImageTooLarge):
@@ -360,60 +377,21 @@ def _process_chunk(root: str, items: list[tuple[int, str]], key: bytes, crops: i
         if converted:
             count_note(notes, f"converted_{converted}")
         h, w = img.shape[:2]
-        for x0, y0 in crop_positions(key, rel, w, h, crops):
-            cand.append(img[y0 : y0 + PATCH, x0 : x0 + PATCH])
-            boxes.append((idx, x0, y0, x0 + PATCH, y0 + PATCH))
+        for x0, y0 in crop_positions(key, rel, w, h, crops, patch):
+            cand.append(img[y0 : y0 + patch, x0 : x0 + patch])
+            boxes.append((idx, x0, y0, x0 + patch, y0 + patch))
     notes["crops_tried"] = len(cand)
     if not cand:
-        return _ChunkResult(np.zeros((0, PATCH, PATCH, 3), np.uint8), np.zeros((0, 5), np.int64),
+        return _ChunkResult(np.zeros((0, patch, patch, 1 if grey else 3), np.uint8), np.zeros((0, 5), np.int64),
                             unreadable, notes)
     patches = np.stack(cand)
     keep = count_keypoints(patches) > min_keypoints
     return _ChunkResult(patches[keep], np.asarray(boxes, np.int64)[keep], unreadable, notes)
 
 
-def _worker_init(creator: int) -> None:
-    """Workers leave Ctrl-C to the parent (which cancels them), die with it, and load the
-    compiled detector once."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _exit_with_parent(creator)
+def _warm_detector() -> None:
+    """Compile, or load from numba's cache, the keypoint detector once per process."""
     count_keypoints(np.zeros((1, PATCH, PATCH, 3), np.uint8))
-
-
-_PR_SET_PDEATHSIG = 1
-
-
-def _exit_with_parent(creator: int) -> None:
-    """End this worker when the build that started it is killed (SIGKILL/SIGTERM run no cleanup).
-
-    On Linux the kernel sends SIGKILL when the parent dies (``PR_SET_PDEATHSIG``); everywhere a
-    daemon thread also polls: the parent changed (we were re-parented) or the process that made
-    the pool (``creator``, not the parent under ``forkserver``) is gone, which also covers a
-    parent that died before this initializer ran.
-    """
-    if sys.platform.startswith("linux"):
-        try:
-            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        except (OSError, AttributeError):
-            pass
-    parent = os.getppid()
-
-    def watch() -> None:
-        while os.getppid() == parent and _alive(creator):
-            time.sleep(0.5)
-        os._exit(1)
-
-    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 # --------------------------------------------------------------------------------------------
@@ -488,8 +466,8 @@ def _open_bank(out: Path, files: list[str], params: dict, walk_notes: dict[str, 
         _truncate(g["unreadable"], prog["unreadable"])
         return g
     g = zarr.open_group(out, mode="w", zarr_format=3)
-    g.create_array("patches", shape=(0, PATCH, PATCH, 3), dtype="uint8",
-                   chunks=(PATCH_CHUNK, PATCH, PATCH, 3), fill_value=0)
+    shape = patch_shape(params)
+    g.create_array("patches", shape=(0, *shape), dtype="uint8", chunks=(_chunk_rows(shape), *shape), fill_value=0)
     g.create_array("origin", shape=(0, 5), dtype="int64", chunks=(16 * PATCH_CHUNK, 5), fill_value=0)
     g.create_array("unreadable", shape=(0,), dtype="int64", chunks=(65536,), fill_value=0)
     g.create_array("files_utf8", data=blob, chunks=(max(1, min(len(blob), 1 << 22)),))
@@ -501,9 +479,21 @@ def _open_bank(out: Path, files: list[str], params: dict, walk_notes: dict[str, 
     return g
 
 
-def _params(seed: bytes, crops: int, min_keypoints: int) -> dict:
+def patch_shape(params: dict) -> tuple[int, int, int]:
+    """(P, P, C) of a bank's patches, from its params (banks before grey ones have no "colour")."""
+    return params["patch_size"], params["patch_size"], 1 if params.get("colour") == GREY else 3
+
+
+def _chunk_rows(shape: tuple[int, int, int]) -> int:
+    """Patches per Zarr chunk: about 3 MiB whatever the patch shape (1,024 at 32x32x3)."""
+    return max(1, PATCH_CHUNK * PATCH * PATCH * 3 // (shape[0] * shape[1] * shape[2]))
+
+
+def _params(seed: bytes, crops: int, min_keypoints: int, patch: int, grey: bool) -> dict:
+    colour = {"colour": GREY} if grey else {}  # absent for RGB: RGB banks keep the bytes they had
     return {
-        "patch_size": PATCH, "short_side": SHORT_SIDE, "resize": "LANCZOS after JPEG draft >= 2x target",
+        "patch_size": patch, "short_side": short_side(patch), **colour,
+        "resize": "LANCZOS after JPEG draft >= 2x target",
         "crops_per_image": crops, "min_keypoints": min_keypoints,
         "keep_rule": "keypoints > min_keypoints",
         "detector": {"kind": "DoG extrema (SIFT defaults)", "sigma": SIFT_SIGMA, "layers": SIFT_LAYERS,
@@ -526,10 +516,13 @@ def build_patch_bank(
     batch_files: int = 1024,
     chunk_files: int = 32,
     on_decoded: Callable[[int], None] | None = None,
+    patch_size: int = PATCH,
+    grey: bool = False,
     executor: Executor | None = None,
 ) -> PatchBankSummary:
     """Build (or resume) the patch bank of ``public_dir`` at ``out_path``; see the module docstring.
 
+    ``patch_size`` x ``patch_size`` patches, grey (C = 1) with ``grey``, else RGB.
     ``workers``: processes decoding in parallel (None = CPU count; 1 = in this process).
     ``progress(files_done, files_total, patches)`` is called once before the first batch (with
     where a resumed build starts) and after each committed batch; ``on_decoded(n)`` after every
@@ -541,7 +534,7 @@ def build_patch_bank(
     Raises :class:`SourceError` for user mistakes (no images, output path not a bank, resume
     with other parameters, seed or files).  A script calling this with several workers from a
     multi-threaded process needs the usual ``if __name__ == "__main__":`` guard (see
-    :func:`_start_pool`).
+    :func:`generator.workers.start_pool`).
     """
     t0 = time.perf_counter()
     root = Path(public_dir)
@@ -550,13 +543,16 @@ def build_patch_bank(
         raise SourceError(f"{root}: public folder: expected a directory")
     if crops_per_image < 1 or min_keypoints < 0 or batch_files < 1 or chunk_files < 1:
         raise SourceError("crops_per_image, batch_files, chunk_files must be >= 1 and min_keypoints >= 0")
-    params = _params(seed, crops_per_image, min_keypoints)
+    if not MIN_PATCH <= patch_size <= MAX_PATCH:
+        raise SourceError(f"patch size: expected {MIN_PATCH}..{MAX_PATCH} px, got {patch_size}")
+    params = _params(seed, crops_per_image, min_keypoints, patch_size, grey)
     key = _seed_key(seed)
     if workers is None:
-        workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    count_keypoints(np.zeros((1, PATCH, PATCH, 3), np.uint8))  # compile or load the cache once, here
+        workers = default_workers()
+    _warm_detector()  # compile or load the cache once, here
     own_pool = executor is None and workers > 1
-    pool = _start_pool(workers) if own_pool else executor  # starts while the folder is walked
+    # starts while the folder is walked
+    pool = start_pool(workers, preload=__name__, warm_up=_warm_detector) if own_pool else executor
     try:
         walk_notes: dict[str, int] = {}
         files = walk_image_files(root, walk_notes)
@@ -578,8 +574,8 @@ def build_patch_bank(
             if progress:
                 progress(start_file, total, prog["patches"])
             if not g.attrs["complete"]:
-                _run_batches(g, root, files, key, crops_per_image, min_keypoints, pool, workers, on_commit,
-                             batch_files, chunk_files, on_decoded)
+                _run_batches(g, root, files, (key, crops_per_image, min_keypoints, patch_size, grey), pool,
+                             workers, on_commit, batch_files, chunk_files, on_decoded)
         except OSError as e:  # read-only, full disk, a file in the way: say which output, keep no debris
             if created and not committed:
                 shutil.rmtree(out, ignore_errors=True)
@@ -627,42 +623,21 @@ def bank_progress(label: str = "patches", enabled: bool | None = None, resumable
         raise
 
 
-def _noop() -> None:
-    return None
-
-
-def _start_pool(workers: int) -> ProcessPoolExecutor:
-    """Worker processes, started now.
-
-    ``fork`` when this process has a single thread (fast: workers inherit the compiled detector),
-    else ``forkserver`` (forking a multi-threaded process, e.g. one where Zarr's I/O thread runs,
-    can deadlock).  With ``forkserver`` a calling script needs the usual
-    ``if __name__ == "__main__":`` guard.  The start method does not change the bank.
-    """
-    if threading.active_count() == 1 and "fork" in mp.get_all_start_methods():
-        ctx = mp.get_context("fork")
-    else:
-        ctx = mp.get_context("forkserver")
-        ctx.set_forkserver_preload(["generator.patches"])
-    pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init, initargs=(os.getpid(),))
-    for f in [pool.submit(_noop) for _ in range(workers)]:
-        f.result()
-    return pool
-
-
-def _run_batches(g, root: Path, files: list[str], key: bytes, crops: int, min_keypoints: int,
-                 pool: Executor | None, n_workers: int, progress: ProgressHook | None,
-                 batch_files: int, chunk_files: int, on_decoded: Callable[[int], None] | None) -> None:
+def _run_batches(g, root: Path, files: list[str], rule: tuple, pool: Executor | None, workers: int,
+                 progress: ProgressHook | None, batch_files: int, chunk_files: int,
+                 on_decoded: Callable[[int], None] | None) -> None:
+    """Decode the files not committed yet, a batch at a time, on ``pool`` (``workers`` at once);
+    ``rule`` is the tail of :func:`_process_chunk`'s arguments (key, crops, min_keypoints, patch, grey)."""
     prog = dict(g.attrs["progress"])
     notes = dict(g.attrs["notes"])
     total = len(files)
 
     def tasks():
-        """(end of the batch, chunk items), from where the last commit ended; made lazily."""
+        """(root, chunk items, *rule), from where the last commit ended; made lazily."""
         for b0 in range(prog["files"], total, batch_files):
             b1 = min(b0 + batch_files, total)
             for c0 in range(b0, b1, chunk_files):
-                yield b1, [(i, files[i]) for i in range(c0, min(c0 + chunk_files, b1))]
+                yield (str(root), [(i, files[i]) for i in range(c0, min(c0 + chunk_files, b1))], *rule)
 
     arrays = g["patches"], g["origin"], g["unreadable"]
 
@@ -670,9 +645,9 @@ def _run_batches(g, root: Path, files: list[str], key: bytes, crops: int, min_ke
         pats = [r.patches for r in results]
         orig = [r.origin for r in results]
         unr = [i for r in results for i in r.unreadable]
-        new_p = np.concatenate(pats) if pats else np.zeros((0, PATCH, PATCH, 3), np.uint8)
+        new_p = np.concatenate(pats)
         _append(arrays[0], new_p, prog["patches"])
-        _append(arrays[1], np.concatenate(orig) if orig else np.zeros((0, 5), np.int64), prog["patches"])
+        _append(arrays[1], np.concatenate(orig), prog["patches"])
         _append(arrays[2], np.asarray(unr, np.int64), prog["unreadable"])
         for r in results:
             for k, v in r.notes.items():
@@ -684,48 +659,21 @@ def _run_batches(g, root: Path, files: list[str], key: bytes, crops: int, min_ke
         if progress:
             progress(batch_end, total, prog["patches"])
 
-    pending_batch: list[_ChunkResult] = []
-    current_end = None
-
-    def consume(batch_end: int, res: _ChunkResult, n_files: int) -> None:
-        nonlocal current_end, pending_batch
-        if on_decoded:
-            on_decoded(n_files)
-        if current_end is not None and batch_end != current_end:
-            commit(current_end, pending_batch)
-            pending_batch = []
-        current_end = batch_end
-        pending_batch.append(res)
-
-    args = (str(root),)
-    if pool is None:
-        for batch_end, items in tasks():
-            consume(batch_end, _process_chunk(*args, items, key, crops, min_keypoints), len(items))
-    else:
-        inflight: deque = deque()  # bounded: results are consumed in order as they are needed
-
-        def take() -> None:
-            be, items, fut = inflight.popleft()
-            try:
-                res = fut.result()
-            except BrokenProcessPool:
-                raise SourceError(f"{root}: a worker process died while decoding {items[0][1]} .. "
-                                  f"{items[-1][1]}; re-run with workers=1 to find the file") from None
-            consume(be, res, len(items))
-
-        try:
-            for batch_end, items in tasks():
-                inflight.append((batch_end, items,
-                                 pool.submit(_process_chunk, *args, items, key, crops, min_keypoints)))
-                if len(inflight) >= 4 * n_workers:
-                    take()
-            while inflight:
-                take()
-        finally:
-            for _, _, fut in inflight:
-                fut.cancel()
-    if current_end is not None:
-        commit(current_end, pending_batch)
+    pending: list[_ChunkResult] = []
+    batch_start = prog["files"]
+    try:
+        for (_, items, *_), res in in_order(pool, _process_chunk, tasks(), workers):
+            if on_decoded:
+                on_decoded(len(items))
+            pending.append(res)
+            end = items[-1][0] + 1
+            if end == total or end - batch_start == batch_files:
+                commit(end, pending)
+                pending, batch_start = [], end
+    except WorkerDied as e:
+        items = e.task[1]
+        raise SourceError(f"{root}: a worker process died while decoding {items[0][1]} .. "
+                          f"{items[-1][1]}; re-run with workers=1 to find the file") from None
 
 
 def _commit(g, prog: dict, notes: dict, *, complete: bool) -> None:
@@ -739,7 +687,7 @@ def _commit(g, prog: dict, notes: dict, *, complete: bool) -> None:
 
 MAX_BANK_FILE_BYTES = 16 << 20  # the largest file a bank holds: a chunk of files_offsets (8 MiB raw)
 _BANK_ARRAYS = {  # name -> dtype, shape after the first axis
-    "patches": ("uint8", (PATCH, PATCH, 3)),
+    "patches": ("uint8", None),  # (P, P, C) as the bank's params say
     "origin": ("int64", (5,)),
     "unreadable": ("int64", ()),
     "files_utf8": ("uint8", ()),
@@ -770,7 +718,12 @@ def load_patch_bank(path: str | os.PathLike) -> ImageSet:
         prog = attrs.get("progress", {})
         raise SourceError(f"{p}: complete: the build stopped after {prog.get('files')} files; "
                           "run the same build again to finish it")
+    params = attrs.get("params")
+    size = params.get("patch_size") if isinstance(params, dict) else None
+    if type(size) is not int or not MIN_PATCH <= size <= MAX_PATCH:
+        raise SourceError(f"{p}: params.patch_size is {size!r}; expected a side of {MIN_PATCH}..{MAX_PATCH} px")
     for name, (dtype, tail) in _BANK_ARRAYS.items():
+        tail = tail if tail is not None else patch_shape(params)
         a = arrays[name]
         if (not isinstance(a, zarr.Array) or str(a.dtype) != dtype or a.shape[1:] != tail
                 or a.nbytes > MAX_ARRAY_BYTES or a.chunks[0] * a.dtype.itemsize * int(np.prod(tail)) > MAX_BANK_FILE_BYTES):

@@ -19,7 +19,7 @@ import shutil
 import sys
 import threading
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -29,21 +29,27 @@ from challenge import format as fmt
 from challenge.domain import affine, to_uint8
 from challenge.encoding import encode
 from challenge.errors import UsageError
-from challenge.geometry import IMAGE_SHAPE, SIGN_BYTES
+from challenge.geometry import DEFAULT_IMAGE_SHAPE, sign_bytes
 from challenge.imageset import ImageSet
 from challenge.keys import draw_plan, sign_bits
 from challenge.keystream import stream_context, stream_key
 from challenge.labels import weighted_labels
 from challenge.manifest import PREVIEW_COUNT, Manifest
 from challenge.npy import npy_header
-from challenge.params import Params
-from challenge.preview import contact_sheet, save_png
+from challenge.params import SHAPED_SINCE, Params
+from challenge.preview import release_preview, save_png
 from challenge.progress import Progress
 
 # the copies of the public arrays a release can hold, all by default (docs/FORMAT.md section 1): .npy for
 # 2020-era code and every reader of ours, public.zarr for chunked readers
 FORMATS = ("npy", "zarr")
-ENCRYPTION_ZARR_ROWS = 1024  # rows per chunk of public.zarr/encryption (docs/FORMAT.md section 5)
+ENCRYPTION_ZARR_ROWS = 1024  # rows per chunk of public.zarr/encryption at most (docs/FORMAT.md section 5)
+
+
+def encryption_zarr_rows(image_shape: tuple) -> int:
+    """Rows per chunk of public.zarr/encryption: 1024, fewer for large images so a chunk holds at most
+    16 MiB (one row at least); 1024 at 32x32x3, as in versions 1 and 2."""
+    return max(1, min(ENCRYPTION_ZARR_ROWS, fmt.MAX_CHUNK_BYTES // (4 * int(np.prod(image_shape)))))
 
 
 def parse_formats(text: str) -> tuple[str, ...]:
@@ -200,11 +206,15 @@ class RowEncoder:
     public_images: np.ndarray
     domain_affine: tuple
 
+    @property
+    def image_shape(self) -> tuple:
+        return self.ground_truth.shape[1:]
+
     def rows(self, start: int, private_index: np.ndarray, public_index: np.ndarray,
              lam: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The sign rows and encryptions of rows ``start .. start + len(lam)``, whatever the split into blocks."""
-        n = len(lam)
-        signs = sign_bits(self.key, start, n) if self.masked else np.zeros((n, SIGN_BYTES), np.uint8)
+        n, shape = len(lam), self.image_shape
+        signs = sign_bits(self.key, start, n, shape) if self.masked else np.zeros((n, sign_bytes(shape)), np.uint8)
         return signs, encode(self.ground_truth, self.public_images, self.domain_affine, private_index=private_index,
                              public_index=public_index, lam=lam, sign_bits=signs)
 
@@ -213,7 +223,7 @@ def _write_encryptions(encoder: RowEncoder, row_keys: tuple, copies: list, z_sig
                        progress: bool | None) -> np.ndarray:
     """Encode ``chunk`` rows at a time into ``copies`` and the key store's sign rows; return the preview's rows."""
     N = len(row_keys[0])
-    head = np.zeros((0, *encoder.ground_truth.shape[1:]), np.float32)  # the first encryptions, for the preview
+    head = np.zeros((0, *encoder.image_shape), np.float32)  # the first encryptions, for the preview
     with Progress("write", N, enabled=progress, unit="encryptions") as bar, _written_in_background(copies) as writers:
         for a in range(0, N, chunk):
             b = min(a + chunk, N)
@@ -392,15 +402,24 @@ def generate(
 ) -> dict:
     """Build the release at ``out`` and return its manifest.
 
-    ``format_version`` 1 exists to reproduce releases of that version byte for byte; ``formats``
-    chooses the copies of the public arrays (:data:`FORMATS`).  ``write_elsewhere`` encodes and
-    writes the encryptions instead of this process, to the same bytes (a Dask cluster:
-    :func:`generator.distributed.on_cluster`).  Every file is synced to disk before the release takes
-    its name, and the name itself after.
+    The image shape is the private images' (``params.image_shape`` is set from them); the public
+    patches must have the same.  ``format_version`` 1 and 2 exist to reproduce releases of those
+    versions byte for byte (their images are 32x32x3); ``formats`` chooses the copies of the public
+    arrays (:data:`FORMATS`).  ``write_elsewhere`` encodes and writes the encryptions instead of this
+    process, to the same bytes (a Dask cluster: :func:`generator.distributed.on_cluster`).  Every
+    file is synced to disk before the release takes its name, and the name itself after.
     """
     if format_version not in fmt.READABLE_VERSIONS:
-        raise UsageError(f"format version {format_version}: this tool writes {' and '.join(map(str, fmt.READABLE_VERSIONS))}")
+        raise UsageError(f"format version {format_version}: this tool writes {', '.join(map(str, fmt.READABLE_VERSIONS))}")
+    params = replace(params, image_shape=private.images.shape[1:])
+    if format_version < SHAPED_SINCE and params.image_shape != DEFAULT_IMAGE_SHAPE:
+        raise UsageError(f"format version {format_version} holds only 32x32x3 images; the private images are "
+                         f"{'x'.join(map(str, params.image_shape))} (use format version {fmt.FORMAT_VERSION})")
     params.validate()
+    if params.k_public and public is not None and public.images.shape[1:] != params.image_shape:
+        raise UsageError(f"the public patches are {'x'.join(map(str, public.images.shape[1:]))}, the private images "
+                         f"{'x'.join(map(str, params.image_shape))}: a release mixes images of one shape "
+                         "(make the patch bank at the private images' size)")
     if chunk < 1:
         raise UsageError(f"--chunk must be positive, got {chunk}")
     formats = parse_formats(",".join(formats))
@@ -432,13 +451,14 @@ def _build(tmp: Path, params: Params, seed: bytes, private: ImageSet, public: Im
     N = params.n_encryptions
     bank_size = len(public) if public is not None and params.k_public else 0
     fingerprints = {"private": private.fingerprint(), "public": public.fingerprint() if bank_size else None}
-    context = stream_context(params.to_dict(), fingerprints["private"], fingerprints["public"])
+    context = stream_context(params.to_dict(version), fingerprints["private"], fingerprints["public"])
     key = stream_key(seed, context, version)
     plan = draw_plan(key, params, private.labels, bank_size, version)
     ground_truth = private.images[plan.selection]
     truth_labels = private.labels[plan.selection]
     used = np.unique(plan.public_bank_index)
-    public_images = public.images[used] if bank_size else np.zeros((0, *IMAGE_SHAPE), np.uint8)
+    image_shape = params.image_shape
+    public_images = public.images[used] if bank_size else np.zeros((0, *image_shape), np.uint8)
     public_origin = public.origin[used] if bank_size else np.zeros((0, 0), np.int64)
     public_index = np.searchsorted(used, plan.public_bank_index).astype(np.int32)
     n_classes = len(private.class_names) or int(private.labels.max()) + 1
@@ -472,7 +492,8 @@ def _build(tmp: Path, params: Params, seed: bytes, private: ImageSet, public: Im
         },
         version,
     )
-    shape = (N, *IMAGE_SHAPE)
+    shape = (N, *image_shape)
+    zarr_rows = encryption_zarr_rows(image_shape)
     digests: dict[str, str] = {}  # of the files hashed as they were written
     label_file = _npy_file(public_dir / fmt.LABEL_FILE, labels.shape, digests, fmt.LABEL_FILE)
     label_file.write(np.ascontiguousarray(labels, "<f4"))
@@ -480,7 +501,7 @@ def _build(tmp: Path, params: Params, seed: bytes, private: ImageSet, public: Im
     if "zarr" in formats:
         public_zarr = zarr.open_group(str(public_dir / fmt.PUBLIC_ZARR), mode="w-")
         public_zarr.attrs.update({"format": "instahide-public", "format_version": version})
-        public_zarr.create_array("encryption", shape=shape, chunks=(ENCRYPTION_ZARR_ROWS, *IMAGE_SHAPE),
+        public_zarr.create_array("encryption", shape=shape, chunks=(zarr_rows, *image_shape),
                                  dtype="float32", compressors=None, fill_value=0)
         public_zarr.create_array("label", shape=labels.shape, chunks=(fmt.ROWS_PER_ZARR_CHUNK, n_classes),
                                  dtype="float32", compressors=None, fill_value=0)
@@ -493,11 +514,11 @@ def _build(tmp: Path, params: Params, seed: bytes, private: ImageSet, public: Im
     if write_elsewhere is None:
         copies = [_npy_file(public_dir / fmt.ENCRYPTION_FILE, shape, digests, fmt.ENCRYPTION_FILE)]
         if "zarr" in formats:
-            copies.append(_ZarrChunks(public_dir, "encryption", ENCRYPTION_ZARR_ROWS, IMAGE_SHAPE, digests))
+            copies.append(_ZarrChunks(public_dir, "encryption", zarr_rows, image_shape, digests))
         head = _write_encryptions(encoder, row_keys, copies, z_signs, chunk, progress)
     else:
         head = write_elsewhere(encoder, row_keys, public_dir, z_signs, "zarr" in formats, chunk, digests, progress)
-    save_png(contact_sheet(to_uint8(head, params.domain)), public_dir / fmt.PREVIEW_FILE)
+    save_png(release_preview(to_uint8(head, params.domain), version), public_dir / fmt.PREVIEW_FILE)
 
     store = fmt.KeyStore(keys, params, dict(keys.attrs))
     manifest = Manifest(

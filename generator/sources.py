@@ -11,11 +11,35 @@
 * CIFAR-100 python: ``train`` (``test``), ``meta``; fine labels.
   These are Python 2 pickles: they are read with :class:`RestrictedUnpickler`, which admits only the
   numpy array reconstruction globals the real files contain and refuses anything else before it runs.
-* ``.npz`` with arrays ``images`` (N, 32, 32, 3) uint8 and ``labels`` (N,) integer (optional
-  ``class_names``, a unicode array), or a directory holding ``images.npy`` + ``labels.npy``.
-  Read with ``allow_pickle=False``.
+* MNIST / Fashion-MNIST IDX files: ``train-images-idx3-ubyte`` + ``train-labels-idx1-ubyte``
+  (``t10k-*`` with ``split="test"``), each plain or gzipped (``.gz``; the plain file is read when
+  both are there).  An IDX file is a big-endian header, magic ``00 00 08 D`` (unsigned bytes, D
+  dimensions: 3 for images, 1 for labels) then D uint32 sizes, then the bytes row-major.  The
+  magic, the sizes (images N x rows x cols, labels N, the same N) and the length (a plain file
+  must hold exactly the bytes its header claims; a gzipped one is inflated only up to the claim
+  plus one byte, so a gzip bomb stops there) are checked.  Images are grey (N, rows, cols, 1);
+  class names are the label numbers ("0".."9").
+* Downsampled ImageNet (Imagenet32 / Imagenet64 / Imagenet16 ``npz`` version):
+  ``train_data_batch_1.npz``.. (``val_data.npz`` with ``split="test"``), each with ``data`` uint8
+  (N, 3*S*S), every row R, G, B planes of an S x S image row-major (as CIFAR's), and ``labels``
+  (N,) integers 1..1000; S is taken from the width and must be the same in every file; other
+  arrays (``mean``) are not read.  Labels are stored 0-based (``labels - 1``) and the class names
+  are the file's 1-based label numbers as text ("1".."1000"), so a name is the authors' class id.
+* ``.npz`` with arrays ``images`` (N, H, W, C) uint8, C = 1 (grey) or 3 (RGB), and ``labels``
+  (N,) integer (optional ``class_names``, a unicode array), or a directory holding
+  ``images.npy`` + ``labels.npy``.  Read with ``allow_pickle=False``.
 * An image folder with one subfolder per class (torchvision ``ImageFolder`` / ImageNet layout);
   classes are the sorted subfolder names.
+
+Shape (``size``, ``grey``): a set is loaded at its own shape (CIFAR 32x32x3, MNIST 28x28x1,
+Imagenet64 64x64x3, ...), or with ``size`` = S resized to S x S by the image-folder rule below
+(short side to S with Pillow LANCZOS, then centre crop), keeping its channels: grey stays grey
+(C = 1), RGB stays RGB.  An image folder is decoded at S (32 when no size is given)
+and to RGB, or with ``grey`` to 8-bit grey (Pillow's "L", ITU-R 601-2 luma: 299 R + 587 G +
+114 B over 1000): a folder of grey photos loads as RGB with three equal channels unless
+``grey`` is asked for, so the same folder never changes shape by what happens to be in it.
+``grey`` for another layout is refused unless the set is grey already (convert the data set
+itself if a grey release of colour images is wanted).
 
 Untrusted files are read through :mod:`challenge.files` (regular files only) and capped before
 they are read or allocated: a ``.npy`` array's header (shape, dtype) is checked against the bytes
@@ -39,13 +63,18 @@ Image folder rules (documented here because they change pixels):
   ``notes["ignored_non_image_files"]``.  Multi-frame files give their first frame; EXIF
   orientation is ignored (pixels as stored), as torchvision does.  Symlinked files are read;
   files directly in the top folder are ignored (``notes["ignored_top_level_files"]``).
-* Conversion to 8-bit RGB (:func:`to_rgb8`), counted as ``notes["converted_<MODE>"]``:
+* Conversion to 8-bit RGB (:func:`generator.images.to_8bit`; to 8-bit grey with ``grey``, where an
+  RGB file counts as ``converted_RGB``), counted as ``notes["converted_<MODE>"]``:
   16-bit/32-bit integer grey (``I;16*``, ``I``) -> clip to 0..65535, then ``round(v / 257)``;
   everything else through Pillow's ``convert("RGB")`` (grey is replicated, palettes expanded,
   CMYK converted, alpha dropped as torchvision does; ``F`` is clipped to 0..255 by Pillow).
-* Resize: images already 32x32 are kept as they are; others are resized so the short side is
-  32 (long side ``long * 32 / short`` rounded half up) with Pillow LANCZOS, then centre-cropped
-  to 32x32 (offset ``(size - 32) // 2``).
+* Resize: images already S x S (S = ``size``, 32 by default) are kept as they are; others are
+  resized so the short side is S (long side ``long * S / short`` rounded half up) with Pillow
+  LANCZOS, then centre-cropped to S x S (offset ``(resized side - S) // 2``).
+* Decoding runs in ``workers`` processes (default: one per CPU; a folder of fewer than
+  :data:`PARALLEL_FROM` files is decoded in this process) with a progress bar on a terminal's
+  stderr; files are decoded in chunks taken back in order, so the set is the same bytes in the
+  same order whatever the worker count.
 * Oversized images are skipped before decoding and counted in ``notes["skipped_oversized"]``:
   more than :data:`MAX_IMAGE_PIXELS` pixels, or a long side more than :data:`MAX_ASPECT_RATIO`
   times the short one (a 1.2 KB PNG of 1 x 200,000 px would otherwise be upscaled to
@@ -61,18 +90,22 @@ Image folder rules (documented here because they change pixels):
 
 from __future__ import annotations
 
+import gzip
 import io
+import math
 import os
 import pickle
 import re
 import tempfile
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
 
 from challenge.files import open_regular, read_bytes, read_text
 from challenge.imageset import ImageSet
+from challenge.progress import Progress
 from generator.default_data import default_private, default_public
 from generator.images import (
     DECODE_ERRORS,
@@ -82,15 +115,18 @@ from generator.images import (
     ImageTooLarge,
     SourceError,
     count_note,
-    read_image_rgb8,
+    read_image8,
     resize_center_crop,
+    resize_images,
     walk_image_files,
 )
-from generator.patches import bank_progress, build_patch_bank, load_patch_bank
+from generator.patches import MAX_PATCH, MIN_PATCH, bank_progress, build_patch_bank, load_patch_bank
+from generator.workers import WorkerDied, default_workers, in_order, start_pool
 
 __all__ = [
     "DEFAULT_BANK_SEED",
     "MAX_BATCH_BYTES",
+    "PARALLEL_FROM",
     "RestrictedUnpickler",
     "SourceError",
     "bank_seed",
@@ -108,6 +144,10 @@ DEFAULT_BANK_SEED = "instahide-patches-v1"
 MAX_BATCH_BYTES = 256 << 20  # one CIFAR batch file (CIFAR-100's train is 155 MB)
 MAX_NAMES_BYTES = 1 << 20  # a class-name text file
 
+PARALLEL_FROM = 256  # image files from which a folder is decoded by worker processes
+FOLDER_CHUNK = 32  # image files a worker decodes at a time
+IMAGENET_CLASSES = 1000
+
 _ARCHIVE_DIRS = ("cifar-10-batches-bin", "cifar-100-binary", "cifar-10-batches-py", "cifar-100-python")
 
 
@@ -118,8 +158,8 @@ _ARCHIVE_DIRS = ("cifar-10-batches-bin", "cifar-100-binary", "cifar-10-batches-p
 def detect_layout(path: str | os.PathLike) -> tuple[str, Path]:
     """Return (layout name, resolved path) for ``path`` without reading any data.
 
-    Layout names: ``cifar10-bin``, ``cifar100-bin``, ``cifar10-py``, ``cifar100-py``, ``npz``,
-    ``npy``, ``image-folder``.
+    Layout names: ``cifar10-bin``, ``cifar100-bin``, ``cifar10-py``, ``cifar100-py``, ``mnist-idx``,
+    ``imagenet-npz``, ``npz``, ``npy``, ``image-folder``.
     """
     p = Path(path)
     if not p.exists():
@@ -141,6 +181,10 @@ def detect_layout(path: str | os.PathLike) -> tuple[str, Path]:
         return "cifar10-py", p
     if ("train" in names or "test" in names) and "meta" in names:
         return "cifar100-py", p
+    if any(f"{prefix}-images-idx3-ubyte{gz}" in names for prefix in ("train", "t10k") for gz in ("", ".gz")):
+        return "mnist-idx", p
+    if "train_data_batch_1.npz" in names or "val_data.npz" in names:
+        return "imagenet-npz", p
     if "images.npy" in names and "labels.npy" in names:
         return "npy", p
     inner = [d for d in _ARCHIVE_DIRS if (p / d).is_dir()]
@@ -149,47 +193,80 @@ def detect_layout(path: str | os.PathLike) -> tuple[str, Path]:
     if any(e.is_dir(follow_symlinks=False) and not e.name.startswith(".") for e in os.scandir(p)):
         return "image-folder", p
     raise SourceError(
-        f"{p}: unrecognised layout; expected CIFAR-10/100 (binary or python version), "
-        "images.npy + labels.npy, a .npz file, or one subfolder per class"
+        f"{p}: unrecognised layout; expected CIFAR-10/100 (binary or python version), MNIST IDX files, "
+        "Imagenet32/64 npz batches, images.npy + labels.npy, a .npz file, or one subfolder per class"
     )
 
 
-def load_private(path: str | os.PathLike, *, split: str = "train") -> ImageSet:
-    """Load the private set at ``path`` (layout detected from disk); ``split`` is "train" or "test"."""
+def load_private(path: str | os.PathLike, *, split: str = "train", size: int | None = None,
+                 grey: bool = False, workers: int | None = None) -> ImageSet:
+    """Load the private set at ``path`` (layout detected from disk); ``split`` is "train" or "test".
+
+    ``size`` resizes to size x size, ``grey`` decodes an image folder to grey (see the module
+    docstring); ``workers`` decode an image folder (None: one per CPU).
+    """
     if split not in ("train", "test"):
         raise SourceError(f"split: expected 'train' or 'test', got {split!r}")
+    _check_size(size)
     layout, p = detect_layout(path)
+    if layout == "image-folder":
+        return _load_image_folder(p, size or SIZE, grey, workers)
     if layout == "cifar10-bin":
-        return _load_cifar_bin(p, split, cifar100=False)
-    if layout == "cifar100-bin":
-        return _load_cifar_bin(p, split, cifar100=True)
-    if layout == "cifar10-py":
-        return _load_cifar_py(p, split, cifar100=False)
-    if layout == "cifar100-py":
-        return _load_cifar_py(p, split, cifar100=True)
-    if layout == "npz":
-        return _load_npz_set(p)
-    if layout == "npy":
-        return _load_npy_pair(p)
-    return _load_image_folder(p)
+        s = _load_cifar_bin(p, split, cifar100=False)
+    elif layout == "cifar100-bin":
+        s = _load_cifar_bin(p, split, cifar100=True)
+    elif layout == "cifar10-py":
+        s = _load_cifar_py(p, split, cifar100=False)
+    elif layout == "cifar100-py":
+        s = _load_cifar_py(p, split, cifar100=True)
+    elif layout == "mnist-idx":
+        s = _load_mnist(p, split)
+    elif layout == "imagenet-npz":
+        s = _load_imagenet_npz(p, split)
+    elif layout == "npz":
+        s = _load_npz_set(p)
+    else:
+        s = _load_npy_pair(p)
+    return _reshaped(s, size, grey, str(p))
+
+
+def _check_size(size: int | None) -> None:
+    """``size`` is None (each set at its own shape) or a side of MIN_PATCH..MAX_PATCH px."""
+    if size is not None and (type(size) is not int or not MIN_PATCH <= size <= MAX_PATCH):
+        raise SourceError(f"size: expected a side of {MIN_PATCH}..{MAX_PATCH} px (e.g. 28, 32, 64), got {size!r}")
+
+
+def _reshaped(s: ImageSet, size: int | None, grey: bool, where: str) -> ImageSet:
+    """``s`` resized to size x size (None: as it is); ``grey`` only confirms a grey set."""
+    if grey and s.image_shape[2] != 1:
+        raise SourceError(f"{where}: --grey: this set is RGB ({'x'.join(map(str, s.image_shape))}); "
+                          "grey decoding applies to image folders (convert the data set to grey first)")
+    if size is None or s.image_shape[:2] == (size, size):
+        return s
+    return ImageSet(resize_images(s.images, size), s.labels, s.class_names, s.source_files, s.origin,
+                    s.origin_columns, s.notes)
 
 
 def load_public(path: str | os.PathLike) -> ImageSet:
     """Load the public set: a patch bank folder written by ``instahide patches``
     (:func:`generator.patches.build_patch_bank`), or an ``.npz`` with an array ``patches``
-    (N, 32, 32, 3) uint8.  Labels are -1."""
+    (N, H, W, C) uint8, C = 1 or 3.  Labels are -1.  Taken at its own shape (never resized)."""
     p = Path(path)
     if p.is_dir():
         return load_patch_bank(p)
     if not os.path.lexists(p):
         raise SourceError(f"{p}: no such file or directory")
     patches = _load_npz(p, ("patches",))["patches"]
-    if patches.dtype != np.uint8 or patches.ndim != 4 or patches.shape[1:] != (SIZE, SIZE, 3):
-        raise SourceError(f"{p}: patches: expected uint8 (N, 32, 32, 3), got {patches.dtype} {patches.shape}")
+    if not _image_array(patches):
+        raise SourceError(f"{p}: patches: expected uint8 (N, H, W, C) with C = 1 or 3, got {patches.dtype} {patches.shape}")
     n = len(patches)
     origin = np.stack([np.zeros(n, np.int64), np.arange(n, dtype=np.int64)], axis=1)
     return ImageSet(np.ascontiguousarray(patches), np.full(n, -1, np.int64), (), (p.name,), origin,
                     ("file", "record"))
+
+
+def _image_array(a: np.ndarray) -> bool:
+    return a.dtype == np.uint8 and a.ndim == 4 and a.shape[3] in (1, 3) and min(a.shape[1:3]) >= 1
 
 
 # --------------------------------------------------------------------------------------------
@@ -223,13 +300,15 @@ def _read_class_names_txt(path: Path, expected: int) -> tuple[str, ...]:
 
 
 def _planar_to_hwc(planes: np.ndarray, out: np.ndarray) -> None:
-    """(n, 3072) R, G, B planes -> out (n, 32, 32, 3); in blocks that stay in cache (4x faster
+    """(n, C*H*W) planes (R, G, B) -> out (n, H, W, C); in blocks that stay in cache (4x faster
     than one big transpose)."""
-    flat = out.reshape(len(out), SIZE * SIZE, 3)
-    for i in range(0, len(out), 256):
-        block = planes[i : i + 256]
-        for c in range(3):
-            flat[i : i + 256, :, c] = block[:, c * 1024 : (c + 1) * 1024]
+    n, h, w, channels = out.shape
+    flat = out.reshape(n, h * w, channels)
+    rows = max(1, (256 * 3072) // (h * w * channels))
+    for i in range(0, n, rows):
+        block = planes[i : i + rows]
+        for c in range(channels):
+            flat[i : i + rows, :, c] = block[:, c * h * w : (c + 1) * h * w]
 
 
 def _load_cifar_bin(d: Path, split: str, *, cifar100: bool) -> ImageSet:
@@ -262,7 +341,7 @@ def _load_cifar_bin(d: Path, split: str, *, cifar100: bool) -> ImageSet:
             )
         counts.append(size // rec)
     total = sum(counts)
-    images = np.empty((total, SIZE, SIZE, 3), np.uint8)
+    images = np.empty((total, 32, 32, 3), np.uint8)
     labels = np.empty(total, np.int64)
     origin = np.empty((total, 2), np.int64)
     at = 0
@@ -425,7 +504,7 @@ def _load_cifar_py(d: Path, split: str, *, cifar100: bool) -> ImageSet:
         if label_key not in batch:
             raise SourceError(f"{f}: {label_key}: missing key")
         lab = _labels_from(batch[label_key], f, label_key, n, n_classes)
-        img = np.empty((n, SIZE, SIZE, 3), np.uint8)
+        img = np.empty((n, 32, 32, 3), np.uint8)
         _planar_to_hwc(data, img)
         parts_i.append(img)
         parts_l.append(lab)
@@ -442,8 +521,9 @@ def _load_cifar_py(d: Path, split: str, *, cifar100: bool) -> ImageSet:
 
 
 def _check_arrays(images, labels, where_i: str, where_l: str, class_names=None) -> tuple:
-    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (SIZE, SIZE, 3):
-        raise SourceError(f"{where_i}: images: expected uint8 (N, 32, 32, 3), got {images.dtype} {images.shape}")
+    if not _image_array(images):
+        raise SourceError(f"{where_i}: images: expected uint8 (N, H, W, C) with C = 1 or 3, "
+                          f"got {images.dtype} {images.shape}")
     n = len(images)
     if labels.dtype.kind not in "iu" or labels.shape != (n,):
         raise SourceError(f"{where_l}: labels: expected integer ({n},), got {labels.dtype} {labels.shape}")
@@ -470,6 +550,34 @@ def _read_npy(f, where: str, size: int) -> np.ndarray:
     :data:`MAX_ARRAY_BYTES`, so a header claiming 10^9 images is refused before anything is
     allocated; object arrays (pickles) are refused.
     """
+    shape, fortran_order, dtype = _read_npy_header(f, where)
+    nbytes = dtype.itemsize * int(np.prod(shape, dtype=object))
+    if nbytes > MAX_ARRAY_BYTES:
+        raise SourceError(f"{where}: header claims {dtype} {shape} = {nbytes:,} bytes, more than the "
+                          f"{MAX_ARRAY_BYTES:,} allowed; refused without reading it")
+    if f.tell() + nbytes != size:
+        raise SourceError(f"{where}: header claims {dtype} {shape} = {nbytes:,} bytes of data, but "
+                          f"{size - f.tell():,} follow the header")
+    buffer = _read_exactly(f, nbytes, where, "the header claims")
+    return buffer.view(dtype).reshape(shape, order="F" if fortran_order else "C")
+
+
+def _read_exactly(f, nbytes: int, where: str, claim: str) -> np.ndarray:
+    """``nbytes`` bytes of the stream ``f`` as a uint8 array; fewer is an error naming ``claim``."""
+    buffer = np.empty(nbytes, np.uint8)
+    view, got = memoryview(buffer), 0
+    try:
+        while got < nbytes and (n := f.readinto(view[got:])):
+            got += n
+    except (ValueError, TypeError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+        raise SourceError(f"{where}: unreadable ({e})") from None
+    if got != nbytes:
+        raise SourceError(f"{where}: {got:,} bytes of data, {claim} {nbytes:,} (truncated?)")
+    return buffer
+
+
+def _read_npy_header(f, where: str) -> tuple:
+    """(shape, fortran_order, dtype) of the ``.npy`` stream ``f``; object dtypes refused."""
     try:
         version = np.lib.format.read_magic(f)
         if version not in ((1, 0), (2, 0)):
@@ -480,23 +588,7 @@ def _read_npy(f, where: str, size: int) -> np.ndarray:
         raise SourceError(f"{where}: not a readable .npy header ({e})") from None
     if dtype.hasobject:
         raise SourceError(f"{where}: dtype {dtype} holds Python objects; expected plain numbers")
-    nbytes = dtype.itemsize * int(np.prod(shape, dtype=object))
-    if nbytes > MAX_ARRAY_BYTES:
-        raise SourceError(f"{where}: header claims {dtype} {shape} = {nbytes:,} bytes, more than the "
-                          f"{MAX_ARRAY_BYTES:,} allowed; refused without reading it")
-    if f.tell() + nbytes != size:
-        raise SourceError(f"{where}: header claims {dtype} {shape} = {nbytes:,} bytes of data, but "
-                          f"{size - f.tell():,} follow the header")
-    buffer = np.empty(nbytes, np.uint8)
-    view, got = memoryview(buffer), 0
-    try:
-        while got < nbytes and (n := f.readinto(view[got:])):
-            got += n
-        if got != nbytes:
-            raise ValueError(f"{got:,} bytes of data, the header claims {nbytes:,}")
-        return buffer.view(dtype).reshape(shape, order="F" if fortran_order else "C")
-    except (ValueError, TypeError, OSError, EOFError, zipfile.BadZipFile) as e:
-        raise SourceError(f"{where}: unreadable ({e})") from None
+    return shape, fortran_order, dtype
 
 
 def _load_npy_file(path: Path) -> np.ndarray:
@@ -554,7 +646,7 @@ def _load_npy_pair(d: Path) -> ImageSet:
     return ImageSet(np.ascontiguousarray(images), labels, names, ("images.npy",), origin, ("file", "record"))
 
 
-def _load_image_folder(root: Path) -> ImageSet:
+def _load_image_folder(root: Path, size: int, grey: bool, workers: int | None) -> ImageSet:
     notes: dict[str, int] = {}
     classes = []
     for e in sorted(os.scandir(root), key=lambda e: e.name):
@@ -568,60 +660,236 @@ def _load_image_folder(root: Path) -> ImageSet:
             count_note(notes, "ignored_top_level_files")
     if not classes:
         raise SourceError(f"{root}: image folder: expected one subfolder per class, found none")
-    images, labels, files = [], [], []
+    files, labels = [], []
     for label, cls in enumerate(classes):
         rels = walk_image_files(root / cls, notes)
         if not rels:
             raise SourceError(f"{root / cls}: class folder '{cls}' has no image files "
                               f"(extensions read: {', '.join(sorted(IMAGE_EXTENSIONS))})")
-        kept = 0
-        for rel in rels:
-            try:
-                im, converted = read_image_rgb8(root / cls / rel)
-                arr = resize_center_crop(im)
-            except ImageTooLarge:
-                count_note(notes, "skipped_oversized")
-                continue
-            except DECODE_ERRORS:
-                count_note(notes, "skipped_unreadable")
-                continue
-            if converted:
-                count_note(notes, f"converted_{converted}")
-            images.append(arr)
-            labels.append(label)
-            files.append(f"{cls}/{rel}")
-            kept += 1
-        if not kept:
+        files += [f"{cls}/{rel}" for rel in rels]
+        labels += [label] * len(rels)
+    images = np.empty((len(files), size, size, 1 if grey else 3), np.uint8)
+    kept = np.zeros(len(files), bool)
+    workers = default_workers() if workers is None else workers
+    pool = None
+    if workers > 1 and len(files) >= PARALLEL_FROM:
+        pool = start_pool(workers, preload=__name__)
+    tasks = ((str(root), files[i : i + FOLDER_CHUNK], size, grey) for i in range(0, len(files), FOLDER_CHUNK))
+    try:
+        with Progress("load", len(files), unit="files") as bar:
+            at = 0
+            for (_, chunk, *_), (arrays, ok, chunk_notes) in in_order(pool, _decode_files, tasks):
+                images[at : at + len(chunk)][ok] = arrays
+                kept[at : at + len(chunk)] = ok
+                for k, v in chunk_notes.items():
+                    count_note(notes, k, v)
+                at += len(chunk)
+                bar.advance(len(chunk))
+    except WorkerDied as e:
+        raise SourceError(f"{root}: a worker process died while decoding {e.task[1][0]} .. {e.task[1][-1]}; "
+                          "re-run with one worker to find the file") from None
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+    labels = np.asarray(labels, np.int64)
+    for label, cls in enumerate(classes):
+        if not kept[labels == label].any():
             raise SourceError(f"{root / cls}: class folder '{cls}' has no readable image "
-                              f"({len(rels)} file(s), all corrupt or truncated)")
-    n = len(images)
+                              f"({int((labels == label).sum())} file(s), all corrupt or truncated)")
+    n = int(kept.sum())
     origin = np.stack([np.arange(n, dtype=np.int64), np.zeros(n, np.int64)], axis=1)
-    return ImageSet(np.stack(images), np.asarray(labels, np.int64), tuple(classes), tuple(files),
+    images = images if n == len(files) else images[kept]  # no second copy when every file was read
+    return ImageSet(images, labels[kept], tuple(classes), tuple(f for f, k in zip(files, kept) if k),
                     origin, ("file", "record"), notes)
+
+
+def _decode_files(root: str, rels: list[str], size: int, grey: bool) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Decode a few image files by the folder rule; runs in a worker process.  Returns the images
+    decoded, which of ``rels`` they are, and the notes (skipped, converted)."""
+    notes: dict[str, int] = {}
+    arrays, ok = [], np.zeros(len(rels), bool)
+    for i, rel in enumerate(rels):
+        try:
+            im, converted = read_image8(os.path.join(root, rel), grey)
+            arrays.append(resize_center_crop(im, size))
+        except ImageTooLarge:
+            count_note(notes, "skipped_oversized")
+            continue
+        except DECODE_ERRORS:
+            count_note(notes, "skipped_unreadable")
+            continue
+        if converted:
+            count_note(notes, f"converted_{converted}")
+        ok[i] = True
+    out = np.stack(arrays) if arrays else np.zeros((0, size, size, 1 if grey else 3), np.uint8)
+    return out, ok, notes
+
+
+# --------------------------------------------------------------------------------------------
+# MNIST / Fashion-MNIST IDX files
+
+IDX_UBYTE = 0x08
+
+
+def _load_mnist(d: Path, split: str) -> ImageSet:
+    prefix = "train" if split == "train" else "t10k"
+    image_file = _idx_file(d, f"{prefix}-images-idx3-ubyte")
+    label_file = _idx_file(d, f"{prefix}-labels-idx1-ubyte")
+    images = _read_idx(image_file, 3)
+    labels = _read_idx(label_file, 1).astype(np.int64)
+    if len(labels) != len(images):
+        raise SourceError(f"{label_file}: labels: expected {len(images)} (one per image of {image_file.name}), "
+                          f"got {len(labels)}")
+    n = len(images)
+    origin = np.stack([np.zeros(n, np.int64), np.arange(n, dtype=np.int64)], axis=1)
+    names = tuple(str(i) for i in range(int(labels.max()) + 1))
+    return ImageSet(images[..., None], labels, names, (image_file.name, label_file.name), origin,
+                    ("file", "record"))
+
+
+def _idx_file(d: Path, name: str) -> Path:
+    for candidate in (d / name, d / f"{name}.gz"):
+        if os.path.lexists(candidate):
+            return candidate
+    raise SourceError(f"{d / name}: missing (nor {name}.gz); an MNIST folder holds images and labels of a split")
+
+
+def _read_idx(path: Path, ndim: int) -> np.ndarray:
+    """The uint8 array of an IDX file of ``ndim`` dimensions (plain or gzipped), checked as the
+    module docstring says; no more than the header claims is ever inflated."""
+    with open_regular(path) as fh:
+        stream = gzip.GzipFile(fileobj=fh, mode="rb") if path.suffix == ".gz" else fh
+        head_size = 4 + 4 * ndim
+        head = _read_exactly(stream, head_size, str(path), "an IDX header needs").tobytes()
+        magic = int.from_bytes(head[:4], "big")
+        if magic != (IDX_UBYTE << 8) | ndim:
+            raise SourceError(f"{path}: magic: expected 0x{(IDX_UBYTE << 8) | ndim:08x} (unsigned bytes, "
+                              f"{ndim} dimension{'s' if ndim > 1 else ''}), got 0x{magic:08x}")
+        dims = tuple(int.from_bytes(head[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+        if min(dims) < 1:
+            raise SourceError(f"{path}: dimensions {dims}: expected every size >= 1")
+        nbytes = math.prod(dims)
+        if nbytes > MAX_ARRAY_BYTES:
+            raise SourceError(f"{path}: header claims {'x'.join(map(str, dims))} = {nbytes:,} bytes, more than the "
+                              f"{MAX_ARRAY_BYTES:,} allowed; refused without reading it")
+        length = os.fstat(fh.fileno()).st_size
+        if stream is fh and length != head_size + nbytes:
+            raise SourceError(f"{path}: {length:,} bytes; its header claims "
+                              f"{'x'.join(map(str, dims))} values, {head_size + nbytes:,} bytes with the header")
+        data = _read_exactly(stream, nbytes, str(path), f"its header ({'x'.join(map(str, dims))}) claims")
+        try:
+            extra = stream.read(1)
+        except (OSError, EOFError, zlib.error) as e:
+            raise SourceError(f"{path}: unreadable after the data ({e})") from None
+        if extra:
+            raise SourceError(f"{path}: more data than its header ({'x'.join(map(str, dims))}) claims; "
+                              "refused (a damaged file or a gzip bomb)")
+    return data.reshape(dims)
+
+
+# --------------------------------------------------------------------------------------------
+# Downsampled ImageNet (Imagenet32 / Imagenet64 npz batches)
+
+
+def _load_imagenet_npz(d: Path, split: str) -> ImageSet:
+    if split == "train":
+        files = _numbered_batches(d, r"train_data_batch_(\d+)\.npz", "train_data_batch_N.npz")
+    else:
+        files = [d / "val_data.npz"]
+        if not os.path.lexists(files[0]):
+            raise SourceError(f"{files[0]}: missing (downsampled ImageNet validation file)")
+    shapes = [_npz_shape(f, "data") for f in files]  # allocate once: Imagenet64's train is 15.7 GB
+    for f, shape in zip(files, shapes):
+        side = math.isqrt(shape[1] // 3) if len(shape) == 2 else 0
+        if len(shape) != 2 or side < 1 or 3 * side * side != shape[1] or shape[1] != shapes[0][1]:
+            raise SourceError(f"{f}: data: expected (N, 3*S*S) with the same S in every file "
+                              f"(S = 32 for Imagenet32), got {shape}")
+    side = math.isqrt(shapes[0][1] // 3)
+    total = sum(shape[0] for shape in shapes)
+    images = np.empty((total, side, side, 3), np.uint8)
+    labels = np.empty(total, np.int64)
+    origin = np.empty((total, 2), np.int64)
+    at = 0
+    for i, f in enumerate(files):
+        arrays = _load_npz(f, ("data", "labels"))
+        data, lab = arrays["data"], arrays["labels"]
+        n = len(data)
+        if data.dtype != np.uint8 or data.shape != shapes[i]:
+            raise SourceError(f"{f}: data: expected uint8 {shapes[i]}, got {data.dtype} {data.shape}")
+        if lab.dtype.kind not in "iu" or lab.shape != (n,):
+            raise SourceError(f"{f}: labels: expected integer ({n},), got {lab.dtype} {lab.shape}")
+        bad = np.flatnonzero((lab < 1) | (lab > IMAGENET_CLASSES))
+        if bad.size:
+            raise SourceError(f"{f}: record {bad[0]}: labels: expected 1..{IMAGENET_CLASSES}, got {lab[bad[0]]}")
+        _planar_to_hwc(data, images[at : at + n])
+        labels[at : at + n] = lab - 1
+        origin[at : at + n, 0] = i
+        origin[at : at + n, 1] = np.arange(n)
+        at += n
+    names = tuple(str(i) for i in range(1, IMAGENET_CLASSES + 1))
+    return ImageSet(images, labels, names, tuple(f.name for f in files), origin, ("file", "record"))
+
+
+def _npz_shape(path: Path, key: str) -> tuple:
+    """Shape in the header of member ``key`` of an ``.npz``, read without inflating its data."""
+    with open_regular(path) as fh:
+        try:
+            with zipfile.ZipFile(fh) as archive, archive.open(f"{key}.npy") as f:
+                return _read_npy_header(f, f"{path}: member {key}.npy")[0]
+        except KeyError:
+            raise SourceError(f"{path}: {key}: missing array") from None
+        except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError) as e:
+            if isinstance(e, SourceError):
+                raise
+            raise SourceError(f"{path}: not a readable .npz archive ({e})") from None
 
 
 # --------------------------------------------------------------------------------------------
 # The sources of a release, as generate (and reproduce) load them
 
 
-def load_sources(private_path: Path | None, public_path: Path | None, params):
-    """The private set and (when the mode uses one) the public bank; embedded data by default."""
-    private = load_private(private_path) if private_path is not None else default_private()
+def load_sources(private_path: Path | None, public_path: Path | None, params, size: int | None = None,
+                 grey: bool = False):
+    """The private set and (when the mode uses one) the public bank; embedded data by default.
+
+    ``size`` and ``grey`` shape the private set (:func:`load_private`); the bank must have its
+    shape: one built here from an image folder is built at it, a stored one that differs is refused.
+    """
+    _check_size(size)
+    if private_path is not None:
+        private = load_private(private_path, size=size, grey=grey)
+    else:
+        private = _reshaped(default_private(), size, grey, "the embedded private set")
     if not params.k_public:
         return private, None
-    if public_path is None:
-        return private, default_public()
-    if public_path.is_dir() and not (public_path / "zarr.json").is_file():
-        return private, _bank_from_folder(public_path)
-    return private, load_public(public_path)
+    shape = private.image_shape
+    if public_path is not None and public_path.is_dir() and not (public_path / "zarr.json").is_file():
+        return private, _bank_from_folder(public_path, shape)
+    public = default_public() if public_path is None else load_public(public_path)
+    if public.image_shape != shape:
+        where = "the embedded public patches" if public_path is None else str(public_path)
+        raise SourceError(
+            f"{where}: patches are {_shape_text(public.image_shape)}, the private images "
+            f"{_shape_text(shape)}; every image of a release has one shape: give --public an image folder "
+            f"(a bank is built at the private shape) or build one with 'instahide patches DIR --out bank.zarr "
+            f"--size {shape[0]}{' --grey' if shape[2] == 1 else ''}'")
+    return private, public
 
 
-def _bank_from_folder(folder: Path) -> ImageSet:
-    """Build a patch bank of an image folder with the default settings, in a temporary place."""
+def _shape_text(shape: tuple[int, int, int]) -> str:
+    return "x".join(map(str, shape))
+
+
+def _bank_from_folder(folder: Path, shape: tuple[int, int, int]) -> ImageSet:
+    """Build a patch bank of an image folder with the default settings at ``shape``, in a temporary place."""
+    if shape[0] != shape[1]:
+        raise SourceError(f"{folder}: patch banks are square; the private images are {_shape_text(shape)}: "
+                          "resize them with --size")
     with tempfile.TemporaryDirectory(prefix="instahide-bank-") as tmp:
         bank = Path(tmp) / "bank.zarr"
         with bank_progress("bank", resumable=False) as hooks:
-            build_patch_bank(folder, bank, seed=bank_seed(DEFAULT_BANK_SEED), **hooks)
+            build_patch_bank(folder, bank, seed=bank_seed(DEFAULT_BANK_SEED), patch_size=shape[0],
+                             grey=shape[2] == 1, **hooks)
         return load_public(bank)
 
 

@@ -18,19 +18,20 @@ from tests import spec
 
 def encode_reference(private_images, public_images, domain_affine, private_index, public_index, lam, sign_bits):
     """Plain numpy twin of :func:`challenge.encoding.encode`, slow and obvious."""
-    rows = len(lam)
+    rows, shape = len(lam), private_images.shape[1:]
+    values = shape[0] * shape[1] * shape[2]
     scale, offset = domain_affine
     images = np.concatenate([private_images[private_index], public_images[public_index]], axis=1)
     weights = lam.astype(np.float64)
-    acc = np.zeros((rows, 32 * 32 * 3))
+    acc = np.zeros((rows, values))
     lam_sum = np.zeros(rows)
     for j in range(lam.shape[1]):
         acc += weights[:, j, None] * images[:, j].reshape(rows, -1)
         lam_sum += weights[:, j]
     out = (acc / scale + offset * lam_sum[:, None]).astype(np.float32)
-    signs = np.unpackbits(sign_bits, axis=1, bitorder="little").astype(bool)
+    signs = np.unpackbits(sign_bits, axis=1, bitorder="little")[:, :values].astype(bool)  # pad bits dropped
     out[signs] = -out[signs]
-    return out.reshape(rows, 32, 32, 3)
+    return out.reshape(rows, *shape)
 
 
 # --- challenge.keys ----------------------------------------------------------------------------
@@ -144,7 +145,7 @@ def _blur_reference(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
 def count_keypoints_reference(patches: np.ndarray, sigma: float = 1.6, input_blur: float = 0.5, layers: int = 3,
                               contrast: float = 0.04, edge: float = 10.0, border: int = 5, octaves: int = 3) -> np.ndarray:
     """Twin of :func:`generator.patches.count_keypoints`, from its docstring: grey level
-    (0.299 R + 0.587 G + 0.114 B) / 255; 2x bilinear upsample (pixel centres aligned); blur to
+    (0.299 R + 0.587 G + 0.114 B) / 255 (a grey patch's value / 255); 2x bilinear upsample (pixel centres aligned); blur to
     ``sigma`` assuming ``input_blur``; per octave ``layers + 3`` Gaussians by incremental blurs
     (kernel radius ceil(4 sigma)), their differences, and a keypoint at each 3x3x3 extremum with
     |D| >= contrast / layers, an edge ratio below ``edge`` and ``border`` px inside; the next
@@ -160,7 +161,10 @@ def count_keypoints_reference(patches: np.ndarray, sigma: float = 1.6, input_blu
     counts = []
     for patch in np.asarray(patches, dtype=np.uint8):
         rgb = patch.astype(np.float64)
-        grey = ((0.299 * rgb[..., 0] + 0.587 * rgb[..., 1] + 0.114 * rgb[..., 2]) / 255.0).astype(np.float32)
+        if patch.shape[2] == 1:  # a grey patch is its own grey level
+            grey = (rgb[..., 0] / 255.0).astype(np.float32)
+        else:
+            grey = ((0.299 * rgb[..., 0] + 0.587 * rgb[..., 1] + 0.114 * rgb[..., 2]) / 255.0).astype(np.float32)
         h0, w0 = grey.shape
 
         def taps(n0: int):
@@ -205,6 +209,43 @@ def count_keypoints_reference(patches: np.ndarray, sigma: float = 1.6, input_blu
 
 
 # --- attacks.graph -------------------------------------------------------------------------------
+
+def gradients_reference(images) -> np.ndarray:
+    """Twin of :func:`attacks.graph.gradients`, pixel by pixel: every vertical difference
+    (row y+1 minus row y) in (y, x, c) order, then every horizontal one (column x+1 minus column x)."""
+    a = np.asarray(images, np.float32)
+    _, h, w, c = a.shape
+    rows = []
+    for image in a:
+        vertical = [image[y + 1, x, ch] - image[y, x, ch] for y in range(h - 1) for x in range(w) for ch in range(c)]
+        horizontal = [image[y, x + 1, ch] - image[y, x, ch] for y in range(h) for x in range(w - 1) for ch in range(c)]
+        rows.append(vertical + horizontal)
+    return np.array(rows, np.float32).reshape(len(a), (h - 1) * w * c + h * (w - 1) * c)
+
+
+def best_groups_reference(y, images, public_term, labels, group_class, mu, k_private: int) -> np.ndarray:
+    """What :func:`attacks.graph.reassign` looks for, by exhaustive search: per encryption, the set
+    of ``k_private`` distinct groups covering exactly its label's classes (lambdas split equally
+    within a class) with the smallest residual; int (N, k_private), each row sorted."""
+    from itertools import combinations
+
+    out = []
+    for i in range(len(y)):
+        present = set(np.flatnonzero(labels[i] > 0))
+        best, best_cost = None, np.inf
+        for groups in combinations(range(len(images)), k_private):
+            classes = [int(group_class[g]) for g in groups]
+            if set(classes) != present:
+                continue
+            fit = mu[i] * np.asarray(public_term, np.float64)
+            for g, c in zip(groups, classes):
+                fit = fit + labels[i, c] / classes.count(c) * images[g]
+            cost = float(np.sum((np.asarray(y[i], np.float64) - fit) ** 2))
+            if cost < best_cost:
+                best, best_cost = groups, cost
+        out.append(best)
+    return np.array(out)
+
 
 def centre_sums_reference(f, assign, k) -> np.ndarray:
     """Twin of :func:`attacks.graph.centre_sums`: the sum of the rows assigned to each centre."""

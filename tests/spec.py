@@ -1,4 +1,4 @@
-"""docs/FORMAT.md, version 2, implemented a second time from its text alone, in plain numpy.
+"""docs/FORMAT.md, versions 2 and 3, implemented a second time from its text alone, in plain numpy.
 
 Nothing here imports the tool's key drawing, keystreams or encoder: a stranger's implementation
 would look like this, and ``tests/test_conformance.py`` checks that it re-derives a release the
@@ -21,7 +21,6 @@ from challenge.canonical import canonical_json
 
 LAMBDA_TRIES = 8
 MAX_ROUND = 99_999
-SIGN_ROW_BYTES = 384
 DOMAINS = {"centered": (127.5, -1.0), "positive": (255.0, 0.0)}  # section 3: (scale, offset)
 LN2 = float.fromhex("0x1.62e42fefa39efp-1")
 SQRT2 = float.fromhex("0x1.6a09e667f3bcdp+0")
@@ -44,6 +43,20 @@ def stream(key: bytes, purpose: str, n_bytes: int, round_: int = 0) -> bytes:
 
 def row(key: bytes, purpose: str, r: int, b: int, round_: int = 0) -> bytes:
     return stream(key, purpose, b * (r + 1), round_)[b * r:]
+
+
+def image_shape(manifest: dict) -> tuple[int, int, int]:
+    """Section 2: ``params.image_shape`` from version 3 on; versions 1 and 2 mean 32 x 32 x 3."""
+    return tuple(manifest["params"]["image_shape"]) if manifest["format_version"] >= 3 else (32, 32, 3)
+
+
+def sign_row(key: bytes, p: int, shape: tuple[int, int, int]) -> bytes:
+    """Section 7.2: row p of the sign stream, ceil(H W C / 8) bytes, the pad bits past H W C set to 0."""
+    values = shape[0] * shape[1] * shape[2]
+    data = bytearray(row(key, "sign", p, -(-values // 8)))
+    if values % 8:
+        data[-1] &= (1 << (values % 8)) - 1
+    return bytes(data)
 
 
 def words(data: bytes) -> list[int]:
@@ -160,7 +173,7 @@ def feasibility_accepted(params: dict) -> int:
 # --- sections 3 and 4: encryptions and labels ------------------------------------------------
 
 def encrypt(images: list[np.ndarray], lam: np.ndarray, sign_row: np.ndarray, domain: str) -> np.ndarray:
-    """One encryption: images (private first) as uint8 (32, 32, 3), lam float32 (k,), sign bytes (384,)."""
+    """One encryption: images (private first) as uint8 (H, W, C), lam float32 (k,), sign bytes (ceil(H W C / 8),)."""
     scale, offset = DOMAINS[domain]
     acc = float(lam[0]) * images[0].ravel().astype(np.float64)
     lam_sum = float(lam[0])
@@ -168,7 +181,7 @@ def encrypt(images: list[np.ndarray], lam: np.ndarray, sign_row: np.ndarray, dom
         acc = acc + float(lam[j]) * images[j].ravel().astype(np.float64)
         lam_sum = lam_sum + float(lam[j])
     mix = (acc / scale + offset * lam_sum).astype(np.float32)
-    negated = np.unpackbits(sign_row, bitorder="little").astype(bool)
+    negated = np.unpackbits(sign_row, bitorder="little")[: mix.size].astype(bool)
     mix[negated] = -mix[negated]
     return mix.reshape(images[0].shape)
 

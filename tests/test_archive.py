@@ -20,8 +20,8 @@ from verifier.archive import (MAX_MEMBERS, UnsafeArchive, extracted, is_archive,
 from challenge.submission import Expected
 from verifier.submission import validate
 
-SMALL = Expected(1, "centered")  # total cap about 1.1 MB: bombs need only a few MB
-TINY = Expected(100, "centered")  # the tiny release of tests/conftest.py
+SMALL = Expected(1, "centered", (32, 32, 3))  # total cap about 1.1 MB: bombs need only a few MB
+TINY = Expected(100, "centered", (32, 32, 3))  # the tiny release of tests/conftest.py
 
 
 def npy(array: np.ndarray) -> bytes:

@@ -165,7 +165,7 @@ def test_scoring_program_scores_the_sample_submission(platform, bundle, tiny_rel
 
 def test_scoring_program_scores_the_oracle(platform, tiny_release, tmp_path):
     store = open_key_store(tiny_release / "secret" / "keys.zarr")
-    write_baseline("oracle", tmp_path / "oracle", Expected(100, store.params.domain), store=store)
+    write_baseline("oracle", tmp_path / "oracle", Expected(100, store.params.domain, (32, 32, 3)), store=store)
     done, output = platform(zipped(tmp_path / "oracle", tmp_path / "oracle.zip"))
     assert done.returncode == 0, done.stderr
     scores = json.loads((output / "scores.json").read_text())

@@ -6,20 +6,19 @@ scheduler address, the way ``--dask ADDRESS`` is used on a real cluster.
 
 from __future__ import annotations
 
-import hashlib
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from challenge import format as fmt
-from challenge.canonical import canonical_json
+from challenge.keystream import parse_seed
 from challenge.params import Params
 from commands.main import main
 from generator.distributed import on_cluster, task_rows
 from generator.release import generate
-from tests.helpers import SEED
+from tests.helpers import SEED, TINY, resized
+from tests.test_reproduce import KNOWN, KNOWN_GREY, digests
 
 distributed = pytest.importorskip("distributed")
 
@@ -58,15 +57,26 @@ def test_generate_on_the_cluster_writes_the_bytes_of_one_process(tmp_path, clien
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no build folder or lock left
 
 
-def test_generate_on_the_cluster_pinned(tmp_path, client, private_set, public_bank):
-    """Format 2 written by the cluster: the digests of every public file and the key-store commitment."""
-    manifest = generate(tmp_path / "r", TWO_TASKS, SEED, private_set, public_bank, format_version=2,
-                        write_elsewhere=on_cluster(client))
-    files = hashlib.sha256(canonical_json(manifest["files"])).hexdigest()
-    assert (manifest["files"][fmt.ENCRYPTION_FILE], files, manifest["key_store"]["commitment"]) == (
-        "52e813d4ad11d48c0a9fe7a7244e593baea7a2cb59edf6091dddfdce92c511d6",
-        "ca2913f228c4144c8cd22eaeae03437695902b52ff294e623aff722a2c5b082b",
-        "sha256:9d57aa96bf479da089a7ea25764406b99c4a632f5daa1b76d7ec7a13664be1f3")  # one process: the same
+@pytest.mark.parametrize("version, shape, known", [
+    (3, None, KNOWN[3]), (2, None, KNOWN[2]), (1, None, KNOWN[1]), (3, (28, 28, 1), KNOWN_GREY)])
+def test_generate_on_the_cluster_writes_the_pinned_known_answers(tmp_path, client, private_set, public_bank,
+                                                                  version, shape, known):
+    """The practice release "kat" written by the cluster: the digests tests/test_reproduce.py pins for one process."""
+    sets = [private_set, public_bank] if shape is None else [resized(s, shape) for s in (private_set, public_bank)]
+    out = tmp_path / "kat"
+    generate(out, TINY, parse_seed("kat", practice=True), *sets, practice=True, format_version=version,
+             write_elsewhere=on_cluster(client))
+    assert digests(out) == known
+
+
+@pytest.mark.parametrize("shape", [(28, 28, 1), (9, 11, 3)])  # grey; sign rows with pad bits
+def test_generate_on_the_cluster_at_another_shape_writes_the_bytes_of_one_process(tmp_path, client, private_set,
+                                                                                  public_bank, shape):
+    sets = [resized(s, shape) for s in (private_set, public_bank)]
+    generate(tmp_path / "here", TWO_TASKS, SEED, *sets, chunk=1000)
+    generate(tmp_path / "there", TWO_TASKS, SEED, *sets, chunk=1000, write_elsewhere=on_cluster(client))
+    here, there = tree_bytes(tmp_path / "here"), tree_bytes(tmp_path / "there")
+    assert list(here) == list(there) and all(here[name] == there[name] for name in here)
 
 
 def test_dask_without_dask_installed_is_one_line(tmp_path, monkeypatch, capsys):

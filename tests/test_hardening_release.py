@@ -16,7 +16,6 @@ import pytest
 import zarr
 
 from challenge import format as fmt
-from challenge.geometry import IMAGE_SHAPE
 from commands.main import main
 from tests.helpers import in_private_tmpfs, left_behind
 from verifier.audit import audit
@@ -139,14 +138,17 @@ def test_hostile_key_store_never_hangs(release, tmp_path, case):
         fmt.open_key_store(keys(release))
 
 
-def test_stored_chunk_cap_covers_incompressible_chunks(tmp_path):
-    rng = np.random.default_rng(0)
+@pytest.mark.parametrize("image_shape", [(32, 32, 3), (224, 224, 3), (512, 512, 3)])
+def test_stored_chunk_cap_covers_incompressible_chunks(tmp_path, image_shape):
+    """The largest chunk of images the format writes, of random bytes, fits under the stored cap."""
+    rows = fmt.chunk_rows(10**6, fmt.FORMAT_VERSION, False, int(np.prod(image_shape)))
+    shape = (rows, *image_shape)
+    assert np.prod(shape) <= fmt.MAX_CHUNK_BYTES
     group = zarr.open_group(str(tmp_path / "z"), mode="w")
-    array = group.create_array("a", shape=(fmt.ROWS_PER_ZARR_CHUNK, *IMAGE_SHAPE), chunks=(fmt.ROWS_PER_ZARR_CHUNK, *IMAGE_SHAPE),
-                               dtype="uint8", fill_value=0)
-    array[...] = rng.integers(0, 256, array.shape, dtype=np.uint8)
+    array = group.create_array("a", shape=shape, chunks=shape, dtype="uint8", fill_value=0)
+    array[...] = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
     chunk = tmp_path / "z/a/c/0/0/0/0"
-    assert fmt.MAX_CHUNK_BYTES < chunk.stat().st_size <= fmt.MAX_STORED_CHUNK_BYTES
+    assert np.prod(shape) < chunk.stat().st_size <= fmt.MAX_STORED_CHUNK_BYTES
 
 
 # --- 3. index ranges ------------------------------------------------------------------------------

@@ -285,7 +285,7 @@ def test_a_fifo_swapped_in_after_the_walk_is_unreadable_not_a_hang(tmp_path):
     fifo = tmp_path / "late.png"
     os.mkfifo(fifo)
     with pytest.raises(UsageError):
-        images.read_image_rgb8(fifo)
+        images.read_image8(fifo)
     with pytest.raises(UsageError):
         load_resized(fifo)
 

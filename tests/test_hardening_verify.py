@@ -27,7 +27,7 @@ from verifier.baselines import KINDS, write_baseline
 from verifier.scoring import score
 from challenge.submission import Expected
 
-EXPECTED = Expected(100, "centered")
+EXPECTED = Expected(100, "centered", (32, 32, 3))
 
 
 def keys_of(release: Path) -> Path:

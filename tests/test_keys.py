@@ -94,4 +94,4 @@ def test_different_seeds_give_different_keys(private_set):
     a = draw_plan(SEED, Params(), private_set.labels, 2560, 2)
     b = draw_plan(bytes(32), Params(), private_set.labels, 2560, 2)
     assert not np.array_equal(a.lam, b.lam) and not np.array_equal(a.private_index, b.private_index)
-    assert not np.array_equal(sign_bits(SEED, 0, 4), sign_bits(bytes(32), 0, 4))
+    assert not np.array_equal(sign_bits(SEED, 0, 4, (32, 32, 3)), sign_bits(bytes(32), 0, 4, (32, 32, 3)))

@@ -14,8 +14,9 @@ from challenge.format import open_key_store
 from verifier import leaderboard
 from verifier.baselines import blind, write_baseline
 from challenge.submission import Expected
+from verifier.scoring import Scores
 
-EXPECTED = Expected(100, "centered")
+EXPECTED = Expected(100, "centered", (32, 32, 3))
 
 
 @pytest.fixture(scope="module")
@@ -55,21 +56,42 @@ def test_leaderboard_ranks_and_writes_pages(subs, tiny_release, tmp_path, capsys
     assert "Not ranked" in md and "NCHW" in md and "\\|" in md  # a team's '|' cannot break the table
     page = (tmp_path / "leaderboard.html").read_text()
     assert "<script>x" not in page and "&lt;script&gt;" in page
-    images = sorted((tmp_path / "images").iterdir())
-    assert [p.name for p in images] == [f"{r:03d}-{name}.png" for r, name in enumerate(rows, 1)]
-    assert all(f'src="images/{p.name}"' in page for p in images)
-    sheet = np.asarray(Image.open(images[1]))
-    assert sheet.shape == (2 * 98 + 2, 8 * 98 + 2, 3)  # 2 rows of 8 tiles, 96 px each, 2 px gaps
+    images = sorted(p.name for p in (tmp_path / "images").iterdir())
+    pictured = [f"{r:03d}-{name}-{kind}{place}.png" for r, name in enumerate(rows, 1)
+                for kind in ("best", "worst") for place in range(1, 5)]
+    assert images == sorted(pictured)
+    assert all(f'src="images/{name}"' in page for name in images)
+    pair = np.asarray(Image.open(tmp_path / "images" / pictured[0]))
+    assert pair.shape[1] == 2 * 98 + 2 and pair.shape[0] > 98  # two 96 px tiles, 2 px gaps, captions below
+    assert f"Release <strong class=\"name\">{tiny_release.name}</strong>" in page
+    commitment = json.loads((tiny_release / "public" / "manifest.json").read_text())["key_store"]["commitment"]
+    assert f'<code class="commitment">{commitment}</code>' in page
 
 
-def test_oracle_picture_pairs_match(subs, tiny_release):
+def test_oracle_pairs_match_and_show_distinct_private_images(subs, tiny_release):
     keys = open_key_store(tiny_release / "secret" / "keys.zarr")
     entries = leaderboard.build([subs / "oracle"], keys)
-    sheet = np.asarray(leaderboard.recovery_sheet(entries[0], keys, EXPECTED))
-    tile = lambda r, c: sheet[2 + r * 98 : 2 + r * 98 + 96, 2 + c * 98 : 2 + c * 98 + 96]
-    for r in range(2):
-        for pair in range(4):  # a perfect recovery looks exactly like the image beside it
-            np.testing.assert_array_equal(tile(r, 2 * pair), tile(r, 2 * pair + 1))
+    pairs = leaderboard.recovery_pairs(entries[0], keys, EXPECTED)
+    assert [(p.kind, p.place) for p, _ in pairs] == [(k, i) for k in ("best", "worst") for i in range(1, 5)]
+    index = keys.read("encryption/private_index")
+    for pair, picture in pairs:  # a perfect recovery looks exactly like the image beside it
+        sheet = np.asarray(picture)
+        np.testing.assert_array_equal(sheet[2:98, 2:98], sheet[2:98, 100:196])
+        assert pair.ssim == 1.0 and pair.private in index[pair.encryption]
+    for kind in ("best", "worst"):
+        shown = [p.private for p, _ in pairs if p.kind == kind]
+        assert len(set(shown)) == len(shown)
+
+
+def test_best_and_worst_skip_a_private_image_already_shown():
+    # encryptions 0..5; the three best all match private image 7: only the first of them is shown
+    ssim = np.array([0.99, 0.98, 0.97, 0.5, 0.4, 0.1])
+    matched = np.array([7, 7, 7, 1, 2, 3])
+    scores = Scores({}, np.arange(6), ssim, np.zeros(6, int), np.zeros(8))
+    best, worst = leaderboard.best_and_worst(scores, matched, count=3)
+    assert best.tolist() == [0, 3, 4] and worst.tolist() == [5, 4, 3]
+    best, worst = leaderboard.best_and_worst(scores, np.arange(6), count=2)  # all distinct: plain order
+    assert best.tolist() == [0, 1] and worst.tolist() == [5, 4]
 
 
 def test_tie_is_an_equal_rank_by_name_whatever_the_order_or_date(subs, tiny_release):
@@ -97,6 +119,6 @@ def test_baselines_and_their_errors(tiny_release, tmp_path, capsys):
 def test_blind_stretches_each_image_to_the_domain():
     x = np.zeros((2, 32, 32, 3), np.float32)
     x[0, 0, 0, 0], x[0, 1, 1, 1] = -0.5, 0.25  # |x| spans 0 .. 0.5
-    out = blind(x, Expected(2, "positive"))
+    out = blind(x, Expected(2, "positive", (32, 32, 3)))
     assert out[0].min() == 0 and out[0].max() == 1 and out[0, 1, 1, 1] == 0.5
     assert np.all(out[1] == 0.5)  # a flat image maps to the middle of the range

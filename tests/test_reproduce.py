@@ -4,6 +4,7 @@ import json
 import os
 import shutil
 
+import numba
 import numpy as np
 import pytest
 
@@ -13,8 +14,9 @@ from challenge.errors import UsageError
 from challenge.keystream import parse_seed
 from generator.default_data import default_private, default_public
 from generator.release import generate
-from tests.helpers import TINY, run_cli
-from commands.release import reproduce
+from tests.helpers import TINY, resized, run_cli
+from commands.release import reproduce, reproduce_from
+from verifier.reproduce import open_published
 
 TINY_ARGS = ["--n-private", "20", "--per-image", "5"]
 
@@ -23,6 +25,18 @@ TINY_ARGS = ["--n-private", "20", "--per-image", "5"]
 # library's bytes: it must be deliberate (a new FORMAT_VERSION), never a side effect.  Version 1's
 # digests were pinned when version 1 was current; they must never change.
 KNOWN = {
+    3: {
+        "encryption.npy": "c1277caca4f26d5addf09cc61faf46fbc18dc820efc736fa08e677acd8402ff4",
+        "label.npy": "3e3cdab8bad5250fcae787dd70891412d28c704b6705641c3eaf99708802c6fa",
+        "manifest.json": "f3f6664cc9828bb7cf9c259854d16b9d62b2077483f2233bb91d94229b09d274",
+        "preview.png": "0325b1bb58db8c8187c8c5c960832e43c299d50a5c32fea2f1a5132284f83e34",
+        "public.zarr/encryption/c/0/0/0/0": "a3daccdf26354f7d0731c7996b98c7969c8c8c4c47ebb29cfa7074c2bb996b7b",
+        "public.zarr/encryption/zarr.json": "061433f855f0b629da78a741bffb11385dfa09acd72f399c1e56efc6fcacef09",
+        "public.zarr/label/c/0/0": "96b6653ce1e995580a8a8f333936957589e6f27faf1fbc7f5cc75ae2e18a31ae",
+        "public.zarr/label/zarr.json": "56b8ad507976b4bbe0a8dc385c954ed2d5df07a2f48e7d1c2b84922d9b4d67ba",
+        "public.zarr/zarr.json": "c5e54fdb0a5225db1f3447070678709d8f86d2f56467691dd126a5feec46f335",
+        "commitment": "sha256:35aa38c63bfb2c3d38961e8ce58fa625b99b2240f59444c8e3f3193f216fb56a",
+    },
     2: {
         "encryption.npy": "4eb0ae4e065163f460dbe04efcc146129bdd275a4082b8d889fcb5838b227872",
         "label.npy": "e906b58ae83155c8833048a7c3befb52cc6457f5cf870a04ce630fdbede28a8a",
@@ -47,6 +61,22 @@ KNOWN = {
         "public.zarr/zarr.json": "44fd836aaf44ed429ee4c58287b074a5e0369b528c6e2cacdb4ec3f8bb011c02",
         "commitment": "sha256:ea91a289403f86ab6be3148a13e7789b4c0d886b6d635d2ac7a8aad4c0c844b5",
     },
+}
+
+
+# The same practice release under version 3 at 28 x 28 x 1: the embedded images' red channel resized
+# (tests/helpers.py's ``resized``).
+KNOWN_GREY = {
+    "encryption.npy": "7ee7ce831ec11f075e54295e5217b74d212050be39a6857a9666b80ef3817fdf",
+    "label.npy": "2f19fedd2bf8bdf6c23c9defeecd73fa221b3d506326dd4af17b57dd6ad90a75",
+    "manifest.json": "beaa936e4696801af35c88253e4831121eac34296b8e1f0132a7fed0eb08bb91",
+    "preview.png": "3a6ff3edc81c243509e26a27f7268a45742dd075d6258688dc329d1d5229806d",
+    "public.zarr/encryption/c/0/0/0/0": "4d1137bc72f54e4da1e34aeaf45b96643c52e4037a880ec80a2a54899e528245",
+    "public.zarr/encryption/zarr.json": "f29abadf9c74eb17af06855db8e4234d67ea3cfb7912ba2799df8e60e5245470",
+    "public.zarr/label/c/0/0": "2e9e83d402125e57ecb2256975daf6b8ab74c0231dd774a72c092202c8cdca33",
+    "public.zarr/label/zarr.json": "56b8ad507976b4bbe0a8dc385c954ed2d5df07a2f48e7d1c2b84922d9b4d67ba",
+    "public.zarr/zarr.json": "c5e54fdb0a5225db1f3447070678709d8f86d2f56467691dd126a5feec46f335",
+    "commitment": "sha256:3a5294da5163ef2ef02405aaaea9d6716a42839fc0029cb26e36433b241bd14b",
 }
 
 
@@ -86,11 +116,28 @@ def test_known_answer_release_on_any_thread_count_and_chunk(tmp_path):
     assert result.stdout.startswith("reproduced: identical (100 encryptions")
 
 
-def test_version_1_known_answers_still_come_out_and_reproduce(tmp_path, private_set, public_bank):
-    out = tmp_path / "kat-v1"
-    generate(out, TINY, parse_seed("kat", practice=True), private_set, public_bank, practice=True, format_version=1)
-    assert digests(out) == KNOWN[1]
+@pytest.mark.parametrize("version", [1, 2])
+def test_older_versions_known_answers_still_come_out_and_reproduce(tmp_path, private_set, public_bank, version):
+    out = tmp_path / f"kat-v{version}"
+    generate(out, TINY, parse_seed("kat", practice=True), private_set, public_bank, practice=True, format_version=version)
+    assert digests(out) == KNOWN[version]
     _, differences = reproduce(out, keys(out))
+    assert differences == []
+
+
+def test_grey_known_answers_on_any_thread_count_and_chunk(tmp_path, private_set, public_bank):
+    """28 x 28 x 1, version 3: the pinned bytes whatever the thread count and chunk; reproduce agrees."""
+    grey = [resized(images, (28, 28, 1)) for images in (private_set, public_bank)]
+    threads = numba.get_num_threads()
+    try:
+        for n_threads, chunk in ((1, 7), (min(2, numba.config.NUMBA_NUM_THREADS), 4096)):
+            numba.set_num_threads(n_threads)
+            out = tmp_path / f"grey-{n_threads}-{chunk}"
+            generate(out, TINY, parse_seed("kat", practice=True), *grey, practice=True, chunk=chunk)
+            assert digests(out) == KNOWN_GREY
+    finally:
+        numba.set_num_threads(threads)
+    _, differences = reproduce_from(open_published(out, keys(out)), (grey[0], "grey"), (grey[1], "grey bank"))
     assert differences == []
 
 

@@ -54,7 +54,7 @@ def keys(tiny_release):
 @pytest.fixture(scope="module")
 def oracle(tiny_release, keys, tmp_path_factory):
     folder = tmp_path_factory.mktemp("oracle")
-    write_baseline("oracle", folder, Expected(100, "centered"), store=keys)
+    write_baseline("oracle", folder, Expected(100, "centered", (32, 32, 3)), store=keys)
     return folder
 
 
@@ -65,7 +65,7 @@ def test_hand_built_three_encryptions(tmp_path):
     index = np.array([[0, 1], [1, 2], [2, 0]], np.int32)
     r = [-1.0, 0.6, 0.0]
     folder = save(tmp_path, np.stack([np.full((32, 32, 3), v) for v in r]))
-    _, scores = score(folder, HandStore(images, index), expected=Expected(3, "centered"))
+    _, scores = score(folder, HandStore(images, index), expected=Expected(3, "centered", (32, 32, 3)))
 
     s = [[constant_ssim(r[0], p[0]), constant_ssim(r[0], p[1])],  # 1, about -0.9996
          [constant_ssim(r[1], p[1]), constant_ssim(r[1], p[2])],  # about 0.882, 0.601
@@ -136,14 +136,14 @@ def test_uint8_and_float_submissions_score_alike(oracle, keys, tmp_path):
     _, as_floats = score(save(tmp_path / "f", truth / 127.5 - 1.0), keys)
     assert as_floats.summary == as_bytes.summary
     # the same pictures in the positive domain [0, 1] are mapped to [-1, 1] before scoring
-    _, positive = score(save(tmp_path / "p", truth / 255.0), keys, expected=Expected(100, "positive"))
+    _, positive = score(save(tmp_path / "p", truth / 255.0), keys, expected=Expected(100, "positive", (32, 32, 3)))
     for name, value in as_bytes.summary.items():
         assert positive.summary[name] == pytest.approx(value, abs=1e-12)
 
 
 def test_numba_and_numpy_paths_agree(tiny_release, keys, tmp_path):
     folder = tmp_path / "blind"
-    write_baseline("blind", folder, Expected(100, "centered"), release=tiny_release)
+    write_baseline("blind", folder, Expected(100, "centered", (32, 32, 3)), release=tiny_release)
     _, fast = score(folder, keys)
     _, slow = score(folder, keys, engine=score_pairs_reference)
     for name, value in slow.summary.items():

@@ -151,16 +151,16 @@ def test_valid_submissions_without_keys(tmp_path, capsys, tiny_release):
 
 def test_range_follows_the_domain(tmp_path):
     folder = make(tmp_path, np.full((10, 32, 32, 3), -0.5, np.float32))
-    assert validate(folder, Expected(10, "centered")).valid
-    problems = validate(folder, Expected(10, "positive")).problems
+    assert validate(folder, Expected(10, "centered", (32, 32, 3))).valid
+    problems = validate(folder, Expected(10, "positive", (32, 32, 3))).problems
     assert len(problems) == 1 and "outside [0, 1], the release's positive domain (tolerance 0.001)" in problems[0]
 
 
 def test_blocks_do_not_change_the_verdict(tmp_path):
     a = with_nan()
     folder = make(tmp_path, a)
-    one = validate(folder, Expected(N, "centered"), rows=N).problems
-    small = validate(folder, Expected(N, "centered"), rows=3).problems
+    one = validate(folder, Expected(N, "centered", (32, 32, 3)), rows=N).problems
+    small = validate(folder, Expected(N, "centered", (32, 32, 3)), rows=3).problems
     assert one == small and len(one) == 1
 
 
@@ -197,7 +197,7 @@ def test_bad_arguments_exit_2(tmp_path, capsys, tiny_release):
 
 
 def test_expected_comes_from_the_manifest(tiny_release):
-    assert expected_from_manifest(read_manifest(tiny_release)) == Expected(N, "centered")
+    assert expected_from_manifest(read_manifest(tiny_release)) == Expected(N, "centered", (32, 32, 3))
     assert read_manifest(tiny_release / "public") == read_manifest(tiny_release)
 
 

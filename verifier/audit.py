@@ -27,7 +27,6 @@ from challenge import format as fmt
 from challenge.domain import affine, to_uint8
 from challenge.encoding import encode
 from challenge.errors import UsageError
-from challenge.geometry import IMAGE_SHAPE
 from challenge.keys import distinct_below, lambda_rows, select_private, sign_bits
 from challenge.keystream import random_order, row_words, stream_key
 from challenge.labels import weighted_labels
@@ -35,7 +34,7 @@ from challenge.files import safe_name
 from challenge.manifest import PREVIEW_COUNT, json_get, manifest_problems
 from challenge.npy import open_npy
 from challenge.params import MAX_ENCRYPTIONS, Params
-from challenge.preview import contact_sheet, read_png
+from challenge.preview import read_png, release_preview
 from challenge.progress import Progress
 
 CHECKS = {  # name -> what it verifies, in the order they run
@@ -234,8 +233,8 @@ class _Audit:
 
     def check_manifest_against_store(self, manifest: dict, store: fmt.KeyStore) -> None:
         file = f"{fmt.PUBLIC_DIR}/{fmt.MANIFEST_FILE}"
-        if manifest.get("params") != store.params.to_dict():
-            self.find("manifest", file, "params", f"differ from the key store's {store.params.to_dict()}")
+        if manifest.get("params") != store.params.to_dict(store.version):
+            self.find("manifest", file, "params", f"differ from the key store's {store.params.to_dict(store.version)}")
         if manifest.get("class_names") != store.attrs["class_names"]:
             self.find("manifest", file, "class_names", "differ from the key store's")
         if manifest.get("format_version") != store.version:
@@ -337,7 +336,7 @@ class _Audit:
         out = {}
         names = manifest.get("class_names")
         n_classes = len(names) if isinstance(names, list) and names else None
-        shapes = {fmt.ENCRYPTION_FILE: ("encryptions", (params.n_encryptions, *IMAGE_SHAPE)),
+        shapes = {fmt.ENCRYPTION_FILE: ("encryptions", (params.n_encryptions, *params.image_shape)),
                   fmt.LABEL_FILE: ("labels", (params.n_encryptions, n_classes))}
         for name, (check, shape) in shapes.items():
             if shape[-1] is None:
@@ -436,7 +435,7 @@ class _Audit:
               "not the lambdas the seed draws")
         signs_file = self.key_file("encryption/sign_bits")
         if params.masked:
-            tally("seed_keys", signs_file, rows_differ(signs, sign_bits(seed, a, b - a)), "not the sign mask the seed draws")
+            tally("seed_keys", signs_file, rows_differ(signs, sign_bits(seed, a, b - a, params.image_shape)), "not the sign mask the seed draws")
         else:
             tally("seed_keys", signs_file, np.any(signs != 0, axis=1), "mixup has no sign mask: expected all zero")
 
@@ -524,7 +523,7 @@ class _Audit:
         if fmt.ENCRYPTION_FILE not in arrays or path.is_symlink() or not path.is_file():
             self.skip("preview")
             return
-        expected = np.asarray(contact_sheet(to_uint8(arrays[fmt.ENCRYPTION_FILE][:PREVIEW_COUNT], params.domain)))
+        expected = np.asarray(release_preview(to_uint8(arrays[fmt.ENCRYPTION_FILE][:PREVIEW_COUNT], params.domain), self.version))
         height, width = expected.shape[:2]
         try:
             pixels = read_png(path, width, height)

@@ -26,7 +26,6 @@ from challenge import format as fmt
 from challenge.domain import UINT8_TO_CENTERED
 from challenge.errors import UsageError
 from verifier import metrics
-from challenge.geometry import IMAGE_SHAPE, IMAGE_VALUES
 from challenge.npy import ROWS
 from challenge.submission import Expected, encryption_blocks, write_submission
 
@@ -61,7 +60,7 @@ def best_grey_level(store: fmt.KeyStore) -> int:
     """
     private_images = store.read("private/images")
     n = len(private_images)
-    flats = np.broadcast_to(UINT8_TO_CENTERED[:, None, None, None], (256, *IMAGE_SHAPE))
+    flats = np.broadcast_to(UINT8_TO_CENTERED[:, None, None, None], (256, *private_images.shape[1:]))
     table = metrics.score_pairs(flats, private_images, np.tile(np.arange(n), (256, 1)))[0]  # (256, n)
     index = store["encryption/private_index"]
     totals = np.zeros(256)
@@ -83,7 +82,7 @@ def floor_blocks(kind: str, store: fmt.KeyStore, expected: Expected, rows: int =
 def floor_image(kind: str, store: fmt.KeyStore) -> np.ndarray:
     """The one uint8 image the ``constant`` or ``mean`` baseline submits for every encryption."""
     if kind == "constant":
-        return np.full(IMAGE_SHAPE, best_grey_level(store), np.uint8)
+        return np.full(store["private/images"].shape[1:], best_grey_level(store), np.uint8)
     if kind == "mean":
         return np.rint(store.read("private/images").mean(axis=0)).astype(np.uint8)
     raise ValueError(f"{kind!r} is not a floor; expected one of {', '.join(FLOORS)}")
@@ -104,7 +103,7 @@ def noise_blocks(expected: Expected, seed: int, rows: int = ROWS) -> Iterator[np
     rng = np.random.default_rng(seed)
     for start in range(0, expected.n, rows):
         count = min(rows, expected.n - start)
-        yield rng.uniform(lo, hi, (count, *IMAGE_SHAPE)).astype(np.float32)
+        yield rng.uniform(lo, hi, (count, *expected.shape[1:])).astype(np.float32)
 
 
 def pairing_blocks(store: fmt.KeyStore, encryptions: Iterator[np.ndarray], expected: Expected,
@@ -116,7 +115,8 @@ def pairing_blocks(store: fmt.KeyStore, encryptions: Iterator[np.ndarray], expec
     first private image as solved, clipped to the domain.
     """
     n, k_private = store.params.n_private, store.params.k_private
-    gram, moments = np.zeros((n + 1, n + 1)), np.zeros((n + 1, IMAGE_VALUES))
+    image_shape = store["private/images"].shape[1:]
+    gram, moments = np.zeros((n + 1, n + 1)), np.zeros((n + 1, int(np.prod(image_shape))))
     start = 0
     for block in encryptions:
         stop = start + len(block)
@@ -130,7 +130,7 @@ def pairing_blocks(store: fmt.KeyStore, encryptions: Iterator[np.ndarray], expec
         start = stop
     solved = np.linalg.lstsq(gram, moments, rcond=None)[0][:n]
     lo, hi = expected.value_range
-    images = np.clip(solved, lo, hi).astype(np.float32).reshape(n, *IMAGE_SHAPE)
+    images = np.clip(solved, lo, hi).astype(np.float32).reshape(n, *image_shape)
     first = store["encryption/private_index"]
     for start in range(0, expected.n, rows):
         yield images[first[start : start + rows, 0]]

@@ -159,6 +159,7 @@ _MEANINGS = {
 
 def _pages(title: str, manifest: dict, holdout: float | None) -> dict[str, str]:
     n, params = manifest["n_encryptions"], manifest["params"]
+    shape = expected_from_manifest(manifest).shape
     commitment = manifest.get("key_store", {}).get("commitment", "?")
     low, high = {"centered": (-1, 1), "positive": (0, 1)}.get(params["domain"], ("?", "?"))
     rows = "\n".join(f"| `{key}` | {'lower' if sorting == 'asc' else 'higher'} | {_MEANINGS[key]} |"
@@ -173,11 +174,11 @@ def _pages(title: str, manifest: dict, holdout: float | None) -> dict[str, str]:
                        f"your recovery of one of its private images.\n\nThe release commits to its secret keys: "
                        f"`{commitment}`. The keys are revealed after the competition, and anyone can then "
                        f"audit the release and recompute every score with `instahide audit` and `verify`.\n",
-        "data.md": f"# Data\n\n`public_data/` is the public release: `encryption.npy` (float32, {n:,} x 32 x 32 x 3, "
+        "data.md": f"# Data\n\n`public_data/` is the public release: `encryption.npy` (float32, {' x '.join(f'{d:,}' for d in shape)}, "
                    f"NHWC, in the {params['domain']} pixel domain [{low}, {high}]), `label.npy`, `public.zarr/` "
                    f"(the same arrays), `preview.png` and `manifest.json`. The starting kit holds a sample "
                    f"submission and instructions.\n",
-        "evaluation.md": f"# Evaluation\n\nA submission is a zip of `{DECRYPTION_FILE}` (shape ({n}, 32, 32, 3), "
+        "evaluation.md": f"# Evaluation\n\nA submission is a zip of `{DECRYPTION_FILE}` (shape {shape}, "
                          f"row i your recovery of encryption i: float32/float64 in [{low}, {high}] or uint8 "
                          f"0..255) and optionally `{METADATA_FILE}` (string fields: {', '.join(METADATA_FIELDS)}) "
                          f"at the top level of the zip.\n\nEvery score is computed on the [-1, 1] scale. SSIM is "
@@ -279,7 +280,7 @@ def _starting_kit(folder: Path, release: Path, expected, title: str) -> None:
     (folder / "README.md").write_text(
         f"# {title}: starting kit\n\n"
         f"1. Download the public data (`public_data/`, the release's `public/` folder).\n"
-        f"2. Write `{DECRYPTION_FILE}`: shape ({expected.n}, 32, 32, 3), row i your recovery of encryption i, "
+        f"2. Write `{DECRYPTION_FILE}`: shape {expected.shape}, row i your recovery of encryption i, "
         f"float32 in the release's {expected.domain} domain or uint8 0..255; optionally `{METADATA_FILE}` "
         f"({', '.join(METADATA_FIELDS)}).\n"
         f"3. Check it locally: `pip install instahide-challenge` and `verify my-submission/ --release public_data/`.\n"

@@ -16,7 +16,6 @@ from challenge import files
 from challenge import format as fmt
 from challenge.domain import to_uint8
 from challenge.errors import UsageError
-from challenge.geometry import IMAGE_SHAPE
 from challenge.preview import contact_sheet, save_png
 from challenge.files import safe_name
 from challenge.manifest import json_get
@@ -99,20 +98,29 @@ def render(info: dict) -> str:
     return "\n".join(lines)
 
 
-def sheet(release: Path, store: fmt.KeyStore, count: int = 8, shown: int = 7, rows: int = 65536) -> tuple[np.ndarray, int]:
-    """uint8 tiles and columns of a contact sheet: each of the first ``count`` private images, then
-    up to ``shown`` encryptions whose first image it is (white where it has fewer)."""
+def sheet(release: Path, store: fmt.KeyStore, count: int = 8, shown: int = 7,
+          rows: int = 65536) -> tuple[np.ndarray, int, list[str]]:
+    """uint8 tiles, columns and captions of a contact sheet: each of the first ``count`` private
+    images, then up to ``shown`` encryptions whose first image it is (white where it has fewer).
+    The image shape is the key store's, whatever it is."""
     params = store.params
     count, shown = min(count, params.n_private), min(shown, params.per_image)
-    encryptions = open_npy(public_folder(release) / fmt.ENCRYPTION_FILE, (params.n_encryptions, *IMAGE_SHAPE))
+    private = store.rows("private/images", 0, count)
+    shape = private.shape[1:]
+    encryptions = open_npy(public_folder(release) / fmt.ENCRYPTION_FILE, (params.n_encryptions, *shape))
     owner = np.concatenate([store.rows("encryption/private_index", a, a + rows)[:, 0]
                             for a in range(0, params.n_encryptions, rows)])
-    tiles = np.full((count, 1 + shown, *IMAGE_SHAPE), 255, np.uint8)
-    tiles[:, 0] = store.rows("private/images", 0, count)
+    tiles = np.full((count, 1 + shown, *shape), 255, np.uint8)
+    captions = [[""] * (1 + shown) for _ in range(count)]
+    tiles[:, 0] = private
     for i in range(count):
         mine = np.flatnonzero(owner == i)[:shown]
         tiles[i, 1 : 1 + len(mine)] = to_uint8(encryptions[mine], params.domain)
-    return tiles.reshape(-1, *IMAGE_SHAPE), 1 + shown
+        captions[i][: 1 + len(mine)] = [f"private {i}", *(f"enc {e}" for e in mine)]
+    return tiles.reshape(-1, *shape), 1 + shown, [c for row in captions for c in row]
+
+
+SHEET_TITLE = "SECRET: private image i (left), then encryptions (rows) whose first image it is"
 
 
 def write_sheet(release: Path, keys: Path, out: Path, count: int = 8) -> Path:
@@ -124,9 +132,9 @@ def write_sheet(release: Path, keys: Path, out: Path, count: int = 8) -> Path:
     public = public_folder(release).resolve()
     if Path(out).resolve().is_relative_to(public):
         raise UsageError(f"--sheet {out}: inside {public}, where it would be an undeclared public file; choose another path")
-    tiles, columns = sheet(release, fmt.open_key_store(keys), count)
+    tiles, columns, captions = sheet(release, fmt.open_key_store(keys), count)
     png = io.BytesIO()
-    save_png(contact_sheet(tiles, columns=columns), png)
+    save_png(contact_sheet(tiles, columns=columns, captions=captions, title=SHEET_TITLE), png)
     try:
         return files.write_atomic(out, png.getvalue(), mode=0o600)
     except files.UnsafeFile as e:

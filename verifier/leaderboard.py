@@ -14,26 +14,33 @@ import html
 import io
 import re
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from challenge import format as fmt
 from challenge.domain import to_uint8
 from challenge.errors import UsageError
+from challenge.manifest import json_get, read_manifest
 from challenge.preview import contact_sheet, save_png
 from verifier.archive import add_layout_hint, submission_folder
 from verifier.baselines import FLOORS, floor_blocks, floor_image
+from verifier.describe import public_folder
 from verifier.scoring import HEADLINE, SUCCESS_SSIM, Scores, published, score, score_blocks, write_files
 from challenge.npy import ROWS
 from challenge.submission import Expected, expected_from_keys
 from challenge.text import printable
 from verifier.submission import Validation, centered
 
-__all__ = ["Entry", "best_and_worst", "build", "html_page", "markdown", "rank", "recovery_sheet", "to_json", "write"]
+__all__ = ["Entry", "Pair", "Release", "best_and_worst", "build", "html_page", "markdown", "rank", "recovery_pairs",
+           "release_of", "to_json", "write"]
 
 PAIRS_SHOWN = 4  # best and worst recoveries pictured per submission
+TILE_PIXELS = 96  # a pictured image is enlarged by a whole factor to about this size
+ATTACK_CHARS = 80  # longer attack descriptions are shortened in the table and shown in full below it
+NAME_CHARS = 40  # longer submission names are shortened in the table (in full in its title and below)
 LEADERBOARD_MD = "leaderboard.md"
 LEADERBOARD_HTML = "leaderboard.html"
 IMAGES_DIR = "images"
@@ -44,12 +51,35 @@ REFERENCE_RANK = "ref"
 _MARKDOWN_PUNCTUATION = re.compile(r"([\\`*_{}\[\]()!|~])")
 
 
+@dataclass(frozen=True)
+class Pair:
+    """One pictured recovery: the ``place``-th ``kind`` ("best" or "worst") by Max_SSIM, the encryption
+    it recovers, the private image it matches best, their SSIM (published) and the picture of the two."""
+
+    kind: str
+    place: int
+    encryption: int
+    private: int
+    ssim: float
+    picture: str = ""  # PNG file, relative to the leaderboard folder
+
+
+@dataclass(frozen=True)
+class Release:
+    """What the page says about the release: its name (folder), format version, size and commitment."""
+
+    name: str
+    format_version: object
+    n_encryptions: object
+    commitment: object
+
+
 @dataclass
 class Entry:
     folder: Path
     validation: Validation
     scores: Scores | None
-    image: str | None = None  # picture file, relative to the leaderboard folder
+    pairs: list[Pair] = field(default_factory=list)  # its pictured recoveries, best then worst
     reference: str | None = None  # the floor's kind for a reference row (not a participant)
 
     @property
@@ -88,27 +118,44 @@ def _ranked_rows(entries: list[Entry]) -> list[tuple[str, Entry]]:
     return sorted(rows, key=lambda row: (*_order(row[1]), row[0] == REFERENCE_RANK))
 
 
-def best_and_worst(scores: Scores, count: int = PAIRS_SHOWN) -> tuple[np.ndarray, np.ndarray]:
-    """Encryption indices of the ``count`` highest and lowest Max_SSIM (ties: lower index first)."""
-    best = np.argsort(-scores.max_ssim, kind="stable")
-    worst = np.argsort(scores.max_ssim, kind="stable")
-    return scores.encryptions[best[:count]], scores.encryptions[worst[:count]]
+def best_and_worst(scores: Scores, matched: np.ndarray, count: int = PAIRS_SHOWN) -> tuple[np.ndarray, np.ndarray]:
+    """Positions in ``scores.encryptions`` of the ``count`` highest and of the ``count`` lowest Max_SSIM,
+    each showing a private image (``matched``, per position) not shown before it in its row, so that
+    one well-recovered image cannot fill the row (ties: lower encryption index first)."""
+
+    def distinct(order: np.ndarray) -> np.ndarray:
+        _, first = np.unique(matched[order], return_index=True)
+        return order[np.sort(first)[:count]]
+
+    return distinct(np.argsort(-scores.max_ssim, kind="stable")), distinct(np.argsort(scores.max_ssim, kind="stable"))
 
 
-def recovery_sheet(entry: Entry, store: fmt.KeyStore, expected: Expected, count: int = PAIRS_SHOWN):
-    """Two rows of (recovery, closest private image) pairs: best recoveries on top, worst below."""
-    private_images = store.read("private/images")
-    index = store["encryption/private_index"]
+def recovery_pairs(entry: Entry, store: fmt.KeyStore, expected: Expected,
+                   count: int = PAIRS_SHOWN) -> list[tuple[Pair, Image.Image]]:
+    """The entry's best and worst recoveries, each with a picture of it beside the private image it
+    matches best (captioned, so the picture alone says which is which)."""
     scores = entry.scores
-    tiles = []
-    for rows in best_and_worst(scores, count):
-        for i in rows:
-            i = int(i)
-            recovery = centered(entry.validation.array.read_rows(i, i + 1), expected.domain)[0]
-            tiles.append(to_uint8(recovery, "centered"))
-            column = scores.best_column[np.searchsorted(scores.encryptions, i)]
-            tiles.append(private_images[index[i, int(column)]])
-    return contact_sheet(np.stack(tiles), columns=2 * min(count, len(scores.encryptions)), scale=3)
+    matched = store.read("encryption/private_index")[scores.encryptions, scores.best_column]
+    out = []
+    for kind, positions in zip(("best", "worst"), best_and_worst(scores, matched, count)):
+        for place, at in enumerate(positions, 1):
+            i, p = int(scores.encryptions[at]), int(matched[at])
+            recovery = to_uint8(centered(entry.validation.array.read_rows(i, i + 1), expected.domain), "centered")
+            tiles = np.concatenate([recovery, store.rows("private/images", p, p + 1)])
+            scale = max(1, round(TILE_PIXELS / max(tiles.shape[1:3])))
+            picture = contact_sheet(tiles, columns=2, scale=scale, captions=[f"recovery {i}", f"private {p}"])
+            out.append((Pair(kind, place, i, p, published(float(scores.max_ssim[at]))), picture))
+    return out
+
+
+def release_of(release: Path) -> Release:
+    """The release's name (its folder's, also when given its ``public/`` folder) and what its manifest
+    says about it (the leaderboard checked the keys against that manifest before scoring)."""
+    manifest = read_manifest(release)
+    public = public_folder(release).resolve()
+    name = public.parent.name if public.name == fmt.PUBLIC_DIR else public.name
+    return Release(name, manifest.get("format_version"), manifest.get("n_encryptions"),
+                   json_get(manifest, "key_store", "commitment"))
 
 
 def build(submissions: list[Path], store: fmt.KeyStore, *, rows: int = ROWS, selected: np.ndarray | None = None,
@@ -197,60 +244,140 @@ def to_json(entries: list[Entry]) -> dict:
     }
 
 
-def html_page(entries: list[Entry]) -> str:
-    """A self-describing page: the table, then each submission's best and worst recoveries."""
+_STYLE = """
+body{font-family:sans-serif;margin:1.5em;max-width:1232px;line-height:1.35}
+code,dt,dd,h3,li{overflow-wrap:anywhere}
+table{border-collapse:collapse;margin:1em 0;font-size:.9em}
+td,th{border:1px solid #ccc;padding:4px 6px;text-align:left;vertical-align:top}
+td.rank,td.number,td.date{white-space:nowrap}
+td.number{text-align:right;font-variant-numeric:tabular-nums}
+td>div{overflow-wrap:anywhere;max-width:12em}
+td.attack>div{min-width:11em;max-width:18em}
+tr.reference{color:#666;font-style:italic}
+dd{margin:0 0 .6em 1.5em;white-space:pre-wrap}
+.pairs{display:flex;flex-wrap:wrap;gap:10px;margin:.3em 0 .8em}
+figure.pair{margin:0;padding:6px;border:3px solid #2a7;border-radius:6px;max-width:100%}
+figure.pair.worst{border-color:#c53}
+figure.pair img{display:block;image-rendering:pixelated;max-width:100%;height:auto}
+figure.pair figcaption{font-size:.85em;margin-top:4px}
+"""
+
+
+def _shortened(text: str, limit: int = ATTACK_CHARS) -> tuple[str, bool]:
+    """``text`` on one line, cut at a word before ``limit`` characters (with an ellipsis) if longer."""
+    flat = " ".join(printable(text).split())
+    if len(flat) <= limit:
+        return flat, False
+    cut = flat[:limit].rsplit(" ", 1)[0] if " " in flat[:limit] else flat[:limit]
+    return cut + "\u2026", True
+
+
+# CSS class of each table column after the attack; text in a <div> is capped in width (see _STYLE)
+_LATER_COLUMNS = ("team", *("number",) * len(HEADLINE), "time", "hardware", "date")
+
+
+def _table_row(r: str, e: Entry, anchor: str) -> str:
+    plain = _cells(r, e)
+    rank, name, method, *later = map(_html, plain)
+    short_name = _html(_shortened(plain[1], NAME_CHARS)[0])
+    if e.pairs:
+        short_name = f'<a href="#recoveries-{anchor}">{short_name}</a>'
+    attack, cut = _shortened(plain[2])
+    attack = _html(attack) + (f' <a href="#attack-{anchor}">(more)</a>' if cut else "")
+    cells = [f'<td class="rank">{rank}</td>', f'<td class="name" title="{name}"><div>{short_name}</div></td>',
+             f'<td class="attack" title="{method}"><div>{attack}</div></td>']
+    for kind, text in zip(_LATER_COLUMNS, later):
+        cells.append(f'<td class="{kind}">{text}</td>' if kind in ("number", "date") else f'<td class="{kind}"><div>{text}</div></td>')
+    style = ' class="reference"' if e.reference else ""
+    return f"<tr{style}>{''.join(cells)}</tr>"
+
+
+def _figure(pair: Pair, size: tuple[int, int]) -> str:
+    label = f"{pair.kind} {pair.place}"
+    return (f'<figure class="pair {pair.kind}"><img src="{_html(pair.picture)}" width="{size[0]}" height="{size[1]}" '
+            f'alt="{label}: the recovery of encryption {pair.encryption} beside private image {pair.private}">'
+            f'<figcaption><b class="place">{label}</b> &middot; <span class="ssim">SSIM {pair.ssim:.4f}</span><br>'
+            f'<span class="encryption">encryption {pair.encryption}</span> &middot; '
+            f'<span class="private">private image {pair.private}</span></figcaption></figure>')
+
+
+def _release_line(release: Release | None) -> str:
+    if release is None:
+        return ""
+    return (f'<p id="release">Release <strong class="name">{_html(release.name)}</strong> (format version '
+            f"{_html(str(release.format_version))}, {_html(str(release.n_encryptions))} encryptions); key store "
+            f'commitment <code class="commitment">{_html(str(release.commitment))}</code>: the keys revealed after '
+            "the challenge must hash to it (docs/FORMAT.md).</p>")
+
+
+def html_page(entries: list[Entry], release: Release | None = None, sizes: dict[str, tuple[int, int]] | None = None) -> str:
+    """A self-describing page that reads at 1280 px: the release, the table (attack descriptions
+    shortened, in full below it), then each submission's best and worst recoveries as labelled pairs.
+
+    ``sizes``: width and height of each picture file, so the page lays out before they load.
+    """
+    sizes = sizes or {}
     head = ["Rank", "Submission", "Attack", "Submitted by", *HEADLINE, "Running time", "Hardware", "Date"]
-    rows, figures = [], []
-    for r, e in _ranked_rows(entries):
-        style = ' class="reference"' if e.reference else ""
-        rows.append(f"<tr{style}>" + "".join(f"<td>{_html(c)}</td>" for c in _cells(r, e)) + "</tr>")
-        if e.image:
-            figures.append(
-                f'<figure><img src="{_html(e.image)}" alt="recoveries of {_html(e.name)}">'
-                f"<figcaption>{r}. {_html(e.name)}: top row, its {PAIRS_SHOWN} best recoveries (by Max_SSIM), each "
-                f"left of the private image it matches best; bottom row, its {PAIRS_SHOWN} worst.</figcaption></figure>")
+    rows, attacks, recoveries = [], [], []
+    for n, (r, e) in enumerate(_ranked_rows(entries), 1):
+        anchor = str(n)
+        rows.append(_table_row(r, e, anchor))
+        attacks.append(f'<dt id="attack-{anchor}">{_html(r)}. {_html(e.name)}</dt><dd>{_html(e.metadata.get("method", "")) or "-"}</dd>')
+        if e.pairs:
+            rows_of_pairs = "".join(
+                f'<div class="pairs {kind}">' + "".join(_figure(pair, sizes.get(pair.picture, (0, 0)))
+                                                    for pair in e.pairs if pair.kind == kind) + "</div>"
+                for kind in ("best", "worst"))
+            recoveries.append(f'<section class="recoveries" id="recoveries-{anchor}"><h3>{_html(r)}. {_html(e.name)}</h3>'
+                              f"{rows_of_pairs}</section>")
+    header = "".join(f"<th>{_html(h).replace('_', '_<wbr>')}</th>" for h in head)
     invalid = "".join(f"<li>{_html(e.name)}: {_html('; '.join(e.validation.problems))}</li>" for e in _invalid(entries))
     return "\n".join([
         "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8"><title>InstaHide challenge leaderboard</title>',
-        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
-        "td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}img{image-rendering:pixelated}"
-        "tr.reference{color:#666;font-style:italic}</style>",
+        '<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">',
+        f"<title>InstaHide challenge leaderboard{': ' + _html(release.name) if release else ''}</title>",
+        f"<style>{_STYLE}</style>",
         "</head><body>",
         "<h1>InstaHide challenge leaderboard</h1>",
+        _release_line(release),
         f"<p>Ranked by Max_SSIM (published to 4 decimals; equal Max_SSIM, equal rank); success means SSIM &gt; "
         f"{SUCCESS_SSIM} (docs/FORMAT.md, section 9). Rows ranked {REFERENCE_RANK!r} are reference floors, trivial "
         "submissions every attack should beat.</p>",
-        "<table><tr>" + "".join(f"<th>{_html(h)}</th>" for h in head) + "</tr>",
+        f"<table><thead><tr>{header}</tr></thead><tbody>",
         *rows,
-        "</table>",
-        *figures,
+        "</tbody></table>",
+        '<h2 id="attacks">Attacks</h2><dl>', *attacks, "</dl>",
+        *(['<h2 id="recoveries">Recoveries</h2>',
+           f"<p>Per submission, its {PAIRS_SHOWN} best recoveries by Max_SSIM (green), then its {PAIRS_SHOWN} worst "
+           "(red); a private image appears at most once in each row. Each pair: the recovery (left) beside the "
+           "private image it matches best (right), with the encryption's row, that private image's index and their "
+           "SSIM.</p>", *recoveries] if recoveries else []),
         f"<h2>Not ranked</h2><ul>{invalid}</ul>" if invalid else "",
         "</body></html>",
         "",
     ])
 
 
-def _picture(entry: Entry, store: fmt.KeyStore, expected: Expected) -> bytes | None:
-    """The PNG of an entry's best and worst recoveries, or None if its file changed since scoring."""
-    try:
-        sheet = recovery_sheet(entry, store, expected)
-    except UsageError:
-        return None
-    buffer = io.BytesIO()
-    save_png(sheet, buffer)
-    return buffer.getvalue()
+def write(entries: list[Entry], store: fmt.KeyStore, out: Path, release: Path | None = None) -> list[Path]:
+    """Write the pictures, ``leaderboard.md`` and ``leaderboard.html`` into ``out``; all or nothing new.
 
-
-def write(entries: list[Entry], store: fmt.KeyStore, out: Path) -> list[Path]:
-    """Write the pictures, ``leaderboard.md`` and ``leaderboard.html`` into ``out``; all or nothing new."""
+    ``release``: the release folder, named on the page with its commitment.
+    """
     expected = expected_from_keys(store)
-    contents = {}
+    contents, sizes = {}, {}
     for position, (r, e) in enumerate(((r, e) for r, e in _ranked_rows(entries) if not e.reference), 1):
-        picture = _picture(e, store, expected)
-        if picture is not None:
-            e.image = f"{IMAGES_DIR}/{position:03d}-{re.sub(r'[^A-Za-z0-9._-]', '_', e.name)}.png"
-            contents[e.image] = picture
+        try:
+            pictured = recovery_pairs(e, store, expected)
+        except UsageError:  # its file changed since scoring: no pictures, still ranked
+            pictured = []
+        stem = f"{IMAGES_DIR}/{position:03d}-{re.sub(r'[^A-Za-z0-9._-]', '_', e.name)[:40]}"
+        e.pairs = []
+        for pair, picture in pictured:
+            name = f"{stem}-{pair.kind}{pair.place}.png"
+            buffer = io.BytesIO()
+            save_png(picture, buffer)
+            contents[name], sizes[name] = buffer.getvalue(), picture.size
+            e.pairs.append(replace(pair, picture=name))
     contents[LEADERBOARD_MD] = markdown(entries)
-    contents[LEADERBOARD_HTML] = html_page(entries)
+    contents[LEADERBOARD_HTML] = html_page(entries, release_of(release) if release is not None else None, sizes)
     return write_files(Path(out), contents, "leaderboard")[-2:]

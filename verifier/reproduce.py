@@ -21,7 +21,6 @@ from PIL import Image
 
 from challenge import format as fmt
 from challenge.errors import UsageError
-from challenge.geometry import IMAGE_SHAPE, IMAGE_VALUES
 from challenge.imageset import ImageSet
 from challenge.params import Params
 from challenge.text import printable
@@ -99,8 +98,9 @@ class Published:
 def open_published(release: Path, keys: Path) -> Published:
     """The manifest, its parameters and the key store: what regenerating the release needs."""
     release, keys = Path(release), Path(keys)
-    manifest = fmt.read_json(release / fmt.PUBLIC_DIR / fmt.MANIFEST_FILE)
-    params = fmt.read_params(manifest.get("params"), f"{release}/{fmt.PUBLIC_DIR}/{fmt.MANIFEST_FILE}: params")
+    path = release / fmt.PUBLIC_DIR / fmt.MANIFEST_FILE
+    manifest = fmt.read_json(path)
+    params = fmt.read_params(manifest.get("params"), f"{path}: params", manifest.get("format_version"))
     return Published(release, keys, manifest, params, fmt.open_key_store(keys))
 
 
@@ -184,8 +184,8 @@ def explain(name: str, mine: Path, theirs: Path) -> Difference:
         row = first_row_difference(array, expected)
         flat = np.flatnonzero(_bits(array[row]) != _bits(expected[row]))
         if name == fmt.ENCRYPTION_FILE:
-            pixel = tuple(int(i) for i in np.unravel_index(flat[0], IMAGE_SHAPE))
-            return Difference(shown, f"encryption {row}", f"{len(flat)} of {IMAGE_VALUES} values differ, first at (h, w, c) = {pixel}")
+            pixel = tuple(int(i) for i in np.unravel_index(flat[0], expected.shape[1:]))
+            return Difference(shown, f"encryption {row}", f"{len(flat)} of {expected[row].size} values differ, first at (h, w, c) = {pixel}")
         column = int(flat[0])
         return Difference(shown, f"row {row}, column {column}", f"release has {array[row, column]!r}, regenerated {expected[row, column]!r}")
     if name == fmt.PREVIEW_FILE:

@@ -1,7 +1,7 @@
 """Score a submission against the key store, streaming: one pass over the file, bounded memory.
 
 Per encryption i with private images p_i1 .. p_im (m = k_private) and recovery r_i, on the
-[-1, 1] scale: SSIM(r_i, p_ij) and L2(r_i, p_ij) = ||r_i - p_ij||_2 / sqrt(3072)
+[-1, 1] scale: SSIM(r_i, p_ij) and L2(r_i, p_ij) = ||r_i - p_ij||_2 / sqrt(H W C)
 (:mod:`verifier.metrics`).  Aggregates, as in 2020, are means over encryptions of per-encryption
 max / mean / min; docs/FORMAT.md section 9 defines every one.
 
@@ -181,7 +181,7 @@ def score_blocks(blocks: Iterable[np.ndarray], store: fmt.KeyStore, expected: Ex
 
 def score_array(decryption, keys: Path | str | fmt.KeyStore, *, release: Path | str | None = None, rows: int = ROWS,
                 selected: np.ndarray | None = None, engine: Engine = metrics.score_pairs) -> Scores:
-    """Score a recovery held in memory (a notebook's array, shape (N, 32, 32, 3)) against ``keys``.
+    """Score a recovery held in memory (a notebook's array, shape (N, H, W, C), the release's images) against ``keys``.
 
     The array gets the checks ``verify`` gives ``decryption.npy`` (dtype, shape, finite values in the
     release's domain, or uint8) and the same streaming scorer, so the scores are ``verify``'s.

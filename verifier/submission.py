@@ -25,7 +25,7 @@ from numba import njit, prange
 from challenge.domain import UINT8_TO_CENTERED, to_centered
 from challenge.errors import UsageError
 from challenge.files import UnsafeFile, read_json
-from challenge.geometry import IMAGE_SHAPE, IMAGE_VALUES
+from challenge.geometry import image_values
 from challenge.npy import ACCEPTED_DTYPES, MAX_HEADER_BYTES, ROWS, NpyFile, read_npy_header
 from challenge.progress import Progress
 from challenge.submission import DECRYPTION_FILE, METADATA_FILE, Expected
@@ -185,11 +185,14 @@ def check_shape(array, expected: Expected) -> list[str]:
                         f"domain [{lo:g}, {hi:g}], or uint8 0..255")
     if shape != want:
         hint = ""
-        if shape == (expected.n, 3, 32, 32):
+        height, width, channels = expected.image_shape
+        if shape == (expected.n, channels, height, width) and channels > 1:
             hint = " (channels first, NCHW: transpose with x.transpose(0, 2, 3, 1))"
-        elif shape == (expected.n, IMAGE_VALUES):
-            hint = " (flattened: reshape with x.reshape(-1, 32, 32, 3))"
-        elif len(shape) == 4 and shape[1:] == IMAGE_SHAPE:
+        elif shape == (expected.n, height, width) and channels == 1:
+            hint = f" (no channel axis: add one with x.reshape(-1, {height}, {width}, 1))"
+        elif shape == (expected.n, image_values(expected.image_shape)):
+            hint = f" (flattened: reshape with x.reshape(-1, {height}, {width}, {channels}))"
+        elif len(shape) == 4 and shape[1:] == expected.image_shape:
             hint = f" ({shape[0]} rows: one row per encryption is needed, row i the recovery of encryption i)"
         problems.append(f"{name}: shape {shape}; expected {want}{hint}")
     return problems
@@ -227,7 +230,7 @@ def submission_date(metadata: dict) -> datetime | None:
 
 def largest_valid_bytes(expected: Expected) -> int:
     """Size of the biggest file a valid submission can be: float64 rows and a maximal header."""
-    return 12 + MAX_HEADER_BYTES + expected.n * IMAGE_VALUES * 8
+    return 12 + MAX_HEADER_BYTES + expected.n * image_values(expected.image_shape) * 8
 
 
 def _list_folder(folder: Path) -> set[str]:
