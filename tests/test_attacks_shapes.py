@@ -100,5 +100,5 @@ def test_pairing_recovers_exact_mixes_at_any_shape(tmp_path, shape):
 @pytest.mark.parametrize("shape", [(28, 28, 1), (9, 11, 3)])
 def test_blind_keeps_the_shape(shape):
     x = np.random.default_rng(3).standard_normal((4, *shape)).astype(np.float32)
-    out = blind(x, Expected(4, "centered"))
+    out = blind(x, Expected(4, "centered", shape))
     assert out.shape == x.shape and out.min() == -1 and out.max() == 1
