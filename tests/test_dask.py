@@ -168,3 +168,44 @@ def test_patch_bank_on_the_cluster_is_the_bank_of_one_process_and_resumes(tmp_pa
         build_patch_bank(tmp_path / "pub", tmp_path / "cut", progress=stop_after_two, **on_cluster)
     resumed = build_patch_bank(tmp_path / "pub", tmp_path / "cut", **on_cluster)
     assert resumed.resumed_from_file == 8 and store_bytes(tmp_path / "whole") == store_bytes(tmp_path / "cut")
+
+
+# --- audit ------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def damaged_release(tiny_release, tmp_path_factory):
+    """The tiny release with encryption rows 3 and 70 and the lambdas of row 40 changed: findings in three chunks."""
+    import shutil
+
+    import zarr
+
+    release = shutil.copytree(tiny_release, tmp_path_factory.mktemp("damaged") / "release")
+    encryptions = np.load(release / "public" / "encryption.npy")
+    encryptions[3, 0, 0, 0] += 0.25
+    encryptions[70] = -encryptions[70]
+    np.save(release / "public" / "encryption.npy", encryptions)
+    lam = zarr.open_array(str(release / "secret" / "keys.zarr" / "encryption" / "lam"), mode="r+")
+    lam[40] = [0.7, 0.06, 0.06, 0.06, 0.06, 0.06]
+    return release
+
+
+@pytest.mark.parametrize("damaged", [False, True])
+def test_audit_on_the_cluster_reports_what_one_process_reports(tiny_release, damaged_release, client, damaged,
+                                                               capsys):
+    from verifier.audit import audit
+    from verifier.distributed import audit_on_cluster
+
+    release = damaged_release if damaged else tiny_release
+    keys = release / "secret" / "keys.zarr"
+    here = audit(release, keys, chunk=ROWS)
+    there = audit(release, keys, chunk=ROWS, run_chunks=audit_on_cluster(client))
+    assert there.to_json() == here.to_json() and here.sound is not damaged
+    if damaged:
+        assert {f.check for f in here.findings} >= {"digests", "commitment", "seed_keys", "lambda", "encryptions"}
+        assert [f.where for f in here.findings if f.check == "encryptions"] == ["row 3 (+2 more)"]
+    outputs = []
+    for dask in ([], ["--dask", client.scheduler.address]):
+        for json_flag in ([], ["--json"]):
+            assert main(["audit", str(release), "--chunk", str(ROWS), *json_flag, *dask]) == (3 if damaged else 0)
+        outputs.append(capsys.readouterr().out)
+    assert outputs[0] == outputs[1]
