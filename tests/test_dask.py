@@ -15,7 +15,7 @@ import pytest
 from challenge.keystream import parse_seed
 from challenge.params import Params
 from commands.main import main
-from generator.distributed import on_cluster, task_rows
+from generator.distributed import on_cluster, task_rows, zarr_span
 from generator.release import generate
 from tests.helpers import SEED, TINY, resized
 from tests.test_reproduce import KNOWN, KNOWN_GREY, digests
@@ -37,11 +37,13 @@ def tree_bytes(root: Path) -> dict[str, bytes]:
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-def test_task_rows_cover_whole_chunks_of_every_array():
-    assert task_rows(4096, (4096, 1024)) == 4096
-    assert task_rows(1000, (4096, 1024)) == 4096
-    assert task_rows(5000, (4096, 1024)) == 8192
-    assert task_rows(100, (4500, 1024)) == 1152000  # fewer rows than one sign chunk: one task
+def test_tasks_cover_whole_sign_chunks_and_the_zarr_chunks_that_begin_in_them():
+    assert [task_rows(chunk, 4096) for chunk in (4096, 1000, 5000)] == [4096, 4096, 8192]
+    assert task_rows(100, 4500) == 4500  # fewer rows than one sign chunk: one task
+    assert zarr_span(0, 4096, 1024, 10_000) == (0, 4096)
+    assert zarr_span(0, 4096, 873, 10_000) == (0, 4365)  # chunk 4 (3492 ..) straddles: the first task's
+    assert zarr_span(4096, 8192, 873, 10_000) == (4365, 8730)
+    assert zarr_span(8192, 10_000, 873, 10_000) == (8730, 10_000)
 
 
 @pytest.mark.parametrize("args", [
@@ -69,7 +71,8 @@ def test_generate_on_the_cluster_writes_the_pinned_known_answers(tmp_path, clien
     assert digests(out) == known
 
 
-@pytest.mark.parametrize("shape", [(28, 28, 1), (9, 11, 3)])  # grey; sign rows with pad bits
+# grey; sign rows with pad bits; public.zarr chunks of 873 rows, one across the two tasks' rows
+@pytest.mark.parametrize("shape", [(28, 28, 1), (9, 11, 3), (40, 40, 3)])
 def test_generate_on_the_cluster_at_another_shape_writes_the_bytes_of_one_process(tmp_path, client, private_set,
                                                                                   public_bank, shape):
     sets = [resized(s, shape) for s in (private_set, public_bank)]
