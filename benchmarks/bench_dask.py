@@ -8,7 +8,7 @@
   key store and preview on the client, as always);
 * generate (second form): ``--dask local:2`` releases of each N encryptions at image shape HxWxC
   (the embedded images resized, nearest neighbour), ``--formats npy`` unless ``--zarr``, each on a
-  fresh cluster, with the peak RSS of each worker process (``ru_maxrss``), deleted right after:
+  fresh cluster, with the peak RSS of each worker process (``VmHWM``), deleted right after:
   what a worker needs does not grow with N.  Check the free disk first (4 H W C bytes per
   encryption, twice with ``--zarr``).
 
@@ -23,7 +23,6 @@ Usage: python benchmarks/bench_dask.py [N_IMAGES [N_SCORE [REPEATS]]]    (defaul
 from __future__ import annotations
 
 import os
-import resource
 import shutil
 import sys
 import tempfile
@@ -120,7 +119,11 @@ def bench_verify_and_audit(clients: dict, tmp: Path, n: int, repeats: int) -> No
 
 
 def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """This process's peak RSS since it was started (``VmHWM``).  Not ``ru_maxrss``: a worker is
+    forked from the client and exec'd, and Linux carries the forked copy's peak (the client's RSS
+    at that moment) into ``ru_maxrss`` across the exec."""
+    status = Path("/proc/self/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:"))) / 1024
 
 
 def bench_generate_memory(tmp: Path, shape: tuple, counts: list[int], formats: tuple[str, ...]) -> None:

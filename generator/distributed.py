@@ -110,12 +110,13 @@ def _write_task(encoder: RowEncoder, own: tuple[int, int], zarr_span: tuple[int,
     z_signs = zarr.open_array(str(signs_path), mode="r+")
     chunks = _ZarrChunks(public_dir, "encryption", zarr_rows, encoder.image_shape, digests,
                          first_chunk=zarr_span[0] // zarr_rows) if zarr_rows else None
+    end = max(stop, zarr_span[1])
+    buffer = np.empty((min(chunk, end - start), *encoder.image_shape), "<f4")  # one block in memory, reused
     fd = os.open(npy, os.O_WRONLY)
     try:
-        for a in range(start, max(stop, zarr_span[1]), chunk):
-            b = min(a + chunk, max(stop, zarr_span[1]))
-            signs, block = encoder.rows(a, *(keys[a - start : b - start] for keys in row_keys))
-            data = np.ascontiguousarray(block, "<f4")
+        for a in range(start, end, chunk):
+            b = min(a + chunk, end)
+            signs, data = encoder.rows(a, *(keys[a - start : b - start] for keys in row_keys), out=buffer[: b - a])
             if a < stop:
                 mine = min(b, stop) - a
                 _pwrite_all(fd, memoryview(data[:mine]).cast("B"), offset + a * data[0].nbytes)

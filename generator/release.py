@@ -210,13 +210,14 @@ class RowEncoder:
     def image_shape(self) -> tuple:
         return self.ground_truth.shape[1:]
 
-    def rows(self, start: int, private_index: np.ndarray, public_index: np.ndarray,
-             lam: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The sign rows and encryptions of rows ``start .. start + len(lam)``, whatever the split into blocks."""
+    def rows(self, start: int, private_index: np.ndarray, public_index: np.ndarray, lam: np.ndarray,
+             out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The sign rows and encryptions of rows ``start .. start + len(lam)``, whatever the split into
+        blocks; the encryptions in ``out`` (C-order float32) if given."""
         n, shape = len(lam), self.image_shape
         signs = sign_bits(self.key, start, n, shape) if self.masked else np.zeros((n, sign_bytes(shape)), np.uint8)
         return signs, encode(self.ground_truth, self.public_images, self.domain_affine, private_index=private_index,
-                             public_index=public_index, lam=lam, sign_bits=signs)
+                             public_index=public_index, lam=lam, sign_bits=signs, out=out)
 
 
 def _write_encryptions(encoder: RowEncoder, row_keys: tuple, copies: list, z_signs, chunk: int,
