@@ -72,7 +72,7 @@ class ImageSet:
         h = hashlib.sha256(b"instahide-imageset-v1\0")
         if self.image_shape != _UNSHAPED_FINGERPRINT:
             h.update(b"shape\0" + np.asarray(self.image_shape, "<i8").tobytes())
-        h.update(np.int64(len(self)).tobytes())
+        h.update(np.asarray(len(self), "<i8").tobytes())
         h.update(np.ascontiguousarray(self.images).tobytes())
         h.update(np.ascontiguousarray(self.labels, dtype="<i8").tobytes())
         return h.hexdigest()

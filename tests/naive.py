@@ -77,7 +77,7 @@ def tally_rows_reference(a: np.ndarray, lo: float, hi: float) -> tuple[np.ndarra
 # --- verifier.metrics and verifier.scoring -----------------------------------------------------
 
 def ssim_reference(a, b) -> np.ndarray:
-    """SSIM of a[i] vs b[i] (float (M, 32, 32, 3), [-1, 1]) by the textbook route: pad, filter, crop."""
+    """SSIM of a[i] vs b[i] (float (M, H, W, C), [-1, 1]) by the textbook route: pad, filter, crop."""
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
     win, radius = 7, 3
@@ -88,7 +88,7 @@ def ssim_reference(a, b) -> np.ndarray:
         # scipy's 'reflect' border (d c b a | a b c d | d c b a) is numpy's 'symmetric' padding.
         padded = np.pad(img, ((0, 0), (radius, radius), (radius, radius), (0, 0)), mode="symmetric")
         windows = np.lib.stride_tricks.sliding_window_view(padded, (win, win), axis=(1, 2))
-        return windows.mean(axis=(-2, -1))  # (M, 32, 32, 3): the full-size filtered map
+        return windows.mean(axis=(-2, -1))  # (M, H, W, C): the full-size filtered map
 
     ux, uy = window_mean(a), window_mean(b)
     vx = cov_norm * (window_mean(a * a) - ux * ux)
@@ -100,9 +100,9 @@ def ssim_reference(a, b) -> np.ndarray:
 
 
 def l2_reference(a, b) -> np.ndarray:
-    """||a[i] - b[i]||_2 / sqrt(d), d = 32*32*3, for float images (M, 32, 32, 3)."""
+    """||a[i] - b[i]||_2 / sqrt(d), d = H*W*C, for float images (M, H, W, C)."""
     diff = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
-    return np.linalg.norm(diff.reshape(len(diff), -1), axis=1) / np.sqrt(32 * 32 * 3)
+    return np.linalg.norm(diff.reshape(len(diff), -1), axis=1) / np.sqrt(np.prod(diff.shape[1:]))
 
 
 def score_pairs_reference(recovered, private_images, private_index) -> tuple[np.ndarray, np.ndarray]:

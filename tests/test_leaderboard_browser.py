@@ -21,7 +21,7 @@ from PIL import Image
 from challenge.format import open_key_store, read_json
 from verifier import leaderboard
 from verifier.baselines import write_baseline
-from challenge.submission import expected_from_keys
+from challenge.submission import Expected
 
 WIDTH = 1280
 TIMEOUT = 120  # seconds per browser call; it takes a few on a loaded machine
@@ -79,7 +79,7 @@ def board(tiny_release, tmp_path_factory):
     """A leaderboard of the oracle (long attack description), a hostile-named copy and the blind baseline."""
     root = tmp_path_factory.mktemp("browser")
     store = open_key_store(tiny_release / "secret" / "keys.zarr")
-    expected = expected_from_keys(store)
+    expected = Expected(100, "centered", (32, 32, 3))
     for kind in ("oracle", "blind"):
         write_baseline(kind, root / "subs" / kind, expected, store=store, release=tiny_release)
     shutil.copytree(root / "subs" / "oracle", root / "subs" / HOSTILE)

@@ -1,27 +1,35 @@
-"""The verifier's metrics against scikit-image, a plain numpy reference and direct formulas."""
+"""The verifier's metrics against scikit-image, a plain numpy reference and direct formulas.
+
+Most tests run at the default 32x32x3; the section "Any image shape" repeats the comparisons at
+MNIST's 28x28x1, the smallest 7x7, odd and non-square shapes and 64x64x3.
+"""
 
 from __future__ import annotations
 
+import hashlib
+
+import numba
 import numpy as np
 import pytest
 from scipy.ndimage import gaussian_filter, uniform_filter
 from skimage.metrics import structural_similarity  # test-only dependency ([test] extra)
 
-from tests.naive import l2_reference, ssim_reference
+from tests.naive import l2_reference, score_pairs_reference, ssim_reference
+from verifier import metrics
 from verifier.metrics import l2, score_pairs, ssim
 
 SHAPE = (32, 32, 3)
+SHAPES = [(28, 28, 1), (32, 32, 3), (7, 7, 1), (9, 11, 3), (64, 64, 3), (13, 7, 3), (7, 10, 1)]
 
 
 def skimage_ssim(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """The definition being matched, pair by pair, on float64 copies."""
-    return np.array([
-        structural_similarity(
-            x.astype(np.float64), y.astype(np.float64), win_size=7, gaussian_weights=False,
-            use_sample_covariance=True, K1=0.01, K2=0.03, channel_axis=-1, data_range=2.0,
-        )
-        for x, y in zip(a, b)
-    ])
+    """The definition being matched, pair by pair, on float64 copies: colour with channel_axis=-1,
+    grey as the 2-D image without it."""
+    options = dict(win_size=7, gaussian_weights=False, use_sample_covariance=True, K1=0.01, K2=0.03, data_range=2.0)
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape[-1] == 1:
+        return np.array([structural_similarity(x[..., 0], y[..., 0], **options) for x, y in zip(a, b)])
+    return np.array([structural_similarity(x, y, channel_axis=-1, **options) for x, y in zip(a, b)])
 
 
 def to_unit(u: np.ndarray) -> np.ndarray:
@@ -32,24 +40,25 @@ def to_unit(u: np.ndarray) -> np.ndarray:
 # Image families
 
 
-def random_images(rng, n):
-    return rng.uniform(-1.0, 1.0, (n, *SHAPE))
+def random_images(rng, n, shape=SHAPE):
+    return rng.uniform(-1.0, 1.0, (n, *shape))
 
 
-def natural_images(rng, n):
+def natural_images(rng, n, shape=SHAPE):
     """Smooth fields with sharp-edged shapes: blurred noise plus rectangles and discs."""
-    out = np.empty((n, *SHAPE))
-    yy, xx = np.mgrid[:32, :32]
+    height, width, channels = shape
+    out = np.empty((n, *shape))
+    yy, xx = np.mgrid[:height, :width]
     for i in range(n):
-        img = gaussian_filter(rng.normal(size=SHAPE), sigma=(rng.uniform(1, 4), rng.uniform(1, 4), 0))
+        img = gaussian_filter(rng.normal(size=shape), sigma=(rng.uniform(1, 4), rng.uniform(1, 4), 0))
         img = img / (np.abs(img).max() + 1e-12) * rng.uniform(0.2, 0.8)
         for _ in range(rng.integers(1, 4)):
-            colour = rng.uniform(-1, 1, 3)
+            colour = rng.uniform(-1, 1, channels)
             if rng.random() < 0.5:
-                r0, c0 = rng.integers(0, 28, 2)
+                r0, c0 = rng.integers(0, height - 3), rng.integers(0, width - 3)
                 img[r0 : r0 + rng.integers(3, 16), c0 : c0 + rng.integers(3, 16)] = colour
             else:
-                cy, cx, rad = rng.uniform(0, 32), rng.uniform(0, 32), rng.uniform(2, 10)
+                cy, cx, rad = rng.uniform(0, height), rng.uniform(0, width), rng.uniform(2, 10)
                 img[(yy - cy) ** 2 + (xx - cx) ** 2 < rad**2] = colour
         out[i] = np.clip(img, -1, 1)
     return out
@@ -60,14 +69,14 @@ def quantised(images):
     return to_unit(np.round((images + 1) * 127.5).astype(np.uint8))
 
 
-def checkerboard(period: int, phase: int = 0) -> np.ndarray:
-    yy, xx = np.mgrid[:32, :32]
+def checkerboard(period: int, phase: int = 0, shape=SHAPE) -> np.ndarray:
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
     board = np.where(((yy // period + xx // period + phase) % 2) == 0, 1.0, -1.0)
-    return np.repeat(board[:, :, None], 3, axis=2)
+    return np.repeat(board[:, :, None], shape[2], axis=2)
 
 
-def constant(value) -> np.ndarray:
-    return np.broadcast_to(np.asarray(value, dtype=np.float64), SHAPE).copy()
+def constant(value, shape=SHAPE) -> np.ndarray:
+    return np.broadcast_to(np.asarray(value, dtype=np.float64), shape).copy()
 
 
 def extreme_pairs():
@@ -288,9 +297,9 @@ def _bad_recovered():
         (good.astype(np.uint8), "recovered must be float32 or float64"),
         (good.astype(np.float16), "recovered must be float32 or float64"),
         (good.astype(np.int64), "recovered must be float32 or float64"),
-        (good[0], r"recovered must have shape \(N, 32, 32, 3\)"),
-        (good.transpose(0, 3, 1, 2), r"recovered must have shape \(N, 32, 32, 3\)"),
-        (np.zeros((2, 32, 32, 4), np.float32), r"recovered must have shape \(N, 32, 32, 3\)"),
+        (good[0], r"recovered must have shape \(B, H, W, C\) with C = 1 \(grey\) or 3 \(RGB\)"),
+        (good.transpose(0, 3, 1, 2), r"recovered must have shape \(B, H, W, C\) with C = 1 \(grey\) or 3 \(RGB\)"),
+        (np.zeros((2, 32, 32, 4), np.float32), r"recovered must have shape \(B, H, W, C\) with C = 1 \(grey\) or 3 \(RGB\)"),
         (nan, "recovered must be finite, but image 1 holds 1 NaN or inf"),
         (inf, "recovered must be finite, but image 0 holds 1 NaN or inf"),
     ]
@@ -326,9 +335,15 @@ def test_score_pairs_checks_finiteness_without_pairs():
 
 @pytest.mark.parametrize("private, index, message", [
     (np.zeros((3, *SHAPE), np.float32), np.zeros((2, 1), np.int64), "private_images must be uint8"),
-    (np.zeros((3, 32, 32), np.uint8), np.zeros((2, 1), np.int64), r"private_images must have shape \(n, 32, 32, 3\)"),
+    (np.zeros((3, 32, 32), np.uint8), np.zeros((2, 1), np.int64),
+     r"private_images must have shape \(n, H, W, C\) with C = 1 \(grey\) or 3 \(RGB\), got \(3, 32, 32\)"),
     (np.zeros((3, 3, 32, 32), np.uint8), np.zeros((2, 1), np.int64),
-     r"private_images must have shape \(n, 32, 32, 3\)"),
+     r"private_images must have shape \(n, H, W, C\) with C = 1 \(grey\) or 3 \(RGB\), got \(3, 3, 32, 32\)"),
+    (np.zeros((3, 28, 28, 1), np.uint8), np.zeros((2, 1), np.int64),
+     "recovered and private_images must hold images of one shape, got 32x32x3 and 28x28x1: they differ in "
+     "height and width and channels"),
+    (np.zeros((3, 32, 31, 3), np.uint8), np.zeros((2, 1), np.int64),
+     "recovered and private_images must hold images of one shape, got 32x32x3 and 32x31x3: they differ in width$"),
     (np.zeros((3, *SHAPE), np.uint8), np.zeros((2, 1), np.float64), "private_index must be an integer array"),
     (np.zeros((3, *SHAPE), np.uint8), np.zeros((2, 1), np.bool_), "private_index must be an integer array"),
     (np.zeros((3, *SHAPE), np.uint8), np.zeros(2, np.int64), r"private_index must have shape \(B, m\) with B = 2"),
@@ -346,7 +361,10 @@ def test_pair_functions_reject_bad_inputs(fn):
     good = np.zeros((2, *SHAPE))
     with pytest.raises(ValueError, match="a must be float32 or float64"):
         fn(good.astype(np.uint8), good)
-    with pytest.raises(ValueError, match=r"b must have shape \(N, 32, 32, 3\)"):
+    with pytest.raises(ValueError, match=r"b must have shape \(N, H, W, C\) with C = 1 \(grey\) or 3 \(RGB\)"):
+        fn(good, good[..., :2])
+    with pytest.raises(ValueError, match="a and b must hold images of one shape, got 32x32x3 and 16x32x3: they "
+                                         "differ in height"):
         fn(good, good[:, :16])
     with pytest.raises(ValueError, match="a and b must hold the same number of images, got 2 and 1"):
         fn(good, good[:1])
@@ -356,3 +374,147 @@ def test_pair_functions_reject_bad_inputs(fn):
         fn(good, bad)
     with pytest.raises(ValueError, match="a must be finite, but image 1"):
         fn(bad, good)
+
+
+# ---------------------------------------------------------------------------------------------
+# Any image shape
+
+
+def shape_pairs(shape, seed: int = 0):
+    """(a, b) float64 pairs of one shape: random, natural, noisy and quantised copies, boards, constants."""
+    rng = np.random.default_rng([seed, *shape])
+    nat = natural_images(rng, 12, shape)
+    boards = np.array([checkerboard(p, ph, shape) for p in (1, 2, 3) for ph in (0, 1)])
+    flats = np.array([constant(v, shape) for v in (-1.0, 0.0, 0.3, 1.0)])
+    a = np.concatenate([random_images(rng, 6, shape), nat[:6], nat[6:], nat[6:], boards, flats, flats, boards[:4]])
+    b = np.concatenate([
+        random_images(rng, 6, shape), nat[6:], np.clip(nat[6:] + rng.normal(0, 0.1, nat[6:].shape), -1, 1),
+        quantised(nat[6:]), boards[::-1], flats[::-1], random_images(rng, 4, shape), flats,
+    ])
+    return a, b
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda shape: "x".join(map(str, shape)))
+def test_ssim_and_l2_match_skimage_at_every_shape(shape):
+    a, b = shape_pairs(shape)
+    expected = skimage_ssim(a, b)
+    got = ssim(a, b)
+    assert got.shape == (len(a),) and got.dtype == np.float64
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)  # the documented tolerance ...
+    assert np.abs(got - expected).max() < 1e-12  # ... and how close it actually is
+    assert np.ptp(expected) > 0.5  # the pairs span low to high scores
+    np.testing.assert_allclose(ssim_reference(a, b), expected, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(ssim(a, a.copy()), 1.0, rtol=0, atol=1e-12)
+    direct = np.sqrt(np.mean((a - b) ** 2, axis=(1, 2, 3)))
+    np.testing.assert_allclose(l2(a, b), direct, rtol=1e-13, atol=0)
+    np.testing.assert_allclose(l2_reference(a, b), direct, rtol=1e-13, atol=0)
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda shape: "x".join(map(str, shape)))
+def test_score_pairs_float32_against_uint8_matches_skimage_at_every_shape(shape):
+    """The verifier's case: float32 recoveries, uint8 private images, scored on the float64 values."""
+    rng = np.random.default_rng([1, *shape])
+    private = np.round((natural_images(rng, 10, shape) + 1) * 127.5).astype(np.uint8)
+    recovered = np.clip(to_unit(private[rng.integers(0, 10, 12)]) + rng.normal(0, 0.2, (12, *shape)), -1, 1)
+    recovered = recovered.astype(np.float32)
+    index = rng.integers(0, 10, (12, 2))
+    got_ssim, got_l2 = score_pairs(recovered, private, index)
+    truth = to_unit(private[index.ravel()])
+    rec = np.repeat(recovered, 2, axis=0)
+    np.testing.assert_allclose(got_ssim.ravel(), skimage_ssim(rec, truth), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(got_l2.ravel(), np.sqrt(np.mean((rec - truth) ** 2, axis=(1, 2, 3))), rtol=1e-13)
+    twin_ssim, twin_l2 = score_pairs_reference(recovered, private, index)
+    np.testing.assert_allclose(got_ssim, twin_ssim, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(got_l2, twin_l2, rtol=1e-13, atol=0)
+    perfect_ssim, perfect_l2 = score_pairs(to_unit(private), private, np.arange(10)[:, None])
+    assert (perfect_ssim == 1.0).all() and (perfect_l2 == 0.0).all()
+
+
+def test_grey_is_scored_as_the_two_dimensional_image():
+    """scikit-image without channel_axis on the 2-D image, and with it on (H, W, 1): the same number."""
+    a, b = shape_pairs((28, 28, 1))
+    options = dict(win_size=7, gaussian_weights=False, use_sample_covariance=True, K1=0.01, K2=0.03, data_range=2.0)
+    with_axis = [structural_similarity(x, y, channel_axis=-1, **options) for x, y in zip(a, b)]
+    np.testing.assert_array_equal(skimage_ssim(a, b), with_axis)
+    np.testing.assert_allclose(ssim(a, b), with_axis, rtol=0, atol=1e-12)
+
+
+def test_scores_at_32x32x3_are_unchanged_to_the_last_bit():
+    """Known answer, computed by the 32x32x3-only kernels this module replaced: scores of existing
+    releases and submissions do not move."""
+    rng = np.random.default_rng(20261130)
+    private = rng.integers(0, 256, (30, *SHAPE), dtype=np.uint8)
+    index = rng.integers(0, 30, (40, 3))
+    recovered = np.clip(to_unit(private[index[:, 0]]) + rng.normal(0, 0.2, (40, *SHAPE)), -1, 1).astype(np.float32)
+    s, d = score_pairs(recovered, private, index)
+    a = rng.uniform(-1, 1, (20, *SHAPE))
+    b = np.clip(a + rng.normal(0, 0.3, a.shape), -1, 1)
+    digest = hashlib.sha256(s.tobytes() + d.tobytes() + ssim(a, b).tobytes() + l2(a, b).tobytes()).hexdigest()
+    assert digest == "b8c66562055a12f2f18528412b4d14c2be42422c20640ff56ae12d3b06996113"
+
+
+@pytest.mark.parametrize("shape", [(6, 32, 3), (32, 6, 1), (6, 6, 3), (1, 1, 1), (0, 9, 3)])
+def test_images_smaller_than_the_window_are_refused(shape):
+    images = np.zeros((2, *shape))
+    window = rf"images \(shape \(2, {shape[0]}, {shape[1]}, {shape[2]}\)\): SSIM's 7x7 window needs height and width >= 7"
+    shown = "x".join(map(str, shape))
+    with pytest.raises(ValueError, match=f"^a holds {shown} {window}$"):
+        ssim(images, images)
+    with pytest.raises(ValueError, match=f"^recovered holds {shown} {window}$"):
+        score_pairs(images, images.astype(np.uint8), np.zeros((2, 1), np.int64))
+    with pytest.raises(ValueError, match=f"^private_images holds {shown} {window}$"):
+        score_pairs(np.zeros((2, *SHAPE)), images.astype(np.uint8), np.zeros((2, 1), np.int64))
+
+
+def test_l2_needs_no_window():
+    rng = np.random.default_rng(5)
+    for shape in [(1, 1, 1), (5, 4, 3), (6, 40, 1)]:
+        a, b = rng.uniform(-1, 1, (2, 3, *shape))
+        np.testing.assert_allclose(l2(a, b), np.sqrt(np.mean((a - b) ** 2, axis=(1, 2, 3))), rtol=1e-13)
+    with pytest.raises(ValueError, match=r"a holds 0x4x3 images .*: L2 needs height and width >= 1"):
+        l2(np.zeros((2, 0, 4, 3)), np.zeros((2, 0, 4, 3)))
+
+
+@pytest.mark.parametrize("shape", [(32, 32, 3), (28, 28, 1), (9, 11, 3)], ids=lambda shape: "x".join(map(str, shape)))
+def test_scores_do_not_depend_on_threads_or_chunks(shape, monkeypatch):
+    """Same bits with 1 thread or all, and with one pair per chunk or all pairs in few chunks."""
+    rng = np.random.default_rng([2, *shape])
+    private = rng.integers(0, 256, (20, *shape), dtype=np.uint8)
+    recovered = rng.uniform(-1, 1, (50, *shape)).astype(np.float32)
+    index = rng.integers(0, 20, (50, 3))
+    a, b = rng.uniform(-1, 1, (2, 70, *shape))
+    runs = []
+    before = numba.get_num_threads()
+    try:
+        for threads, values_per_chunk in [(1, 10**9), (numba.config.NUMBA_NUM_THREADS, 10**9),
+                                          (numba.config.NUMBA_NUM_THREADS, 1)]:
+            numba.set_num_threads(threads)
+            monkeypatch.setattr(metrics, "_VALUES_PER_CHUNK", values_per_chunk)
+            runs.append((*score_pairs(recovered, private, index), ssim(a, b), l2(a, b)))
+    finally:
+        numba.set_num_threads(before)
+    for run in runs[1:]:
+        for got, first in zip(run, runs[0]):
+            np.testing.assert_array_equal(got, first)
+
+
+def test_one_compilation_serves_every_shape():
+    """Sizes are arguments, not constants: new shapes add no specialisation (only dtypes do)."""
+    rng = np.random.default_rng(3)
+
+    def score(shape):
+        private = rng.integers(0, 256, (3, *shape), dtype=np.uint8)
+        score_pairs(rng.uniform(-1, 1, (2, *shape)).astype(np.float32), private, np.zeros((2, 1), np.int64))
+        ssim(rng.uniform(-1, 1, (2, *shape)), rng.uniform(-1, 1, (2, *shape)))
+
+    score((32, 32, 3))
+    counts = [len(metrics._score_kernel.signatures), len(metrics._pairs_kernel.signatures)]
+    for shape in [(28, 28, 1), (7, 7, 1), (64, 64, 3), (224, 224, 3)]:
+        score(shape)
+    assert [len(metrics._score_kernel.signatures), len(metrics._pairs_kernel.signatures)] == counts
+
+
+def test_kernels_are_cached_on_disk():
+    kernels = [value for value in vars(metrics).values() if isinstance(value, numba.core.registry.CPUDispatcher)]
+    assert len(kernels) >= 6
+    assert all(type(kernel._cache).__name__ == "FunctionCache" for kernel in kernels)
