@@ -33,18 +33,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from distributed import Client, LocalCluster  # noqa: E402
 
-from benchmarks.bench_patches import make_images  # noqa: E402
-from challenge.params import Params  # noqa: E402
-from challenge.submission import open_for_scoring  # noqa: E402
-from generator.default_data import default_private, default_public  # noqa: E402
-from generator.patches import build_patch_bank  # noqa: E402
-from generator.release import generate  # noqa: E402
-from verifier.baselines import write_baseline  # noqa: E402
-from generator.distributed import on_cluster  # noqa: E402
-from tests.helpers import resized  # noqa: E402
-from verifier.audit import audit  # noqa: E402
-from verifier.distributed import audit_on_cluster, score_on_cluster  # noqa: E402
-
 SEED = bytes(range(32))
 
 
@@ -167,4 +155,18 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    # imported here, not above: a LocalCluster's worker processes re-import this script, and numba
+    # must not be imported there before the cluster sets NUMBA_NUM_THREADS=1 (docs/CLUSTER.md)
+    from benchmarks.bench_patches import make_images
+    from challenge.params import Params
+    from challenge.submission import open_for_scoring
+    from generator.default_data import default_private, default_public
+    from generator.patches import build_patch_bank
+    from generator.release import generate
+    from verifier.baselines import write_baseline
+    from generator.distributed import on_cluster
+    from tests.helpers import resized
+    from verifier.audit import audit
+    from verifier.distributed import audit_on_cluster, score_on_cluster
+
     main()
