@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from challenge.errors import UsageError
+from commands.cluster import add_dask_option, dask_client
 from commands.common import add_source_options, positive_int
 
 __all__ = ["register"]
@@ -22,6 +23,7 @@ examples:
   instahide generate --out big/ --per-image 2000 --formats npy  # .npy only: half the bytes
   instahide generate --out m/ --private /data/mnist/ --public photos/  # 28x28 grey; bank built at 28x28x1
   instahide generate --out i64/ --private /data/imagenet/val/ --size 64 --public photos/  # 64x64 RGB
+  instahide generate --out big/ --per-image 2000 --dask local:4  # 4 worker processes, same bytes
 """
 
 PATCHES_EXAMPLES = """\
@@ -29,6 +31,7 @@ examples:
   instahide patches /data/imagenet/train --out bank.zarr            # ~1.28M JPEGs, resumable
   instahide patches photos/ --out bank.zarr --crops-per-image 4 --workers 8
   instahide patches photos/ --out bank.zarr --size 28 --grey  # for a release of 28x28 grey images
+  instahide patches /shared/imagenet/train --out bank.zarr --dask tcp://scheduler:8786   # the same bank
 """
 
 SEED_FILE_BYTES = 4096  # a seed is 64 hex digits; a practice seed is a short phrase
@@ -92,6 +95,7 @@ def _add_generate(sub) -> None:
                    help="release format to write: 3 holds images of any shape (the private images'); 1 and 2 "
                    "(32x32x3 only) exist to regenerate releases of those versions (default: %(default)s)")
     p.add_argument("--force", action="store_true", help="replace an existing release at --out")
+    add_dask_option(p)
     p.add_argument("--json", action="store_true", help="print the manifest as JSON on stdout")
     p.set_defaults(run=_run_generate)
 
@@ -100,6 +104,7 @@ def _run_generate(args) -> int:
     from challenge.files import read_text
     from challenge.keystream import fresh_seed, parse_seed
     from challenge.params import Params
+    from generator.distributed import on_cluster
     from generator.release import generate, parse_formats
     from generator.sources import load_sources
 
@@ -122,9 +127,11 @@ def _run_generate(args) -> int:
     if args.practice:
         print("instahide: warning: practice seed: anyone can replay this release's keys; never use it "
               "for a real challenge", file=sys.stderr)
-    private, public = load_sources(args.private, args.public, params, size=args.size, grey=args.grey)
-    manifest = generate(args.out, params, seed, private, public, practice=args.practice,
-                        chunk=args.chunk, force=args.force, formats=formats, format_version=args.format_version)
+    with dask_client(args.dask) as cluster:
+        private, public = load_sources(args.private, args.public, params, size=args.size, grey=args.grey)
+        manifest = generate(args.out, params, seed, private, public, practice=args.practice,
+                            chunk=args.chunk, force=args.force, formats=formats, format_version=args.format_version,
+                            write_elsewhere=None if cluster is None else on_cluster(cluster))
     if args.private is None:
         print("instahide: warning: the private images are the embedded demo data, which ships with this tool: "
               "anyone can match them ('instahide attack pool' recovers them); use --private for a real challenge",
@@ -165,6 +172,7 @@ def _add_patches(sub) -> None:
     p.add_argument("--grey", action="store_true", help="grey patches (C = 1), for a release of grey images")
     p.add_argument("--seed", default=DEFAULT_BANK_SEED,
                    help="public text that fixes the crop positions (default: %(default)s)")
+    add_dask_option(p)
     p.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
     p.set_defaults(run=_run_patches)
 
@@ -173,11 +181,12 @@ def _run_patches(args) -> int:
     from generator.patches import bank_progress, build_patch_bank
     from generator.sources import bank_seed
 
-    with bank_progress() as hooks:
+    with dask_client(args.dask) as cluster, bank_progress() as hooks:
+        executor = cluster.get_executor(pure=False) if cluster is not None else None
+        workers = sum(cluster.nthreads().values()) if cluster is not None else args.workers
         summary = build_patch_bank(args.public_dir, args.out, crops_per_image=args.crops_per_image,
-                                   seed=bank_seed(args.seed), workers=args.workers,
-                                   min_keypoints=args.min_keypoints, patch_size=args.size, grey=args.grey,
-                                   **hooks)
+                                   seed=bank_seed(args.seed), workers=workers, min_keypoints=args.min_keypoints,
+                                   patch_size=args.size, grey=args.grey, executor=executor, **hooks)
     if args.json:
         print(json.dumps(dataclasses.asdict(summary), indent=2, sort_keys=True))
     else:

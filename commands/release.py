@@ -10,6 +10,7 @@ import argparse
 import json
 from pathlib import Path
 
+from commands.cluster import add_dask_option, dask_client
 from commands.common import add_source_options, positive_int, shape_options
 
 __all__ = ["register", "reproduce"]
@@ -18,6 +19,7 @@ AUDIT_EXAMPLES = """\
 examples:
   instahide audit release/                                  # keys at release/secret/keys.zarr
   instahide audit release/ --keys revealed/keys.zarr --json
+  instahide audit release/ --dask local:2                   # the rows checked by 2 worker processes
 exit codes: 0 sound, 3 at least one finding, 2 bad input, 1 internal error
 """
 REPRODUCE_EXAMPLES = """\
@@ -57,6 +59,7 @@ def register(sub) -> None:
     _add_release(p, "the key store (default: RELEASE/secret/keys.zarr)")
     p.add_argument("--chunk", type=positive_int, default=4096, help="encryptions checked at a time; bounds memory (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
+    add_dask_option(p)
     p.set_defaults(run=_run_audit)
 
     p = sub.add_parser(
@@ -93,8 +96,11 @@ def register(sub) -> None:
 
 def _run_audit(args) -> int:
     from verifier.audit import CHECKS, audit
+    from verifier.distributed import audit_on_cluster
 
-    report = audit(args.release, _keys_default(args), chunk=args.chunk)
+    with dask_client(args.dask) as cluster:
+        report = audit(args.release, _keys_default(args), chunk=args.chunk,
+                       run_chunks=None if cluster is None else audit_on_cluster(cluster))
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
         return 0 if report.sound else 3

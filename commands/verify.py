@@ -14,6 +14,7 @@ from pathlib import Path
 
 from challenge.errors import UsageError
 from challenge.submission import open_for_scoring
+from commands.cluster import add_dask_option, dask_client
 from commands.common import OneLineParser, positive_int, run, version_option
 
 __all__ = ["build_parser", "main", "register"]
@@ -25,6 +26,7 @@ examples:
   verify submission/ --keys keys.zarr --release release/ --out results/   # scores.json, scores.txt
   verify submission/ --keys keys.zarr --release release/ --holdout 0.5   # public part only
   verify submission/ --keys keys.zarr --release release/ --holdout 0.5 --part final   # maintainer
+  verify submission/ --keys keys.zarr --release release/ --dask local:2   # or --dask tcp://HOST:8786 (a cluster)
 """
 
 
@@ -32,6 +34,7 @@ LEADERBOARD_EXAMPLES = """\
 examples:
   instahide leaderboard subs/* --keys release/secret/keys.zarr --release release/ --out board/
   instahide leaderboard a/ b.zip --keys keys.zarr --release release/ --json   # the table as JSON on stdout
+  instahide leaderboard subs/* --keys keys.zarr --release release/ --dask local:2   # 2 worker processes
 """
 
 BASELINE_EXAMPLES = """\
@@ -94,20 +97,24 @@ def _selected(args, store):
 def _run_verify(args) -> int:
     from challenge.text import printable
     from verifier.archive import add_layout_hint, is_archive, submission_folder
+    from verifier.distributed import score_on_cluster
     from verifier.scoring import format_table, score, write_scores
     from verifier.submission import validate
 
     expected, store = open_for_scoring(args.release, args.keys)
     shown = printable(args.submission)
     report = {"submission": shown}
-    with submission_folder(args.submission, expected) as folder:
+    with submission_folder(args.submission, expected) as folder, dask_client(args.dask) as cluster:
         if store is None:
             if args.holdout is not None or args.part is not None:
                 raise UsageError("--holdout and --part need --keys (the split is keyed by the key store's seed)")
             validation, scores = validate(folder, expected, rows=args.rows), None
         else:
             selected = _selected(args, store)
-            validation, scores = score(folder, store, expected=expected, rows=args.rows, selected=selected)
+            if cluster is None:
+                validation, scores = score(folder, store, expected=expected, rows=args.rows, selected=selected)
+            else:
+                validation, scores = score_on_cluster(cluster, folder, store, expected, rows=args.rows, selected=selected)
             report["keys_checked_against_release"] = args.release is not None
             if args.holdout is not None:
                 report["holdout"] = {"fraction": args.holdout, "part": args.part or "public"}
@@ -157,6 +164,7 @@ def build_parser() -> OneLineParser:
     p.add_argument("--json", action="store_true", help="print the outcome as JSON on stdout")
     p.add_argument("--out", type=Path, help="folder for scores.json and scores.txt (default: the submission folder)")
     _add_holdout(p)
+    add_dask_option(p)
     p.set_defaults(run=_run_verify)
     return p
 
@@ -167,8 +175,9 @@ def _run_leaderboard(args) -> int:
 
     _, store = open_for_scoring(args.release, args.keys)
     with ExitStack() as unpacked:  # extracted .zip submissions live until their pictures are drawn
+        cluster = unpacked.enter_context(dask_client(args.dask))
         entries = leaderboard.build(args.submissions, store, rows=args.rows, selected=_selected(args, store),
-                                    unpacked=unpacked)
+                                    unpacked=unpacked, cluster=cluster)
         files = leaderboard.write(entries, store, args.out, release=args.release)
     for e in entries:
         if e.scores is None:
@@ -213,6 +222,7 @@ def register(sub) -> None:
     p.add_argument("--out", type=Path, default=Path("leaderboard"), help="output folder (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print the table as JSON on stdout (instead of Markdown)")
     _add_holdout(p)
+    add_dask_option(p)
     p.set_defaults(run=_run_leaderboard)
 
     p = sub.add_parser("baseline", help=f"write a reference submission ({', '.join(KINDS)})",

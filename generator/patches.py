@@ -76,7 +76,7 @@ import shutil
 import sys
 import time
 from contextlib import contextmanager
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -518,6 +518,7 @@ def build_patch_bank(
     on_decoded: Callable[[int], None] | None = None,
     patch_size: int = PATCH,
     grey: bool = False,
+    executor: Executor | None = None,
 ) -> PatchBankSummary:
     """Build (or resume) the patch bank of ``public_dir`` at ``out_path``; see the module docstring.
 
@@ -527,7 +528,9 @@ def build_patch_bank(
     where a resumed build starts) and after each committed batch; ``on_decoded(n)`` after every
     ``chunk_files`` files decoded, for a bar that moves per file.
     ``batch_files`` bounds memory (results of one batch are held before being written);
-    ``chunk_files`` files go to a worker at a time.  Neither changes the bank.
+    ``chunk_files`` files go to a worker at a time.  Neither changes the bank.  ``executor``: decode
+    there instead (e.g. a Dask client's ``get_executor()``, whose workers read ``public_dir`` by its
+    path), ``workers`` tasks at a time.
     Raises :class:`SourceError` for user mistakes (no images, output path not a bank, resume
     with other parameters, seed or files).  A script calling this with several workers from a
     multi-threaded process needs the usual ``if __name__ == "__main__":`` guard (see
@@ -547,8 +550,9 @@ def build_patch_bank(
     if workers is None:
         workers = default_workers()
     _warm_detector()  # compile or load the cache once, here
+    own_pool = executor is None and workers > 1
     # starts while the folder is walked
-    pool = start_pool(workers, preload=__name__, warm_up=_warm_detector) if workers > 1 else None
+    pool = start_pool(workers, preload=__name__, warm_up=_warm_detector) if own_pool else executor
     try:
         walk_notes: dict[str, int] = {}
         files = walk_image_files(root, walk_notes)
@@ -571,7 +575,7 @@ def build_patch_bank(
                 progress(start_file, total, prog["patches"])
             if not g.attrs["complete"]:
                 _run_batches(g, root, files, (key, crops_per_image, min_keypoints, patch_size, grey), pool,
-                             on_commit, batch_files, chunk_files, on_decoded)
+                             workers, on_commit, batch_files, chunk_files, on_decoded)
         except OSError as e:  # read-only, full disk, a file in the way: say which output, keep no debris
             if created and not committed:
                 shutil.rmtree(out, ignore_errors=True)
@@ -580,7 +584,7 @@ def build_patch_bank(
                 kept = "what was committed before is kept: re-run the same command to resume"
             raise SourceError(f"{out}: cannot write the patch bank ({e.strerror or e}); {kept}") from None
     finally:
-        if pool is not None:
+        if own_pool:
             pool.shutdown(wait=True, cancel_futures=True)
     attrs = g.attrs.asdict()
     return PatchBankSummary(
@@ -619,11 +623,11 @@ def bank_progress(label: str = "patches", enabled: bool | None = None, resumable
         raise
 
 
-def _run_batches(g, root: Path, files: list[str], rule: tuple, pool: ProcessPoolExecutor | None,
+def _run_batches(g, root: Path, files: list[str], rule: tuple, pool: Executor | None, workers: int,
                  progress: ProgressHook | None, batch_files: int, chunk_files: int,
                  on_decoded: Callable[[int], None] | None) -> None:
-    """Decode the files not committed yet, a batch at a time; ``rule`` is the tail of
-    :func:`_process_chunk`'s arguments (key, crops, min_keypoints, patch, grey)."""
+    """Decode the files not committed yet, a batch at a time, on ``pool`` (``workers`` at once);
+    ``rule`` is the tail of :func:`_process_chunk`'s arguments (key, crops, min_keypoints, patch, grey)."""
     prog = dict(g.attrs["progress"])
     notes = dict(g.attrs["notes"])
     total = len(files)
@@ -658,7 +662,7 @@ def _run_batches(g, root: Path, files: list[str], rule: tuple, pool: ProcessPool
     pending: list[_ChunkResult] = []
     batch_start = prog["files"]
     try:
-        for (_, items, *_), res in in_order(pool, _process_chunk, tasks()):
+        for (_, items, *_), res in in_order(pool, _process_chunk, tasks(), workers):
             if on_decoded:
                 on_decoded(len(items))
             pending.append(res)

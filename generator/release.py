@@ -19,7 +19,7 @@ import shutil
 import sys
 import threading
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -167,10 +167,10 @@ class _ZarrChunks:
     Chunk boundaries are the array's, whatever the size of the blocks given to :meth:`write`.
     """
 
-    def __init__(self, public_dir: Path, array: str, rows: int, row_shape: tuple, digests: dict):
+    def __init__(self, public_dir: Path, array: str, rows: int, row_shape: tuple, digests: dict, first_chunk: int = 0):
         self.public_dir, self.array, self.digests = public_dir, array, digests
         self.buffer = np.zeros((rows, *row_shape), "<f4")
-        self.filled = self.index = 0
+        self.filled, self.index = 0, first_chunk
 
     def write(self, block: np.ndarray) -> None:
         while len(block):
@@ -194,6 +194,48 @@ class _ZarrChunks:
         f.write(self.buffer)
         f.close()
         self.filled, self.index = 0, self.index + 1
+
+
+@dataclass(frozen=True)
+class RowEncoder:
+    """What encoding rows needs besides their keys: small enough to send once to every worker of a cluster."""
+
+    key: bytes  # the stream key, which draws the sign rows by row index
+    masked: bool
+    ground_truth: np.ndarray
+    public_images: np.ndarray
+    domain_affine: tuple
+
+    @property
+    def image_shape(self) -> tuple:
+        return self.ground_truth.shape[1:]
+
+    def rows(self, start: int, private_index: np.ndarray, public_index: np.ndarray, lam: np.ndarray,
+             out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The sign rows and encryptions of rows ``start .. start + len(lam)``, whatever the split into
+        blocks; the encryptions in ``out`` (C-order float32) if given."""
+        n, shape = len(lam), self.image_shape
+        signs = sign_bits(self.key, start, n, shape) if self.masked else np.zeros((n, sign_bytes(shape)), np.uint8)
+        return signs, encode(self.ground_truth, self.public_images, self.domain_affine, private_index=private_index,
+                             public_index=public_index, lam=lam, sign_bits=signs, out=out)
+
+
+def _write_encryptions(encoder: RowEncoder, row_keys: tuple, copies: list, z_signs, chunk: int,
+                       progress: bool | None) -> np.ndarray:
+    """Encode ``chunk`` rows at a time into ``copies`` and the key store's sign rows; return the preview's rows."""
+    N = len(row_keys[0])
+    head = np.zeros((0, *encoder.image_shape), np.float32)  # the first encryptions, for the preview
+    with Progress("write", N, enabled=progress, unit="encryptions") as bar, _written_in_background(copies) as writers:
+        for a in range(0, N, chunk):
+            b = min(a + chunk, N)
+            signs, block = encoder.rows(a, *(keys[a:b] for keys in row_keys))
+            for writer in writers:
+                writer.write(block)
+            z_signs[a:b] = signs
+            if len(head) < PREVIEW_COUNT:
+                head = np.concatenate([head, block[: PREVIEW_COUNT - len(head)]])
+            bar.advance(b - a)
+    return head
 
 
 def _sync_tree(root: Path, progress: bool | None) -> None:
@@ -357,14 +399,16 @@ def generate(
     progress: bool | None = None,
     format_version: int = fmt.FORMAT_VERSION,
     formats: tuple[str, ...] = FORMATS,
+    write_elsewhere=None,
 ) -> dict:
     """Build the release at ``out`` and return its manifest.
 
     The image shape is the private images' (``params.image_shape`` is set from them); the public
     patches must have the same.  ``format_version`` 1 and 2 exist to reproduce releases of those
     versions byte for byte (their images are 32x32x3); ``formats`` chooses the copies of the public
-    arrays (:data:`FORMATS`).  Every file is synced to disk before the release takes its name, and
-    the name itself after.
+    arrays (:data:`FORMATS`).  ``write_elsewhere`` encodes and writes the encryptions instead of this
+    process, to the same bytes (a Dask cluster: :func:`generator.distributed.on_cluster`).  Every
+    file is synced to disk before the release takes its name, and the name itself after.
     """
     if format_version not in fmt.READABLE_VERSIONS:
         raise UsageError(f"format version {format_version}: this tool writes {', '.join(map(str, fmt.READABLE_VERSIONS))}")
@@ -389,7 +433,8 @@ def generate(
         _check_replaceable(out, force)
         tmp = _make_build_folder(out)
         try:
-            manifest = _build(tmp, params, seed, private, public, practice, chunk, progress, format_version, formats)
+            manifest = _build(tmp, params, seed, private, public, practice, chunk, progress, format_version, formats,
+                              write_elsewhere)
             _seal_secrets(tmp / fmt.SECRET_DIR)
             _sync_tree(tmp, progress)
             _publish(tmp, out)
@@ -402,8 +447,8 @@ def generate(
     return manifest
 
 
-def _build(tmp: Path, params: Params, seed: bytes, private: ImageSet, public: ImageSet | None,
-           practice: bool, chunk: int, progress: bool | None, version: int, formats: tuple[str, ...]) -> dict:
+def _build(tmp: Path, params: Params, seed: bytes, private: ImageSet, public: ImageSet | None, practice: bool,
+           chunk: int, progress: bool | None, version: int, formats: tuple[str, ...], write_elsewhere) -> dict:
     N = params.n_encryptions
     bank_size = len(public) if public is not None and params.k_public else 0
     fingerprints = {"private": private.fingerprint(), "public": public.fingerprint() if bank_size else None}
@@ -454,7 +499,6 @@ def _build(tmp: Path, params: Params, seed: bytes, private: ImageSet, public: Im
     label_file = _npy_file(public_dir / fmt.LABEL_FILE, labels.shape, digests, fmt.LABEL_FILE)
     label_file.write(np.ascontiguousarray(labels, "<f4"))
     label_file.close()
-    copies = [_npy_file(public_dir / fmt.ENCRYPTION_FILE, shape, digests, fmt.ENCRYPTION_FILE)]
     if "zarr" in formats:
         public_zarr = zarr.open_group(str(public_dir / fmt.PUBLIC_ZARR), mode="w-")
         public_zarr.attrs.update({"format": "instahide-public", "format_version": version})
@@ -465,22 +509,16 @@ def _build(tmp: Path, params: Params, seed: bytes, private: ImageSet, public: Im
         label_chunks = _ZarrChunks(public_dir, "label", fmt.ROWS_PER_ZARR_CHUNK, labels.shape[1:], digests)
         label_chunks.write(labels)
         label_chunks.close()
-        copies.append(_ZarrChunks(public_dir, "encryption", zarr_rows, image_shape, digests))
     z_signs = keys["encryption/sign_bits"]
-    domain_affine = affine(params.domain)
-    head = np.zeros((0, *image_shape), np.float32)  # the first encryptions, for the preview
-    with Progress("write", N, enabled=progress, unit="encryptions") as bar, _written_in_background(copies) as writers:
-        for a in range(0, N, chunk):
-            b = min(a + chunk, N)
-            signs = sign_bits(key, a, b - a, image_shape) if params.masked else np.zeros((b - a, sign_bytes(image_shape)), np.uint8)
-            block = encode(ground_truth, public_images, domain_affine, private_index=plan.private_index[a:b],
-                           public_index=public_index[a:b], lam=plan.lam[a:b], sign_bits=signs)
-            for writer in writers:
-                writer.write(block)
-            z_signs[a:b] = signs
-            if len(head) < PREVIEW_COUNT:
-                head = np.concatenate([head, block[: PREVIEW_COUNT - len(head)]])
-            bar.advance(b - a)
+    encoder = RowEncoder(key, params.masked, ground_truth, public_images, affine(params.domain))
+    row_keys = (plan.private_index, public_index, plan.lam)
+    if write_elsewhere is None:
+        copies = [_npy_file(public_dir / fmt.ENCRYPTION_FILE, shape, digests, fmt.ENCRYPTION_FILE)]
+        if "zarr" in formats:
+            copies.append(_ZarrChunks(public_dir, "encryption", zarr_rows, image_shape, digests))
+        head = _write_encryptions(encoder, row_keys, copies, z_signs, chunk, progress)
+    else:
+        head = write_elsewhere(encoder, row_keys, public_dir, z_signs, "zarr" in formats, chunk, digests, progress)
     save_png(release_preview(to_uint8(head, params.domain), version), public_dir / fmt.PREVIEW_FILE)
 
     store = fmt.KeyStore(keys, params, dict(keys.attrs))

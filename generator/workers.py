@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 from collections import deque
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Callable, Iterable, Iterator
 
@@ -59,9 +59,11 @@ def start_pool(workers: int, *, preload: str, warm_up: Callable[[], None] | None
     return pool
 
 
-def in_order(pool: ProcessPoolExecutor | None, fn: Callable, tasks: Iterable[tuple]) -> Iterator[tuple]:
+def in_order(pool: Executor | None, fn: Callable, tasks: Iterable[tuple], workers: int | None = None) -> Iterator[tuple]:
     """``(task, fn(*task))`` for each task, in the order of ``tasks``: in this process when
     ``pool`` is None, else on the pool with a few tasks per worker in flight (memory stays bounded).
+    ``workers``: how many tasks ``pool`` runs at once (default: a process pool's own count; give it
+    for another executor, e.g. a Dask client's).
 
     ``fn``'s exceptions are raised here, a dead worker as :class:`WorkerDied`; the tasks not taken
     yet are cancelled whenever the caller stops.
@@ -70,7 +72,7 @@ def in_order(pool: ProcessPoolExecutor | None, fn: Callable, tasks: Iterable[tup
         for task in tasks:
             yield task, fn(*task)
         return
-    window = 4 * pool._max_workers
+    window = 4 * (workers or pool._max_workers)
     inflight: deque = deque()
 
     def take():

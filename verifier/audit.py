@@ -18,6 +18,7 @@ import re
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import zarr
@@ -100,8 +101,13 @@ class Report:
         }
 
 
-def audit(release: Path, keys: Path, chunk: int = 4096) -> Report:
-    """Run every check; raise UsageError only when ``release`` or ``keys`` is not one at all."""
+def audit(release: Path, keys: Path, chunk: int = 4096, run_chunks: RunChunks | None = None) -> Report:
+    """Run every check; raise UsageError only when ``release`` or ``keys`` is not one at all.
+
+    ``run_chunks`` runs the per-encryption checks of each ``chunk`` rows (default: in this process,
+    :func:`check_chunks`; on a Dask cluster: :func:`verifier.distributed.audit_on_cluster`); the
+    report is the same, byte for byte.
+    """
     release, keys = Path(release), Path(keys)
     if not (release / fmt.PUBLIC_DIR / fmt.MANIFEST_FILE).exists():
         raise UsageError(f"{release}: not a release (no {fmt.PUBLIC_DIR}/{fmt.MANIFEST_FILE})")
@@ -109,7 +115,7 @@ def audit(release: Path, keys: Path, chunk: int = 4096) -> Report:
         raise UsageError(f"{keys}: not a key store (no zarr.json)")
     if chunk < 1:
         raise UsageError(f"--chunk must be positive, got {chunk}")
-    return _Audit(release, keys, chunk).run()
+    return _Audit(release, keys, chunk, run_chunks or check_chunks).run()
 
 
 @dataclass
@@ -123,6 +129,12 @@ class _RowTally:
             first, count = self.first.get(key, (int(rows[0]) + offset, 0))
             self.first[key] = (first, count + len(rows))
 
+    def merge(self, later: "_RowTally") -> None:
+        """Add the tally of rows that all come after this one's (chunks merged in row order are one pass)."""
+        for key, (first, count) in later.first.items():
+            mine = self.first.get(key)
+            self.first[key] = (first, count) if mine is None else (mine[0], mine[1] + count)
+
     def findings(self) -> list[Finding]:
         out = []
         for (check, file, message), (first, count) in self.first.items():
@@ -131,30 +143,65 @@ class _RowTally:
         return out
 
 
-@dataclass
-class _Rows:
-    """What the per-encryption checks share across chunks: tables, draws and running counts."""
+@dataclass(frozen=True)
+class RowContext:
+    """What the per-encryption checks share across chunks: tables, draws, names.  Plain data, so a
+    Dask cluster sends it once to every worker, which opens the published arrays by their paths."""
 
     params: Params
     tables: dict[str, np.ndarray]
-    arrays: dict[str, np.ndarray]
     key: bytes  # the stream key (FORMAT.md 7.1): the seed itself in version 1
     version: int
     order: np.ndarray
     bank_size: int | None
-    counts: np.ndarray
-    used: np.ndarray
+    keys_name: str  # the key store as the report names it
+    published: dict[str, tuple[Path, tuple]]  # name -> (path, shape) of the public .npy files that opened
+
+    def key_file(self, array: str) -> str:
+        return f"{self.keys_name}/{array}"
+
+    def open_published(self) -> dict[str, np.ndarray]:
+        """Memory maps of the published arrays (checked again: they are opened anew wherever this runs)."""
+        return {name: open_npy(path, shape) for name, (path, shape) in self.published.items()}
+
+
+@dataclass
+class RowFindings:
+    """The findings (a tally: first row and count of each kind) and counts of some rows."""
+
+    tally: _RowTally
+    counts: np.ndarray  # per private image: the encryptions it is the first image of
+    used: np.ndarray  # per stored public patch: used by an encryption
+
+    def merge(self, later: "RowFindings") -> None:
+        """Add the findings of rows that all come after these (chunks merged in row order are one pass)."""
+        self.tally.merge(later.tally)
+        self.counts += later.counts
+        self.used |= later.used
+
+
+# run_chunks(context, chunks) -> each chunk's RowFindings, in the order of ``chunks`` (whose items are
+# (first row, private_index, public_index, lam, sign_bits)): in this process, or on a Dask cluster
+# (:func:`verifier.distributed.audit_on_cluster`)
+RunChunks = Callable[[RowContext, Iterable[tuple]], Iterator[RowFindings]]
+
+
+def check_chunks(context: RowContext, chunks: Iterable[tuple]) -> Iterator[RowFindings]:
+    """:data:`RunChunks` in this process."""
+    arrays = context.open_published()
+    for a, *keys in chunks:
+        yield check_chunk(context, arrays, a, *keys)
 
 
 class _Audit:
-    def __init__(self, release: Path, keys: Path, chunk: int):
-        self.release, self.keys, self.chunk = release, keys, chunk
+    def __init__(self, release: Path, keys: Path, chunk: int, run_chunks: RunChunks):
+        self.release, self.keys, self.chunk, self.run_chunks = release, keys, chunk, run_chunks
         self.public = release / fmt.PUBLIC_DIR
         self.findings: list[Finding] = []
         self.version = fmt.FORMAT_VERSION  # until the manifest says otherwise
         self.skipped: list[str] = []
         self.not_published: list[str] = []
-        self.tally = _RowTally()
+        self.tally = _RowTally()  # of the per-encryption checks
         self.keys_name = self.name(keys)
 
     def name(self, path: Path) -> str:
@@ -348,19 +395,22 @@ class _Audit:
         return out
 
     def check_rows(self, manifest: dict, store: fmt.KeyStore, params: Params, arrays: dict) -> None:
-        """Every per-encryption rule, streamed ``chunk`` rows at a time."""
+        """Every per-encryption rule, ``chunk`` rows at a time, by ``run_chunks``."""
+        N = params.n_encryptions
         try:
             t = {name: store.read(name) for name in _TABLES}
             key = stream_key(t["seed"].tobytes(), store.attrs.get("stream_context"), store.version)
             self.check_tables(manifest, store, params, t, key)
-            rows = _Rows(params, t, arrays, key, store.version, random_order(key, "order", params.n_encryptions),
-                         _source_size(manifest, "public", params.k_public),
-                         np.zeros(params.n_private, np.int64), np.zeros(len(t["public/images"]), bool))
-            with Progress("audit", params.n_encryptions, unit="encryptions") as bar:
-                for a in range(0, params.n_encryptions, self.chunk):
-                    b = min(a + self.chunk, params.n_encryptions)
-                    self.check_chunk(rows, a, *(store.rows(f"encryption/{name}", a, b) for name in _PER_ENCRYPTION))
-                    bar.advance(b - a)
+            context = RowContext(params, t, key, store.version, random_order(key, "order", N),
+                                 _source_size(manifest, "public", params.k_public), self.keys_name,
+                                 {name: (self.public / name, array.shape) for name, array in arrays.items()})
+            chunks = ((a, *(store.rows(f"encryption/{name}", a, min(a + self.chunk, N)) for name in _PER_ENCRYPTION))
+                      for a in range(0, N, self.chunk))
+            rows = RowFindings(self.tally, np.zeros(params.n_private, np.int64), np.zeros(len(t["public/images"]), bool))
+            with Progress("audit", N, unit="encryptions") as bar:
+                for a, found in zip(range(0, N, self.chunk), self.run_chunks(context, chunks)):
+                    rows.merge(found)
+                    bar.advance(min(self.chunk, N - a))
         except fmt.FormatError as e:
             self.store_error("key_store", e)
             return
@@ -389,77 +439,6 @@ class _Audit:
             expected = select_private(key, np.zeros(size, np.int64), params.n_private, False)
             if not np.array_equal(expected, t["private/source_index"]):
                 self.find("seed_keys", self.key_file("private/source_index"), "", "not the selection the seed draws")
-
-    def check_chunk(self, rows: "_Rows", a: int, pi: np.ndarray, pu: np.ndarray, lam: np.ndarray, signs: np.ndarray) -> None:
-        """Rows ``a .. a + len(lam)``: ``pi``, ``pu``, ``lam``, ``signs`` are their stored keys."""
-        params, t = rows.params, rows.tables
-        n, m, kp = params.n_private, len(t["public/images"]), params.k_private
-
-        def tally(check: str, file: str, bad: np.ndarray, message: str) -> None:
-            self.tally.add((check, file, message), np.flatnonzero(bad), a)
-
-        # partners: ranges first, because everything below indexes with them
-        pi_file, pu_file = self.key_file("encryption/private_index"), self.key_file("encryption/public_index")
-        bad_pi, bad_pu = np.any((pi < 0) | (pi >= n), axis=1), np.any((pu < 0) | (pu >= m), axis=1)
-        tally("partners", pi_file, bad_pi, f"index outside 0..{n - 1}")
-        tally("partners", pu_file, bad_pu, f"index outside 0..{m - 1}")
-        tally("partners", pi_file, _repeats(pi), "a private image appears twice in one encryption")
-        tally("partners", pu_file, _repeats(pu), "a public patch appears twice in one encryption")
-        ok = ~(bad_pi | bad_pu)
-
-        # lambda: the acceptance rule on the stored float32 values, private ones summed left to right
-        lam_file = self.key_file("encryption/lam")
-        with np.errstate(invalid="ignore"):  # NaN is a finding, not a warning
-            lam64 = lam.astype(np.float64)
-            finite = np.all(np.isfinite(lam64), axis=1)
-            private_sum = np.zeros(len(lam))
-            for j in range(kp):
-                private_sum += lam64[:, j]
-            tally("lambda", lam_file, ~finite | np.any(lam64 < 0, axis=1), "not finite and non-negative")
-            tally("lambda", lam_file, finite & (lam64.max(axis=1) > params.c1), f"max lambda > c1 = {params.c1}")
-            tally("lambda", lam_file, finite & (private_sum < params.c2), f"private lambdas sum < c2 = {params.c2}")
-            tally("lambda", lam_file, finite & (np.abs(lam64.sum(axis=1) - 1) > 1e-6), "lambdas do not sum to 1")
-
-        # seed: every key of the row is the one its index draws
-        b, seed = a + len(lam), rows.key
-        first = rows.order[a:b] // params.per_image
-        partners = distinct_below(row_words(seed, "partners", a, b - a, kp - 1), n, excluded=first[:, None])
-        tally("seed_keys", pi_file, np.any(pi != np.concatenate([first[:, None], partners], axis=1), axis=1),
-              "not the images the seed draws")
-        if params.k_public and rows.bank_size is not None:
-            bank = distinct_below(row_words(seed, "public", a, b - a, params.k_public), rows.bank_size)
-            stored = np.full(pu.shape, -1, np.int64)
-            stored[ok] = t["public/bank_index"][pu[ok]]
-            tally("seed_keys", pu_file, ok & np.any(stored != bank, axis=1), "not the patches the seed draws")
-        tally("seed_keys", lam_file, rows_differ(lam, lambda_rows(seed, params, a, b - a, rows.version)),
-              "not the lambdas the seed draws")
-        signs_file = self.key_file("encryption/sign_bits")
-        if params.masked:
-            tally("seed_keys", signs_file, rows_differ(signs, sign_bits(seed, a, b - a, params.image_shape)), "not the sign mask the seed draws")
-        else:
-            tally("seed_keys", signs_file, np.any(signs != 0, axis=1), "mixup has no sign mask: expected all zero")
-
-        # counts and the published arrays, for the rows whose indices are usable
-        rows.counts += np.bincount(pi[ok, 0], minlength=n)
-        rows.used[pu[ok].ravel()] = True
-
-        def usable(differs: np.ndarray) -> np.ndarray:  # a mask over the usable rows, spread over the chunk
-            mask = np.zeros(len(lam), bool)
-            mask[ok] = differs
-            return mask
-
-        labels, published = t["private/labels"], rows.arrays.get(fmt.LABEL_FILE)
-        if published is not None and 0 <= labels.min() and labels.max() < published.shape[1]:
-            expected = weighted_labels(lam[ok], labels, pi[ok], published.shape[1])
-            tally("labels", f"{fmt.PUBLIC_DIR}/{fmt.LABEL_FILE}", usable(rows_differ(published[a:b][ok], expected)),
-                  "differs from the lambda-weighted labels of its keys")
-        published = rows.arrays.get(fmt.ENCRYPTION_FILE)
-        if published is not None:
-            row_keys = dict(zip(("private_index", "public_index", "lam", "sign_bits"), (pi, pu, lam, signs)))
-            expected = encode(t["private/images"], t["public/images"], affine(params.domain),
-                              **{name: np.ascontiguousarray(x[ok]) for name, x in row_keys.items()})
-            tally("encryptions", f"{fmt.PUBLIC_DIR}/{fmt.ENCRYPTION_FILE}", usable(rows_differ(published[a:b][ok], expected)),
-                  "differs from its re-computation from the keys")
 
     # --- public.zarr, preview, secrets ----------------------------------------------------------
 
@@ -553,6 +532,82 @@ class _Audit:
                 continue
             if found:
                 self.find("secrets", f"{fmt.PUBLIC_DIR}/{name}", "", "contains the secret seed")
+
+
+def check_chunk(rows: RowContext, arrays: dict[str, np.ndarray], a: int, pi: np.ndarray, pu: np.ndarray,
+                lam: np.ndarray, signs: np.ndarray) -> RowFindings:
+    """The findings of rows ``a .. a + len(lam)``: ``pi``, ``pu``, ``lam``, ``signs`` are their stored
+    keys, ``arrays`` the published arrays (:meth:`RowContext.open_published`)."""
+    params, t = rows.params, rows.tables
+    n, m, kp = params.n_private, len(t["public/images"]), params.k_private
+    found = RowFindings(_RowTally(), np.zeros(n, np.int64), np.zeros(m, bool))
+
+    def tally(check: str, file: str, bad: np.ndarray, message: str) -> None:
+        found.tally.add((check, file, message), np.flatnonzero(bad), a)
+
+    # partners: ranges first, because everything below indexes with them
+    pi_file, pu_file = rows.key_file("encryption/private_index"), rows.key_file("encryption/public_index")
+    bad_pi, bad_pu = np.any((pi < 0) | (pi >= n), axis=1), np.any((pu < 0) | (pu >= m), axis=1)
+    tally("partners", pi_file, bad_pi, f"index outside 0..{n - 1}")
+    tally("partners", pu_file, bad_pu, f"index outside 0..{m - 1}")
+    tally("partners", pi_file, _repeats(pi), "a private image appears twice in one encryption")
+    tally("partners", pu_file, _repeats(pu), "a public patch appears twice in one encryption")
+    ok = ~(bad_pi | bad_pu)
+
+    # lambda: the acceptance rule on the stored float32 values, private ones summed left to right
+    lam_file = rows.key_file("encryption/lam")
+    with np.errstate(invalid="ignore"):  # NaN is a finding, not a warning
+        lam64 = lam.astype(np.float64)
+        finite = np.all(np.isfinite(lam64), axis=1)
+        private_sum = np.zeros(len(lam))
+        for j in range(kp):
+            private_sum += lam64[:, j]
+        tally("lambda", lam_file, ~finite | np.any(lam64 < 0, axis=1), "not finite and non-negative")
+        tally("lambda", lam_file, finite & (lam64.max(axis=1) > params.c1), f"max lambda > c1 = {params.c1}")
+        tally("lambda", lam_file, finite & (private_sum < params.c2), f"private lambdas sum < c2 = {params.c2}")
+        tally("lambda", lam_file, finite & (np.abs(lam64.sum(axis=1) - 1) > 1e-6), "lambdas do not sum to 1")
+
+    # seed: every key of the row is the one its index draws
+    b, seed = a + len(lam), rows.key
+    first = rows.order[a:b] // params.per_image
+    partners = distinct_below(row_words(seed, "partners", a, b - a, kp - 1), n, excluded=first[:, None])
+    tally("seed_keys", pi_file, np.any(pi != np.concatenate([first[:, None], partners], axis=1), axis=1),
+          "not the images the seed draws")
+    if params.k_public and rows.bank_size is not None:
+        bank = distinct_below(row_words(seed, "public", a, b - a, params.k_public), rows.bank_size)
+        stored = np.full(pu.shape, -1, np.int64)
+        stored[ok] = t["public/bank_index"][pu[ok]]
+        tally("seed_keys", pu_file, ok & np.any(stored != bank, axis=1), "not the patches the seed draws")
+    tally("seed_keys", lam_file, rows_differ(lam, lambda_rows(seed, params, a, b - a, rows.version)),
+          "not the lambdas the seed draws")
+    signs_file = rows.key_file("encryption/sign_bits")
+    if params.masked:
+        tally("seed_keys", signs_file, rows_differ(signs, sign_bits(seed, a, b - a, params.image_shape)), "not the sign mask the seed draws")
+    else:
+        tally("seed_keys", signs_file, np.any(signs != 0, axis=1), "mixup has no sign mask: expected all zero")
+
+    # counts and the published arrays, for the rows whose indices are usable
+    found.counts += np.bincount(pi[ok, 0], minlength=n)
+    found.used[pu[ok].ravel()] = True
+
+    def usable(differs: np.ndarray) -> np.ndarray:  # a mask over the usable rows, spread over the chunk
+        mask = np.zeros(len(lam), bool)
+        mask[ok] = differs
+        return mask
+
+    labels, published = t["private/labels"], arrays.get(fmt.LABEL_FILE)
+    if published is not None and 0 <= labels.min() and labels.max() < published.shape[1]:
+        expected = weighted_labels(lam[ok], labels, pi[ok], published.shape[1])
+        tally("labels", f"{fmt.PUBLIC_DIR}/{fmt.LABEL_FILE}", usable(rows_differ(published[a:b][ok], expected)),
+              "differs from the lambda-weighted labels of its keys")
+    published = arrays.get(fmt.ENCRYPTION_FILE)
+    if published is not None:
+        row_keys = dict(zip(("private_index", "public_index", "lam", "sign_bits"), (pi, pu, lam, signs)))
+        expected = encode(t["private/images"], t["public/images"], affine(params.domain),
+                          **{name: np.ascontiguousarray(x[ok]) for name, x in row_keys.items()})
+        tally("encryptions", f"{fmt.PUBLIC_DIR}/{fmt.ENCRYPTION_FILE}", usable(rows_differ(published[a:b][ok], expected)),
+              "differs from its re-computation from the keys")
+    return found
 
 
 def _contains(path: Path, needles: tuple[bytes, ...], block: int = 1 << 20) -> bool:

@@ -29,7 +29,7 @@ from verifier import metrics
 from challenge.npy import ROWS
 from challenge.submission import Expected, encryption_blocks, write_submission
 
-__all__ = ["FLOORS", "KINDS", "METHODS", "best_grey_level", "blind", "floor_blocks", "write_baseline"]
+__all__ = ["FLOORS", "KINDS", "METHODS", "best_grey_level", "blind", "floor_blocks", "floor_image", "write_baseline"]
 
 KINDS = ("oracle", "blind", "noise", "constant", "mean", "pairing")
 FLOORS = ("constant", "mean")  # trivial submissions every leaderboard shows as reference rows
@@ -76,13 +76,16 @@ def _repeat(image: np.ndarray, n: int, rows: int) -> Iterator[np.ndarray]:
 
 def floor_blocks(kind: str, store: fmt.KeyStore, expected: Expected, rows: int = ROWS) -> Iterator[np.ndarray]:
     """uint8 blocks of the ``constant`` or ``mean`` baseline: one image repeated for every encryption."""
+    return _repeat(floor_image(kind, store), expected.n, rows)
+
+
+def floor_image(kind: str, store: fmt.KeyStore) -> np.ndarray:
+    """The one uint8 image the ``constant`` or ``mean`` baseline submits for every encryption."""
     if kind == "constant":
-        image = np.full(store["private/images"].shape[1:], best_grey_level(store), np.uint8)
-    elif kind == "mean":
-        image = np.rint(store.read("private/images").mean(axis=0)).astype(np.uint8)
-    else:
-        raise ValueError(f"{kind!r} is not a floor; expected one of {', '.join(FLOORS)}")
-    return _repeat(image, expected.n, rows)
+        return np.full(store["private/images"].shape[1:], best_grey_level(store), np.uint8)
+    if kind == "mean":
+        return np.rint(store.read("private/images").mean(axis=0)).astype(np.uint8)
+    raise ValueError(f"{kind!r} is not a floor; expected one of {', '.join(FLOORS)}")
 
 
 def blind(encryptions: np.ndarray, expected: Expected) -> np.ndarray:

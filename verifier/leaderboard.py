@@ -26,7 +26,7 @@ from challenge.errors import UsageError
 from challenge.manifest import json_get, read_manifest
 from challenge.preview import contact_sheet, save_png
 from verifier.archive import add_layout_hint, submission_folder
-from verifier.baselines import FLOORS, floor_blocks
+from verifier.baselines import FLOORS, floor_blocks, floor_image
 from verifier.describe import public_folder
 from verifier.scoring import HEADLINE, SUCCESS_SSIM, Scores, published, score, score_blocks, write_files
 from challenge.npy import ROWS
@@ -159,25 +159,36 @@ def release_of(release: Path) -> Release:
 
 
 def build(submissions: list[Path], store: fmt.KeyStore, *, rows: int = ROWS, selected: np.ndarray | None = None,
-          floors: tuple[str, ...] = FLOORS, unpacked: ExitStack | None = None) -> list[Entry]:
+          floors: tuple[str, ...] = FLOORS, unpacked: ExitStack | None = None, cluster=None) -> list[Entry]:
     """Validate and score every submission (in the order given), then the ``floors`` as reference rows.
 
     ``selected``: the encryptions that count (a holdout part), all by default.  A ``.zip``
     submission is extracted (checked, :mod:`verifier.archive`) into a folder that lives as long as
-    ``unpacked``; without it, only folders are accepted.
+    ``unpacked``; without it, only folders are accepted.  With ``cluster`` (a Dask
+    ``distributed.Client``) the scoring runs on its workers, to the same scores.
     """
     expected = expected_from_keys(store)
     entries = []
     for path in map(Path, submissions):
         try:
             folder = unpacked.enter_context(submission_folder(path, expected)) if unpacked is not None else path
-            validation, scores = score(folder, store, expected=expected, rows=rows, selected=selected)
+            if cluster is None:
+                validation, scores = score(folder, store, expected=expected, rows=rows, selected=selected)
+            else:
+                from verifier.distributed import score_on_cluster
+
+                validation, scores = score_on_cluster(cluster, folder, store, expected, rows=rows, selected=selected)
             add_layout_hint(validation)
         except UsageError as e:  # not a folder, unreadable, an unsafe archive: invalid, the others are still ranked
             validation, scores = Validation(path, [str(e)]), None
         entries.append(Entry(path, validation, scores))
     for kind in floors:
-        scores = score_blocks(floor_blocks(kind, store, expected, rows), store, expected, selected=selected)
+        if cluster is None:
+            scores = score_blocks(floor_blocks(kind, store, expected, rows), store, expected, selected=selected)
+        else:
+            from verifier.distributed import score_image_on_cluster
+
+            scores = score_image_on_cluster(cluster, floor_image(kind, store), store, expected, rows=rows, selected=selected)
         metadata = {"team": "reference", "method": f"{kind} floor: a trivial submission (docs/FORMAT.md, section 8)"}
         entries.append(Entry(Path(kind), Validation(Path(kind), [], None, metadata), scores, reference=kind))
     return entries

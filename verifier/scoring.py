@@ -158,7 +158,10 @@ def _accumulate(store: fmt.KeyStore, expected: Expected, selected: np.ndarray | 
 
 def score(folder: Path, store: fmt.KeyStore, *, expected: Expected | None = None, rows: int = ROWS,
           engine: Engine = metrics.score_pairs, selected: np.ndarray | None = None) -> tuple[Validation, Scores | None]:
-    """Validate ``folder`` and, if it is valid, score it; the file and the keys are read once, in blocks."""
+    """Validate ``folder`` and, if it is valid, score it; the file and the keys are read once, in blocks.
+
+    :func:`verifier.distributed.score_on_cluster` gives the same on a Dask cluster.
+    """
     expected = expected or expected_from_keys(store)
     acc, on_rows = _accumulate(store, expected, selected, engine)
     validation = validate(folder, expected, rows=rows, on_rows=on_rows)

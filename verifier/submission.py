@@ -31,7 +31,7 @@ from challenge.progress import Progress
 from challenge.submission import DECRYPTION_FILE, METADATA_FILE, Expected
 from challenge.text import printable
 
-__all__ = ["METADATA_FIELDS", "RANGE_TOLERANCE", "Validation", "ValueTally", "centered", "check_shape",
+__all__ = ["METADATA_FIELDS", "RANGE_TOLERANCE", "Validation", "ValueTally", "centered", "check_files", "check_shape",
            "largest_valid_bytes", "submission_date", "validate"]
 
 MAX_METADATA_BYTES = 65_536
@@ -90,6 +90,13 @@ class BadValues:
             if self.first_row < 0:
                 self.first_row = start + int(bad[0])
 
+    def merge(self, later: "BadValues") -> None:
+        """Add the count of rows that all come after this one's (another worker's block)."""
+        self.values += later.values
+        self.rows += later.rows
+        if self.first_row < 0:
+            self.first_row = later.first_row
+
 
 @dataclass
 class ValueTally:
@@ -119,6 +126,13 @@ class ValueTally:
         self.outside.add(start, counts[:, 1])
         self.vmin = min(self.vmin, float(extremes[:, 0].min()))
         self.vmax = max(self.vmax, float(extremes[:, 1].max()))
+
+    def merge(self, later: "ValueTally") -> None:
+        """Add the tally of rows that all come after this one's: tallies of blocks merged in row order
+        are the tally of one pass (how a cluster validates a file)."""
+        self.nonfinite.merge(later.nonfinite)
+        self.outside.merge(later.outside)
+        self.vmin, self.vmax = min(self.vmin, later.vmin), max(self.vmax, later.vmax)
 
     def problems(self) -> list[str]:
         out = []
@@ -240,6 +254,25 @@ def validate(folder: Path, expected: Expected, *, rows: int = ROWS,
     ``on_rows(start, block)`` receives each block on the [-1, 1] scale for as long as no problem
     has been found (the scorer uses it, so validation and scoring read the file once).
     """
+    result = check_files(folder, expected)
+    if result.array is None:
+        return result
+    tally = ValueTally(expected)
+    with Progress("score" if on_rows is not None else "validate", expected.n, unit="encryptions") as bar:
+        for start, block in result.array.chunks(rows):
+            tally.add(start, block)
+            if on_rows is not None and tally.clean and not result.problems:
+                on_rows(start, centered(block, expected.domain))
+            bar.advance(len(block))
+    result.problems += tally.problems()
+    return result
+
+
+def check_files(folder: Path, expected: Expected) -> Validation:
+    """Every check but the values: the folder, the metadata, ``decryption.npy``'s header and size.
+
+    ``array`` is set when the rows can be read (their values are then checked by a :class:`ValueTally`).
+    """
     folder = Path(folder)
     result = Validation(folder)
     present = _list_folder(folder)
@@ -253,15 +286,6 @@ def validate(folder: Path, expected: Expected, *, rows: int = ROWS,
     if array is not None:
         file_problems += check_shape(array, expected)
     result.problems += file_problems
-    if file_problems:
-        return result  # the rows cannot be read meaningfully
-    result.array = array
-    tally = ValueTally(expected)
-    with Progress("score" if on_rows is not None else "validate", expected.n, unit="encryptions") as bar:
-        for start, block in array.chunks(rows):
-            tally.add(start, block)
-            if on_rows is not None and tally.clean and not result.problems:
-                on_rows(start, centered(block, expected.domain))
-            bar.advance(len(block))
-    result.problems += tally.problems()
+    if not file_problems:  # else the rows cannot be read meaningfully
+        result.array = array
     return result
