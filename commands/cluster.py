@@ -21,14 +21,16 @@ DASK_HELP = ("run on a Dask cluster: a scheduler address (tcp://HOST:8786) or lo
              "machine); the workers read and write the paths given themselves, so on a cluster every path must be on "
              f"a filesystem they all see (docs/CLUSTER.md; needs {INSTALL})")
 CONNECT_SECONDS = 30
+MAX_LOCAL_WORKERS = 4 * (os.cpu_count() or 1)  # more processes than that only compete for the same cores
 
 
 def _dask_spec(text: str) -> str:
     """argparse type for --dask: ``local:N`` with N >= 1, or a scheduler address."""
     if text.startswith("local:"):
         count = text.removeprefix("local:")
-        if not (count.isdigit() and int(count) >= 1):
-            raise argparse.ArgumentTypeError(f"local:N needs a number of worker processes N >= 1, got {text!r}")
+        if not (count.isdigit() and 1 <= int(count) <= MAX_LOCAL_WORKERS):
+            raise argparse.ArgumentTypeError(f"local:N needs a number of worker processes N from 1 to {MAX_LOCAL_WORKERS} "
+                                             f"(4 per core of this machine), got {text!r}")
     elif not text.strip():
         raise argparse.ArgumentTypeError("expected a scheduler address (tcp://HOST:8786) or local:N")
     return text

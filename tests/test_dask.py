@@ -90,7 +90,7 @@ def test_dask_without_dask_installed_is_one_line(tmp_path, monkeypatch, capsys):
     assert not (tmp_path / "r").exists()
 
 
-@pytest.mark.parametrize("spec", ["local:0", "local:x", ""])
+@pytest.mark.parametrize("spec", ["local:0", "local:x", "", "local:100000"])
 def test_bad_dask_spec_is_a_usage_error(spec, capsys):
     with pytest.raises(SystemExit) as e:
         main(["generate", "--out", "r", "--dask", spec])
