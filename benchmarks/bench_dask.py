@@ -32,6 +32,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from distributed import Client, LocalCluster  # noqa: E402
+from timing import best_of  # noqa: E402
 
 SEED = bytes(range(32))
 
@@ -39,15 +40,6 @@ SEED = bytes(range(32))
 def cluster(workers: int) -> Client:
     return Client(LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
                                env={"NUMBA_NUM_THREADS": "1"}))
-
-
-def best(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
 
 
 def bench_patches(clients: dict, tmp: Path, n_images: int, repeats: int) -> None:
@@ -75,7 +67,7 @@ def interleaved(run, repeats: int) -> tuple[float, float]:
     times = {1: [], 2: []}
     for _ in range(repeats):
         for workers in (1, 2):
-            times[workers].append(best(lambda: run(workers), 1))
+            times[workers].append(best_of(1, lambda: run(workers)))
     return min(times[1]), min(times[2])
 
 
