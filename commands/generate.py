@@ -154,8 +154,9 @@ def _add_patches(sub) -> None:
         "patches",
         help="build a public patch bank from a folder of photos (e.g. ImageNet train)",
         description="Walk PUBLIC_DIR, resize every image so its short side is 40 px, take random 32x32 "
-        "crops (--size S: short side 40/32 of S, S x S crops) and keep those that are not flat (a keypoint-count filter in the spirit of the 2020 "
-        "challenge). Writes a Zarr bank recording each patch's source file and crop box. Parallel, "
+        "crops (--size S: short side 40/32 of S, S x S crops) and keep those that are not flat (a "
+        "keypoint-count filter in the spirit of the 2020 challenge). Writes a Zarr bank recording "
+        "each patch's source file and crop box. Parallel, "
         "bounded in memory and resumable: re-run the same command after an interruption.",
         epilog=PATCHES_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
