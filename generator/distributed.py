@@ -18,7 +18,6 @@ sees at the same path.
 
 from __future__ import annotations
 
-import math
 import os
 from functools import partial
 from pathlib import Path
@@ -27,10 +26,11 @@ import numpy as np
 import zarr
 
 from challenge import format as fmt
+from challenge.geometry import image_values
 from challenge.manifest import PREVIEW_COUNT
 from challenge.npy import npy_header
 from challenge.progress import Progress
-from generator.release import RowEncoder, _ZarrChunks
+from generator.release import RowEncoder, ZarrChunks, sync_path
 
 __all__ = ["on_cluster", "task_rows", "write_on_cluster"]
 
@@ -97,7 +97,7 @@ def write_on_cluster(client, encoder: RowEncoder, row_keys: tuple, public_dir: P
 
 
 def _row_bytes(shape: tuple) -> int:
-    return 4 * math.prod(shape[1:])
+    return 4 * image_values(shape[1:])
 
 
 def _write_task(encoder: RowEncoder, own: tuple[int, int], zarr_span: tuple[int, int], row_keys: tuple, npy: Path,
@@ -108,7 +108,7 @@ def _write_task(encoder: RowEncoder, own: tuple[int, int], zarr_span: tuple[int,
     start, stop = own
     digests: dict[str, str] = {}
     z_signs = zarr.open_array(str(signs_path), mode="r+")
-    chunks = _ZarrChunks(public_dir, "encryption", zarr_rows, encoder.image_shape, digests,
+    chunks = ZarrChunks(public_dir, "encryption", zarr_rows, encoder.image_shape, digests,
                          first_chunk=zarr_span[0] // zarr_rows) if zarr_rows else None
     end = max(stop, zarr_span[1])
     buffer = np.empty((min(chunk, end - start), *encoder.image_shape), "<f4")  # one block in memory, reused
@@ -134,7 +134,7 @@ def _write_task(encoder: RowEncoder, own: tuple[int, int], zarr_span: tuple[int,
                 for i in range(start // sign_rows, -(-stop // sign_rows))]
     for path in written:
         if path.exists():  # a sign chunk of fill values only (mixup) is not stored
-            _fsync(path)
+            sync_path(path)
     return digests
 
 
@@ -143,11 +143,3 @@ def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
     while len(data):
         done = os.pwrite(fd, data, offset)
         data, offset = data[done:], offset + done
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

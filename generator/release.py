@@ -101,7 +101,7 @@ class _HashedFile:
 
 
 class _InBackground:
-    """A copy (:class:`_HashedFile` or :class:`_ZarrChunks`) written by a thread of its own.
+    """A copy (:class:`_HashedFile` or :class:`ZarrChunks`) written by a thread of its own.
 
     Hashing and file writes release the GIL, so the copies are hashed and written in parallel with
     each other and with the encoding. Blocks are handed over in order (the bytes do not depend on
@@ -159,7 +159,7 @@ def _npy_file(path: Path, shape: tuple, digests: dict, name: str) -> _HashedFile
     return f
 
 
-class _ZarrChunks:
+class ZarrChunks:
     """The chunk files of an uncompressed float32 Zarr v3 array, written from rows as they come.
 
     The bytes are what zarr writes for such an array (its ``bytes`` codec is the rows themselves;
@@ -244,26 +244,27 @@ def _sync_tree(root: Path, progress: bool | None) -> None:
     Writing leaves most of a large release in the page cache; this is where the disk catches up,
     so it has its own bar.
     """
-    tree = [(Path(folder), names) for folder, _, names in os.walk(root, topdown=False)]
-    size = sum((folder / name).stat().st_size for folder, names in tree for name in names)
-    with Progress("sync", size, enabled=progress, unit="B") as bar:
-        for folder, names in tree:
-            for name in names:
-                fd = os.open(folder / name, os.O_RDONLY | os.O_NOFOLLOW)
-                try:
-                    os.fsync(fd)
-                    bar.advance(os.fstat(fd).st_size)
-                finally:
-                    os.close(fd)
+    tree = [(Path(folder), [(Path(folder) / name).stat().st_size for name in names], names)
+            for folder, _, names in os.walk(root, topdown=False)]
+    with Progress("sync", sum(sum(sizes) for _, sizes, _ in tree), enabled=progress, unit="B") as bar:
+        for folder, sizes, names in tree:
+            for name, size in zip(names, sizes):
+                sync_path(folder / name)
+                bar.advance(size)
             _sync_folder(folder)
 
 
-def _sync_folder(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+def sync_path(path: Path, flags: int = os.O_RDONLY | os.O_NOFOLLOW) -> None:
+    """fsync one file (or, with ``O_DIRECTORY``, a folder's entries)."""
+    fd = os.open(path, flags)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _sync_folder(folder: Path) -> None:
+    sync_path(folder, os.O_RDONLY | os.O_DIRECTORY)
 
 
 def _leftover(out: Path, kind: str, pid: int | str = "*") -> Path:
@@ -506,7 +507,7 @@ def _build(tmp: Path, params: Params, seed: bytes, private: ImageSet, public: Im
                                  dtype="float32", compressors=None, fill_value=0)
         public_zarr.create_array("label", shape=labels.shape, chunks=(fmt.ROWS_PER_ZARR_CHUNK, n_classes),
                                  dtype="float32", compressors=None, fill_value=0)
-        label_chunks = _ZarrChunks(public_dir, "label", fmt.ROWS_PER_ZARR_CHUNK, labels.shape[1:], digests)
+        label_chunks = ZarrChunks(public_dir, "label", fmt.ROWS_PER_ZARR_CHUNK, labels.shape[1:], digests)
         label_chunks.write(labels)
         label_chunks.close()
     z_signs = keys["encryption/sign_bits"]
@@ -515,7 +516,7 @@ def _build(tmp: Path, params: Params, seed: bytes, private: ImageSet, public: Im
     if write_elsewhere is None:
         copies = [_npy_file(public_dir / fmt.ENCRYPTION_FILE, shape, digests, fmt.ENCRYPTION_FILE)]
         if "zarr" in formats:
-            copies.append(_ZarrChunks(public_dir, "encryption", zarr_rows, image_shape, digests))
+            copies.append(ZarrChunks(public_dir, "encryption", zarr_rows, image_shape, digests))
         head = _write_encryptions(encoder, row_keys, copies, z_signs, chunk, progress)
     else:
         head = write_elsewhere(encoder, row_keys, public_dir, z_signs, "zarr" in formats, chunk, digests, progress)
