@@ -143,3 +143,43 @@ def test_formats_without_npy_or_unknown_are_refused(text, tmp_path):
 def test_formats_order_and_spaces_do_not_matter():
     assert parse_formats("zarr, npy") == parse_formats("npy,zarr") == ("npy", "zarr")
     assert parse_formats("npy") == ("npy",)
+
+
+def test_hashed_file_digest_is_the_sha256_of_its_bytes_whatever_the_block_sizes(tmp_path):
+    """Small blocks are hashed in line, large ones by a thread of their own while being written."""
+    data = np.random.default_rng(0).integers(0, 256, 5 << 20, dtype=np.uint8)
+    cuts = [0, 10, release_module._HashedFile.PARALLEL_BYTES + 10, 3 << 20, 3 << 20, len(data)]
+    digests = {}
+    f = release_module._HashedFile(tmp_path / "f", digests, "f")
+    for a, b in zip(cuts, cuts[1:]):
+        f.write(data[a:b])
+    f.close()
+    assert (tmp_path / "f").read_bytes() == data.tobytes()
+    assert digests == {"f": hashlib.sha256(data).hexdigest()}
+
+
+@pytest.mark.parametrize("failing", ["hash", "write"])
+def test_an_error_hashing_or_writing_a_large_block_reaches_the_writer(tmp_path, failing):
+    f = release_module._HashedFile(tmp_path / "f", {}, "f")
+    real_file = f.file
+
+    class Broken:
+        def __init__(self, real):
+            self.real = real
+
+        def update(self, data):
+            raise MemoryError("hash failed")
+
+        def write(self, data):
+            raise OSError(28, "No space left on device")
+
+        def __getattr__(self, name):
+            return getattr(self.real, name)
+
+    if failing == "hash":
+        f.hash = Broken(f.hash)
+    else:
+        f.file = Broken(f.file)
+    with pytest.raises(MemoryError if failing == "hash" else OSError):
+        f.write(np.zeros(release_module._HashedFile.PARALLEL_BYTES, np.uint8))
+    real_file.close()
