@@ -20,7 +20,6 @@ import sys
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -71,15 +70,12 @@ def formats_of(files: dict) -> tuple[str, ...]:
 class _HashedFile:
     """A new file whose SHA-256 is computed from the bytes as they are written: no second read to hash it.
 
-    A large block is hashed by a thread of its own while this one writes it (both release the GIL),
-    so the file costs the slower of the two, not their sum.  Every ``WRITEBACK_BYTES`` the kernel
-    is told to start writing the bytes so far to the disk (``POSIX_FADV_DONTNEED`` starts the
-    writeback of dirty pages without waiting for it), so the disk works while the release is
-    encoded instead of when the final fsync asks.
+    Every ``WRITEBACK_BYTES`` the kernel is told to start writing the bytes so far to the disk
+    (``POSIX_FADV_DONTNEED`` starts the writeback of dirty pages without waiting for it), so the
+    disk works while the release is encoded instead of when the final fsync asks.
     """
 
     WRITEBACK_BYTES = 32 << 20
-    PARALLEL_BYTES = 1 << 20  # smaller blocks are hashed in line: a thread would cost more than it saves
 
     def __init__(self, path: Path, digests: dict, name: str):
         self.file, self.hash = open(path, "xb"), hashlib.sha256()
@@ -87,13 +83,9 @@ class _HashedFile:
         self.written = self.started = 0
 
     def write(self, data) -> None:
-        size = memoryview(data).nbytes
-        if size < self.PARALLEL_BYTES:
-            self.hash.update(data)
-            self.file.write(data)
-        else:
-            _both(partial(self.hash.update, data), partial(self.file.write, data))
-        self.written += size
+        self.hash.update(data)
+        self.file.write(data)
+        self.written += memoryview(data).nbytes
         if self.written - self.started >= self.WRITEBACK_BYTES:
             self._start_writeback()
 
@@ -108,48 +100,12 @@ class _HashedFile:
         self.started = self.written
 
 
-def _both(background, foreground) -> None:
-    """Call ``background`` in a new thread and ``foreground`` in this one; return when both are done,
-    raising the first error."""
-    errors = []
-
-    def run() -> None:
-        try:
-            background()
-        except BaseException as e:  # re-raised below, in the caller's thread
-            errors.append(e)
-
-    thread = threading.Thread(target=run, name="sha256", daemon=True)
-    thread.start()
-    try:
-        foreground()
-    finally:
-        thread.join()
-    if errors:
-        raise errors[0]
-
-
-class _Rows:
-    """Consecutive blocks of rows stored into a (Zarr) array from row 0: the key store's sign rows."""
-
-    def __init__(self, array):
-        self.array, self.filled = array, 0
-
-    def write(self, block: np.ndarray) -> None:
-        self.array[self.filled : self.filled + len(block)] = block
-        self.filled += len(block)
-
-    def close(self) -> None:
-        pass
-
-
 class _InBackground:
-    """A copy (:class:`_HashedFile`, :class:`ZarrChunks` or :class:`_Rows`) written by a thread of its own.
+    """A copy (:class:`_HashedFile` or :class:`ZarrChunks`) written by a thread of its own.
 
     Hashing and file writes release the GIL, so the copies are hashed and written in parallel with
     each other and with the encoding. Blocks are handed over in order (the bytes do not depend on
-    timing) and at most one waits per copy, so memory stays bounded: when :meth:`write` returns,
-    the thread has taken the previous block and so is done with the one before it.
+    timing) and at most one waits per copy, so memory stays bounded.
     """
 
     def __init__(self, copy):
@@ -208,8 +164,7 @@ class ZarrChunks:
 
     The bytes are what zarr writes for such an array (its ``bytes`` codec is the rows themselves;
     the last chunk is written whole, zero past the end), so each file is hashed as it is written.
-    Chunk boundaries are the array's, whatever the size of the blocks given to :meth:`write`; a
-    whole chunk that a block holds is written from the block, without a copy.
+    Chunk boundaries are the array's, whatever the size of the blocks given to :meth:`write`.
     """
 
     def __init__(self, public_dir: Path, array: str, rows: int, row_shape: tuple, digests: dict, first_chunk: int = 0):
@@ -218,30 +173,25 @@ class ZarrChunks:
         self.filled, self.index = 0, first_chunk
 
     def write(self, block: np.ndarray) -> None:
-        rows = len(self.buffer)
         while len(block):
-            if not self.filled and len(block) >= rows:
-                self._write_chunk(block[:rows])
-                block = block[rows:]
-                continue
-            take = min(rows - self.filled, len(block))
+            take = min(len(self.buffer) - self.filled, len(block))
             self.buffer[self.filled : self.filled + take] = block[:take]
             self.filled += take
             block = block[take:]
-            if self.filled == rows:
-                self._write_chunk(self.buffer)
+            if self.filled == len(self.buffer):
+                self._flush()
 
     def close(self) -> None:
         if self.filled:
             self.buffer[self.filled :] = 0
-            self._write_chunk(self.buffer)
+            self._flush()
 
-    def _write_chunk(self, rows: np.ndarray) -> None:
-        name = f"{fmt.PUBLIC_ZARR}/{self.array}/c/{self.index}" + "/0" * (rows.ndim - 1)
+    def _flush(self) -> None:
+        name = f"{fmt.PUBLIC_ZARR}/{self.array}/c/{self.index}" + "/0" * (self.buffer.ndim - 1)
         path = self.public_dir / name
         path.parent.mkdir(parents=True, exist_ok=True)
         f = _HashedFile(path, self.digests, name)
-        f.write(np.ascontiguousarray(rows, "<f4"))
+        f.write(self.buffer)
         f.close()
         self.filled, self.index = 0, self.index + 1
 
@@ -272,23 +222,16 @@ class RowEncoder:
 
 def _write_encryptions(encoder: RowEncoder, row_keys: tuple, copies: list, z_signs, chunk: int,
                        progress: bool | None) -> np.ndarray:
-    """Encode ``chunk`` rows at a time into ``copies`` and the key store's sign rows; return the preview's rows.
-
-    Blocks are encoded into three buffers in turn: once block i is handed to every writer, each has
-    finished block i - 2 (:class:`_InBackground`), whose buffer then takes block i + 1.  No page of
-    a block is faulted in twice, which a fresh array per block would cost.
-    """
+    """Encode ``chunk`` rows at a time into ``copies`` and the key store's sign rows; return the preview's rows."""
     N = len(row_keys[0])
-    buffers = np.empty((3, min(chunk, N), *encoder.image_shape), np.float32)
     head = np.zeros((0, *encoder.image_shape), np.float32)  # the first encryptions, for the preview
-    with (Progress("write", N, enabled=progress, unit="encryptions") as bar,
-          _written_in_background([*copies, _Rows(z_signs)]) as writers):
-        for i, a in enumerate(range(0, N, chunk)):
+    with Progress("write", N, enabled=progress, unit="encryptions") as bar, _written_in_background(copies) as writers:
+        for a in range(0, N, chunk):
             b = min(a + chunk, N)
-            signs, block = encoder.rows(a, *(keys[a:b] for keys in row_keys), out=buffers[i % 3, : b - a])
-            for writer in writers[:-1]:
+            signs, block = encoder.rows(a, *(keys[a:b] for keys in row_keys))
+            for writer in writers:
                 writer.write(block)
-            writers[-1].write(signs)
+            z_signs[a:b] = signs
             if len(head) < PREVIEW_COUNT:
                 head = np.concatenate([head, block[: PREVIEW_COUNT - len(head)]])
             bar.advance(b - a)

@@ -93,7 +93,7 @@ def test_full_disk_at_any_write_leaves_no_partial_release(tmp_path, private_set,
     if target == "label.npy":
         monkeypatch.setattr(release_module, "_npy_file", _failing(release_module._npy_file))
     elif target == "public.zarr chunk":  # written by a background thread: its error still reaches the caller
-        monkeypatch.setattr(release_module.ZarrChunks, "_write_chunk", _failing(release_module.ZarrChunks._write_chunk, after=1))
+        monkeypatch.setattr(release_module.ZarrChunks, "_flush", _failing(release_module.ZarrChunks._flush, after=1))
     elif target == "preview.png":
         monkeypatch.setattr(release_module, "save_png", _failing(release_module.save_png))
     elif target == "manifest.json":
