@@ -4,8 +4,8 @@
   them) on a LocalCluster of 1 and of 2 worker processes (1 thread each);
 * verify: scoring a blind-baseline submission of N_SCORE encryptions (a ``--formats npy`` release
   made here) on the same two clusters;
-* audit: the whole audit of that release (the per-encryption checks on the cluster; digests,
-  key store and preview on the client, as always);
+* audit: the whole audit of that release (the per-encryption checks and the digests on the
+  cluster; the manifest, the key store's metadata and commitment and the preview on the client);
 * generate (second form): ``--dask local:2`` releases of each N encryptions at image shape HxWxC
   (the embedded images resized, nearest neighbour), ``--formats npy`` unless ``--zarr``, each on a
   fresh cluster, with the peak RSS of each worker process (``VmHWM``), deleted right after:
@@ -14,6 +14,10 @@
 
 Clusters are started and warmed up (JIT caches loaded) outside the timings; the 1- and 2-worker
 runs are interleaved and the best of REPEATS kept, so other load on the machine hits both alike.
+With each best time: the CPU seconds of the client's process (the client, and here the scheduler
+and the nannies too) and of the workers in that run.  On 2 cores the client's take the workers'
+cores: with a share s of all the CPU seconds (its "serial share"), 2 workers are at most 2 (1 - s)
+times as fast as 1 (1.7x needs s <= 15 %).
 Every cluster result is checked against the other (same bank bytes, same scores, same report).
 The load average is printed before and after each measurement.  BENCH_TMP: where to write.
 Usage: python benchmarks/bench_dask.py [N_IMAGES [N_SCORE [REPEATS]]]    (defaults 2000, 200000, 3)
@@ -55,20 +59,35 @@ def bench_patches(clients: dict, tmp: Path, n_images: int, repeats: int) -> None
                          executor=client.get_executor(pure=False))
         banks[workers] = {p.relative_to(out): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
 
-    t1, t2 = interleaved(run, repeats)  # the warm-up loads the keypoint counter's JIT cache in every worker
+    best = interleaved(run, clients, repeats)  # the warm-up loads the keypoint counter's JIT cache in every worker
     assert banks[1] == banks[2], "the two clusters built different banks"
-    print(f"patches, {n_images} JPEGs: 1 worker {t1:.1f} s ({n_images / t1:.0f} images/s), "
-          f"2 workers {t2:.1f} s ({n_images / t2:.0f} images/s): {t1 / t2:.2f}x  [load {load()}]", flush=True)
+    report(f"patches, {n_images} JPEGs", n_images, "images", best)
 
 
-def interleaved(run, repeats: int) -> tuple[float, float]:
-    """Best time of ``run(1)`` and of ``run(2)`` (1 and 2 workers), after one warm-up of each."""
+def interleaved(run, clients: dict, repeats: int) -> dict[int, tuple[float, float, float]]:
+    """Per worker count (1, 2): the best (wall, client CPU, workers' CPU) seconds of ``run(workers)``,
+    after one warm-up of each."""
     run(1), run(2)
-    times = {1: [], 2: []}
+    best = {}
     for _ in range(repeats):
         for workers in (1, 2):
-            times[workers].append(best_of(1, lambda: run(workers)))
-    return min(times[1]), min(times[2])
+            before = clients[workers].run(os.times)
+            cpu = time.process_time()
+            wall = best_of(1, lambda: run(workers))
+            cpu = time.process_time() - cpu
+            after = clients[workers].run(os.times)
+            used = sum(after[w].user + after[w].system - before[w].user - before[w].system for w in after)
+            best[workers] = min(best.get(workers, (wall, cpu, used)), (wall, cpu, used))
+    return best
+
+
+def report(what: str, count: int, unit: str, best: dict) -> None:
+    """One line: each cluster's best time, rate and CPU seconds, the ratio, the load."""
+    parts = []
+    for workers, (wall, client, used) in best.items():
+        parts.append(f"{workers} worker{'s' * (workers > 1)} {wall:.2f} s ({count / wall:.0f} {unit}/s; CPU client "
+                     f"{client:.2f} s, workers {used:.2f} s, serial share {client / (client + used):.0%})")
+    print(f"{what}: {', '.join(parts)}: {best[1][0] / best[2][0]:.2f}x  [load {load()}]", flush=True)
 
 
 def bench_verify_and_audit(clients: dict, tmp: Path, n: int, repeats: int) -> None:
@@ -83,19 +102,17 @@ def bench_verify_and_audit(clients: dict, tmp: Path, n: int, repeats: int) -> No
     def score(workers: int) -> None:
         results[workers] = score_on_cluster(clients[workers], tmp / "blind", store, expected)[1].summary
 
-    t1, t2 = interleaved(score, repeats)
+    best = interleaved(score, clients, repeats)
     assert results[1] == results[2], "the two clusters scored differently"
-    print(f"verify, {expected.n} encryptions: 1 worker {t1:.1f} s ({expected.n / t1:.0f}/s), "
-          f"2 workers {t2:.1f} s ({expected.n / t2:.0f}/s): {t1 / t2:.2f}x  [load {load()}]")
+    report(f"verify, {expected.n} encryptions", expected.n, "encryptions", best)
 
     def check(workers: int) -> None:
-        report = audit(release, release / "secret" / "keys.zarr", run_chunks=audit_on_cluster(clients[workers]))
+        report = audit(release, release / "secret" / "keys.zarr", runner=audit_on_cluster(clients[workers]))
         results[workers] = report.to_json()
 
-    t1, t2 = interleaved(check, repeats)
+    best = interleaved(check, clients, repeats)
     assert results[1] == results[2] and results[1]["sound"], "the two clusters audited differently"
-    print(f"audit, {expected.n} encryptions: 1 worker {t1:.1f} s ({expected.n / t1:.0f}/s), "
-          f"2 workers {t2:.1f} s ({expected.n / t2:.0f}/s): {t1 / t2:.2f}x  [load {load()}]")
+    report(f"audit, {expected.n} encryptions", expected.n, "encryptions", best)
 
 
 def peak_rss_mb() -> float:

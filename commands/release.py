@@ -100,7 +100,7 @@ def _run_audit(args) -> int:
 
     with dask_client(args.dask) as cluster:
         report = audit(args.release, _keys_default(args), chunk=args.chunk,
-                       run_chunks=None if cluster is None else audit_on_cluster(cluster))
+                       runner=None if cluster is None else audit_on_cluster(cluster))
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
         return 0 if report.sound else 3

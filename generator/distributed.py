@@ -85,7 +85,7 @@ def write_on_cluster(client, encoder: RowEncoder, row_keys: tuple, public_dir: P
 
     try:
         with Progress("write", N, enabled=progress, unit="encryptions") as bar:
-            for future in as_completed(futures):
+            for future in as_completed(futures, loop=client.loop):
                 digests.update(future.result())
                 bar.advance(futures[future])
     except BaseException:

@@ -121,6 +121,7 @@ MAX_PATCH = 1024  # a patch bank for images larger than this is not what this to
 GREY = "grey (Pillow L)"  # params["colour"] of a grey bank
 DRAFT_GAP = 2
 PATCH_CHUNK = 1024  # patches per Zarr chunk (3 MiB)
+CHUNK_FILES = 32  # files decoded by one task of a process pool
 
 # SIFT defaults (Lowe 2004; OpenCV SIFT_create): see the module docstring.
 SIFT_SIGMA = 1.6
@@ -514,7 +515,7 @@ def build_patch_bank(
     min_keypoints: int = DEFAULT_MIN_KEYPOINTS,
     progress: ProgressHook | None = None,
     batch_files: int = 1024,
-    chunk_files: int = 32,
+    chunk_files: int | None = None,
     on_decoded: Callable[[int], None] | None = None,
     patch_size: int = PATCH,
     grey: bool = False,
@@ -528,9 +529,10 @@ def build_patch_bank(
     where a resumed build starts) and after each committed batch; ``on_decoded(n)`` after every
     ``chunk_files`` files decoded, for a bar that moves per file.
     ``batch_files`` bounds memory (results of one batch are held before being written);
-    ``chunk_files`` files go to a worker at a time.  Neither changes the bank.  ``executor``: decode
-    there instead (e.g. a Dask client's ``get_executor()``, whose workers read ``public_dir`` by its
-    path), ``workers`` tasks at a time.
+    ``chunk_files`` files go to a worker at a time (default :data:`CHUNK_FILES`; with an executor,
+    :func:`executor_chunk_files`).  Neither changes the bank.  ``executor``: decode there instead
+    (e.g. a Dask client's ``get_executor()``, whose workers read ``public_dir`` by its path),
+    ``workers`` tasks at a time.
     Raises :class:`SourceError` for user mistakes (no images, output path not a bank, resume
     with other parameters, seed or files).  A script calling this with several workers from a
     multi-threaded process needs the usual ``if __name__ == "__main__":`` guard (see
@@ -541,14 +543,16 @@ def build_patch_bank(
     out = Path(out_path)
     if not root.is_dir():
         raise SourceError(f"{root}: public folder: expected a directory")
+    if workers is None:
+        workers = default_workers()
+    if chunk_files is None:
+        chunk_files = CHUNK_FILES if executor is None else executor_chunk_files(batch_files, workers)
     if crops_per_image < 1 or min_keypoints < 0 or batch_files < 1 or chunk_files < 1:
         raise SourceError("crops_per_image, batch_files, chunk_files must be >= 1 and min_keypoints >= 0")
     if not MIN_PATCH <= patch_size <= MAX_PATCH:
         raise SourceError(f"patch size: expected {MIN_PATCH}..{MAX_PATCH} px, got {patch_size}")
     params = _params(seed, crops_per_image, min_keypoints, patch_size, grey)
     key = _seed_key(seed)
-    if workers is None:
-        workers = default_workers()
     _warm_detector()  # compile or load the cache once, here
     own_pool = executor is None and workers > 1
     # starts while the folder is walked
@@ -592,6 +596,13 @@ def build_patch_bank(
         unreadable=attrs["progress"]["unreadable"], resumed_from_file=start_file,
         seconds=time.perf_counter() - t0, notes=dict(attrs["notes"]),
     )
+
+
+def executor_chunk_files(batch_files: int, workers: int) -> int:
+    """Files per task on an executor: a task there (a Dask cluster's) costs the client a few ms of
+    its event loop, so one batch is cut into as many tasks as are in flight at once (4 per worker,
+    :func:`generator.workers.in_order`), and no fewer files than :data:`CHUNK_FILES`."""
+    return max(CHUNK_FILES, batch_files // (4 * workers))
 
 
 @contextmanager

@@ -17,8 +17,9 @@ import os
 import re
 import struct
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 import zarr
@@ -61,6 +62,7 @@ _FIXED_NAMES = {fmt.ENCRYPTION_FILE, fmt.LABEL_FILE, fmt.PREVIEW_FILE, "public.z
 _TABLES = ("seed", "private/images", "private/labels", "private/source_index", "public/images", "public/bank_index")
 _PER_ENCRYPTION = ("private_index", "public_index", "lam", "sign_bits")
 _EMPTY_GROUP = {"attributes": {}, "zarr_format": 3, "node_type": "group"}
+HASH_TASK_BYTES = 1 << 28  # public bytes hashed by one task (whole files): few tasks, so few round trips on a cluster
 
 
 @dataclass(frozen=True)
@@ -101,12 +103,12 @@ class Report:
         }
 
 
-def audit(release: Path, keys: Path, chunk: int = 4096, run_chunks: RunChunks | None = None) -> Report:
+def audit(release: Path, keys: Path, chunk: int = 4096, runner: Runner | None = None) -> Report:
     """Run every check; raise UsageError only when ``release`` or ``keys`` is not one at all.
 
-    ``run_chunks`` runs the per-encryption checks of each ``chunk`` rows (default: in this process,
-    :func:`check_chunks`; on a Dask cluster: :func:`verifier.distributed.audit_on_cluster`); the
-    report is the same, byte for byte.
+    ``runner`` runs the heavy work, the per-encryption checks of each ``chunk`` rows and the digests
+    (default: in this process, :class:`Runner`; on a Dask cluster:
+    :func:`verifier.distributed.audit_on_cluster`); the report is the same, byte for byte.
     """
     release, keys = Path(release), Path(keys)
     if not (release / fmt.PUBLIC_DIR / fmt.MANIFEST_FILE).exists():
@@ -115,7 +117,7 @@ def audit(release: Path, keys: Path, chunk: int = 4096, run_chunks: RunChunks | 
         raise UsageError(f"{keys}: not a key store (no zarr.json)")
     if chunk < 1:
         raise UsageError(f"--chunk must be positive, got {chunk}")
-    return _Audit(release, keys, chunk, run_chunks or check_chunks).run()
+    return _Audit(release, keys, chunk, runner or Runner()).run()
 
 
 @dataclass
@@ -145,8 +147,9 @@ class _RowTally:
 
 @dataclass(frozen=True)
 class RowContext:
-    """What the per-encryption checks share across chunks: tables, draws, names.  Plain data, so a
-    Dask cluster sends it once to every worker, which opens the published arrays by their paths."""
+    """What the per-encryption checks share across chunks: tables, draws, names, the key store.  Plain
+    data and paths, so a Dask cluster sends it once to every worker, which reads its chunks' keys and
+    opens the published arrays by their paths."""
 
     params: Params
     tables: dict[str, np.ndarray]
@@ -156,6 +159,7 @@ class RowContext:
     bank_size: int | None
     keys_name: str  # the key store as the report names it
     published: dict[str, tuple[Path, tuple]]  # name -> (path, shape) of the public .npy files that opened
+    store: fmt.KeyStore  # opened and checked by the caller; its per-encryption arrays are read by chunk
 
     def key_file(self, array: str) -> str:
         return f"{self.keys_name}/{array}"
@@ -180,24 +184,28 @@ class RowFindings:
         self.used |= later.used
 
 
-# run_chunks(context, chunks) -> each chunk's RowFindings, in the order of ``chunks`` (whose items are
-# (first row, private_index, public_index, lam, sign_bits)): in this process, or on a Dask cluster
-# (:func:`verifier.distributed.audit_on_cluster`)
-RunChunks = Callable[[RowContext, Iterable[tuple]], Iterator[RowFindings]]
+class Runner:
+    """Where the audit's heavy work runs: in this process (this class), or on a Dask cluster's workers
+    (:func:`verifier.distributed.audit_on_cluster`), where the whole-file work runs while the rows
+    are checked.  The work and its results are the same."""
 
+    def later(self, fn: Callable, *args) -> Callable[[], Any]:
+        """Start ``fn(*args)`` (here: run it now); calling what this returns gives its result."""
+        result = fn(*args)
+        return lambda: result
 
-def check_chunks(context: RowContext, chunks: Iterable[tuple]) -> Iterator[RowFindings]:
-    """:data:`RunChunks` in this process."""
-    arrays = context.open_published()
-    for a, *keys in chunks:
-        yield check_chunk(context, arrays, a, *keys)
+    def check_chunks(self, context: RowContext, chunks: Iterable[tuple[int, int]]) -> Iterator[RowFindings]:
+        """The findings of each chunk (rows ``a .. b``), in the order of ``chunks``."""
+        arrays = context.open_published()
+        for a, b in chunks:
+            yield check_chunk(context, arrays, a, b)
 
 
 class _Audit:
-    def __init__(self, release: Path, keys: Path, chunk: int, run_chunks: RunChunks):
-        self.release, self.keys, self.chunk, self.run_chunks = release, keys, chunk, run_chunks
+    def __init__(self, release: Path, keys: Path, chunk: int, runner: Runner):
+        self.release, self.keys, self.chunk, self.runner = release, keys, chunk, runner
         self.public = release / fmt.PUBLIC_DIR
-        self.findings: list[Finding] = []
+        self.findings: list[Finding | Callable[[], list[Finding]]] = []  # callables: see find_later
         self.version = fmt.FORMAT_VERSION  # until the manifest says otherwise
         self.skipped: list[str] = []
         self.not_published: list[str] = []
@@ -211,6 +219,10 @@ class _Audit:
 
     def find(self, check: str, file: str, where: str, message: str) -> None:
         self.findings.append(Finding(check, file, where, message))
+
+    def find_later(self, findings: Callable[[], list[Finding]]) -> None:
+        """Findings of work started by :meth:`Runner.later`, in this place of the report, taken when it is made."""
+        self.findings.append(findings)
 
     def store_error(self, check: str, error: fmt.FormatError) -> None:
         """A key-store error ("PATH: message") as a finding naming the file or array inside the store."""
@@ -259,6 +271,7 @@ class _Audit:
         self.skipped += [c for c in checks if c not in self.skipped]
 
     def report(self, n: int | None) -> Report:
+        self.findings = [f for item in self.findings for f in (item() if callable(item) else [item])]
         self.findings += self.tally.findings()
         order = list(CHECKS)
         self.findings.sort(key=lambda f: order.index(f.check))
@@ -331,14 +344,14 @@ class _Audit:
         return usable
 
     def check_digests(self, manifest: dict, names: set[str]) -> None:
+        """Every file hashed, by tasks of about :data:`HASH_TASK_BYTES` (on a cluster: started now,
+        run while the rows are checked)."""
         sizes = {name: os.stat(self.public / name, follow_symlinks=False).st_size for name in names}
         with Progress("digests", sum(sizes.values()), unit="B") as bar:
-            for name in sorted(names):
-                digest, listed = fmt.sha256_file(self.public / name), manifest["files"][name]
-                if digest != listed:
-                    self.find("digests", f"{fmt.PUBLIC_DIR}/{name}", "",
-                              f"SHA-256 {digest[:16]}... differs from public/manifest.json's {str(listed)[:16]}...")
-                bar.advance(sizes[name])
+            for group in _hash_groups(sorted(names), sizes):
+                digests = self.runner.later(_sha256_files, [self.public / name for name in group])
+                self.find_later(partial(_digest_findings, group, digests, manifest["files"]))
+                bar.advance(sum(sizes[name] for name in group))
 
     # --- key store ------------------------------------------------------------------------------
 
@@ -395,7 +408,7 @@ class _Audit:
         return out
 
     def check_rows(self, manifest: dict, store: fmt.KeyStore, params: Params, arrays: dict) -> None:
-        """Every per-encryption rule, ``chunk`` rows at a time, by ``run_chunks``."""
+        """Every per-encryption rule, ``chunk`` rows at a time, by the runner."""
         N = params.n_encryptions
         try:
             t = {name: store.read(name) for name in _TABLES}
@@ -403,12 +416,11 @@ class _Audit:
             self.check_tables(manifest, store, params, t, key)
             context = RowContext(params, t, key, store.version, random_order(key, "order", N),
                                  _source_size(manifest, "public", params.k_public), self.keys_name,
-                                 {name: (self.public / name, array.shape) for name, array in arrays.items()})
-            chunks = ((a, *(store.rows(f"encryption/{name}", a, min(a + self.chunk, N)) for name in _PER_ENCRYPTION))
-                      for a in range(0, N, self.chunk))
+                                 {name: (self.public / name, array.shape) for name, array in arrays.items()}, store)
+            chunks = [(a, min(a + self.chunk, N)) for a in range(0, N, self.chunk)]
             rows = RowFindings(self.tally, np.zeros(params.n_private, np.int64), np.zeros(len(t["public/images"]), bool))
             with Progress("audit", N, unit="encryptions") as bar:
-                for a, found in zip(range(0, N, self.chunk), self.run_chunks(context, chunks)):
+                for a, found in zip(range(0, N, self.chunk), self.runner.check_chunks(context, chunks)):
                     rows.merge(found)
                     bar.advance(min(self.chunk, N - a))
         except fmt.FormatError as e:
@@ -534,10 +546,10 @@ class _Audit:
                 self.find("secrets", f"{fmt.PUBLIC_DIR}/{name}", "", "contains the secret seed")
 
 
-def check_chunk(rows: RowContext, arrays: dict[str, np.ndarray], a: int, pi: np.ndarray, pu: np.ndarray,
-                lam: np.ndarray, signs: np.ndarray) -> RowFindings:
-    """The findings of rows ``a .. a + len(lam)``: ``pi``, ``pu``, ``lam``, ``signs`` are their stored
-    keys, ``arrays`` the published arrays (:meth:`RowContext.open_published`)."""
+def check_chunk(rows: RowContext, arrays: dict[str, np.ndarray], a: int, b: int) -> RowFindings:
+    """The findings of rows ``a .. b``, their keys read from the key store; ``arrays`` are the
+    published arrays (:meth:`RowContext.open_published`).  An unreadable key chunk is a FormatError."""
+    pi, pu, lam, signs = (rows.store.rows(f"encryption/{name}", a, b) for name in _PER_ENCRYPTION)
     params, t = rows.params, rows.tables
     n, m, kp = params.n_private, len(t["public/images"]), params.k_private
     found = RowFindings(_RowTally(), np.zeros(n, np.int64), np.zeros(m, bool))
@@ -568,7 +580,7 @@ def check_chunk(rows: RowContext, arrays: dict[str, np.ndarray], a: int, pi: np.
         tally("lambda", lam_file, finite & (np.abs(lam64.sum(axis=1) - 1) > 1e-6), "lambdas do not sum to 1")
 
     # seed: every key of the row is the one its index draws
-    b, seed = a + len(lam), rows.key
+    seed = rows.key
     first = rows.order[a:b] // params.per_image
     partners = distinct_below(row_words(seed, "partners", a, b - a, kp - 1), n, excluded=first[:, None])
     tally("seed_keys", pi_file, np.any(pi != np.concatenate([first[:, None], partners], axis=1), axis=1),
@@ -608,6 +620,30 @@ def check_chunk(rows: RowContext, arrays: dict[str, np.ndarray], a: int, pi: np.
         tally("encryptions", f"{fmt.PUBLIC_DIR}/{fmt.ENCRYPTION_FILE}", usable(rows_differ(published[a:b][ok], expected)),
               "differs from its re-computation from the keys")
     return found
+
+
+def _sha256_files(paths: list[Path]) -> list[str]:
+    """The SHA-256 of each file (a task of :meth:`_Audit.check_digests`)."""
+    return [fmt.sha256_file(path) for path in paths]
+
+
+def _hash_groups(names: list[str], sizes: dict[str, int]) -> Iterator[list[str]]:
+    """``names`` in order, cut into groups of at least :data:`HASH_TASK_BYTES` (but the last)."""
+    group, size = [], 0
+    for name in names:
+        group.append(name)
+        size += sizes[name]
+        if size >= HASH_TASK_BYTES:
+            yield group
+            group, size = [], 0
+    if group:
+        yield group
+
+
+def _digest_findings(names: list[str], digests: Callable[[], list[str]], listed: dict) -> list[Finding]:
+    return [Finding("digests", f"{fmt.PUBLIC_DIR}/{name}", "",
+                    f"SHA-256 {digest[:16]}... differs from public/manifest.json's {str(listed[name])[:16]}...")
+            for name, digest in zip(names, digests()) if digest != listed[name]]
 
 
 def _contains(path: Path, needles: tuple[bytes, ...], block: int = 1 << 20) -> bool:

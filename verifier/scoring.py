@@ -125,6 +125,15 @@ class Accumulator:
         np.maximum.at(self.best_per_private, np.asarray(index)[counted].ravel(), ssim[counted].ravel())
         self.filled += len(ssim)
 
+    def merge(self, start: int, part: "Accumulator") -> None:
+        """Take in ``part``, the accumulator of rows ``start ..`` (their ``selected`` rows, as this one's):
+        copies and an order-free maximum, so blocks added to parts merged in any order are added here."""
+        stop = start + len(part.per_encryption)
+        self.per_encryption[start:stop] = part.per_encryption
+        self.best_column[start:stop] = part.best_column
+        np.maximum(self.best_per_private, part.best_per_private, out=self.best_per_private)
+        self.filled += part.filled
+
     def result(self) -> Scores:
         total = len(self.per_encryption)
         if self.filled != total:
