@@ -14,6 +14,7 @@ import pytest
 from scipy.ndimage import gaussian_filter, uniform_filter
 from skimage.metrics import structural_similarity  # test-only dependency ([test] extra)
 
+from challenge.domain import UINT8_TO_CENTERED
 from tests.naive import l2_reference, score_pairs_reference, ssim_reference
 from verifier import metrics
 from verifier.metrics import l2, score_pairs, ssim
@@ -269,10 +270,12 @@ def test_score_pairs_rows_do_not_interact(scoring_case):
 
 
 def test_perfect_recovery_scores_exactly(scoring_case):
+    """Also ties the kernel's uint8 mapping to the domain's table, value for value."""
     _, private, _ = scoring_case
     index = np.arange(len(private))[:, None]
-    s, d = score_pairs(to_unit(private), private, index)
-    assert (s == 1.0).all() and (d == 0.0).all()
+    for recovered in (to_unit(private), UINT8_TO_CENTERED[private]):
+        s, d = score_pairs(recovered, private, index)
+        assert (s == 1.0).all() and (d == 0.0).all()
 
 
 def test_score_pairs_empty_inputs(scoring_case):
@@ -324,6 +327,15 @@ def test_score_pairs_finds_every_nonfinite_image_in_a_large_batch():
     message = r"b must be finite, but image 456 holds 1 NaN or inf values \(2 such images\)"
     with pytest.raises(ValueError, match=message):
         ssim(np.zeros((599, *SHAPE)), recovered[1:])
+
+
+def test_finite_values_whose_squares_overflow_are_scored_not_refused():
+    """NaN and inf are counted only when L2 is not finite: an L2 that overflows from finite values
+    must not be taken for them."""
+    big = np.full((2, *SHAPE), 1e200)
+    np.testing.assert_array_equal(l2(big, -big), np.inf)
+    _, d = score_pairs(big, np.zeros((1, *SHAPE), np.uint8), np.zeros((2, 1), np.int64))
+    np.testing.assert_array_equal(d, np.inf)
 
 
 def test_score_pairs_checks_finiteness_without_pairs():
@@ -451,6 +463,35 @@ def test_scores_at_32x32x3_are_unchanged_to_the_last_bit():
     b = np.clip(a + rng.normal(0, 0.3, a.shape), -1, 1)
     digest = hashlib.sha256(s.tobytes() + d.tobytes() + ssim(a, b).tobytes() + l2(a, b).tobytes()).hexdigest()
     assert digest == "b8c66562055a12f2f18528412b4d14c2be42422c20640ff56ae12d3b06996113"
+
+
+# Per image shape, the sha256 of the scores test_scores_at_any_shape_are_unchanged_to_the_last_bit takes
+DIGESTS = {
+    (64, 64, 3): "dab15fb5e82abab213f4a2f3f525fd87a9494bfeccc35ade0a00f7e690d3bb3f",
+    (28, 28, 1): "e2242c244926bd2f419c2021fad5cf8c759e891b28a6b9877f3265bbc088e03d",
+    (37, 23, 3): "b3dbf6c8c6dcac626911fed5732c3eb3320577536429565c64119081745b3aaa",
+    (13, 7, 1): "da71bd578ef5caaad370ebb1d53bc9ea1ed3d38435a87210c9c9dc4b49759010",
+    (7, 7, 3): "17f2e3fc63d60b84b571ae1af2e37e69d82d8d8f99e492c05345bd7e4d5b58b3",
+    (40, 150, 3): "0ab9f29d2303e8dc9d3aff3f6385e98057e755cc809ae4f560a98c1c008ad417",
+    (224, 224, 3): "00d2b9c2a5627c124e0ca15a9f3111beae91913268c27ff07e79232bb107d3a2",
+}
+
+
+@pytest.mark.parametrize("shape", DIGESTS, ids=lambda shape: "x".join(map(str, shape)))
+def test_scores_at_any_shape_are_unchanged_to_the_last_bit(shape):
+    """Known answers, computed by the kernels before the one-pass rewrite (commit 90dbb49, with a
+    float64 copy of y and separate SSIM and L2 passes): float32 and float64 recoveries against uint8
+    private images, and ssim and l2 of float64 and float32 pairs, grey and colour, square or not."""
+    rng = np.random.default_rng([20261129, *shape])
+    private = rng.integers(0, 256, (12, *shape), dtype=np.uint8)
+    index = rng.integers(0, 12, (8, 3))
+    recovered = np.clip(to_unit(private[index[:, 0]]) + rng.normal(0, 0.2, (8, *shape)), -1, 1)
+    a = rng.uniform(-1, 1, (6, *shape))
+    b = np.clip(a + rng.normal(0, 0.3, a.shape), -1, 1)
+    a32, b32 = a.astype(np.float32), b.astype(np.float32)
+    parts = [*score_pairs(recovered.astype(np.float32), private, index), *score_pairs(recovered, private, index),
+             ssim(a, b), l2(a, b), ssim(a32, b32), l2(a[:, :, :1], b[:, :, :1])]
+    assert hashlib.sha256(b"".join(part.tobytes() for part in parts)).hexdigest() == DIGESTS[shape]
 
 
 @pytest.mark.parametrize("shape", [(6, 32, 3), (32, 6, 1), (6, 6, 3), (1, 1, 1), (0, 9, 3)])

@@ -64,9 +64,8 @@ import math
 
 import numba
 import numpy as np
-from numba import njit, prange
-
-from challenge.domain import UINT8_TO_CENTERED
+from numba import njit, prange, types
+from numba.extending import overload
 
 __all__ = ["DATA_RANGE", "K1", "K2", "WIN_SIZE", "l2", "score_pairs", "ssim"]
 
@@ -80,7 +79,8 @@ _NP = WIN_SIZE * WIN_SIZE
 # Constants of the division-free form (see module docstring).
 _C1N = _NP * _NP * (K1 * DATA_RANGE) ** 2
 _C2N = _NP * (_NP - 1) * (K2 * DATA_RANGE) ** 2
-_BLOCK = 8  # S-map lanes are computed in whole vectors of 8 (no scalar remainder loop)
+_BLOCK = 8  # float64 lanes per 64-byte vector and cache line: S-map lanes are computed in whole
+# vectors (no scalar remainder loop) and scratch rows start on cache lines
 
 
 # ----------------------------------------------------------------------------------------------
@@ -91,83 +91,124 @@ _BLOCK = 8  # S-map lanes are computed in whole vectors of 8 (no scalar remainde
 # that starts k*C lanes later; the views are made once per thread (numba's slicing costs more
 # than a short loop) and every index is a loop variable, which LLVM sees as non-negative: numba's
 # negative-index handling then vanishes and the loops vectorise.
-# The first image x is read where it lies (float32 or float64, each value taken to float64 as it is
-# read); the second, y, lives in a float64 scratch image of the thread.
+# A pair is scored in one pass down its rows, so that its scratch is a few rows, in the core's
+# caches at any image size: as a row of y enters the 7-row window it is taken to float64 into a
+# ring of the last 8 rows (read again as it leaves), and the same loop updates the L2 partials and
+# the window sums.  NaN and inf need no pass of their own: they make L2 non-finite, and only then
+# are they counted.  Scratch rows start on 64-byte lines, so that a vector load at an aligned lane
+# touches one cache line, not two.
 # error_model="numpy" only drops Python's ZeroDivisionError check, which blocks vectorising the
 # one division; no lane's denominator can be zero (its factors are >= the scaled C1 and C2).
 
+_RING = WIN_SIZE + 1  # rows of y kept as float64: the window's 7 and the one entering it
+
+
+def _centered(v):
+    """A pixel of y as float64 on the [-1, 1] scale (compiled by the overload below)."""
+
+
+@overload(_centered)
+def _centered_overload(v):
+    if isinstance(v, types.Integer):  # uint8 u: u / 127.5 - 1, the value challenge.domain's table holds
+        return lambda v: np.float64(v) / 127.5 - 1.0
+    return lambda v: np.float64(v)
+
 
 @njit(cache=True)
-def _new_work(rows, lanes, channels):
-    """One thread's scratch for images of rows x lanes (lanes = W*C).
+def _aligned_zeros(rows, cols):
+    """Zeroed float64 (rows, cols rounded up to whole vectors), each row starting on a 64-byte line."""
+    cols = -(-cols // _BLOCK) * _BLOCK
+    raw = np.zeros(rows * cols + _BLOCK)
+    start = (-(raw.ctypes.data // 8)) % _BLOCK
+    return raw[start:start + rows * cols].reshape(rows, cols)
 
-    Returns (y, cur, (flat, ahead), pair, taps, acc, sq).  For the fields f = x, y, x*x + y*y, x*y
-    (only x*x + y*y is needed, not the two squares apart), cur[f] holds the vertical 7-row window
-    sums of the current interior row, each field followed by zeros; flat is cur end to end and
-    ahead the same C lanes on, so pair = flat + ahead holds the sums of two horizontal neighbours
-    of the same channel.  taps holds, per field, the four views whose sum at lane q is the 7x7
-    window sum of interior lane q: pair[q], pair[q + 2C], pair[q + 4C], cur[q + 6C].  acc holds
-    per-lane running sums of the S map (padded to whole vectors; the padding lanes compute from
-    finite values and are never summed), sq those of the squared differences.
+
+@njit(cache=True)
+def _new_work(lanes, channels):
+    """One thread's scratch for images of rows of lanes = W*C values.
+
+    Returns (ring, cur, (flat, ahead), pair, taps, acc, sq).  ring holds the last rows of y, as
+    float64.  For the fields f = x, y, x*x + y*y, x*y (only x*x + y*y is needed, not the two
+    squares apart), cur[f] holds the vertical 7-row window sums of the current interior row, each
+    field followed by zeros; flat is cur end to end and ahead the same C lanes on, so pair = flat
+    + ahead holds the sums of two horizontal neighbours of the same channel.  taps holds, per
+    field, the four views whose sum at lane q is the 7x7 window sum of interior lane q: pair[q],
+    pair[q + 2C], pair[q + 4C], cur[q + 6C].  acc holds per-lane running sums of the S map
+    (padded to whole vectors; the padding lanes compute from finite values and are never summed),
+    sq those of the squared differences.
     """
     c = channels
-    interior = -(-max(0, lanes - 2 * _RADIUS * c) // _BLOCK) * _BLOCK
-    room = lanes + _BLOCK  # a field's lanes, then zeros: the padding lanes read up to 7 lanes on
-    cur = np.zeros((4, room))
+    cur = _aligned_zeros(4, lanes + _BLOCK)  # a field's lanes, then zeros: padding lanes read on
+    room = cur.shape[1]
     flat = cur.reshape(4 * room)
-    pair = np.zeros(4 * room)
+    pair = _aligned_zeros(1, 4 * room)[0]
     taps = [(pair[f * room:], pair[f * room + 2 * c:], pair[f * room + 4 * c:], flat[f * room + 6 * c:])
             for f in range(4)]
-    return (np.zeros((rows, lanes)), cur, (flat, flat[c:]), pair, (taps[0], taps[1], taps[2], taps[3]),
-            np.zeros(interior), np.zeros(lanes))
+    return (_aligned_zeros(_RING, lanes), cur, (flat, flat[c:]), pair, (taps[0], taps[1], taps[2], taps[3]),
+            _aligned_zeros(1, max(0, lanes - 2 * _RADIUS * c))[0], _aligned_zeros(1, lanes)[0])
 
 
 @njit(cache=True, error_model="numpy")
-def _ssim_work(x, work, channels):
-    """Mean SSIM of x (rows x lanes, float32 or float64) and the float64 image work[0].
+def _scores(x, y, work, channels, with_ssim):
+    """(SSIM, L2) of two (rows x lanes) images: x float32 or float64, y the same or uint8 pixels.
 
-    One function, its views unpacked once: a call or an unpacking per row would cost more than a
-    row's work (numba counts references to every array it passes).
+    x's values are taken to float64 as they are read, y's by _centered.  SSIM is NaN unless
+    with_ssim.  One function, its views unpacked once: a call or an unpacking per row would cost
+    more than a row's work (numba counts references to every array it passes).
     """
-    y, cur, (flat, ahead), pair, taps, acc, _ = work
+    ring, cur, (flat, ahead), pair, taps, acc, sq = work
     (x0, x2, x4, x6), (y0, y2, y4, y6), (q0, q2, q4, q6), (m0, m2, m4, m6) = taps
-    rows, lanes = y.shape
+    rows, lanes = x.shape
     cur[:, :] = 0.0
     acc[:] = 0.0
-    out_rows = rows - 2 * _RADIUS
-    for r in range(out_rows):
-        if r == 0:  # the window of interior row 0 covers image rows 0..6
-            for k in range(WIN_SIZE):
-                for q in range(lanes):
-                    a = np.float64(x[k, q])
-                    b = y[k, q]
-                    cur[0, q] += a
-                    cur[1, q] += b
-                    cur[2, q] += a * a + b * b
-                    cur[3, q] += a * b
-        else:  # slide the window down: add image row r + 6, drop row r - 1
+    sq[:] = 0.0
+    for i in range(rows):
+        new = i % _RING  # y's row i enters the ring here ...
+        if i < WIN_SIZE:  # ... into the window of interior row 0, image rows 0..6
             for q in range(lanes):
-                a1 = np.float64(x[r + WIN_SIZE - 1, q])
-                b1 = y[r + WIN_SIZE - 1, q]
-                a0 = np.float64(x[r - 1, q])
-                b0 = y[r - 1, q]
+                a = np.float64(x[i, q])
+                b = ring[new, q] = _centered(y[i, q])
+                d = a - b
+                sq[q] += d * d
+                cur[0, q] += a
+                cur[1, q] += b
+                cur[2, q] += a * a + b * b
+                cur[3, q] += a * b
+        else:  # ... or slides the window down, row i - 7 leaving it
+            old = (i - WIN_SIZE) % _RING
+            for q in range(lanes):
+                a1 = np.float64(x[i, q])
+                b1 = ring[new, q] = _centered(y[i, q])
+                a0 = np.float64(x[i - WIN_SIZE, q])
+                b0 = ring[old, q]
+                d = a1 - b1
+                sq[q] += d * d
                 cur[0, q] += a1 - a0
                 cur[1, q] += b1 - b0
                 cur[2, q] += (a1 * a1 + b1 * b1) - (a0 * a0 + b0 * b0)
                 cur[3, q] += a1 * b1 - a0 * b0
-        for i in range(ahead.size):  # all fields at once; lanes that pair across two fields are
-            pair[i] = flat[i] + ahead[i]  # never read
+        if not with_ssim or i < WIN_SIZE - 1:
+            continue
+        for p in range(ahead.size):  # all fields at once; lanes that pair across two fields are
+            pair[p] = flat[p] + ahead[p]  # never read
         for q in range(acc.size):  # horizontal 7-pixel sums, then the S map
             sx = x0[q] + x2[q] + x4[q] + x6[q]
             sy = y0[q] + y2[q] + y4[q] + y6[q]
-            sq = q0[q] + q2[q] + q4[q] + q6[q]
+            ssq = q0[q] + q2[q] + q4[q] + q6[q]
             sxy = m0[q] + m2[q] + m4[q] + m6[q]
             t = sx * sy
             xx = sx * sx
             yy = sy * sy
             num = (2.0 * t + _C1N) * (2.0 * (_NP * sxy - t) + _C2N)
-            den = (xx + yy + _C1N) * ((_NP * sq - (xx + yy)) + _C2N)
+            den = (xx + yy + _C1N) * ((_NP * ssq - (xx + yy)) + _C2N)
             acc[q] += num / den
+    s = 0.0
+    for q in range(lanes):
+        s += sq[q]
+    l2 = np.sqrt(s / (rows * lanes))
+    if not with_ssim:
+        return np.nan, l2
+    out_rows = rows - 2 * _RADIUS
     out_cols = lanes // channels - 2 * _RADIUS  # lanes past out_cols * C pad acc to whole vectors
     total = 0.0
     for c in range(channels):  # mean per channel, then over channels, as scikit-image does
@@ -175,28 +216,16 @@ def _ssim_work(x, work, channels):
         for j in range(out_cols):
             s += acc[channels * j + c]
         total += s / (out_rows * out_cols)
-    return total / channels
-
-
-@njit(cache=True, error_model="numpy")
-def _l2_work(x, work):
-    """RMS difference of x and the image work[0], summed in per-lane partials."""
-    y, sq = work[0], work[6]
-    rows, lanes = y.shape
-    sq[:] = 0.0
-    for i in range(rows):
-        for q in range(lanes):
-            d = np.float64(x[i, q]) - y[i, q]
-            sq[q] += d * d
-    s = 0.0
-    for q in range(lanes):
-        s += sq[q]
-    return np.sqrt(s / (rows * lanes))
+    return total / channels, l2
 
 
 @njit(cache=True)
 def _count_nonfinite(x):
-    """How many of an image's values are NaN or inf (checked in the kernels, on the way through)."""
+    """How many of an image's values are NaN or inf.
+
+    Counted only for a pair whose L2 is not finite: a NaN or inf in either image makes its sum of
+    squared differences NaN or inf, so a finite L2 shows both images finite.
+    """
     bad = 0
     for i in range(x.shape[0]):
         for q in range(x.shape[1]):
@@ -204,25 +233,8 @@ def _count_nonfinite(x):
     return bad
 
 
-@njit(cache=True)
-def _load_float(y, src):
-    """Copy a float image to y as float64; return its count of NaN and inf values."""
-    for i in range(y.shape[0]):
-        for q in range(y.shape[1]):
-            y[i, q] = src[i, q]
-    return _count_nonfinite(src)
-
-
-@njit(cache=True)
-def _load_u8(y, src, lut):
-    """Map a uint8 image to [-1, 1] into y through lut (bit-identical to u / 127.5 - 1)."""
-    for i in range(y.shape[0]):
-        for q in range(y.shape[1]):
-            y[i, q] = lut[src[i, q]]
-
-
 @njit(cache=True, parallel=True, error_model="numpy")
-def _score_kernel(rec, priv, index, lut, channels, nchunks):
+def _score_kernel(rec, priv, index, channels, nchunks):
     """SSIM and L2 of rec[b] against priv[index[b, k]] for all (b, k); parallel over pairs.
 
     Images are (rows, W*C) planes.  Also returns, per recovered image, its count of non-finite
@@ -235,18 +247,12 @@ def _score_kernel(rec, priv, index, lut, channels, nchunks):
     nonfinite = np.zeros(nrec, dtype=np.int64)
     nchunks = max(1, min(npairs, nchunks))
     for c in prange(nchunks):
-        work = _new_work(rec.shape[1], rec.shape[2], channels)
-        last = -1
+        work = _new_work(rec.shape[2], channels)
         for p in range(c * npairs // nchunks, (c + 1) * npairs // nchunks):
             b = p // m
-            x = rec[b]
-            if b != last:  # consecutive pairs share the recovered image: check it once (a row
-                # split between two chunks is counted by both, to the same value)
-                nonfinite[b] = _count_nonfinite(x)
-                last = b
-            _load_u8(work[0], priv[index[b, p - b * m]], lut)
-            out_ssim[p] = _ssim_work(x, work, channels)
-            out_l2[p] = _l2_work(x, work)
+            out_ssim[p], out_l2[p] = _scores(rec[b], priv[index[b, p - b * m]], work, channels, True)
+            if not np.isfinite(out_l2[p]):  # every pair of b counts the same (private images are finite)
+                nonfinite[b] = _count_nonfinite(rec[b])
     return out_ssim.reshape(nrec, m), out_l2.reshape(nrec, m), nonfinite
 
 
@@ -258,18 +264,17 @@ def _pairs_kernel(a, b, channels, with_ssim, nchunks):
     and in b[p].
     """
     npairs = a.shape[0]
-    out_ssim = np.full(npairs, np.nan)
+    out_ssim = np.empty(npairs)
     out_l2 = np.empty(npairs)
     nonfinite = np.zeros((2, npairs), dtype=np.int64)
     nchunks = max(1, min(npairs, nchunks))
     for c in prange(nchunks):
-        work = _new_work(a.shape[1], a.shape[2], channels)
+        work = _new_work(a.shape[2], channels)
         for p in range(c * npairs // nchunks, (c + 1) * npairs // nchunks):
-            nonfinite[0, p] = _count_nonfinite(a[p])
-            nonfinite[1, p] = _load_float(work[0], b[p])
-            if with_ssim:
-                out_ssim[p] = _ssim_work(a[p], work, channels)
-            out_l2[p] = _l2_work(a[p], work)
+            out_ssim[p], out_l2[p] = _scores(a[p], b[p], work, channels, with_ssim)
+            if not np.isfinite(out_l2[p]):
+                nonfinite[0, p] = _count_nonfinite(a[p])
+                nonfinite[1, p] = _count_nonfinite(b[p])
     return out_ssim, out_l2, nonfinite
 
 
@@ -396,7 +401,7 @@ def score_pairs(recovered, private_images, private_index) -> tuple[np.ndarray, n
     rec = _planes(rec)
     index = np.ascontiguousarray(index, dtype=np.int64)
     out_ssim, out_l2, nonfinite = _run(_score_kernel, index.size, math.prod(shape), rec, _planes(priv), index,
-                                       UINT8_TO_CENTERED, shape[2])
+                                       shape[2])
     if index.shape[1] == 0:  # no pairs, so the kernel looked at no image: check them here
         nonfinite = np.count_nonzero(~np.isfinite(rec), axis=(1, 2))
     _check_finite("recovered", nonfinite)
