@@ -14,7 +14,7 @@ from commands import verify as cli
 from verifier.baselines import write_baseline
 from verifier.metrics import K1
 from tests.naive import score_pairs_reference
-from verifier.scoring import Accumulator, score
+from verifier.scoring import Accumulator, score, score_array
 from challenge.submission import Expected
 
 C1 = (K1 * 2) ** 2
@@ -199,3 +199,15 @@ def test_concurrent_runs_do_not_interfere(oracle, tiny_release, tmp_path):
     assert reports[0]["scores"] == reports[1]["scores"] == reports[2]["scores"]
     assert [json.loads((tmp_path / str(i) / "scores.json").read_text()) for i in range(3)].count(
         json.loads((tmp_path / "0" / "scores.json").read_text())) == 3
+
+
+def test_float32_scores_are_those_of_its_float64_copy_to_the_last_bit(keys):
+    """A float32 submission on the [-1, 1] scale is scored as it is, not copied to float64 first:
+    the same scores, bit for bit, as the float64 copy."""
+    rng = np.random.default_rng(3)
+    recovery = rng.uniform(-1, 1, (keys.params.n_encryptions, *keys.params.image_shape)).astype(np.float32)
+    as_float32 = score_array(recovery, keys)
+    as_float64 = score_array(recovery.astype(np.float64), keys)
+    assert as_float32.summary == as_float64.summary
+    assert np.array_equal(as_float32.max_ssim, as_float64.max_ssim)
+    assert np.array_equal(as_float32.best_per_private, as_float64.best_per_private, equal_nan=True)

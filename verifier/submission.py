@@ -150,12 +150,17 @@ class ValueTally:
 
 
 def centered(rows: np.ndarray, domain: str) -> np.ndarray:
-    """Rows of a valid submission on the [-1, 1] scale of every score (float64).
+    """Rows of a valid submission on the [-1, 1] scale of every score (float64, or float32 as given).
 
     uint8 ``u`` means ``u / 127.5 - 1`` in every domain; floats are mapped from the release's domain.
+    Native floats already on that scale are returned as they are, not copied to float64: the
+    metrics read float32 values as float64 exactly, so the scores are the same, and the copy would
+    cost a fifth of the scoring time.
     """
     if rows.dtype == np.uint8:
         return UINT8_TO_CENTERED[rows]
+    if domain == "centered" and rows.dtype in (np.float32, np.float64):
+        return rows
     return to_centered(rows, domain)
 
 
