@@ -107,3 +107,34 @@ def test_patches_bar_moves_per_file_and_says_where_a_resume_starts(tmp_path, cap
     assert summary.resumed_from_file == 8
     assert "resumed at 8 of 18 files" in capsys.readouterr().err
     assert len(load_patch_bank(tmp_path / "cut")) == len(load_patch_bank(tmp_path / "whole"))
+
+
+def test_audit_digests_bar_counts_files_hashed_not_hashing_started(tiny_release, monkeypatch):
+    """On a cluster the digests are hashed while the rows are checked: the bar advances as each hash
+    arrives, not when its task is sent (it used to reach 100 % before any file was hashed)."""
+    from verifier import audit as audit_module
+
+    events = []
+
+    class Deferred(audit_module.Runner):  # work starts when asked for, as it ends on a cluster
+        def later(self, fn, *args):
+            events.append("sent")
+
+            def result():
+                events.append("hashed")
+                return fn(*args)
+            return result
+
+    class Recorder(Progress):
+        def advance(self, n: int = 1) -> None:
+            events.append(self.label)
+            super().advance(n)
+
+    monkeypatch.setattr(audit_module, "HASH_TASK_BYTES", 1)  # a task per file
+    monkeypatch.setattr(audit_module, "Progress", Recorder)
+    report = audit_module.audit(tiny_release, tiny_release / "secret" / "keys.zarr", runner=Deferred())
+    assert report.sound
+    digest_events = [e for e in events if e in ("sent", "hashed", "digests")]
+    files = digest_events.count("sent")
+    assert files >= 3 and digest_events.count("hashed") == files
+    assert digest_events[files:] == ["hashed", "digests"] * files, digest_events

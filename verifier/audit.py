@@ -190,9 +190,9 @@ class Runner:
     are checked.  The work and its results are the same."""
 
     def later(self, fn: Callable, *args) -> Callable[[], Any]:
-        """Start ``fn(*args)`` (here: run it now); calling what this returns gives its result."""
-        result = fn(*args)
-        return lambda: result
+        """Start ``fn(*args)``; calling what this returns, once, gives its result (here the work is
+        done then, so a progress bar drawn while the results are taken shows the work as it is done)."""
+        return partial(fn, *args)
 
     def check_chunks(self, context: RowContext, chunks: Iterable[tuple[int, int]]) -> Iterator[RowFindings]:
         """The findings of each chunk (rows ``a .. b``), in the order of ``chunks``."""
@@ -344,14 +344,12 @@ class _Audit:
         return usable
 
     def check_digests(self, manifest: dict, names: set[str]) -> None:
-        """Every file hashed, by tasks of about :data:`HASH_TASK_BYTES` (on a cluster: started now,
-        run while the rows are checked)."""
+        """Every file hashed, by tasks of about :data:`HASH_TASK_BYTES` started now (on a cluster they
+        run while the rows are checked); their findings are taken when the report is made."""
         sizes = {name: os.stat(self.public / name, follow_symlinks=False).st_size for name in names}
-        with Progress("digests", sum(sizes.values()), unit="B") as bar:
-            for group in _hash_groups(sorted(names), sizes):
-                digests = self.runner.later(_sha256_files, [self.public / name for name in group])
-                self.find_later(partial(_digest_findings, group, digests, manifest["files"]))
-                bar.advance(sum(sizes[name] for name in group))
+        tasks = [(group, self.runner.later(_sha256_files, [self.public / name for name in group]))
+                 for group in _hash_groups(sorted(names), sizes)]
+        self.find_later(partial(_digest_findings, tasks, sizes, manifest["files"]))
 
     # --- key store ------------------------------------------------------------------------------
 
@@ -640,10 +638,18 @@ def _hash_groups(names: list[str], sizes: dict[str, int]) -> Iterator[list[str]]
         yield group
 
 
-def _digest_findings(names: list[str], digests: Callable[[], list[str]], listed: dict) -> list[Finding]:
-    return [Finding("digests", f"{fmt.PUBLIC_DIR}/{name}", "",
-                    f"SHA-256 {digest[:16]}... differs from public/manifest.json's {str(listed[name])[:16]}...")
-            for name, digest in zip(names, digests()) if digest != listed[name]]
+def _digest_findings(tasks: list[tuple[list[str], Callable[[], list[str]]]], sizes: dict[str, int],
+                     listed: dict) -> list[Finding]:
+    """The files whose digest differs from the manifest's, taking each task's hashes in turn; the bar
+    counts the bytes hashed, as the hashes arrive."""
+    found = []
+    with Progress("digests", sum(sizes.values()), unit="B") as bar:
+        for names, digests in tasks:
+            found += [Finding("digests", f"{fmt.PUBLIC_DIR}/{name}", "",
+                              f"SHA-256 {digest[:16]}... differs from public/manifest.json's {str(listed[name])[:16]}...")
+                      for name, digest in zip(names, digests()) if digest != listed[name]]
+            bar.advance(sum(sizes[name] for name in names))
+    return found
 
 
 def _contains(path: Path, needles: tuple[bytes, ...], block: int = 1 << 20) -> bool:
