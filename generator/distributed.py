@@ -109,7 +109,7 @@ def _write_task(encoder: RowEncoder, own: tuple[int, int], zarr_span: tuple[int,
     digests: dict[str, str] = {}
     z_signs = zarr.open_array(str(signs_path), mode="r+")
     chunks = ZarrChunks(public_dir, "encryption", zarr_rows, encoder.image_shape, digests,
-                         first_chunk=zarr_span[0] // zarr_rows) if zarr_rows else None
+                        first_chunk=zarr_span[0] // zarr_rows) if zarr_rows else None
     end = max(stop, zarr_span[1])
     buffer = np.empty((min(chunk, end - start), *encoder.image_shape), "<f4")  # one block in memory, reused
     fd = os.open(npy, os.O_WRONLY)
