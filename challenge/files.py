@@ -27,17 +27,22 @@ import tempfile
 from pathlib import Path
 
 from challenge.errors import UsageError
+from challenge.places import check_output
+from challenge.text import printable
 
 __all__ = [
     "MAX_JSON_DEPTH",
     "UnsafeFile",
     "check_tree",
+    "make_folders",
     "open_regular",
     "read_bytes",
     "read_json",
     "read_text",
+    "remove_made",
     "safe_name",
     "write_atomic",
+    "write_files",
 ]
 
 MAX_JSON_DEPTH = 64  # deeper than any document of the format; far below Python's recursion limit
@@ -215,6 +220,57 @@ def write_atomic(path: str | os.PathLike, data: bytes | str, *, mode: int = 0o64
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def make_folders(folder: str | os.PathLike, *, private: bool = False) -> list[Path]:
+    """Create ``folder`` and its missing parents (0700 if ``private``, else as the umask says); return
+    the folders created, deepest last, so a failed write can remove them (:func:`remove_made`)."""
+    folder, made = Path(folder), []
+    missing = [p for p in (folder, *folder.parents) if not p.exists()]
+    for path in reversed(missing):
+        path.mkdir(mode=0o700 if private else 0o777)
+        made.append(path)
+    return made
+
+
+def remove_made(made: list[Path]) -> None:
+    """Remove the folders :func:`make_folders` created, deepest first, where they are still empty:
+    a failed command leaves no empty output folder behind."""
+    for path in reversed(made):
+        try:
+            path.rmdir()
+        except OSError:
+            break
+
+
+def write_files(out: str | os.PathLike, contents: dict[str, bytes | str], what: str, *,
+                private: bool = False) -> list[Path]:
+    """Write several files into ``out`` (created if needed), each atomically; all or nothing new.
+
+    A failure (read-only, full disk, a file where the folder should be) removes the files and
+    folders this call created, so no incomplete set is left, and is one :class:`UsageError` naming
+    the path.  ``private``: the files show private images or keys, so they are 0600 in folders
+    created 0700, readable by their owner alone whatever the umask.
+    """
+    out = Path(out)
+    check_output(out)
+    written, made = [], []
+    try:
+        made += make_folders(out, private=private)
+        for name, data in contents.items():
+            path = out / name
+            made += make_folders(path.parent, private=private)
+            existed = path.exists()
+            write_atomic(path, data, mode=0o600 if private else 0o644)
+            if not existed:
+                written.append(path)
+    except (OSError, UnsafeFile) as e:
+        for path in written:
+            path.unlink(missing_ok=True)
+        remove_made(made)
+        reason = str(e) if isinstance(e, UnsafeFile) else f"{e.filename or out}: {e.strerror or e}"
+        raise UsageError(f"cannot write the {what}: {printable(reason)}") from None
+    return [out / name for name in contents]
 
 
 def safe_name(name: str) -> bool:

@@ -15,9 +15,10 @@ import numpy as np
 from challenge import format as fmt
 from challenge.domain import DOMAINS
 from challenge.errors import UsageError
-from challenge.files import UnsafeFile, write_atomic
+from challenge.files import UnsafeFile, make_folders, remove_made, write_atomic
 from challenge.manifest import image_shape, read_manifest
 from challenge.npy import ROWS, read_npy_header
+from challenge.places import check_output
 from challenge.progress import Progress
 from challenge.text import printable
 
@@ -64,10 +65,10 @@ def open_for_scoring(release: Path | None, keys: Path | None) -> tuple[Expected,
         return expected_from_keys(store), store
     manifest = read_manifest(release)
     if store is not None:
+        fmt.check_commitment(manifest, store, release, keys)  # first: it names both commitments
         if manifest.get("format_version") != store.version or manifest.get("params") != store.params.to_dict(store.version):
-            raise UsageError(f"{printable(keys)}: key store parameters differ from those of {printable(release)}: "
-                             "not this release's keys")
-        fmt.check_commitment(manifest, store, release, keys)
+            raise UsageError(f"{printable(release)}: manifest parameters differ from those of the key store "
+                             f"{printable(keys)} it commits to: the manifest was changed")
     return expected_from_manifest(manifest), store
 
 
@@ -88,20 +89,26 @@ def encryption_blocks(release: Path, expected: Expected, rows: int = ROWS) -> It
 
 
 def write_submission(out: Path, blocks: Iterator[np.ndarray], expected: Expected, dtype: str,
-                     metadata: dict, force: bool = False) -> Path:
+                     metadata: dict, force: bool = False, *, private: bool = False) -> Path:
     """Stream ``blocks`` into ``out/decryption.npy`` (via a temporary file) and write ``metadata.json``.
 
     An unwritable ``out`` (read-only, full disk, a file in the way) is one :class:`UsageError`
-    naming the path; no temporary file and no decryption without its metadata is left behind.
+    naming the path; no temporary file, no decryption without its metadata and no folder this call
+    created is left behind.  ``private``: the rows are (or are fitted to) the private images, so the
+    files are 0600 in a folder created 0700.  ``out`` is never inside a release or a key store.
     """
     out = Path(out)
+    check_output(out, "--out")
     target = out / DECRYPTION_FILE
     if target.exists() and not force:
         raise UsageError(f"{printable(target)}: already exists; pass --force to replace it")
     tmp = out / f".{DECRYPTION_FILE}.partial-{os.getpid()}"
+    mode = 0o600 if private else 0o644
+    made = []
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as f:
+        made = make_folders(out, private=private)
+        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode), "wb") as f:
+            os.fchmod(f.fileno(), mode)  # whatever the umask
             header = {"descr": np.dtype(dtype).str, "fortran_order": False, "shape": expected.shape}
             np.lib.format.write_array_header_1_0(f, header)
             written = 0
@@ -112,15 +119,14 @@ def write_submission(out: Path, blocks: Iterator[np.ndarray], expected: Expected
                     bar.advance(len(block))
         if written != expected.n:
             raise RuntimeError(f"baseline produced {written} rows, expected {expected.n}")
-        write_atomic(out / METADATA_FILE, json.dumps(metadata, indent=2, sort_keys=True) + "\n")
+        write_atomic(out / METADATA_FILE, json.dumps(metadata, indent=2, sort_keys=True) + "\n", mode=mode)
         os.replace(tmp, target)
-    except OSError as e:
+    except BaseException as e:
         tmp.unlink(missing_ok=True)
-        raise UsageError(f"cannot write the submission: {printable(e.filename or out)}: {e.strerror or e}") from None
-    except UnsafeFile as e:
-        tmp.unlink(missing_ok=True)
-        raise UsageError(f"cannot write the submission: {printable(e)}") from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
+        remove_made(made)
+        if isinstance(e, OSError):
+            raise UsageError(f"cannot write the submission: {printable(e.filename or out)}: {e.strerror or e}") from None
+        if isinstance(e, UnsafeFile):
+            raise UsageError(f"cannot write the submission: {printable(e)}") from None
         raise
     return target

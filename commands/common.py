@@ -9,8 +9,9 @@ import traceback
 from pathlib import Path
 
 from challenge.errors import UsageError
+from challenge.places import check_output
 
-__all__ = ["OneLineParser", "add_source_options", "check_keys_path", "positive_int", "run", "shape_options", "version_option"]
+__all__ = ["OneLineParser", "add_source_options", "check_keys_path", "natural_int", "positive_int", "run", "shape_options", "version_option"]
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -43,15 +44,24 @@ def check_keys_path(keys: Path | None) -> None:
                          "release's secret/keys.zarr, which its maintainer keeps until the reveal")
 
 
-def positive_int(text: str) -> int:
-    """argparse type for counts and sizes: a whole number of at least 1."""
+def _whole_number(text: str, minimum: int, meaning: str) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"must be {meaning}, got {value}")
     return value
+
+
+def positive_int(text: str) -> int:
+    """argparse type for counts and sizes: a whole number of at least 1."""
+    return _whole_number(text, 1, "positive")
+
+
+def natural_int(text: str) -> int:
+    """argparse type for seeds of numpy's generators, which refuse negative ones: 0 or more."""
+    return _whole_number(text, 0, "0 or more")
 
 
 def add_source_options(p: argparse.ArgumentParser) -> None:
@@ -76,11 +86,17 @@ def shape_options(source: Path | None, image_shape) -> dict:
     return {"size": height if height == width else None, "grey": grey}
 
 
+OUTPUT_OPTIONS = ("out", "work")  # every command's output paths: never inside a release or a key store
+
+
 def run(main_parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
     """Parse and run; turn user mistakes into one line and exit code 2, bugs into exit code 1."""
     args = main_parser.parse_args(argv)
     try:
         check_keys_path(getattr(args, "keys", None))
+        for option in OUTPUT_OPTIONS:
+            if getattr(args, option, None) is not None:
+                check_output(getattr(args, option), f"--{option}", replaces_release=getattr(args, "writes_release", False))
         return args.run(args)
     except UsageError as e:
         print(f"{main_parser.prog}: error: {e}", file=sys.stderr)

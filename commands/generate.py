@@ -97,7 +97,7 @@ def _add_generate(sub) -> None:
     p.add_argument("--force", action="store_true", help="replace an existing release at --out")
     add_dask_option(p)
     p.add_argument("--json", action="store_true", help="print the manifest as JSON on stdout")
-    p.set_defaults(run=_run_generate)
+    p.set_defaults(run=_run_generate, writes_release=True)  # --out is a release (--force replaces it)
 
 
 def _run_generate(args) -> int:

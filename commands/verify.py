@@ -15,7 +15,7 @@ from pathlib import Path
 from challenge.errors import UsageError
 from challenge.submission import open_for_scoring
 from commands.cluster import add_dask_option, dask_client
-from commands.common import OneLineParser, positive_int, run, version_option
+from commands.common import OneLineParser, natural_int, positive_int, run, version_option
 
 __all__ = ["build_parser", "main", "register"]
 
@@ -32,7 +32,8 @@ examples:
 
 LEADERBOARD_EXAMPLES = """\
 examples:
-  instahide leaderboard subs/* --keys release/secret/keys.zarr --release release/ --out board/
+  instahide leaderboard subs/* --keys release/secret/keys.zarr --release release/ --out board/   # secret: shows the private images
+  instahide leaderboard subs/* --keys keys.zarr --release release/ --holdout 0.5 --public --out public-board/   # to publish
   instahide leaderboard a/ b.zip --keys keys.zarr --release release/ --json   # the table as JSON on stdout
   instahide leaderboard subs/* --keys keys.zarr --release release/ --dask local:2   # 2 worker processes
 """
@@ -173,12 +174,13 @@ def _run_leaderboard(args) -> int:
     from verifier import leaderboard
     from challenge.text import printable
 
+    leaderboard.check_replaceable(args.out, args.force)
     _, store = open_for_scoring(args.release, args.keys)
     with ExitStack() as unpacked:  # extracted .zip submissions live until their pictures are drawn
         cluster = unpacked.enter_context(dask_client(args.dask))
         entries = leaderboard.build(args.submissions, store, rows=args.rows, selected=_selected(args, store),
                                     unpacked=unpacked, cluster=cluster)
-        files = leaderboard.write(entries, store, args.out, release=args.release)
+        files = leaderboard.write(entries, store, args.out, release=args.release, public=args.public, force=args.force)
     for e in entries:
         if e.scores is None:
             problems = printable("; ".join(e.validation.problems))
@@ -220,6 +222,10 @@ def register(sub) -> None:
     p.add_argument("submissions", type=Path, nargs="+", metavar="SUBMISSION", help="submission folders or .zip files")
     _add_common(p, "the key store secret/keys.zarr", keys_required=True, release_required=True)
     p.add_argument("--out", type=Path, default=Path("leaderboard"), help="output folder (default: %(default)s)")
+    p.add_argument("--public", action="store_true", help="a board to publish during the challenge: scores and "
+                   "recoveries, no private image (by default the pictures show the private images and every file is "
+                   "readable by its owner alone)")
+    p.add_argument("--force", action="store_true", help="replace the board already in --out (its pictures too)")
     p.add_argument("--json", action="store_true", help="print the table as JSON on stdout (instead of Markdown)")
     _add_holdout(p)
     add_dask_option(p)
@@ -238,7 +244,7 @@ def register(sub) -> None:
     p.add_argument("kind", choices=KINDS)
     _add_common(p, "the key store secret/keys.zarr (needed by oracle, constant, mean and pairing)")
     p.add_argument("--out", type=Path, required=True, help="submission folder to write")
-    p.add_argument("--seed", type=int, default=0, help="random seed of the noise baseline (default: %(default)s)")
+    p.add_argument("--seed", type=natural_int, default=0, help="random seed of the noise baseline, 0 or more (default: %(default)s)")
     p.add_argument("--force", action="store_true", help="replace an existing decryption.npy")
     p.add_argument("--json", action="store_true", help="print what was written as JSON on stdout")
     p.set_defaults(run=_run_baseline)

@@ -357,6 +357,6 @@ def test_a_failed_leaderboard_write_leaves_no_partial_board(oracle, tiny_release
     out = tmp_path / "board"
     (out / "leaderboard.html").mkdir(parents=True)  # the last file cannot be written
     code, _, err = call(capsys, "leaderboard", oracle, "--keys", keys_of(tiny_release), "--release", tiny_release,
-                        "--out", out)
+                        "--out", out, "--force")
     assert code == 2 and one_line_error(err) and "leaderboard.html" in err, err
     assert [p.name for p in out.rglob("*") if p.is_file()] == []  # no pictures, no leaderboard.md

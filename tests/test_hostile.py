@@ -191,7 +191,7 @@ def test_public_zarr_chunk_with_hidden_padding_is_found(release):
 def test_sheet_is_never_written_into_the_public_folder(tiny_release, capsys):
     sheet = tiny_release / "public" / "sheet.png"
     assert main(["inspect", str(tiny_release), "--keys", str(keys(tiny_release)), "--sheet", str(sheet)]) == 2
-    assert "undeclared public file" in capsys.readouterr().err and not sheet.exists()
+    assert "inside the release" in capsys.readouterr().err and not sheet.exists()
 
 
 MANIFEST_FIELDS = ["format", "format_version", "generator", "generator.name", "params", "params.k", "params.mode",

@@ -29,9 +29,11 @@ from verifier import metrics
 from challenge.npy import ROWS
 from challenge.submission import Expected, encryption_blocks, write_submission
 
-__all__ = ["FLOORS", "KINDS", "METHODS", "best_grey_level", "blind", "floor_blocks", "floor_image", "write_baseline"]
+__all__ = ["FLOORS", "FROM_KEYS", "KINDS", "METHODS", "best_grey_level", "blind", "floor_blocks", "floor_image", "write_baseline"]
 
 KINDS = ("oracle", "blind", "noise", "constant", "mean", "pairing")
+# baselines made from the ground truth: written for their owner's eyes only (0600 in a 0700 folder)
+FROM_KEYS = ("oracle", "constant", "mean", "pairing")
 FLOORS = ("constant", "mean")  # trivial submissions every leaderboard shows as reference rows
 METHODS = {
     "oracle": "oracle: each encryption's first private image (the ground truth)",
@@ -160,4 +162,4 @@ def write_baseline(kind: str, out: Path, expected: Expected, *, store: fmt.KeySt
     else:
         raise UsageError(f"unknown baseline {kind!r}; expected one of {', '.join(KINDS)}")
     metadata = {"team": "baseline", "method": METHODS[kind]}
-    return write_submission(out, blocks, expected, dtype, metadata, force)
+    return write_submission(out, blocks, expected, dtype, metadata, force, private=kind in FROM_KEYS)

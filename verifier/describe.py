@@ -18,7 +18,8 @@ from challenge.domain import to_uint8
 from challenge.errors import UsageError
 from challenge.preview import contact_sheet, save_png
 from challenge.files import safe_name
-from challenge.manifest import json_get
+from challenge.manifest import json_get, read_manifest
+from challenge.places import check_output
 from challenge.npy import open_npy
 
 
@@ -124,15 +125,16 @@ SHEET_TITLE = "SECRET: private image i (left), then encryptions (rows) whose fir
 
 
 def write_sheet(release: Path, keys: Path, out: Path, count: int = 8) -> Path:
-    """Save the sheet as PNG at ``out``; never inside the public folder, which must hold only declared files.
+    """Save the sheet as PNG at ``out``: never inside a release or a key store, and only with the
+    key store the release commits to (another release's keys would draw the wrong ground truth).
 
     The sheet shows the ground truth, so it is as secret as the key store: mode 0600 whatever the
     umask, and written atomically (a full disk leaves no half picture that looks whole).
     """
-    public = public_folder(release).resolve()
-    if Path(out).resolve().is_relative_to(public):
-        raise UsageError(f"--sheet {out}: inside {public}, where it would be an undeclared public file; choose another path")
-    tiles, columns, captions = sheet(release, fmt.open_key_store(keys), count)
+    check_output(out, "--sheet")
+    store = fmt.open_key_store(keys)
+    fmt.check_commitment(read_manifest(release), store, release, keys)
+    tiles, columns, captions = sheet(release, store, count)
     png = io.BytesIO()
     save_png(contact_sheet(tiles, columns=columns, captions=captions, title=SHEET_TITLE), png)
     try:

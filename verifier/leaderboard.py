@@ -28,13 +28,14 @@ from challenge.preview import contact_sheet, save_png
 from verifier.archive import add_layout_hint, submission_folder
 from verifier.baselines import FLOORS, floor_blocks, floor_image
 from verifier.describe import public_folder
-from verifier.scoring import HEADLINE, SUCCESS_SSIM, Scores, published, score, score_blocks, write_files
+from challenge.files import write_files
+from verifier.scoring import HEADLINE, SUCCESS_SSIM, Scores, published, score, score_blocks
 from challenge.npy import ROWS
 from challenge.submission import Expected, expected_from_keys
 from challenge.text import printable
 from verifier.submission import Validation, centered
 
-__all__ = ["Entry", "Pair", "Release", "best_and_worst", "build", "html_page", "markdown", "rank", "recovery_pairs",
+__all__ = ["Entry", "Pair", "Release", "best_and_worst", "build", "check_replaceable", "html_page", "markdown", "rank", "recovery_pairs",
            "release_of", "to_json", "write"]
 
 PAIRS_SHOWN = 4  # best and worst recoveries pictured per submission
@@ -59,7 +60,7 @@ class Pair:
     kind: str
     place: int
     encryption: int
-    private: int
+    private: int | None  # None on a public board, which never shows or names a private image
     ssim: float
     picture: str = ""  # PNG file, relative to the leaderboard folder
 
@@ -130,10 +131,12 @@ def best_and_worst(scores: Scores, matched: np.ndarray, count: int = PAIRS_SHOWN
     return distinct(np.argsort(-scores.max_ssim, kind="stable")), distinct(np.argsort(scores.max_ssim, kind="stable"))
 
 
-def recovery_pairs(entry: Entry, store: fmt.KeyStore, expected: Expected,
-                   count: int = PAIRS_SHOWN) -> list[tuple[Pair, Image.Image]]:
+def recovery_pairs(entry: Entry, store: fmt.KeyStore, expected: Expected, count: int = PAIRS_SHOWN, *,
+                   public: bool = False) -> list[tuple[Pair, Image.Image]]:
     """The entry's best and worst recoveries, each with a picture of it beside the private image it
-    matches best (captioned, so the picture alone says which is which)."""
+    matches best (captioned, so the picture alone says which is which); with ``public``, the
+    recovery alone, its private image neither shown nor named (which encryptions share a private
+    image is a secret too)."""
     scores = entry.scores
     matched = store.read("encryption/private_index")[scores.encryptions, scores.best_column]
     out = []
@@ -141,10 +144,11 @@ def recovery_pairs(entry: Entry, store: fmt.KeyStore, expected: Expected,
         for place, at in enumerate(positions, 1):
             i, p = int(scores.encryptions[at]), int(matched[at])
             recovery = to_uint8(centered(entry.validation.array.read_rows(i, i + 1), expected.domain), "centered")
-            tiles = np.concatenate([recovery, store.rows("private/images", p, p + 1)])
+            tiles, captions = (recovery, [f"recovery {i}"]) if public else (
+                np.concatenate([recovery, store.rows("private/images", p, p + 1)]), [f"recovery {i}", f"private {p}"])
             scale = max(1, round(TILE_PIXELS / max(tiles.shape[1:3])))
-            picture = contact_sheet(tiles, columns=2, scale=scale, captions=[f"recovery {i}", f"private {p}"])
-            out.append((Pair(kind, place, i, p, published(float(scores.max_ssim[at]))), picture))
+            picture = contact_sheet(tiles, columns=len(tiles), scale=scale, captions=captions)
+            out.append((Pair(kind, place, i, None if public else p, published(float(scores.max_ssim[at]))), picture))
     return out
 
 
@@ -168,8 +172,12 @@ def build(submissions: list[Path], store: fmt.KeyStore, *, rows: int = ROWS, sel
     ``distributed.Client``) the scoring runs on its workers, to the same scores.
     """
     expected = expected_from_keys(store)
-    entries = []
+    entries, seen = [], {}
     for path in map(Path, submissions):
+        first = seen.setdefault(_identity(path), path)
+        if first is not path:  # the same folder or file given twice (or through a link): ranked once
+            entries.append(Entry(path, Validation(path, [f"same file as {printable(first)}, ranked once"]), None))
+            continue
         try:
             folder = unpacked.enter_context(submission_folder(path, expected)) if unpacked is not None else path
             if cluster is None:
@@ -192,6 +200,15 @@ def build(submissions: list[Path], store: fmt.KeyStore, *, rows: int = ROWS, sel
         metadata = {"team": "reference", "method": f"{kind} floor: a trivial submission (docs/FORMAT.md, section 8)"}
         entries.append(Entry(Path(kind), Validation(Path(kind), [], None, metadata), scores, reference=kind))
     return entries
+
+
+def _identity(path: Path) -> tuple | Path:
+    """What makes two given paths the same submission: the file or folder they lead to."""
+    try:
+        info = path.stat()
+    except OSError:
+        return path
+    return info.st_dev, info.st_ino
 
 
 def _cells(r: str, e: Entry) -> list[str]:
@@ -260,6 +277,7 @@ figure.pair{margin:0;padding:6px;border:3px solid #2a7;border-radius:6px;max-wid
 figure.pair.worst{border-color:#c53}
 figure.pair img{display:block;image-rendering:pixelated;max-width:100%;height:auto}
 figure.pair figcaption{font-size:.85em;margin-top:4px}
+p.secret{background:#fde8e8;border:2px solid #c53;padding:.5em .8em;font-weight:bold}
 """
 
 
@@ -294,11 +312,12 @@ def _table_row(r: str, e: Entry, anchor: str) -> str:
 
 def _figure(pair: Pair, size: tuple[int, int]) -> str:
     label = f"{pair.kind} {pair.place}"
+    beside = "" if pair.private is None else f" beside private image {pair.private}"
+    private = "" if pair.private is None else f' &middot; <span class="private">private image {pair.private}</span>'
     return (f'<figure class="pair {pair.kind}"><img src="{_html(pair.picture)}" width="{size[0]}" height="{size[1]}" '
-            f'alt="{label}: the recovery of encryption {pair.encryption} beside private image {pair.private}">'
+            f'alt="{label}: the recovery of encryption {pair.encryption}{beside}">'
             f'<figcaption><b class="place">{label}</b> &middot; <span class="ssim">SSIM {pair.ssim:.4f}</span><br>'
-            f'<span class="encryption">encryption {pair.encryption}</span> &middot; '
-            f'<span class="private">private image {pair.private}</span></figcaption></figure>')
+            f'<span class="encryption">encryption {pair.encryption}</span>{private}</figcaption></figure>')
 
 
 def _release_line(release: Release | None) -> str:
@@ -310,11 +329,18 @@ def _release_line(release: Release | None) -> str:
             "the challenge must hash to it (docs/FORMAT.md).</p>")
 
 
-def html_page(entries: list[Entry], release: Release | None = None, sizes: dict[str, tuple[int, int]] | None = None) -> str:
+SECRET_NOTICE = ("SECRET: this page shows the private images (the ground truth) beside the recoveries. Keep it, "
+                 "and its folder, to the maintainers until the keys are revealed; publish a board made with --public.")
+
+
+def html_page(entries: list[Entry], release: Release | None = None, sizes: dict[str, tuple[int, int]] | None = None,
+              *, public: bool = False) -> str:
     """A self-describing page that reads at 1280 px: the release, the table (attack descriptions
     shortened, in full below it), then each submission's best and worst recoveries as labelled pairs.
 
     ``sizes``: width and height of each picture file, so the page lays out before they load.
+    ``public``: the pairs show the recoveries alone (see :func:`recovery_pairs`); otherwise the page
+    opens with :data:`SECRET_NOTICE`.
     """
     sizes = sizes or {}
     head = ["Rank", "Submission", "Attack", "Submitted by", *HEADLINE, "Running time", "Hardware", "Date"]
@@ -339,6 +365,7 @@ def html_page(entries: list[Entry], release: Release | None = None, sizes: dict[
         f"<style>{_STYLE}</style>",
         "</head><body>",
         "<h1>InstaHide challenge leaderboard</h1>",
+        "" if public else f'<p id="secret" class="secret">{_html(SECRET_NOTICE)}</p>',
         _release_line(release),
         f"<p>Ranked by Max_SSIM (published to 4 decimals; equal Max_SSIM, equal rank); success means SSIM &gt; "
         f"{SUCCESS_SSIM} (docs/FORMAT.md, section 9). Rows ranked {REFERENCE_RANK!r} are reference floors, trivial "
@@ -349,25 +376,40 @@ def html_page(entries: list[Entry], release: Release | None = None, sizes: dict[
         '<h2 id="attacks">Attacks</h2><dl>', *attacks, "</dl>",
         *(['<h2 id="recoveries">Recoveries</h2>',
            f"<p>Per submission, its {PAIRS_SHOWN} best recoveries by Max_SSIM (green), then its {PAIRS_SHOWN} worst "
-           "(red); a private image appears at most once in each row. Each pair: the recovery (left) beside the "
-           "private image it matches best (right), with the encryption's row, that private image's index and their "
-           "SSIM.</p>", *recoveries] if recoveries else []),
+           "(red); a private image appears at most once in each row. "
+           + ("Each: the recovery, with the encryption's row and its SSIM against the private image it matches best "
+              "(not shown: the private images stay secret until the keys are revealed).</p>" if public else
+              "Each pair: the recovery (left) beside the private image it matches best (right), with the encryption's "
+              "row, that private image's index and their SSIM.</p>"), *recoveries] if recoveries else []),
         f"<h2>Not ranked</h2><ul>{invalid}</ul>" if invalid else "",
         "</body></html>",
         "",
     ])
 
 
-def write(entries: list[Entry], store: fmt.KeyStore, out: Path, release: Path | None = None) -> list[Path]:
+def check_replaceable(out: Path, force: bool) -> None:
+    """Refuse to write over a board in ``out`` unless ``force``: checked before any scoring starts."""
+    if not force and any((Path(out) / name).exists() for name in (LEADERBOARD_MD, LEADERBOARD_HTML)):
+        raise UsageError(f"{printable(out)}: already holds a leaderboard; pass --force to replace it")
+
+
+def write(entries: list[Entry], store: fmt.KeyStore, out: Path, release: Path | None = None, *,
+          public: bool = False, force: bool = False) -> list[Path]:
     """Write the pictures, ``leaderboard.md`` and ``leaderboard.html`` into ``out``; all or nothing new.
 
-    ``release``: the release folder, named on the page with its commitment.
+    ``release``: the release folder, named on the page with its commitment.  The board shows the
+    private images, so its files are 0600 in folders created 0700, unless ``public`` (a board to
+    publish during the challenge: scores and recoveries, no private image).  A folder that already
+    holds a board is replaced only with ``force``, and then its pictures that the new board does
+    not show are removed.
     """
+    out = Path(out)
+    check_replaceable(out, force)
     expected = expected_from_keys(store)
     contents, sizes = {}, {}
     for position, (r, e) in enumerate(((r, e) for r, e in _ranked_rows(entries) if not e.reference), 1):
         try:
-            pictured = recovery_pairs(e, store, expected)
+            pictured = recovery_pairs(e, store, expected, public=public)
         except UsageError:  # its file changed since scoring: no pictures, still ranked
             pictured = []
         stem = f"{IMAGES_DIR}/{position:03d}-{re.sub(r'[^A-Za-z0-9._-]', '_', e.name)[:40]}"
@@ -379,5 +421,10 @@ def write(entries: list[Entry], store: fmt.KeyStore, out: Path, release: Path | 
             contents[name], sizes[name] = buffer.getvalue(), picture.size
             e.pairs.append(replace(pair, picture=name))
     contents[LEADERBOARD_MD] = markdown(entries)
-    contents[LEADERBOARD_HTML] = html_page(entries, release_of(release) if release is not None else None, sizes)
-    return write_files(Path(out), contents, "leaderboard")[-2:]
+    contents[LEADERBOARD_HTML] = html_page(entries, release_of(release) if release is not None else None, sizes,
+                                           public=public)
+    written = write_files(out, contents, "leaderboard", private=not public)
+    for stale in sorted((out / IMAGES_DIR).glob("*.png")):
+        if f"{IMAGES_DIR}/{stale.name}" not in contents:
+            stale.unlink()
+    return written[-2:]

@@ -101,7 +101,9 @@ def open_published(release: Path, keys: Path) -> Published:
     path = release / fmt.PUBLIC_DIR / fmt.MANIFEST_FILE
     manifest = fmt.read_json(path)
     params = fmt.read_params(manifest.get("params"), f"{path}: params", manifest.get("format_version"))
-    return Published(release, keys, manifest, params, fmt.open_key_store(keys))
+    store = fmt.open_key_store(keys)
+    fmt.check_commitment(manifest, store, release, keys)  # another release's keys regenerate another release
+    return Published(release, keys, manifest, params, store)
 
 
 def check_work(work: Path | None) -> None:

@@ -22,7 +22,7 @@ import numpy as np
 
 from challenge import format as fmt
 from challenge.errors import UsageError
-from challenge.files import UnsafeFile, write_atomic
+from challenge.files import write_files
 from challenge.keystream import chacha20_keystream
 from verifier import metrics
 from challenge.npy import ROWS
@@ -240,30 +240,6 @@ def format_table(scores: Scores) -> str:
 def platform_scores(scores: Scores) -> dict:
     """The flat name -> published number mapping challenge platforms read."""
     return {name: published(scores.summary[name]) for name in HEADLINE}
-
-
-def write_files(out: Path, contents: dict[str, bytes | str], what: str) -> list[Path]:
-    """Write several files into ``out`` (created if needed), each atomically.
-
-    A failure (read-only, full disk, a file where the folder should be) removes the files this
-    call created, so no incomplete set is left, and is one :class:`UsageError` naming the path.
-    """
-    written = []
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        for name, data in contents.items():
-            path = out / name
-            path.parent.mkdir(exist_ok=True)
-            existed = path.exists()
-            write_atomic(path, data)
-            if not existed:
-                written.append(path)
-    except (OSError, UnsafeFile) as e:
-        for path in written:
-            path.unlink(missing_ok=True)
-        reason = str(e) if isinstance(e, UnsafeFile) else f"{e.filename or out}: {e.strerror or e}"
-        raise UsageError(f"cannot write the {what}: {printable(reason)}") from None
-    return [out / name for name in contents]
 
 
 def write_scores(scores: Scores, out: Path) -> list[Path]:
