@@ -31,6 +31,9 @@ SEED_NOTES = {  # manifest "seed.note" by kind; fixed text, so an audit can chec
 FIELDS = frozenset({"format", "format_version", "generator", "params", "n_encryptions", "class_names",
                     "pixel_domain", "arrays", "seed", "sources", "key_store", "files"})
 _HEX64 = re.compile(r"[0-9a-f]{64}")
+# the generator's version: a PEP 440 release number (with an optional pre-, post- or dev-release), never
+# free text, so the field cannot carry anything else (reproduce checks its value)
+_VERSION = re.compile(r"(0|[1-9][0-9]{0,5})(\.(0|[1-9][0-9]{0,5})){1,3}((a|b|rc)[0-9]{1,4})?(\.post[0-9]{1,4})?(\.dev[0-9]{1,4})?")
 
 
 @dataclass(frozen=True)
@@ -90,8 +93,10 @@ def manifest_problems(manifest: dict) -> tuple[Params | None, list[tuple[str, st
         version = fmt.FORMAT_VERSION
     generator = manifest.get("generator")
     if not (isinstance(generator, dict) and set(generator) == {"name", "version"}
-            and generator["name"] == fmt.generator_info()["name"] and isinstance(generator["version"], str)):
-        bad("generator", f"expected {{name: {fmt.generator_info()['name']}, version: text}}")
+            and generator["name"] == fmt.generator_info()["name"] and isinstance(generator["version"], str)
+            and _VERSION.fullmatch(generator["version"])):
+        bad("generator", f"expected {{name: {fmt.generator_info()['name']}, version: a release number such as "
+                         f"{fmt.generator_info()['version']}}}")
     try:
         params = fmt.read_params(manifest.get("params"), "params", version)
     except fmt.FormatError as e:

@@ -226,3 +226,41 @@ def test_the_same_submission_given_twice_is_ranked_once(oracle, tiny_release, tm
     board = json.loads(out)
     assert [row["submission"] for row in board["ranked"] if not row["reference"]] == ["oracle"]
     assert len(board["invalid"]) == 2 and all("same file as" in p for row in board["invalid"] for p in row["problems"])
+
+
+# --- audit: every byte of the key store declared, no free text in the manifest --------------------------------
+
+
+@pytest.fixture
+def writable(tmp_path, tiny_release) -> Path:
+    release = tmp_path / "r"
+    shutil.copytree(tiny_release, release)
+    return release
+
+
+def audit_findings(release: Path) -> list:
+    from verifier.audit import audit
+
+    return audit(release, keys_of(release)).findings
+
+
+def test_audit_refuses_an_extra_array_and_a_stray_chunk_in_the_key_store(writable):
+    import zarr
+
+    extra = zarr.open_array(str(keys_of(writable) / "extra"), mode="w", shape=(4,), dtype="uint8")
+    extra[:] = 7
+    (keys_of(writable) / "seed" / "c" / "7").write_bytes(b"x")  # outside the seed's one-chunk grid
+    findings = audit_findings(writable)
+    assert [(f.check, f.file) for f in findings] == [("key_store", "secret/keys.zarr/extra"),
+                                                     ("key_store", "secret/keys.zarr/seed/c/7")]
+
+
+@pytest.mark.parametrize("version, sound", [("0.1.0", True), ("0.2.0rc1", True), ("1.2.3.dev4", True),
+                                            ("0.1.0 " + "ab" * 32, False), ("0.1.0+local", False), ("", False)])
+def test_audit_takes_the_generator_version_as_a_release_number_only(version, sound, writable):
+    path = writable / "public" / "manifest.json"
+    manifest = fmt.read_json(path)
+    manifest["generator"]["version"] = version
+    fmt.write_json(path, manifest)
+    findings = [(f.check, f.where) for f in audit_findings(writable) if f.check == "manifest"]
+    assert findings == ([] if sound else [("manifest", "generator")])

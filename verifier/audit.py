@@ -373,6 +373,9 @@ class _Audit:
             if self.read_zarr_json(self.keys / name / "zarr.json") != _canonical_metadata(store[name]):
                 self.find("key_store", self.key_file(f"{name}/zarr.json"), "",
                           "metadata (fill value, codecs, attributes) is not what generate writes")
+        for rel in _undeclared_entries(self.keys, store):
+            self.find("key_store", self.key_file(rel), "",
+                      "not part of the key store (FORMAT.md 5 declares every array and chunk it holds): refused")
         return store
 
     def check_commitment(self, manifest: dict, store: fmt.KeyStore) -> None:
@@ -685,6 +688,28 @@ def rows_differ(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Rows whose bytes differ (so -0.0 != 0.0 and NaN == the same NaN: the format is the bytes)."""
     a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
     return np.any(a.reshape(len(a), -1).view(np.uint8) != b.reshape(len(b), -1).view(np.uint8), axis=1)
+
+
+def _undeclared_entries(keys: Path, store: fmt.KeyStore) -> list[str]:
+    """Files and folders in the key store that its schema does not declare: an extra array, a stray
+    file, a chunk outside an array's grid.  The commitment covers the declared arrays only, so
+    anything else would ride along unseen with the keys."""
+    schema = fmt.key_schema(store.params)
+    groups = {name.rsplit("/", 1)[0] for name in schema if "/" in name}
+    metadata = {"zarr.json", *(f"{name}/zarr.json" for name in (*groups, *schema))}
+    chunks = {name: (re.compile(rf"{re.escape(name)}/c/(0|[1-9][0-9]*)" + "/0" * (store[name].ndim - 1)),
+                     -(-store[name].shape[0] // store[name].chunks[0])) for name in schema}
+
+    def declared_file(rel: str) -> bool:
+        return rel in metadata or any((m := pattern.fullmatch(rel)) is not None and int(m[1]) < count
+                                      for pattern, count in chunks.values())
+
+    on_disk = {Path(root, entry).relative_to(keys).as_posix(): entry in dirs
+               for root, dirs, names in os.walk(keys) for entry in dirs + names}
+    kept = {rel for rel, is_folder in on_disk.items() if not is_folder and declared_file(rel)}
+    folders = {str(parent) for rel in kept for parent in Path(rel).parents if str(parent) != "."}
+    undeclared = {rel for rel in on_disk if rel not in kept and rel not in folders}
+    return sorted(rel for rel in undeclared if str(Path(rel).parent) not in undeclared)  # a stray folder once, not its files
 
 
 def _canonical_metadata(array: zarr.Array) -> dict:
