@@ -54,6 +54,11 @@ _KINDS = {stat.S_IFIFO: "a FIFO", stat.S_IFCHR: "a character device", stat.S_IFB
 class UnsafeFile(UsageError):
     """A file that is missing, unreadable, not a regular file, too large or malformed: exit code 2."""
 
+    def told_as(self, path: str | os.PathLike, name: str) -> str:
+        """The message with ``path`` shown as ``name``: a submission's problems name its files as the
+        participant knows them (a zip's member, not the temporary folder it was extracted into)."""
+        return str(self).replace(str(path), name, 1)
+
 
 def _kind(mode: int) -> str:
     return _KINDS.get(stat.S_IFMT(mode), "not a regular file")

@@ -78,7 +78,7 @@ def read_npy_header(path: Path, max_bytes: int) -> tuple[NpyFile | None, list[st
     try:
         f = open_regular(path)
     except UnsafeFile as e:
-        return None, [str(e)]
+        return None, [e.told_as(path, name)]
     with f:
         size = os.fstat(f.fileno()).st_size
         if size > max_bytes:

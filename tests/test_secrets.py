@@ -264,3 +264,19 @@ def test_audit_takes_the_generator_version_as_a_release_number_only(version, sou
     fmt.write_json(path, manifest)
     findings = [(f.check, f.where) for f in audit_findings(writable) if f.check == "manifest"]
     assert findings == ([] if sound else [("manifest", "generator")])
+
+
+def test_problems_name_the_submissions_files_not_a_temporary_folder(oracle, tiny_release, tmp_path, capsys):
+    import zipfile
+
+    sub, bad = tmp_path / "sub.zip", tmp_path / "bad.zip"
+    with zipfile.ZipFile(sub, "w") as zf:
+        zf.write(oracle / "decryption.npy", "decryption.npy")
+        zf.writestr("metadata.json", "{")
+    bad.write_bytes(b"not a zip")
+    code, out, err = call(capsys, "leaderboard", sub, bad, "--keys", keys_of(tiny_release), "--release", tiny_release,
+                          "--out", tmp_path / "board", "--json")
+    problems = {row["submission"]: row["problems"] for row in json.loads(out)["invalid"]}
+    assert problems["sub.zip"][0].startswith("metadata.json: not valid JSON"), problems
+    assert problems["bad.zip"][0].startswith("not a readable zip archive"), problems
+    assert "instahide-submission-" not in out + err and "bad.zip: bad.zip" not in err

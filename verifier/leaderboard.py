@@ -188,7 +188,7 @@ def build(submissions: list[Path], store: fmt.KeyStore, *, rows: int = ROWS, sel
                 validation, scores = score_on_cluster(cluster, folder, store, expected, rows=rows, selected=selected)
             add_layout_hint(validation)
         except UsageError as e:  # not a folder, unreadable, an unsafe archive: invalid, the others are still ranked
-            validation, scores = Validation(path, [str(e)]), None
+            validation, scores = Validation(path, [str(e).removeprefix(f"{printable(path)}: ")]), None
         entries.append(Entry(path, validation, scores))
     for kind in floors:
         if cluster is None:

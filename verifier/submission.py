@@ -209,7 +209,7 @@ def _check_metadata(path: Path) -> tuple[dict, list[str]]:
     try:
         obj = read_json(path, MAX_METADATA_BYTES, what=f"JSON object with fields {', '.join(METADATA_FIELDS)}")
     except UnsafeFile as e:
-        return {}, [str(e)]
+        return {}, [e.told_as(path, name)]
     if not isinstance(obj, dict):
         return {}, [f"{name}: a JSON {type(obj).__name__}; expected an object with fields {', '.join(METADATA_FIELDS)}"]
     problems = []
