@@ -98,7 +98,7 @@ def write_submission(out: Path, blocks: Iterator[np.ndarray], expected: Expected
     files are 0600 in a folder created 0700.  ``out`` is never inside a release or a key store.
     """
     out = Path(out)
-    check_output(out, "--out")
+    check_output(out)
     target = out / DECRYPTION_FILE
     if target.exists() and not force:
         raise UsageError(f"{printable(target)}: already exists; pass --force to replace it")
