@@ -205,7 +205,7 @@ def test_verify_and_leaderboard_with_dask_print_what_they_print_without(tiny_rel
         verify_main([str(submissions / "blind"), "--keys", keys, "--release", release, "--json", "--rows", str(ROWS),
                      "--out", str(tmp_path / "scores"), *dask])
         main(["leaderboard", *(str(submissions / k) for k in ("blind", "noise", "bad")), "--keys", keys,
-              "--release", release, "--json", "--rows", str(ROWS), "--out", str(tmp_path / "board"), *dask])
+              "--release", release, "--json", "--rows", str(ROWS), "--out", str(tmp_path / "board"), "--force", *dask])
         outputs.append(capsys.readouterr().out)
     assert outputs[0] == outputs[1] and '"Max_SSIM"' in outputs[0]
 
