@@ -131,7 +131,7 @@ def test_example_runs(workspace, name, example, capsys):
 
 def _replaces(argv: list[str]) -> bool:
     """Examples that write an output an earlier example wrote: run them with --force."""
-    return argv[0] in ("bundle", "attack", "strength") or argv[:1] == ["baseline"]
+    return argv[0] in ("bundle", "attack", "strength", "leaderboard") or argv[:1] == ["baseline"]
 
 
 @pytest.mark.parametrize("example", [e for _, e in ALL if e.startswith("instahide generate")
