@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
+from PIL import Image
 
 from challenge.keystream import parse_seed
 from challenge.params import Params
@@ -17,9 +18,10 @@ from tests.helpers import resized
 
 KNOWN_ANSWERS = Path(__file__).parent.parent / "docs" / "known-answers.json"
 CASES = {  # name -> (parameters, image shape, format version): every mode, both domains, a row of redraws,
-    # grey and odd shapes (9 x 11 x 3 = 297 values: a sign row of 38 bytes whose last 7 bits are padding)
+    # grey and odd shapes (9 x 11 x 3 = 297 values: a sign row of 38 bytes whose last 7 bits are padding), versions 1-3
     "cross": (Params(n_private=12, per_image=3), (32, 32, 3), 3),
     "cross-v2": (Params(n_private=12, per_image=3), (32, 32, 3), 2),
+    "cross-v1": (Params(n_private=12, per_image=3), (32, 32, 3), 1),
     "inside": (Params(mode="inside", k=3, k_private=3, n_private=12, per_image=3, domain="positive"), (32, 32, 3), 3),
     "mixup-balanced": (Params(mode="mixup", k=4, k_private=1, c1=0.5, c2=0.2, n_private=20, per_image=2, balanced=True),
                        (32, 32, 3), 3),
@@ -35,7 +37,7 @@ def built(request, tmp_path_factory, private_set, public_bank):
     out = tmp_path_factory.mktemp("conformance") / request.param
     generate(out, params, parse_seed(request.param, practice=True), private_set, public_bank, practice=True,
              format_version=version)
-    return out, private_set, public_bank
+    return out, private_set, public_bank, params, version
 
 
 def read_store(release: Path) -> tuple[dict, dict]:
@@ -44,52 +46,106 @@ def read_store(release: Path) -> tuple[dict, dict]:
     return arrays, dict(group.attrs)
 
 
+def source(images) -> dict:
+    return {"files": list(images.source_files), "origin_columns": list(images.origin_columns)}
+
+
 def test_a_release_is_what_the_spec_derives(built):
-    release, private_set, public_bank = built
-    manifest = json.loads((release / "public" / "manifest.json").read_text())
-    arrays, attrs = read_store(release)
-    params, shape = manifest["params"], spec.image_shape(manifest)
+    """Every byte of public/ (but the preview's compressed bytes), every zarr.json and every value of
+    the key store, derived by the spec from the inputs alone: the seed text, the parameters, the
+    format version, the image sets and the generator's version."""
+    release, private_set, public_bank, case_params, version = built
+    published_manifest = json.loads((release / "public" / "manifest.json").read_text())
+    seed = spec.seed_from_text(release.name, practice=True)
+    shape = private_set.image_shape
+    params = spec.params_dict({**case_params.__dict__, "image_shape": shape}, version)
     n, per_image, k, kp = params["n_private"], params["per_image"], params["k"], params["k_private"]
     N = n * per_image
-    public_fp = manifest["sources"]["public"]["fingerprint"] if manifest["sources"]["public"] else None
-    key = spec.stream_key(bytes(arrays["seed"]), params, manifest["sources"]["private"]["fingerprint"], public_fp)
+    private_fp = spec.fingerprint(private_set.images, private_set.labels)
+    public_fp = spec.fingerprint(public_bank.images, None) if k > kp else None
+    key = spec.stream_key(seed, params, private_fp, public_fp, version)
 
     selection = spec.select(key, private_set.labels, n, params["balanced"])
-    assert np.array_equal(arrays["private/source_index"], selection)
-    assert np.array_equal(arrays["private/images"], private_set.images[selection])
-
     order = spec.publication_order(key, N)
     bank = len(public_bank) if k > kp else 0
-    drawn_patches = []
+    private_index, drawn, lam, signs = [], [], [], []
     for p in range(N):
         first = order[p] // per_image
         partners = spec.distinct(spec.words(spec.row(key, "partners", p, 8 * (kp - 1))), n, [first]) if kp > 1 else []
-        assert list(arrays["encryption/private_index"][p]) == [first, *partners], p
-        patches = spec.distinct(spec.words(spec.row(key, "public", p, 8 * (k - kp))), bank, []) if k > kp else []
-        drawn_patches.append(patches)
-        assert np.array_equal(arrays["encryption/lam"][p], spec.lambdas(key, params, p)), p
-        signs = spec.sign_row(key, p, shape)
-        if params["mode"] == "mixup":
-            signs = bytes(len(signs))
-        assert arrays["encryption/sign_bits"][p].tobytes() == signs, p
-    used = sorted({i for row in drawn_patches for i in row})
-    assert list(arrays["public/bank_index"]) == used
-    for p, patches in enumerate(drawn_patches):
-        assert [used[i] for i in arrays["encryption/public_index"][p]] == patches
+        private_index.append([first, *partners])
+        drawn.append(spec.distinct(spec.words(spec.row(key, "public", p, 8 * (k - kp))), bank, []) if k > kp else [])
+        lam.append(spec.lambdas(key, params, p, version))
+        row_signs = spec.sign_row(key, p, shape)
+        signs.append(bytes(len(row_signs)) if params["mode"] == "mixup" else row_signs)
+    used = sorted({i for row in drawn for i in row})
+    derived = {
+        "seed": np.frombuffer(seed, np.uint8),
+        "private/images": private_set.images[selection],
+        "private/labels": private_set.labels[selection].astype(np.int64),
+        "private/source_index": selection,
+        "private/origin": private_set.origin[selection].astype(np.int64),
+        "public/images": public_bank.images[used] if used else np.zeros((0, *shape), np.uint8),
+        "public/bank_index": np.array(used, np.int64),
+        "public/origin": public_bank.origin[used].astype(np.int64) if used else np.zeros((0, 0), np.int64),
+        "encryption/private_index": np.array(private_index, np.int32).reshape(N, kp),
+        "encryption/public_index": np.array([[used.index(i) for i in row] for row in drawn], np.int32).reshape(N, k - kp),
+        "encryption/lam": np.array(lam, np.float32),
+        "encryption/sign_bits": np.frombuffer(b"".join(signs), np.uint8).reshape(N, -1),
+    }
+    attributes = spec.key_attributes(params, version, list(private_set.class_names), source(private_set),
+                                     source(public_bank) if used else None, private_fp, public_fp)
+    arrays, stored_attributes = read_store(release)
+    assert set(arrays) == set(derived) and stored_attributes == attributes
+    for name, array in derived.items():
+        assert arrays[name].dtype == array.dtype and np.array_equal(arrays[name], array), name
+    keys = release / "secret" / "keys.zarr"
+    assert (keys / "zarr.json").read_bytes() == spec.zarr_group_json(attributes)
+    for group in ("private", "public", "encryption"):
+        assert (keys / group / "zarr.json").read_bytes() == spec.zarr_group_json({})
+    for name, array in derived.items():
+        rows = spec.key_chunk_rows(array.shape, array.dtype.name, version, name == "encryption/sign_bits")
+        assert (keys / name / "zarr.json").read_bytes() == spec.zarr_array_json(array.shape, array.dtype.name, rows, True), name
 
-    encryptions = np.load(release / "public" / "encryption.npy", allow_pickle=False)
-    assert encryptions.shape == (N, *shape) and arrays["private/images"].shape == (n, *shape)
-    labels = np.load(release / "public" / "label.npy", allow_pickle=False)
-    classes = private_set.labels[selection]
+    images = derived["private/images"]
+    encryptions = np.zeros((N, *shape), np.float32)
+    n_classes = len(private_set.class_names)
+    labels = np.zeros((N, n_classes), np.float32)
     for p in range(N):
-        images = [arrays["private/images"][i] for i in arrays["encryption/private_index"][p]]
-        images += [arrays["public/images"][i] for i in arrays["encryption/public_index"][p]]
-        expected = spec.encrypt(images, arrays["encryption/lam"][p], arrays["encryption/sign_bits"][p], params["domain"])
-        assert encryptions[p].tobytes() == expected.tobytes(), p
-        own = [int(classes[i]) for i in arrays["encryption/private_index"][p]]
-        assert labels[p].tobytes() == spec.label_row(arrays["encryption/lam"][p], own, labels.shape[1]).tobytes(), p
+        mixed = [images[i] for i in private_index[p]] + [derived["public/images"][i] for i in derived["encryption/public_index"][p]]
+        encryptions[p] = spec.encrypt(mixed, lam[p], derived["encryption/sign_bits"][p], params["domain"])
+        labels[p] = spec.label_row(lam[p], [int(derived["private/labels"][i]) for i in private_index[p]], n_classes)
+    public = {"encryption.npy": spec.npy_bytes(encryptions), "label.npy": spec.npy_bytes(labels)}
+    zarr_attributes = {"format": "instahide-public", "format_version": version}
+    public["public.zarr/zarr.json"] = spec.zarr_group_json(zarr_attributes)
+    for name, array in (("encryption", encryptions), ("label", labels)):
+        rows = spec.public_chunk_rows(name, shape)
+        public[f"public.zarr/{name}/zarr.json"] = spec.zarr_array_json(array.shape, "float32", rows, False)
+        public.update({f"public.zarr/{name}/{chunk}": data for chunk, data in spec.zarr_chunk_files(array, rows).items()})
+    on_disk = sorted(p.relative_to(release / "public").as_posix() for p in (release / "public").rglob("*") if p.is_file())
+    assert on_disk == sorted([*public, "preview.png", "manifest.json"])
+    for name, data in public.items():
+        assert (release / "public" / name).read_bytes() == data, name
 
-    assert spec.commitment(arrays, attrs) == manifest["key_store"]["commitment"]
+    preview = release / "public" / "preview.png"
+    width, height, corners = spec.preview_layout(min(N, 64), shape, version)
+    with Image.open(preview) as picture:
+        assert (picture.format, picture.mode, picture.size) == ("PNG", "RGB", (width, height))
+        pixels = np.asarray(picture)
+    sheet = np.full_like(pixels, 255)
+    for (x, y), encryption in zip(corners, encryptions):
+        tile = spec.preview_tile(encryption, params["domain"])
+        sheet[y : y + tile.shape[0], x : x + tile.shape[1]] = tile
+        assert np.array_equal(pixels[y : y + tile.shape[0], x : x + tile.shape[1]], tile)
+    if version < 3:  # no text: every pixel is defined
+        assert np.array_equal(pixels, sheet)
+
+    files = {name: hashlib.sha256(data).hexdigest() for name, data in public.items()}
+    files["preview.png"] = hashlib.sha256(preview.read_bytes()).hexdigest()
+    sources = {"private": {"fingerprint": private_fp, "images": len(private_set), "notes": dict(private_set.notes)},
+               "public": {"fingerprint": public_fp, "images": len(public_bank), "notes": dict(public_bank.notes)} if used else None}
+    manifest = spec.manifest_bytes(params, version, published_manifest["generator"]["version"], list(private_set.class_names),
+                                   True, sources, spec.commitment(derived, attributes, version), files, shape)
+    assert (release / "public" / "manifest.json").read_bytes() == manifest
 
 
 def known_answers() -> dict:
