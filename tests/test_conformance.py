@@ -169,6 +169,89 @@ def known_answers() -> dict:
                              "draws": spec.distinct([2**64 - 1, 12345, 7], 10, [3])},
         "feasibility_accepted_tries_of_the_defaults": spec.feasibility_accepted(params),
         "version_3": known_answers_v3(seed, private_fp, public_fp),
+        "version_1": {
+            "about": "Version 1 (7.1: the key is the seed; 7.5: Box-Muller tries of 2 ceil(k / 2) words), the same seed and params.",
+            "stream_key": spec.stream_key(seed, params, private_fp, public_fp, 1).hex(),
+            "lambda_rows_0_to_3": [[float(v) for v in spec.lambdas(seed, params, p, 1)] for p in range(4)],
+        },
+        "lambda_redraw": known_lambda_redraw(seed, private_fp, public_fp),
+        "practice_seed": {"about": "7.6: the text is stripped, then hashed into the stored seed.",
+                          "text": " tutorial\n", "seed": spec.seed_from_text(" tutorial\n", practice=True).hex()},
+        "holdout": {"about": "Section 9: the holdout stream keyed by the seed above; final part where word i < int(F 2^64).",
+                    "fraction": 0.25, "words_0_to_3": spec.words(spec.stream(seed, "holdout", 32)),
+                    "final_0_to_15": spec.holdout(seed, 16, 0.25)},
+        "worked_example": worked_example(seed),
+    }
+
+
+def known_lambda_redraw(seed: bytes, private_fp: str, public_fp: str) -> dict:
+    """7.5: the first row whose 8 round-0 tries are all rejected (c2 = 0.6 accepts about 4 % of tries)."""
+    params = Params(n_private=4, per_image=2, c2=0.6).to_dict(2)
+    key = spec.stream_key(seed, params, private_fp, public_fp)
+    p = next(p for p in range(100) if spec.lambdas(key, params, p, with_round=True)[1] > 0)
+    lam, round_ = spec.lambdas(key, params, p, with_round=True)
+    return {"about": "Format version 2, the seed and sources above, c2 = 0.6: row `row` is drawn in round `round`.",
+            "params": params, "stream_key": key.hex(), "row": p, "round": round_, "lambda": [float(v) for v in lam]}
+
+
+def example_sets() -> tuple[dict, dict]:
+    """The inputs of the worked example: 6 private images and 5 patches of 9 x 11 x 3, pixels by formula."""
+    t = np.arange(9 * 11 * 3)
+    private = {"images": np.array([(37 * i + t) % 256 for i in range(6)], np.uint8).reshape(6, 9, 11, 3),
+               "labels": np.arange(6, dtype=np.int64) % 3, "class_names": ["a", "b", "c"], "file": "private.npz"}
+    public = {"images": np.array([(200 + 11 * j + 3 * t) % 256 for j in range(5)], np.uint8).reshape(5, 9, 11, 3),
+              "file": "public.npz"}
+    return private, public
+
+
+def worked_example(seed: bytes) -> dict:
+    """A whole version-3 release of 8 encryptions, from inputs given by formula, derived step by step."""
+    private, public = example_sets()
+    params = spec.params_dict({**Params(n_private=4, per_image=2).__dict__, "image_shape": (9, 11, 3)}, 3)
+    private_fp, public_fp = spec.fingerprint(private["images"], private["labels"]), spec.fingerprint(public["images"], None)
+    info = spec.canonical_json(spec.context(params, private_fp, public_fp))
+    key = spec.stream_key(seed, params, private_fp, public_fp, 3)
+    selection = spec.select(key, private["labels"], 4, False)
+    order = spec.publication_order(key, 8)
+    private_index = [[order[p] // 2, *spec.distinct(spec.words(spec.row(key, "partners", p, 8)), 4, [order[p] // 2])]
+                     for p in range(8)]
+    drawn = [spec.distinct(spec.words(spec.row(key, "public", p, 32)), 5, []) for p in range(8)]
+    used = sorted({i for row in drawn for i in row})
+    lam = [spec.lambdas(key, params, p) for p in range(8)]
+    signs = [spec.sign_row(key, p, (9, 11, 3)) for p in range(8)]
+    images = private["images"][selection]
+    first = spec.encrypt([images[i] for i in private_index[0]] + [public["images"][i] for i in drawn[0]], lam[0],
+                         np.frombuffer(signs[0], np.uint8), "centered")
+    origin = lambda rows: np.stack([np.zeros(len(rows), np.int64), np.asarray(rows, np.int64)], axis=1)
+    arrays = {
+        "seed": np.frombuffer(seed, np.uint8), "private/images": images,
+        "private/labels": private["labels"][selection], "private/source_index": selection,
+        "private/origin": origin(selection), "public/images": public["images"][used],
+        "public/bank_index": np.array(used, np.int64), "public/origin": origin(used),
+        "encryption/private_index": np.array(private_index, np.int32),
+        "encryption/public_index": np.array([[used.index(i) for i in row] for row in drawn], np.int32),
+        "encryption/lam": np.array(lam, np.float32), "encryption/sign_bits": np.frombuffer(b"".join(signs), np.uint8).reshape(8, -1),
+    }
+    sources = {"files": [private["file"]], "origin_columns": ["file", "record"]}
+    attributes = spec.key_attributes(params, 3, private["class_names"], sources,
+                                     {"files": [public["file"]], "origin_columns": ["file", "record"]}, private_fp, public_fp)
+    return {
+        "about": ("A version-3 release of 4 x 2 encryptions under the seed above, practice; inputs (.npz rules of "
+                  "section 4): private image i (i < 6) has the value (37 i + t) mod 256 at flat index t, label i mod 3, "
+                  "class names a, b, c, file private.npz; patch j (j < 5) has (200 + 11 j + 3 t) mod 256, file public.npz."),
+        "params": params,
+        "fingerprints": {"private": private_fp, "public": public_fp},
+        "hkdf_info": info.decode("ascii"),
+        "stream_key": key.hex(),
+        "private_source_index": selection.tolist(),
+        "order": order,
+        "private_index": private_index,
+        "public_bank_draws": drawn,
+        "public_bank_index": used,
+        "lambda_row_0": [float(v) for v in lam[0]],
+        "encryption_0_values_0_to_3": [float(v) for v in first.ravel()[:4]],
+        "label_row_0": [float(v) for v in spec.label_row(lam[0], [int(arrays["private/labels"][i]) for i in private_index[0]], 3)],
+        "commitment": spec.commitment(arrays, attributes, 3),
     }
 
 
@@ -188,6 +271,56 @@ def known_answers_v3(seed: bytes, private_fp: str, public_fp: str) -> dict:
 
 def test_known_answers_are_published():
     assert json.loads(KNOWN_ANSWERS.read_text()) == json.loads(json.dumps(known_answers()))
+
+
+def test_the_tool_gives_the_version_1_redraw_seed_and_holdout_known_answers():
+    from challenge.keys import lambda_rows
+    from challenge.keystream import stream_context, stream_key
+    from verifier.scoring import holdout_mask
+
+    published = json.loads(KNOWN_ANSWERS.read_text())
+    seed, sources = bytes.fromhex(published["seed"]), published["sources"]
+    v1 = published["version_1"]
+    key = stream_key(seed, stream_context(published["params"], sources["private"], sources["public"]), 1)
+    assert key.hex() == v1["stream_key"]
+    assert lambda_rows(key, Params(**published["params"]), 0, 4, 1).tolist() == v1["lambda_rows_0_to_3"]
+    redraw = published["lambda_redraw"]
+    key = stream_key(seed, stream_context(redraw["params"], sources["private"], sources["public"]), 2)
+    assert key.hex() == redraw["stream_key"]
+    assert lambda_rows(key, Params(**redraw["params"]), redraw["row"], 1, 2).tolist() == [redraw["lambda"]]
+    assert parse_seed(published["practice_seed"]["text"], practice=True).hex() == published["practice_seed"]["seed"]
+    holdout = published["holdout"]
+    assert holdout_mask(seed, 16, holdout["fraction"]).tolist() == holdout["final_0_to_15"]
+
+
+def test_the_tool_writes_the_worked_example(tmp_path):
+    from challenge.canonical import canonical_json
+    from challenge.imageset import ImageSet
+    from challenge.keystream import stream_context, stream_key
+
+    published = json.loads(KNOWN_ANSWERS.read_text())
+    example, seed = published["worked_example"], bytes.fromhex(published["seed"])
+    private, public = example_sets()
+    origin = lambda n: np.stack([np.zeros(n, np.int64), np.arange(n, dtype=np.int64)], axis=1)
+    private_set = ImageSet(private["images"], private["labels"], tuple(private["class_names"]), (private["file"],),
+                           origin(6), ("file", "record"))
+    public_set = ImageSet(public["images"], np.full(5, -1, np.int64), (), (public["file"],), origin(5), ("file", "record"))
+    assert {"private": private_set.fingerprint(), "public": public_set.fingerprint()} == example["fingerprints"]
+    context = stream_context(example["params"], *example["fingerprints"].values())
+    assert canonical_json(context).decode() == example["hkdf_info"]
+    assert stream_key(seed, context, 3).hex() == example["stream_key"]
+
+    manifest = generate(tmp_path / "example", Params(n_private=4, per_image=2), seed, private_set, public_set, practice=True)
+    assert manifest["params"] == example["params"] and manifest["key_store"]["commitment"] == example["commitment"]
+    arrays, _ = read_store(tmp_path / "example")
+    assert arrays["private/source_index"].tolist() == example["private_source_index"]
+    assert arrays["encryption/private_index"].tolist() == example["private_index"]
+    assert arrays["public/bank_index"].tolist() == example["public_bank_index"]
+    assert [[example["public_bank_index"][i] for i in row] for row in arrays["encryption/public_index"]] == example["public_bank_draws"]
+    assert arrays["encryption/lam"][0].tolist() == example["lambda_row_0"]
+    encryptions = np.load(tmp_path / "example" / "public" / "encryption.npy")
+    assert encryptions[0].ravel()[:4].tolist() == example["encryption_0_values_0_to_3"]
+    assert np.load(tmp_path / "example" / "public" / "label.npy")[0].tolist() == example["label_row_0"]
 
 
 def test_the_tool_gives_the_known_answers():
