@@ -257,7 +257,7 @@ class _Audit:
             self.skip(*ROW_CHECKS)
         if params is not None:
             if publishes_zarr(manifest) or os.path.lexists(self.public / fmt.PUBLIC_ZARR):
-                self.check_public_zarr(arrays)
+                self.check_public_zarr(arrays, params.image_shape)
             else:  # generate --formats npy: the .npy files are the only copy
                 self.not_published.append("public_zarr")
             self.check_preview(params, arrays)
@@ -452,20 +452,19 @@ class _Audit:
 
     # --- public.zarr, preview, secrets ----------------------------------------------------------
 
-    def check_public_zarr(self, arrays: dict) -> None:
+    def check_public_zarr(self, arrays: dict, image_shape: tuple) -> None:
         check, root = "public_zarr", self.public / fmt.PUBLIC_ZARR
-        group = {"attributes": {"format": "instahide-public", "format_version": self.version},
-                 "zarr_format": 3, "node_type": "group"}
+        group = {"attributes": fmt.public_zarr_attributes(self.version), "zarr_format": 3, "node_type": "group"}
         if self.read_zarr_json(root / "zarr.json") != group:
             self.find(check, "public/public.zarr/zarr.json", "", f"expected exactly {group}")
         for name, source in (("encryption", fmt.ENCRYPTION_FILE), ("label", fmt.LABEL_FILE)):
             file = f"public/public.zarr/{name}"
             meta = self.read_zarr_json(root / name / "zarr.json")
             shape = arrays[source].shape if source in arrays else None
-            rows = _chunk_rows(meta)
-            if shape is None or rows is None or meta != _zarr_array_meta(shape, rows):
+            rows = fmt.public_chunk_rows(name, image_shape)
+            if shape is None or meta != _zarr_array_meta(shape, rows):
                 self.find(check, f"{file}/zarr.json", "", f"expected the metadata of an uncompressed float32 array "
-                          f"of shape {shape} in chunks of at most {fmt.ROWS_PER_ZARR_CHUNK} whole rows, and nothing else")
+                          f"of shape {shape} in chunks of {rows} rows (FORMAT.md 5), and nothing else")
                 continue
             self.check_zarr_chunks(file, root / name, arrays[source], source, rows)
 
@@ -693,14 +692,6 @@ def _canonical_metadata(array: zarr.Array) -> dict:
     files = {}
     zarr.create_array(zarr.storage.MemoryStore(files), shape=array.shape, chunks=array.chunks, dtype=array.dtype, fill_value=0)
     return json.loads(files["zarr.json"].to_bytes())
-
-
-def _chunk_rows(meta: dict | None) -> int | None:
-    try:
-        rows = meta["chunk_grid"]["configuration"]["chunk_shape"][0]
-    except (TypeError, KeyError, IndexError):
-        return None
-    return rows if type(rows) is int and 1 <= rows <= fmt.ROWS_PER_ZARR_CHUNK else None
 
 
 def _zarr_array_meta(shape: tuple, rows: int) -> dict:
