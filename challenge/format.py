@@ -73,9 +73,14 @@ class FormatError(UsageError):
     """A release, key store or submission that does not follow the format."""
 
 
+def json_bytes(obj: dict) -> bytes:
+    """The manifest's JSON text (FORMAT.md 4: sorted keys, 2-space indent, ASCII, final newline):
+    same object, same bytes."""
+    return (json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=True) + "\n").encode("ascii")
+
+
 def write_json(path: Path, obj: dict) -> None:
-    """Canonical JSON (sorted keys, 2-space indent, final newline): same object, same bytes."""
-    path.write_text(json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=True) + "\n", encoding="utf-8")
+    path.write_bytes(json_bytes(obj))
 
 
 def read_json(path: Path, limit: int = MAX_MANIFEST_BYTES, what: str = "manifest") -> dict:
