@@ -151,6 +151,27 @@ def public_chunk_rows(name: str, image_shape: tuple) -> int:
     return max(1, min(ENCRYPTION_ZARR_ROWS, MAX_CHUNK_BYTES // (4 * int(np.prod(image_shape)))))
 
 
+def zarr_group_metadata(attributes: dict) -> dict:
+    """A group's ``zarr.json`` (FORMAT.md 5), in zarr-python 3's member order."""
+    return {"attributes": attributes, "zarr_format": 3, "node_type": "group"}
+
+
+def zarr_array_metadata(shape: tuple, dtype: str, rows: int, *, compressed: bool) -> dict:
+    """An array's ``zarr.json`` (FORMAT.md 5), in zarr-python 3's member order (``json.dumps(..., indent=2)``
+    of it is the file): chunks of ``rows`` whole rows, fill value 0, the ``bytes`` codec little-endian
+    (no endian for uint8), then zstd level 0 without checksum when ``compressed`` (the key store)."""
+    codecs = [{"name": "bytes"} if dtype == "uint8" else {"name": "bytes", "configuration": {"endian": "little"}}]
+    if compressed:
+        codecs.append({"name": "zstd", "configuration": {"level": 0, "checksum": False}})
+    return {
+        "shape": list(shape), "data_type": dtype,
+        "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": [rows, *shape[1:]]}},
+        "chunk_key_encoding": {"name": "default", "configuration": {"separator": "/"}},
+        "fill_value": 0.0 if dtype.startswith("float") else 0, "codecs": codecs,
+        "attributes": {}, "zarr_format": 3, "node_type": "array", "storage_transformers": [],
+    }
+
+
 def public_files(public_dir: Path) -> list[str]:
     """Relative POSIX paths of every file under ``public/`` except the manifest, sorted."""
     return sorted(

@@ -3,6 +3,7 @@ and the audit use the same chunk rule, group attributes, keystream purposes, sid
 ``.npy`` header parser, and what they implement is what docs/FORMAT.md says (tests/spec.py)."""
 
 import io
+import json
 import shutil
 
 import numpy as np
@@ -97,3 +98,18 @@ def test_patch_banks_and_loaders_have_the_release_image_sides(tmp_path, side):
         build_patch_bank(tmp_path / "photos", tmp_path / "bank.zarr", seed=bytes(32), patch_size=side, workers=1)
     with pytest.raises(SourceError, match=f"{MIN_IMAGE_SIDE}..{MAX_IMAGE_SIDE}"):
         load_private(tmp_path, size=side)
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "int32", "int64", "float32"])
+@pytest.mark.parametrize("compressed", [True, False])
+def test_the_zarr_json_rule_is_what_zarr_writes(dtype, compressed):
+    """challenge.format's zarr.json, which the audit expects, is byte for byte what zarr-python writes
+    for the key store (compressed) and public.zarr (not): a zarr-python that changed it fails here."""
+    files = {}
+    zarr.create_array(zarr.storage.MemoryStore(files), shape=(5, 3, 2), chunks=(4, 3, 2), dtype=dtype, fill_value=0,
+                      **({} if compressed else {"compressors": None}))
+    meta = fmt.zarr_array_metadata((5, 3, 2), dtype, 4, compressed=compressed)
+    assert files["zarr.json"].to_bytes() == json.dumps(meta, indent=2).encode() == spec.zarr_array_json((5, 3, 2), dtype, 4, compressed)
+    group = {}
+    zarr.open_group(zarr.storage.MemoryStore(group), mode="w").attrs.update({"format": "x", "n": 1.0})
+    assert group["zarr.json"].to_bytes() == json.dumps(fmt.zarr_group_metadata({"format": "x", "n": 1.0}), indent=2).encode()
