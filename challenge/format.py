@@ -45,7 +45,10 @@ LABEL_FILE = "label.npy"
 PUBLIC_ZARR = "public.zarr"
 PREVIEW_FILE = "preview.png"
 MANIFEST_FILE = "manifest.json"
+KEYS_FORMAT = "instahide-keys"  # the key store's attribute "format"
+PUBLIC_ZARR_FORMAT = "instahide-public"  # public.zarr's attribute "format"
 ROWS_PER_ZARR_CHUNK = 4096  # storage layout is fixed by the format, never by --chunk
+ENCRYPTION_ZARR_ROWS = 1024  # rows per chunk of public.zarr/encryption at most
 # A chunk holds at most 16 MiB of whole rows (and at least one row: the largest image, 512x512x3, is 768 KiB);
 # at 32x32x3 the row cap binds first (4096 images, 12 MiB), as in versions 1 and 2.
 MAX_CHUNK_BYTES = 1 << 24
@@ -55,7 +58,7 @@ MAX_CHUNK_BYTES = 1 << 24
 # (1024 rows of encryption.npy, 4096 of label.npy each) for 100M encryptions, at most 128 bytes a
 # line (the longest name plus the digest), and 1 MiB for every other field.  Larger images have
 # fewer rows per chunk but fewer encryptions too (MAX_RELEASE_VALUES): never more chunk files.
-_MAX_PUBLIC_FILES = 8 + -(-MAX_ENCRYPTIONS // 1024) + -(-MAX_ENCRYPTIONS // ROWS_PER_ZARR_CHUNK)
+_MAX_PUBLIC_FILES = 8 + -(-MAX_ENCRYPTIONS // ENCRYPTION_ZARR_ROWS) + -(-MAX_ENCRYPTIONS // ROWS_PER_ZARR_CHUNK)
 MAX_MANIFEST_BYTES = _MAX_PUBLIC_FILES * 128 + (1 << 20)
 # A key-store chunk is zstd-compressed: incompressible data grows by at most 1/256 (ZSTD_compressBound),
 # plus a frame header; the 4 KiB margin covers both.
@@ -70,9 +73,14 @@ class FormatError(UsageError):
     """A release, key store or submission that does not follow the format."""
 
 
+def json_bytes(obj: dict) -> bytes:
+    """The manifest's JSON text (FORMAT.md 4: sorted keys, 2-space indent, ASCII, final newline):
+    same object, same bytes."""
+    return (json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=True) + "\n").encode("ascii")
+
+
 def write_json(path: Path, obj: dict) -> None:
-    """Canonical JSON (sorted keys, 2-space indent, final newline): same object, same bytes."""
-    path.write_text(json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=True) + "\n", encoding="utf-8")
+    path.write_bytes(json_bytes(obj))
 
 
 def read_json(path: Path, limit: int = MAX_MANIFEST_BYTES, what: str = "manifest") -> dict:
@@ -129,6 +137,41 @@ def read_params(obj, where: str, version: int) -> Params:
         raise FormatError(f"{where}: {e}") from None
 
 
+def public_zarr_attributes(version: int) -> dict:
+    """The attributes of ``public.zarr``'s group, its only ones (FORMAT.md 5)."""
+    return {"format": PUBLIC_ZARR_FORMAT, "format_version": version}
+
+
+def public_chunk_rows(name: str, image_shape: tuple) -> int:
+    """Rows per chunk of ``public.zarr/<name>`` (FORMAT.md 5): 4096 for ``label``; for ``encryption``
+    1024, fewer for large images so that a chunk holds at most 16 MiB (one row at least): 1024 at
+    32x32x3, as in versions 1 and 2."""
+    if name == "label":
+        return ROWS_PER_ZARR_CHUNK
+    return max(1, min(ENCRYPTION_ZARR_ROWS, MAX_CHUNK_BYTES // (4 * int(np.prod(image_shape)))))
+
+
+def zarr_group_metadata(attributes: dict) -> dict:
+    """A group's ``zarr.json`` (FORMAT.md 5), in zarr-python 3's member order."""
+    return {"attributes": attributes, "zarr_format": 3, "node_type": "group"}
+
+
+def zarr_array_metadata(shape: tuple, dtype: str, rows: int, *, compressed: bool) -> dict:
+    """An array's ``zarr.json`` (FORMAT.md 5), in zarr-python 3's member order (``json.dumps(..., indent=2)``
+    of it is the file): chunks of ``rows`` whole rows, fill value 0, the ``bytes`` codec little-endian
+    (no endian for uint8), then zstd level 0 without checksum when ``compressed`` (the key store)."""
+    codecs = [{"name": "bytes"} if dtype == "uint8" else {"name": "bytes", "configuration": {"endian": "little"}}]
+    if compressed:
+        codecs.append({"name": "zstd", "configuration": {"level": 0, "checksum": False}})
+    return {
+        "shape": list(shape), "data_type": dtype,
+        "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": [rows, *shape[1:]]}},
+        "chunk_key_encoding": {"name": "default", "configuration": {"separator": "/"}},
+        "fill_value": 0.0 if dtype.startswith("float") else 0, "codecs": codecs,
+        "attributes": {}, "zarr_format": 3, "node_type": "array", "storage_transformers": [],
+    }
+
+
 def public_files(public_dir: Path) -> list[str]:
     """Relative POSIX paths of every file under ``public/`` except the manifest, sorted."""
     return sorted(
@@ -176,7 +219,7 @@ def create_key_store(path: Path, params: Params, attrs: dict, tables: dict[str, 
     The per-encryption arrays are created empty and filled chunk by chunk by the generator.
     """
     group = zarr.open_group(str(path), mode="w-")
-    group.attrs.update({"format": "instahide-keys", "format_version": version, "params": params.to_dict(version), **attrs})
+    group.attrs.update({"format": KEYS_FORMAT, "format_version": version, "params": params.to_dict(version), **attrs})
     schema = key_schema(params)
     for name, (dtype, shape) in schema.items():
         if name in tables:
@@ -245,8 +288,8 @@ def open_key_store(path: Path, *, check_indices: bool = True) -> KeyStore:
         attrs = dict(group.attrs)
     except Exception as e:  # zarr raises many types for malformed metadata
         raise FormatError(f"{path}: unreadable key store ({type(e).__name__}: {e})") from None
-    if attrs.get("format") != "instahide-keys":
-        raise FormatError(f"{path}: attribute 'format' is {attrs.get('format')!r}, expected 'instahide-keys'")
+    if attrs.get("format") != KEYS_FORMAT:
+        raise FormatError(f"{path}: attribute 'format' is {attrs.get('format')!r}, expected {KEYS_FORMAT!r}")
     version = attrs.get("format_version")
     if type(version) is not int or version not in READABLE_VERSIONS:
         raise FormatError(f"{path}: format_version {version!r}, this tool reads {', '.join(map(str, READABLE_VERSIONS))}")

@@ -9,7 +9,8 @@ the block counter, so any row can be drawn on its own: the bytes do not depend o
 chunk size or the order in which rows are produced.
 
 Nonce layout (12 bytes): the purpose name in ASCII, NUL-padded to 8 bytes, then the round
-number as a little-endian uint32 (rounds > 0 exist only for lambda redraws).
+number as a little-endian uint32 (rounds > 0 exist only for lambda redraws).  The ``holdout``
+purpose (the verifier's split of the encryptions, FORMAT.md 9) is keyed by the seed itself.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from challenge.canonical import canonical_json
 
 SEED_BYTES = 32
 BLOCK_BYTES = 64
-PURPOSES = ("select", "order", "partners", "public", "lambda", "sign")
+PURPOSES = ("select", "order", "partners", "public", "lambda", "sign", "holdout")
 _MAX_BLOCKS = 2**32  # the RFC 8439 block counter is 32 bits
 
 

@@ -1,14 +1,17 @@
-"""The manifest (docs/FORMAT.md, section 5): one schema, used by the writer (``generate``), the
+"""The manifest (docs/FORMAT.md, section 4): one schema, used by the writer (``generate``), the
 readers (``verify``, the attacks) and ``audit`` alike.
 
-:class:`Manifest` is what a release publishes about itself; :meth:`Manifest.to_json` is the
-object ``generate`` writes, :func:`manifest_problems` checks a read object field by field (the
-audit reports every problem), and :func:`read_manifest` reads the fields a participant's tools
-need, refusing the file at the first problem.
+:class:`Manifest` is what a release publishes about itself, both ways (on the model of
+zarr-python's ``ArrayV3Metadata``): :meth:`Manifest.to_json` is the object ``generate`` writes,
+:meth:`Manifest.from_json` its exact inverse, which checks every field as it reads it and raises
+:class:`ManifestError` carrying every problem (:func:`manifest_problems`, which the audit reports
+one by one).  :func:`read_manifest` reads the fields a participant's tools need, refusing the file
+at the first problem.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +22,7 @@ from challenge.errors import UsageError
 from challenge.geometry import DEFAULT_IMAGE_SHAPE, check_image_shape
 from challenge.params import MAX_ENCRYPTIONS, SHAPED_SINCE, Params
 
-__all__ = ["FIELDS", "FORMAT_NAME", "Manifest", "PREVIEW_COUNT", "SEED_NOTES",
+__all__ = ["FIELDS", "FORMAT_NAME", "Manifest", "ManifestError", "PREVIEW_COUNT", "SEED_NOTES",
            "expected_arrays", "image_shape", "json_get", "manifest_problems", "read_manifest"]
 
 FORMAT_NAME = "instahide-challenge-release"
@@ -34,6 +37,16 @@ _HEX64 = re.compile(r"[0-9a-f]{64}")
 # the generator's version: a PEP 440 release number (with an optional pre-, post- or dev-release), never
 # free text, so the field cannot carry anything else (reproduce checks its value)
 _VERSION = re.compile(r"(0|[1-9][0-9]{0,5})(\.(0|[1-9][0-9]{0,5})){1,3}((a|b|rc)[0-9]{1,4})?(\.post[0-9]{1,4})?(\.dev[0-9]{1,4})?")
+
+
+class ManifestError(fmt.FormatError):
+    """A manifest that departs from the schema; ``problems`` lists every (field, message)."""
+
+    def __init__(self, where: str, problems: list[tuple[str, str]]):
+        self.problems = problems
+        field_, message = problems[0]
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        super().__init__(f"{where}: {field_ or 'fields'}: {message}{more}")
 
 
 @dataclass(frozen=True)
@@ -66,6 +79,32 @@ class Manifest:
             "key_store": {"commitment": self.commitment, "scheme": fmt.COMMITMENT_SCHEMES[self.version]},
             "files": self.files,
         }
+
+    def to_bytes(self) -> bytes:
+        """The bytes of ``manifest.json`` (FORMAT.md 4)."""
+        return fmt.json_bytes(self.to_json())
+
+    @classmethod
+    def from_json(cls, obj, where: str = fmt.MANIFEST_FILE) -> "Manifest":
+        """The manifest of the JSON object ``obj``, every field checked; the exact inverse of
+        :meth:`to_json` (``from_json(m.to_json()) == m``, and a stored manifest re-serialises to its
+        bytes).  :class:`ManifestError` (exit 2) lists every problem."""
+        if not isinstance(obj, dict):
+            raise ManifestError(where, [("", "expected a JSON object")])
+        params, problems = manifest_problems(obj)
+        if problems:
+            raise ManifestError(where, problems)
+        return cls(
+            params=params,
+            class_names=list(obj["class_names"]),
+            n_classes=len(obj["class_names"]),
+            practice=obj["seed"]["replayable"],
+            sources=obj["sources"],
+            commitment=obj["key_store"]["commitment"],
+            files=dict(obj["files"]),
+            version=obj["format_version"],
+            generator=dict(obj["generator"]),
+        )
 
 
 def expected_arrays(params: Params, n_classes: int | None) -> dict:
@@ -103,13 +142,13 @@ def manifest_problems(manifest: dict) -> tuple[Params | None, list[tuple[str, st
         bad("params", str(e))
         params = None
     if params is not None:
-        if manifest.get("n_encryptions") != params.n_encryptions:
+        if not _same(manifest.get("n_encryptions"), params.n_encryptions):
             bad("n_encryptions", f"{manifest.get('n_encryptions')!r}, expected n_private * per_image = {params.n_encryptions}")
-        if manifest.get("pixel_domain") != describe(params.domain):
+        if not _same(manifest.get("pixel_domain"), describe(params.domain)):
             bad("pixel_domain", f"expected {describe(params.domain)}")
         names = manifest.get("class_names")
         arrays = expected_arrays(params, len(names) if isinstance(names, list) else None)
-        if manifest.get("arrays") != arrays:
+        if not _same(manifest.get("arrays"), arrays):
             bad("arrays", f"expected {arrays}")
         _check_sources(manifest.get("sources"), params, bad)
     names = manifest.get("class_names")
@@ -130,6 +169,12 @@ def manifest_problems(manifest: dict) -> tuple[Params | None, list[tuple[str, st
     if not (isinstance(files, dict) and all(isinstance(v, str) and _HEX64.fullmatch(v) for v in files.values())):
         bad("files", "expected an object of file name -> SHA-256 (64 lower-case hex digits)")
     return params, problems
+
+
+def _same(value, expected) -> bool:
+    """Equal as JSON text, so ``1`` is not ``1.0`` and ``true`` not ``1``: a manifest is exactly what
+    the writer would write, and re-serialises to its own bytes."""
+    return json.dumps(value, sort_keys=True) == json.dumps(expected, sort_keys=True)
 
 
 def _readable(version) -> bool:

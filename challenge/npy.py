@@ -20,11 +20,34 @@ from challenge.errors import UsageError
 from challenge.files import UnsafeFile, open_regular
 from challenge.text import printable
 
-__all__ = ["ACCEPTED_DTYPES", "MAX_HEADER_BYTES", "NpyFile", "ROWS", "npy_header", "open_npy", "read_npy_header"]
+__all__ = ["ACCEPTED_DTYPES", "MAX_HEADER_BYTES", "NotNpy", "NpyFile", "ROWS", "npy_header", "open_npy", "parse_header",
+           "read_npy_header"]
 
 ROWS = 2048  # rows read (and scored) at a time: about 50 MB of float64 working memory
 MAX_HEADER_BYTES = 10_000  # numpy's own limit for the header text
 ACCEPTED_DTYPES = ("float32", "float64", "uint8")
+_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+
+
+class NotNpy(ValueError):
+    """Not a ``.npy`` file np.save writes: no magic string, or another format version."""
+
+
+def parse_header(f) -> tuple[tuple, bool, np.dtype]:
+    """``(shape, fortran_order, dtype)`` of the ``.npy`` stream ``f``, left at the first data byte.
+
+    The one header parser for every untrusted ``.npy`` (submissions, sources): numpy's literal-only
+    reader, never an unpickler, for versions 1.0 and 2.0 with at most :data:`MAX_HEADER_BYTES` of
+    header.  :class:`NotNpy` without the magic string or for another version; ValueError (or
+    EOFError) for a malformed header.
+    """
+    try:
+        version = np.lib.format.read_magic(f)
+    except ValueError:
+        raise NotNpy("not a .npy file (no NumPy magic string); expected an array saved with np.save") from None
+    if version not in _HEADER_READERS:
+        raise NotNpy(f".npy format version {version[0]}.{version[1]}; expected 1.0 or 2.0 (what np.save writes)")
+    return _HEADER_READERS[version](f, max_header_size=MAX_HEADER_BYTES)
 
 
 @dataclass(frozen=True)
@@ -85,14 +108,14 @@ def read_npy_header(path: Path, max_bytes: int) -> tuple[NpyFile | None, list[st
             return None, [f"{name}: {size:,} bytes, more than the {max_bytes:,} bytes the largest valid "
                           f"submission needs; refused without reading it"]
         try:
-            header = _parse_npy_header(f, name)
+            shape, fortran, dtype = parse_header(f)
+            offset = f.tell()
+        except NotNpy as e:
+            return None, [f"{name}: {e}"]
         except (ValueError, EOFError) as e:
             return None, [f"{name}: unreadable .npy header ({str(e).splitlines()[0]}); expected an array saved with np.save"]
         except OSError as e:
             return None, [f"{name}: cannot be read ({e.strerror})"]
-    if isinstance(header, str):
-        return None, [header]
-    shape, fortran, dtype, offset = header
     problems = []
     if dtype.hasobject or dtype.fields is not None:
         problems.append(f"{name}: holds Python objects or records (dtype {dtype}); pickled data is refused, "
@@ -108,21 +131,6 @@ def read_npy_header(path: Path, max_bytes: int) -> tuple[NpyFile | None, list[st
     elif size > need:
         problems.append(f"{name}: {size - need:,} bytes after the array its header describes; expected exactly {need:,} bytes")
     return NpyFile(path, dtype, tuple(shape), offset, size), problems
-
-
-def _parse_npy_header(f, name: str) -> tuple | str:
-    """(shape, fortran_order, dtype, data offset) from an open ``.npy`` file, or why it is not one."""
-    try:
-        version = np.lib.format.read_magic(f)
-    except ValueError:
-        return f"{name}: not a .npy file (no NumPy magic string); expected an array saved with np.save"
-    if version == (1, 0):
-        shape, fortran, dtype = np.lib.format.read_array_header_1_0(f, max_header_size=MAX_HEADER_BYTES)
-    elif version == (2, 0):
-        shape, fortran, dtype = np.lib.format.read_array_header_2_0(f, max_header_size=MAX_HEADER_BYTES)
-    else:
-        return f"{name}: .npy format version {version[0]}.{version[1]}; expected 1.0 or 2.0 (what np.save writes)"
-    return shape, fortran, dtype, f.tell()
 
 
 # --- a release's own arrays, whose header is known exactly ----------------------------------------
@@ -156,13 +164,10 @@ def open_npy(path: Path, shape: tuple) -> np.ndarray:
 
 def _describe_npy(head: bytes) -> str:
     """What a header says, for the message; parsed without ever unpickling."""
-    readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
     try:
-        stream = io.BytesIO(head)
-        version = np.lib.format.read_magic(stream)
-        if version not in readers:
-            return f"it is .npy version {version}"
-        shape, fortran, dtype = readers[version](stream)
+        shape, fortran, dtype = parse_header(io.BytesIO(head))
         return f"it says {dtype} {shape}{' Fortran order' if fortran else ''}"
+    except NotNpy as e:
+        return str(e).split(";")[0]
     except Exception as e:  # any malformed header: describe it, never raise
         return f"unreadable header: {type(e).__name__}"

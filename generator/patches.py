@@ -87,6 +87,7 @@ import zarr
 from PIL import Image
 
 from challenge.files import check_tree
+from challenge.geometry import MAX_IMAGE_SIDE, MIN_IMAGE_SIDE
 from challenge.imageset import ImageSet
 from challenge.progress import Progress
 from generator.images import (
@@ -115,9 +116,6 @@ __all__ = [
 FORMAT = "instahide-patch-bank"
 FORMAT_VERSION = 1
 PATCH = 32  # the 2020 patch side, and the default
-SHORT_SIDE = 40  # the 2020 short side for it
-MIN_PATCH = 7  # the smallest patch side (SSIM's window); the detector finds nothing much smaller
-MAX_PATCH = 1024  # a patch bank for images larger than this is not what this tool is for
 GREY = "grey (Pillow L)"  # params["colour"] of a grey bank
 DRAFT_GAP = 2
 PATCH_CHUNK = 1024  # patches per Zarr chunk (3 MiB)
@@ -549,8 +547,8 @@ def build_patch_bank(
         chunk_files = CHUNK_FILES if executor is None else executor_chunk_files(batch_files, workers)
     if crops_per_image < 1 or min_keypoints < 0 or batch_files < 1 or chunk_files < 1:
         raise SourceError("crops_per_image, batch_files, chunk_files must be >= 1 and min_keypoints >= 0")
-    if not MIN_PATCH <= patch_size <= MAX_PATCH:
-        raise SourceError(f"patch size: expected {MIN_PATCH}..{MAX_PATCH} px, got {patch_size}")
+    if not MIN_IMAGE_SIDE <= patch_size <= MAX_IMAGE_SIDE:
+        raise SourceError(f"patch size: expected {MIN_IMAGE_SIDE}..{MAX_IMAGE_SIDE} px (a release's image side), got {patch_size}")
     params = _params(seed, crops_per_image, min_keypoints, patch_size, grey)
     key = _seed_key(seed)
     _warm_detector()  # compile or load the cache once, here
@@ -731,8 +729,8 @@ def load_patch_bank(path: str | os.PathLike) -> ImageSet:
                           "run the same build again to finish it")
     params = attrs.get("params")
     size = params.get("patch_size") if isinstance(params, dict) else None
-    if type(size) is not int or not MIN_PATCH <= size <= MAX_PATCH:
-        raise SourceError(f"{p}: params.patch_size is {size!r}; expected a side of {MIN_PATCH}..{MAX_PATCH} px")
+    if type(size) is not int or not MIN_IMAGE_SIDE <= size <= MAX_IMAGE_SIDE:
+        raise SourceError(f"{p}: params.patch_size is {size!r}; expected a side of {MIN_IMAGE_SIDE}..{MAX_IMAGE_SIDE} px")
     for name, (dtype, tail) in _BANK_ARRAYS.items():
         tail = tail if tail is not None else patch_shape(params)
         a = arrays[name]

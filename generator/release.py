@@ -43,13 +43,6 @@ from challenge.progress import Progress
 # the copies of the public arrays a release can hold, all by default (docs/FORMAT.md section 1): .npy for
 # 2020-era code and every reader of ours, public.zarr for chunked readers
 FORMATS = ("npy", "zarr")
-ENCRYPTION_ZARR_ROWS = 1024  # rows per chunk of public.zarr/encryption at most (docs/FORMAT.md section 5)
-
-
-def encryption_zarr_rows(image_shape: tuple) -> int:
-    """Rows per chunk of public.zarr/encryption: 1024, fewer for large images so a chunk holds at most
-    16 MiB (one row at least); 1024 at 32x32x3, as in versions 1 and 2."""
-    return max(1, min(ENCRYPTION_ZARR_ROWS, fmt.MAX_CHUNK_BYTES // (4 * int(np.prod(image_shape)))))
 
 
 def parse_formats(text: str) -> tuple[str, ...]:
@@ -495,19 +488,19 @@ def _build(tmp: Path, params: Params, seed: bytes, private: ImageSet, public: Im
         version,
     )
     shape = (N, *image_shape)
-    zarr_rows = encryption_zarr_rows(image_shape)
+    zarr_rows, label_rows = fmt.public_chunk_rows("encryption", image_shape), fmt.public_chunk_rows("label", image_shape)
     digests: dict[str, str] = {}  # of the files hashed as they were written
     label_file = _npy_file(public_dir / fmt.LABEL_FILE, labels.shape, digests, fmt.LABEL_FILE)
     label_file.write(np.ascontiguousarray(labels, "<f4"))
     label_file.close()
     if "zarr" in formats:
         public_zarr = zarr.open_group(str(public_dir / fmt.PUBLIC_ZARR), mode="w-")
-        public_zarr.attrs.update({"format": "instahide-public", "format_version": version})
+        public_zarr.attrs.update(fmt.public_zarr_attributes(version))
         public_zarr.create_array("encryption", shape=shape, chunks=(zarr_rows, *image_shape),
                                  dtype="float32", compressors=None, fill_value=0)
-        public_zarr.create_array("label", shape=labels.shape, chunks=(fmt.ROWS_PER_ZARR_CHUNK, n_classes),
+        public_zarr.create_array("label", shape=labels.shape, chunks=(label_rows, n_classes),
                                  dtype="float32", compressors=None, fill_value=0)
-        label_chunks = ZarrChunks(public_dir, "label", fmt.ROWS_PER_ZARR_CHUNK, labels.shape[1:], digests)
+        label_chunks = ZarrChunks(public_dir, "label", label_rows, labels.shape[1:], digests)
         label_chunks.write(labels)
         label_chunks.close()
     z_signs = keys["encryption/sign_bits"]

@@ -104,7 +104,9 @@ from pathlib import Path
 import numpy as np
 
 from challenge.files import open_regular, read_bytes, read_text
+from challenge.geometry import MAX_IMAGE_SIDE, MIN_IMAGE_SIDE
 from challenge.imageset import ImageSet
+from challenge.npy import parse_header
 from challenge.progress import Progress
 from generator.default_data import default_private, default_public
 from generator.images import (
@@ -120,7 +122,7 @@ from generator.images import (
     resize_images,
     walk_image_files,
 )
-from generator.patches import MAX_PATCH, MIN_PATCH, bank_progress, build_patch_bank, load_patch_bank
+from generator.patches import bank_progress, build_patch_bank, load_patch_bank
 from generator.workers import WorkerDied, default_workers, in_order, start_pool
 
 __all__ = [
@@ -231,9 +233,9 @@ def load_private(path: str | os.PathLike, *, split: str = "train", size: int | N
 
 
 def _check_size(size: int | None) -> None:
-    """``size`` is None (each set at its own shape) or a side of MIN_PATCH..MAX_PATCH px."""
-    if size is not None and (type(size) is not int or not MIN_PATCH <= size <= MAX_PATCH):
-        raise SourceError(f"size: expected a side of {MIN_PATCH}..{MAX_PATCH} px (e.g. 28, 32, 64), got {size!r}")
+    """``size`` is None (each set at its own shape) or a release's image side (FORMAT.md 2)."""
+    if size is not None and (type(size) is not int or not MIN_IMAGE_SIDE <= size <= MAX_IMAGE_SIDE):
+        raise SourceError(f"size: expected a side of {MIN_IMAGE_SIDE}..{MAX_IMAGE_SIDE} px (e.g. 28, 32, 64), got {size!r}")
 
 
 def _reshaped(s: ImageSet, size: int | None, grey: bool, where: str) -> ImageSet:
@@ -579,11 +581,7 @@ def _read_exactly(f, nbytes: int, where: str, claim: str) -> np.ndarray:
 def _read_npy_header(f, where: str) -> tuple:
     """(shape, fortran_order, dtype) of the ``.npy`` stream ``f``; object dtypes refused."""
     try:
-        version = np.lib.format.read_magic(f)
-        if version not in ((1, 0), (2, 0)):
-            raise ValueError(f".npy format version {version} is not supported")
-        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-        shape, fortran_order, dtype = read_header(f)
+        shape, fortran_order, dtype = parse_header(f)
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
         raise SourceError(f"{where}: not a readable .npy header ({e})") from None
     if dtype.hasobject:

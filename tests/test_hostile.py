@@ -99,7 +99,7 @@ DAMAGES = {
     "public zarr metadata lying about its chunks": (
         lambda r: rewrite_json(r / "public/public.zarr/encryption/zarr.json",
                                lambda m: m["chunk_grid"]["configuration"].update(chunk_shape=[10**9, 32, 32, 3])),
-        "public_zarr", "public/public.zarr/encryption/zarr.json", "at most 4096 whole rows"),
+        "public_zarr", "public/public.zarr/encryption/zarr.json", "in chunks of 1024 rows"),
     "preview claiming 10^5 x 10^5 pixels": (
         lambda r: (r / "public/preview.png").write_bytes(
             (r / "public/preview.png").read_bytes()[:16] + (100000).to_bytes(4, "big") * 2 + (r / "public/preview.png").read_bytes()[24:]),

@@ -216,8 +216,8 @@ def test_generate_format_version_option(tmp_path):
 @pytest.mark.parametrize("shape", [(7, 7, 1), (28, 28, 1), (32, 32, 3), (64, 64, 1), (64, 64, 3), (224, 224, 3),
                                    (300, 509, 3), (512, 512, 3)])
 def test_largest_release_of_any_shape_lists_no_more_chunk_files_than_the_manifest_cap_allows(shape):
-    from generator.release import ENCRYPTION_ZARR_ROWS, encryption_zarr_rows
+    from challenge.format import ENCRYPTION_ZARR_ROWS, public_chunk_rows
     from challenge.params import MAX_ENCRYPTIONS, MAX_RELEASE_VALUES
     n = min(MAX_ENCRYPTIONS, MAX_RELEASE_VALUES // int(np.prod(shape)))
-    assert -(-n // encryption_zarr_rows(shape)) <= -(-MAX_ENCRYPTIONS // ENCRYPTION_ZARR_ROWS)
-    assert encryption_zarr_rows(shape) * 4 * np.prod(shape) <= fmt.MAX_CHUNK_BYTES
+    assert -(-n // public_chunk_rows("encryption", shape)) <= -(-MAX_ENCRYPTIONS // ENCRYPTION_ZARR_ROWS)
+    assert public_chunk_rows("encryption", shape) * 4 * np.prod(shape) <= fmt.MAX_CHUNK_BYTES

@@ -12,7 +12,6 @@ hold nothing else: no seed, mask, index or private pixel.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import struct
@@ -22,7 +21,6 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
-import zarr
 
 from challenge import files
 from challenge import format as fmt
@@ -61,7 +59,7 @@ _FIXED_NAMES = {fmt.ENCRYPTION_FILE, fmt.LABEL_FILE, fmt.PREVIEW_FILE, "public.z
                 "public.zarr/encryption/zarr.json", "public.zarr/label/zarr.json"}
 _TABLES = ("seed", "private/images", "private/labels", "private/source_index", "public/images", "public/bank_index")
 _PER_ENCRYPTION = ("private_index", "public_index", "lam", "sign_bits")
-_EMPTY_GROUP = {"attributes": {}, "zarr_format": 3, "node_type": "group"}
+_EMPTY_GROUP = fmt.zarr_group_metadata({})
 HASH_TASK_BYTES = 1 << 28  # public bytes hashed by one task (whole files): few tasks, so few round trips on a cluster
 
 
@@ -257,7 +255,7 @@ class _Audit:
             self.skip(*ROW_CHECKS)
         if params is not None:
             if publishes_zarr(manifest) or os.path.lexists(self.public / fmt.PUBLIC_ZARR):
-                self.check_public_zarr(arrays)
+                self.check_public_zarr(arrays, params.image_shape)
             else:  # generate --formats npy: the .npy files are the only copy
                 self.not_published.append("public_zarr")
             self.check_preview(params, arrays)
@@ -370,7 +368,9 @@ class _Audit:
             if meta != _EMPTY_GROUP:
                 self.find("key_store", self.key_file(file), "", f"expected exactly {_EMPTY_GROUP} (with attributes at the root)")
         for name in schema:
-            if self.read_zarr_json(self.keys / name / "zarr.json") != _canonical_metadata(store[name]):
+            array = store[name]
+            expected = fmt.zarr_array_metadata(array.shape, str(array.dtype), array.chunks[0], compressed=True)
+            if self.read_zarr_json(self.keys / name / "zarr.json") != expected:
                 self.find("key_store", self.key_file(f"{name}/zarr.json"), "",
                           "metadata (fill value, codecs, attributes) is not what generate writes")
         for rel in _undeclared_entries(self.keys, store):
@@ -455,20 +455,19 @@ class _Audit:
 
     # --- public.zarr, preview, secrets ----------------------------------------------------------
 
-    def check_public_zarr(self, arrays: dict) -> None:
+    def check_public_zarr(self, arrays: dict, image_shape: tuple) -> None:
         check, root = "public_zarr", self.public / fmt.PUBLIC_ZARR
-        group = {"attributes": {"format": "instahide-public", "format_version": self.version},
-                 "zarr_format": 3, "node_type": "group"}
+        group = fmt.zarr_group_metadata(fmt.public_zarr_attributes(self.version))
         if self.read_zarr_json(root / "zarr.json") != group:
             self.find(check, "public/public.zarr/zarr.json", "", f"expected exactly {group}")
         for name, source in (("encryption", fmt.ENCRYPTION_FILE), ("label", fmt.LABEL_FILE)):
             file = f"public/public.zarr/{name}"
             meta = self.read_zarr_json(root / name / "zarr.json")
             shape = arrays[source].shape if source in arrays else None
-            rows = _chunk_rows(meta)
-            if shape is None or rows is None or meta != _zarr_array_meta(shape, rows):
+            rows = fmt.public_chunk_rows(name, image_shape)
+            if shape is None or meta != fmt.zarr_array_metadata(shape, "float32", rows, compressed=False):
                 self.find(check, f"{file}/zarr.json", "", f"expected the metadata of an uncompressed float32 array "
-                          f"of shape {shape} in chunks of at most {fmt.ROWS_PER_ZARR_CHUNK} whole rows, and nothing else")
+                          f"of shape {shape} in chunks of {rows} rows (FORMAT.md 5), and nothing else")
                 continue
             self.check_zarr_chunks(file, root / name, arrays[source], source, rows)
 
@@ -710,30 +709,3 @@ def _undeclared_entries(keys: Path, store: fmt.KeyStore) -> list[str]:
     folders = {str(parent) for rel in kept for parent in Path(rel).parents if str(parent) != "."}
     undeclared = {rel for rel in on_disk if rel not in kept and rel not in folders}
     return sorted(rel for rel in undeclared if str(Path(rel).parent) not in undeclared)  # a stray folder once, not its files
-
-
-def _canonical_metadata(array: zarr.Array) -> dict:
-    """The zarr.json (as JSON, not as zarr's normalised reading) ``create_key_store`` writes for an
-    array of this shape, chunks and dtype."""
-    files = {}
-    zarr.create_array(zarr.storage.MemoryStore(files), shape=array.shape, chunks=array.chunks, dtype=array.dtype, fill_value=0)
-    return json.loads(files["zarr.json"].to_bytes())
-
-
-def _chunk_rows(meta: dict | None) -> int | None:
-    try:
-        rows = meta["chunk_grid"]["configuration"]["chunk_shape"][0]
-    except (TypeError, KeyError, IndexError):
-        return None
-    return rows if type(rows) is int and 1 <= rows <= fmt.ROWS_PER_ZARR_CHUNK else None
-
-
-def _zarr_array_meta(shape: tuple, rows: int) -> dict:
-    """The zarr.json of an uncompressed little-endian float32 array, as the generator writes it."""
-    return {
-        "shape": list(shape), "data_type": "float32",
-        "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": [rows, *shape[1:]]}},
-        "chunk_key_encoding": {"name": "default", "configuration": {"separator": "/"}},
-        "fill_value": 0.0, "codecs": [{"name": "bytes", "configuration": {"endian": "little"}}],
-        "attributes": {}, "zarr_format": 3, "node_type": "array", "storage_transformers": [],
-    }

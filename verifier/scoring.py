@@ -23,7 +23,7 @@ import numpy as np
 from challenge import format as fmt
 from challenge.errors import UsageError
 from challenge.files import write_files
-from challenge.keystream import chacha20_keystream
+from challenge.keystream import row_words
 from verifier import metrics
 from challenge.npy import ROWS
 from challenge.submission import DECRYPTION_FILE, Expected, expected_from_keys, open_for_scoring
@@ -41,7 +41,6 @@ SCORES_TXT = "scores.txt"
 HEADLINE = ("Max_SSIM", "Mean_SSIM", "Min_L2", "Max_L2", "Mean_L2", "success_rate", "recovered_share")
 DECIMALS = 4  # published scores: round half even of the exact float64 mean (docs/FORMAT.md section 9)
 PARTS = ("public", "final")
-HOLDOUT_NONCE = b"holdout\0" + (0).to_bytes(4, "little")  # a ChaCha20 purpose of its own (FORMAT.md 7, 9)
 _HOLDOUT_ROWS = 1 << 20  # rows of the split drawn at a time: 8 MB of keystream
 
 Engine = Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
@@ -55,8 +54,8 @@ def published(value: float) -> float:
 def holdout_mask(seed: bytes, n_encryptions: int, fraction: float) -> np.ndarray:
     """True for the encryptions held out for the final board.
 
-    Encryption i is held out iff word i (little-endian uint64, bytes 8i .. 8i + 7) of the ChaCha20
-    keystream keyed by the key store's seed with nonce ``holdout\\0`` + uint32 0 is below
+    Encryption i is held out iff word i (little-endian uint64, bytes 8i .. 8i + 7) of the keystream
+    purpose ``holdout`` keyed by the key store's seed (nonce ``holdout\\0`` + uint32 0) is below
     ``int(fraction * 2**64)``: anyone with the revealed keys can recompute the split, nobody
     without them can tell which encryptions count for the final board.
     """
@@ -66,8 +65,7 @@ def holdout_mask(seed: bytes, n_encryptions: int, fraction: float) -> np.ndarray
     mask = np.empty(n_encryptions, bool)
     for start in range(0, n_encryptions, _HOLDOUT_ROWS):
         stop = min(start + _HOLDOUT_ROWS, n_encryptions)
-        stream = chacha20_keystream(seed, start // 8, HOLDOUT_NONCE, 8 * (stop - start))
-        mask[start:stop] = stream.view("<u8") < bound
+        mask[start:stop] = row_words(seed, "holdout", start, stop - start, 1)[:, 0] < bound
     return mask
 
 
