@@ -17,7 +17,8 @@ import pytest
 import zarr
 from PIL import Image
 
-from generator import images, sources
+from generator import images
+from generator.sources import cifar
 from generator.patches import build_patch_bank, load_patch_bank, load_resized
 from challenge.errors import UsageError
 from generator.sources import load_private, load_public
@@ -74,8 +75,8 @@ def test_npz_zip_bomb_declaring_more_than_the_cap_is_refused_unread(tmp_path, mo
         z.writestr("images.npy", npy_bytes((n, 32, 32, 3), data=bytes(n * 3072)))
         z.writestr("labels.npy", labels_npy(n))
     assert path.stat().st_size < n * 3072 // 100
-    monkeypatch.setattr(sources, "MAX_ARRAY_BYTES", n * 3072 // 2)
-    monkeypatch.setattr(sources.np.lib.format, "read_array", None)  # reading would fail loudly
+    monkeypatch.setattr(images, "MAX_ARRAY_BYTES", n * 3072 // 2)
+    monkeypatch.setattr(np.lib.format, "read_array", None)  # reading would fail loudly
     with pytest.raises(UsageError, match=r"bomb\.npz.*images"):
         load_private(path)
 
@@ -168,8 +169,8 @@ def test_cifar_meta_with_self_referencing_names(tmp_path):
 
 def test_cifar_pickle_larger_than_the_cap_is_not_unpickled(tmp_path, monkeypatch):
     folder = cifar_py(tmp_path / "c", {b"data": np.zeros((100, 3072), np.uint8), b"labels": [0] * 100})
-    monkeypatch.setattr(sources, "MAX_BATCH_BYTES", 100_000)
-    monkeypatch.setattr(sources.pickle, "Unpickler", None)  # unpickling would fail loudly
+    monkeypatch.setattr(cifar, "MAX_BATCH_BYTES", 100_000)
+    monkeypatch.setattr(cifar.pickle, "Unpickler", None)  # unpickling would fail loudly
     with pytest.raises(UsageError, match=r"data_batch_1.*bytes"):
         load_private(folder)
 

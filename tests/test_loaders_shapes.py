@@ -19,7 +19,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import generator.sources as gs
+import generator.images as gi
+import generator.sources.folder as gf
 from challenge.imageset import ImageSet
 from challenge.params import Params
 from generator.patches import build_patch_bank, count_keypoints, crop_positions, load_patch_bank, load_resized
@@ -155,7 +156,7 @@ def test_gzip_bomb_is_inflated_only_up_to_its_header_claim(tmp_path, monkeypatch
     with pytest.raises(SourceError, match=r"more data than its header \(2x28x28\) claims; refused .*gzip bomb"):
         load_private(d)
     assert sum(inflated) == len(GOOD) + 1  # header, data, then one byte too many: no further
-    monkeypatch.setattr(gs, "MAX_ARRAY_BYTES", 1000)
+    monkeypatch.setattr(gi, "MAX_ARRAY_BYTES", 1000)
     with pytest.raises(SourceError, match=r"header claims 2x28x28 = 1,568 bytes, more than the 1,000 allowed"):
         load_private(d)
 
@@ -274,8 +275,8 @@ def test_image_folder_at_any_size_rgb_or_grey(tmp_path, size, grey):
 def test_folder_decoded_by_workers_is_the_same_bytes_in_the_same_order(tmp_path, monkeypatch):
     write_folder(tmp_path, 20, seed=3)
     (tmp_path / "dog" / "0005.png").write_bytes(b"\x89PNG broken")
-    monkeypatch.setattr(gs, "PARALLEL_FROM", 8)
-    monkeypatch.setattr(gs, "FOLDER_CHUNK", 3)  # chunks that do not divide the classes
+    monkeypatch.setattr(gf, "PARALLEL_FROM", 8)
+    monkeypatch.setattr(gf, "FOLDER_CHUNK", 3)  # chunks that do not divide the classes
     one = load_private(tmp_path, size=28, workers=1)
     two = load_private(tmp_path, size=28, workers=2)
     assert one.fingerprint() == two.fingerprint() and one.source_files == two.source_files
