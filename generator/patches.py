@@ -548,7 +548,7 @@ def build_patch_bank(
     if crops_per_image < 1 or min_keypoints < 0 or batch_files < 1 or chunk_files < 1:
         raise SourceError("crops_per_image, batch_files, chunk_files must be >= 1 and min_keypoints >= 0")
     if not MIN_IMAGE_SIDE <= patch_size <= MAX_IMAGE_SIDE:
-        raise SourceError(f"patch size: expected {MIN_IMAGE_SIDE}..{MAX_IMAGE_SIDE} px (a release's image side), got {patch_size}")
+        raise SourceError(f"patch size: expected {MIN_IMAGE_SIDE}..{MAX_IMAGE_SIDE} px, got {patch_size}")
     params = _params(seed, crops_per_image, min_keypoints, patch_size, grey)
     key = _seed_key(seed)
     _warm_detector()  # compile or load the cache once, here

@@ -317,7 +317,7 @@ def test_grey_bank_at_28_follows_the_scaled_rule_whatever_the_workers(tmp_path):
         assert min(src.shape[:2]) == 35 and src.shape[2] == 1  # round_half_up(40 * 28 / 32)
         assert (x1 - x0, y1 - y0) == (28, 28) and np.array_equal(img, src[y0:y1, x0:x1])
         assert (x0, y0) in crop_positions(SEED, bank.source_files[f], src.shape[1], src.shape[0], 2, 28)
-    with pytest.raises(SourceError, match=r"patch size: expected 7\.\.1024 px, got 6"):
+    with pytest.raises(SourceError, match=r"patch size: expected 7\.\.512 px, got 6"):
         build_patch_bank(pub, tmp_path / "c", seed=SEED, workers=1, patch_size=6)
 
 
@@ -349,7 +349,7 @@ def test_sources_give_one_shape_to_private_and_public(tmp_path):
         load_sources(tmp_path / "mnist", tmp_path / "bank32", cross)
     private, public = load_sources(None, tmp_path / "bank32", cross)  # the default shape still works
     assert private.image_shape == public.image_shape == (32, 32, 3)
-    with pytest.raises(SourceError, match=r"size: expected a side of 7\.\.1024 px"):
+    with pytest.raises(SourceError, match=r"size: expected a side of 7\.\.512 px"):
         load_sources(None, None, cross, size=3)
     with tempfile.TemporaryDirectory() as t:
         np.savez(Path(t) / "p.npz", patches=np.zeros((4, 28, 28, 1), np.uint8))
@@ -379,10 +379,10 @@ def test_patches_size_and_grey_and_bad_sizes_on_the_command_line(tmp_path):
     assert result.returncode == 0, result.stderr
     assert load_public(tmp_path / "b.zarr").image_shape == (28, 28, 1)
     result = run_cli("patches", str(tmp_path / "photos"), "--out", str(tmp_path / "c.zarr"), "--size", "5")
-    assert result.returncode == 2 and result.stderr.strip().endswith("patch size: expected 7..1024 px, got 5")
+    assert result.returncode == 2 and result.stderr.strip().endswith("patch size: expected 7..512 px, got 5")
     write_mnist(tmp_path / "mnist", np.zeros((4, 28, 28), np.uint8), [0, 1, 0, 1])
     result = run_cli("generate", "--out", str(tmp_path / "r"), "--private", str(tmp_path / "mnist"))
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
     assert "patches are 32x32x3, the private images 28x28x1" in result.stderr and not (tmp_path / "r").exists()
     result = run_cli("generate", "--out", str(tmp_path / "r"), "--size", "3")
-    assert result.returncode == 2 and "size: expected a side of 7..1024 px" in result.stderr
+    assert result.returncode == 2 and "size: expected a side of 7..512 px" in result.stderr
