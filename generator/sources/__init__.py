@@ -85,7 +85,6 @@ LAYOUTS = (  # tried in this order; an image folder is the fallback (see detect_
     Layout("npy", "images.npy + labels.npy", lambda names: {"images.npy", "labels.npy"} <= names,
            lambda path, split: arrays.load_npy_pair(path)),
 )
-_BY_NAME = {layout.name: layout for layout in LAYOUTS}
 
 
 def detect_layout(path: str | os.PathLike) -> tuple[str, Path]:
@@ -128,7 +127,7 @@ def load_private(path: str | os.PathLike, *, split: str = "train", size: int | N
     layout, p = detect_layout(path)
     if layout == "image-folder":
         return folder.load_folder(p, size or SIZE, grey, workers)
-    s = arrays.load_npz_set(p) if layout == "npz" else _BY_NAME[layout].load(p, split)
+    s = arrays.load_npz_set(p) if layout == "npz" else {row.name: row for row in LAYOUTS}[layout].load(p, split)
     return _reshaped(s, size, grey, str(p))
 
 

@@ -1,0 +1,48 @@
+"""CONTRIBUTING.md's worked examples run as written."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+
+import generator.sources as sources
+
+CONTRIBUTING = Path(__file__).resolve().parent.parent / "CONTRIBUTING.md"
+
+
+def _python_blocks(section: str) -> list[str]:
+    text = CONTRIBUTING.read_text()
+    body = text[text.index(f"## {section}"):]
+    body = body[: body.find("\n## ", 1)] if "\n## " in body[1:] else body
+    return re.findall(r"```python\n(.*?)```", body, flags=re.S)
+
+
+def test_a_new_source_format_is_one_module_and_one_row(tmp_path, monkeypatch):
+    (block,) = _python_blocks("Adding a source format")
+    namespace = {"Layout": sources.Layout}
+    exec(compile(block, str(CONTRIBUTING), "exec"), namespace)
+    monkeypatch.setattr(sources, "LAYOUTS", (*sources.LAYOUTS, namespace["RAW"]))
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (6, 9, 11, 3), dtype=np.uint8)
+    folder = tmp_path / "raw"
+    folder.mkdir()
+    (folder / "pixels.u8").write_bytes(pixels.tobytes())
+    (folder / "shape.json").write_text(json.dumps({"shape": list(pixels.shape), "labels": [0, 1, 2, 0, 1, 2]}))
+    assert sources.detect_layout(folder) == ("raw", folder)
+    loaded = sources.load_private(folder)
+    assert np.array_equal(loaded.images, pixels) and loaded.class_names == ("0", "1", "2")
+    assert sources.load_private(folder, size=16).images.shape == (6, 16, 16, 3)  # --size works for it as for all
+    assert "raw pixels" in _unrecognised(tmp_path / "empty")
+
+
+def _unrecognised(folder: Path) -> str:
+    folder.mkdir()
+    (folder / "stray.txt").write_text("")
+    try:
+        sources.detect_layout(folder)
+    except sources.SourceError as e:
+        return str(e)
+    raise AssertionError("an empty folder was recognised")
