@@ -267,6 +267,8 @@ def register(sub) -> None:
                    help="submissions a participant may make in the Development phase (default: %(default)s)")
     p.add_argument("--docker-image", default=DEFAULT_DOCKER_IMAGE,
                    help="the image the platform scores in (default: %(default)s, a stock image)")
+    p.add_argument("--wheel", type=Path, help="this tool's wheel (of this very version), shipped in the starting kit "
+                   "with the commands to install it offline")
     p.add_argument("--force", action="store_true", help="replace an existing bundle")
     p.set_defaults(run=_run_bundle)
 
@@ -287,7 +289,7 @@ def _run_bundle(args) -> int:
 
     path = make_bundle(args.release, args.keys, args.out, title=args.title, holdout=args.holdout, start=args.start,
                        end=args.end, docker_image=args.docker_image, per_day=args.max_per_day,
-                       total=args.max_submissions, force=args.force)
+                       total=args.max_submissions, wheel=args.wheel, force=args.force)
     print(f"wrote {printable(path)} (0600): it holds the keys; upload it to Codabench only, never publish it")
     return 0
 

@@ -11,7 +11,6 @@ import os
 import shutil
 import subprocess
 import sys
-import venv
 from pathlib import Path
 
 import numpy as np
@@ -219,26 +218,6 @@ def test_every_file_of_the_program_needs_at_most_python_3_9(tmp_path):
     newer = tmp_path / "newer.py"
     newer.write_text("from itertools import pairwise\n")  # 3.10
     assert vermin_problems(str(newer))  # the check can fail
-
-
-@pytest.fixture(scope="session")
-def numpy_only_python(tmp_path_factory) -> str:
-    """A fresh virtual environment holding numpy and nothing else (built once). Skips where it cannot be
-    made, unless INSTAHIDE_REQUIRE_VENV=1 (CI), where that is a failure."""
-    folder = tmp_path_factory.mktemp("numpy-only") / "venv"
-    try:
-        venv.create(folder, with_pip=True, clear=True)
-        python = str(folder / "bin" / "python")
-        subprocess.run([python, "-m", "pip", "install", "--quiet", "numpy"], check=True, capture_output=True,
-                       timeout=600)
-        listed = subprocess.run([python, "-m", "pip", "list", "--format=json"], check=True, capture_output=True,
-                                text=True, timeout=120).stdout
-    except (OSError, subprocess.SubprocessError) as e:
-        if os.environ.get("INSTAHIDE_REQUIRE_VENV") == "1":
-            pytest.fail(f"cannot build a numpy-only virtual environment: {e}")
-        pytest.skip(f"cannot build a numpy-only virtual environment: {e}")
-    assert {p["name"].lower() for p in json.loads(listed)} <= {"numpy", "pip", "setuptools", "wheel"}
-    return python
 
 
 def test_the_bundle_scores_in_a_numpy_only_environment(numpy_only_python, tiny_release, tmp_path):

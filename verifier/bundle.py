@@ -11,7 +11,8 @@ platform's v2 unpacker reads, ``src/apps/competitions/unpackers/v2.py`` of codal
     scoring_program/         score.py, check_submission.py, manifest.json (public), metadata.yaml
     reference_data/          every key-store array as .npy and attributes.json: SECRET, never shown
     public_data/             encryption.npy, label.npy, preview.png, manifest.json (the release's files)
-    starting_kit/            README.md, check_submission.py, sample_submission.zip (uint8), Dockerfile
+    starting_kit/            README.md, check_submission.py, sample_submission.zip (uint8); with --wheel,
+                             this tool's wheel (the version that made the bundle) and a Dockerfile with it
 
 The bundle holds the keys: it is written 0600 and must go only to the platform.  The platform runs
 the scoring program in the competition's ``docker_image`` with the submission, unzipped, in
@@ -45,6 +46,7 @@ from pathlib import Path
 
 import numpy as np
 
+from challenge import __version__
 from challenge import format as fmt
 from challenge.domain import to_uint8
 from challenge.errors import UsageError
@@ -77,6 +79,15 @@ MIN_TIME_LIMIT = 120  # ... and at least this many seconds (a cold container, a 
 COLUMNS = tuple((name, "asc" if "L2" in name else "desc") for name in HEADLINE)
 COMMAND = "python3 $program/score.py $input $output"  # $program, $input, $output: the platform's mount points
 STAGING = ".{name}.bundle-"  # + pid: the run's 0700 work folder beside --out
+WHEEL_NAME = f"instahide_challenge-{__version__}-py3-none-any.whl"
+_DOCKERFILE = f"""\
+# An image with this challenge's tool (verify, audit, the attacks), installed from the kit's wheel:
+#   docker build -t instahide starting_kit/ && docker run --rm -v $PWD:/w -w /w instahide verify SUB --release public_data/
+# (the competition itself scores on a stock image: its scoring program needs only numpy)
+FROM python:3.12-slim
+COPY {WHEEL_NAME} /tmp/
+RUN pip install --no-cache-dir /tmp/{WHEEL_NAME}
+"""
 
 
 # --- competition.yaml ------------------------------------------------------------------------------
@@ -221,11 +232,13 @@ def _pages(title: str, manifest: dict, holdout: float | None, per_day: int, tota
     }
 
 
-def _starting_kit_readme(title: str, expected, wheel: str | None) -> str:
-    install = (f"Or install this challenge's tool, the version that made the bundle, from the kit (offline):\n\n"
-               f"    python3 -m venv venv && venv/bin/pip install {wheel}\n"
-               f"    venv/bin/verify my-submission/ --release public_data/\n\n"
-               f"`docker build -t instahide starting_kit/` makes an image with it.\n") if wheel else ""
+def _starting_kit_readme(title: str, expected, wheel: bool) -> str:
+    install = (f"The kit also holds this challenge's tool, the version that made the competition (Python 3.11 or "
+               f"newer; pip fetches numpy, numba, zarr, ... unless they are installed):\n\n"
+               f"    python3 -m venv venv && venv/bin/pip install {WHEEL_NAME}\n"
+               f"    venv/bin/verify my-submission/ --release public_data/\n"
+               f"    venv/bin/instahide baseline blind --release public_data/ --out blind/\n\n"
+               f"or, in Docker: `docker build -t instahide .` in the kit's folder.\n") if wheel else ""
     return (f"# {title}: starting kit\n\n"
             f"1. Download the public data (`public_data/`).\n"
             f"2. Write `{DECRYPTION_FILE}` with `np.save`: shape {expected.shape}, row i your recovery of "
@@ -241,6 +254,20 @@ def _starting_kit_readme(title: str, expected, wheel: str | None) -> str:
 
 
 # --- the bundle ------------------------------------------------------------------------------------
+
+def _check_wheel(wheel: Path) -> None:
+    """The kit's wheel must be this tool's, of the version that makes the bundle."""
+    if wheel.name != WHEEL_NAME or not wheel.is_file():
+        raise UsageError(f"{printable(wheel)}: expected {WHEEL_NAME}, the wheel of this version of the tool "
+                         f"(pip wheel --no-deps -w dist/ SOURCE)")
+    try:
+        with zipfile.ZipFile(wheel) as zf:
+            metadata = zf.read(f"instahide_challenge-{__version__}.dist-info/METADATA").decode("utf-8", "replace")
+    except (zipfile.BadZipFile, KeyError, OSError) as e:
+        raise UsageError(f"{printable(wheel)}: not a wheel of instahide-challenge {__version__} ({printable(e)})") from None
+    if f"\nVersion: {__version__}\n" not in metadata:
+        raise UsageError(f"{printable(wheel)}: its METADATA is not that of version {__version__}")
+
 
 def _refuse_out(out: Path, release: Path, keys: Path) -> None:
     """A bundle holds the keys: never inside the release (its public folder is published), the key
@@ -371,12 +398,13 @@ def _members(root: Path) -> list[tuple[str, Path]]:
 def make_bundle(release: str | os.PathLike, keys: str | os.PathLike, out_zip: str | os.PathLike, *,
                 title: str | None = None, holdout: float | None = None, start: date | None = None,
                 end: date | None = None, docker_image: str = DEFAULT_DOCKER_IMAGE, per_day: int = DEFAULT_PER_DAY,
-                total: int = DEFAULT_TOTAL, force: bool = False) -> Path:
+                total: int = DEFAULT_TOTAL, wheel: str | os.PathLike | None = None, force: bool = False) -> Path:
     """Write the Codabench bundle of ``release`` (scored with ``keys``) to ``out_zip`` (0600); returns its path.
 
     The key store must be the release's (the commitment its manifest publishes) and the release must
     pass the audit.  With ``holdout`` (a fraction) the bundle has a Development phase on the public
-    part and a Final phase, from ``end`` (required then), on the held-out part.
+    part and a Final phase, from ``end`` (required then), on the held-out part.  ``wheel``: this tool's
+    wheel, shipped in the starting kit.
     """
     release, keys, out_zip = Path(release), Path(keys), Path(out_zip)
     start = start or datetime.now(timezone.utc).date()
@@ -388,6 +416,8 @@ def make_bundle(release: str | os.PathLike, keys: str | os.PathLike, out_zip: st
         raise UsageError(f"--end {end.isoformat()} is not after --start {start.isoformat()}")
     if per_day < 1 or total < 1:
         raise UsageError(f"submission limits must be positive, got {per_day} a day and {total} in all")
+    if wheel is not None:
+        _check_wheel(Path(wheel))
     _refuse_out(out_zip, release, keys)
     expected, store = open_for_scoring(release, keys)
     if holdout is not None:
@@ -414,7 +444,10 @@ def make_bundle(release: str | os.PathLike, keys: str | os.PathLike, out_zip: st
             seconds = _self_test(root / "scoring_program", root / "reference_data", sample, store, holdout, work / "run")
             shutil.rmtree(sample)
             shutil.copyfile(PROGRAM / "check_submission.py", kit / "check_submission.py")
-            (kit / "README.md").write_text(_starting_kit_readme(title, expected, None))
+            (kit / "README.md").write_text(_starting_kit_readme(title, expected, wheel is not None))
+            if wheel is not None:
+                shutil.copyfile(wheel, kit / WHEEL_NAME)
+                (kit / "Dockerfile").write_text(_DOCKERFILE)
             (root / "pages").mkdir()
             for name, text in _pages(title, manifest, holdout, per_day, total).items():
                 (root / "pages" / name).write_text(text)
