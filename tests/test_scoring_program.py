@@ -51,7 +51,7 @@ def pairs(shape, n, rng):
 @pytest.mark.parametrize("shape", SHAPES)
 def test_metrics_equal_verifys_kernel_and_the_numpy_reference(shape):
     recovered, private, index = pairs(shape, 4 if shape[0] > 100 else 12, np.random.default_rng(sum(shape)))
-    scorer = score_py.Scorer(private / 127.5 - 1.0, index, None, shape)
+    scorer = score_py.Scorer(private, index, None, shape)
     ssim, l2 = scorer._pairs(recovered, index)
     kernel_ssim, kernel_l2 = metrics.score_pairs(recovered, private, index)
     naive_ssim, naive_l2 = score_pairs_reference(recovered, private, index)
@@ -67,7 +67,7 @@ def test_chacha20_equals_the_tools(first_block, n_blocks):
         key, first_block, nonce, 64 * n_blocks).tobytes()
 
 
-@pytest.mark.parametrize("n, fraction", [(1, 0.5), (100, 0.3), (1001, 0.9)])
+@pytest.mark.parametrize("n, fraction", [(1, 0.5), (100, 0.3), (1001, 0.9), (2 * 2**18 + 13, 0.5)])
 def test_holdout_split_equals_verifys(n, fraction):
     seed = bytes(range(3, 35))
     final = holdout_mask(seed, n, fraction)

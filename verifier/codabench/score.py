@@ -27,7 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from check_submission import Expected, Invalid, check, printable, read_json  # noqa: E402
+from check_submission import UINT8_TO_CENTERED, Expected, Invalid, check, printable, read_json  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 HEADLINE = ("Max_SSIM", "Mean_SSIM", "Min_L2", "Max_L2", "Mean_L2", "success_rate", "recovered_share")
@@ -38,6 +38,7 @@ KEY_ARRAYS = ("encryption/lam", "encryption/private_index", "encryption/public_i
               "public/images", "public/origin", "seed")  # every array of the key store, in commitment order
 ATTRIBUTES = "attributes.json"
 HOLDOUT_NONCE = b"holdout\0" + bytes(4)
+HOLDOUT_ROWS = 1 << 18  # rows of the split drawn at a time: 2 MB of keystream
 WIN = 7
 NP = WIN * WIN
 C1N = NP * NP * (0.01 * 2.0) ** 2  # the division-free form of SSIM: numerator and denominator scaled
@@ -88,8 +89,8 @@ def commitment(ref, scheme):
 
 
 def load_reference(ref, manifest):
-    """(private images on the [-1, 1] scale, private_index, seed), once the reference data is shown to
-    be the key store the manifest commits to."""
+    """(private images as uint8, private_index, seed), once the reference data is shown to be the key
+    store the manifest commits to."""
     entry = manifest.get("key_store") if isinstance(manifest.get("key_store"), dict) else {}
     published, scheme = entry.get("commitment"), entry.get("scheme")
     if scheme not in ("instahide-key-commitment-v1", "instahide-key-commitment-v2") or not isinstance(published, str):
@@ -99,8 +100,7 @@ def load_reference(ref, manifest):
         raise Invalid(f"reference data: key store commitment {actual} differs from {published}, the one the "
                       f"release publishes: not this release's keys")
     load = lambda name: np.load(os.path.join(ref, name + ".npy"), allow_pickle=False)  # noqa: E731
-    images = load("private/images").astype(np.float64) / 127.5 - 1.0
-    return images, load("encryption/private_index"), load("seed").tobytes()
+    return load("private/images"), load("encryption/private_index"), load("seed").tobytes()
 
 
 # --- the holdout (FORMAT.md section 9): ChaCha20 (RFC 8439) in numpy --------------------------------
@@ -139,8 +139,12 @@ def holdout_rows(seed, n, fraction, part):
     int(fraction 2^64)."""
     if not 0 < fraction < 1:
         raise Invalid(f"--holdout is {fraction}; expected a fraction strictly between 0 and 1")
-    words = np.frombuffer(chacha20(seed, HOLDOUT_NONCE, 0, -(-n // 8)), "<u8")[:n]
-    final = words < np.uint64(int(fraction * 2**64))
+    bound = np.uint64(int(fraction * 2**64))
+    final = np.empty(n, bool)
+    for start in range(0, n, HOLDOUT_ROWS):  # 8 rows a block; HOLDOUT_ROWS is a multiple of 8
+        stop = min(start + HOLDOUT_ROWS, n)
+        stream = chacha20(seed, HOLDOUT_NONCE, start // 8, -(-(stop - start) // 8))
+        final[start:stop] = np.frombuffer(stream, "<u8")[:stop - start] < bound
     rows = final if part == "final" else ~final
     if not rows.any():
         raise Invalid(f"--holdout {fraction} leaves no encryption in the {part} part")
@@ -174,7 +178,8 @@ def ssim_l2(x, y):
 
 
 class Scorer:
-    """Per-encryption scores of a submission, block by block, and their aggregates."""
+    """Per-encryption scores of a submission, block by block, and their aggregates; ``images`` are the
+    private images as uint8, taken to the [-1, 1] scale as each block needs them."""
 
     def __init__(self, images, private_index, selected, image_shape):
         self.images, self.index, self.shape = images, private_index, image_shape
@@ -188,7 +193,7 @@ class Scorer:
     def _pairs(self, rec, index):
         m = index.shape[1]
         x = np.repeat(rec, m, axis=0)
-        return [v.reshape(-1, m) for v in ssim_l2(x, self.images[index.ravel()])]
+        return [v.reshape(-1, m) for v in ssim_l2(x, UINT8_TO_CENTERED[self.images[index.ravel()]])]
 
     def add(self, start, rows):
         rec = rows.reshape((len(rows),) + self.shape)
