@@ -27,6 +27,8 @@ def walkthrough() -> list[str]:
 
 
 def test_the_walkthrough_names_the_wheel_of_this_version(wheel):  # noqa: F811
+    names = zipfile.ZipFile(wheel).namelist()
+    assert {"verifier/codabench/score.py", "verifier/codabench/check_submission.py"} <= set(names)  # bundle needs them
     assert any(wheel.name in line for line in walkthrough())
     assert sum(line.startswith(BUILT_ELSEWHERE) for line in walkthrough()) == len(BUILT_ELSEWHERE)
 
