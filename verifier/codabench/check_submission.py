@@ -278,6 +278,10 @@ class Tally:
         if rows.dtype == np.uint8:
             return
         lo, hi = self.expected.limits
+        smallest, largest = rows.min(), rows.max()  # NaN if any value is: then the counts below
+        if lo <= smallest and largest <= hi:
+            self.vmin, self.vmax = min(self.vmin, float(smallest)), max(self.vmax, float(largest))
+            return
         finite = np.isfinite(rows)
         outside = finite & ((rows < lo) | (rows > hi))
         for kind, bad in (("nonfinite", ~finite), ("outside", outside)):

@@ -43,7 +43,7 @@ WIN = 7
 NP = WIN * WIN
 C1N = NP * NP * (0.01 * 2.0) ** 2  # the division-free form of SSIM: numerator and denominator scaled
 C2N = NP * (NP - 1) * (0.03 * 2.0) ** 2  # by NP^2 and NP (NP - 1), which cancel
-PAIR_VALUES = 1 << 15  # values of the pairs computed at once: their arrays stay in the cache
+PAIR_VALUES = 1 << 16  # values of the pairs computed at once: their arrays stay in the cache
 
 
 # --- the reference data --------------------------------------------------------------------------
@@ -165,21 +165,56 @@ def _window_sums(f):
     return f
 
 
-def ssim_l2(x, y):
-    """(SSIM, L2) of x[b] against y[b]: float64 (B, H, W, C) on the [-1, 1] scale."""
-    sx, sy = _window_sums(x), _window_sums(y)
-    ssq, sxy = _window_sums(x * x + y * y), _window_sums(x * y)
+def window_stats(images):
+    """(window sums, window sums of squares) of (B, H, W, C) float64 images."""
+    return _window_sums(images), _window_sums(images * images)
+
+
+def ssim_l2(x, stats_x, y, stats_y):
+    """(SSIM, L2) of x[b] against y[b] (float64 (B, H, W, C) on the [-1, 1] scale), given their
+    :func:`window_stats`; only the cross term is summed here."""
+    (sx, sxx), (sy, syy) = stats_x, stats_y
+    sxy = _window_sums(x * y)
     t = sx * sy
     xx_yy = sx * sx + sy * sy
-    s_map = (2.0 * t + C1N) * (2.0 * (NP * sxy - t) + C2N) / ((xx_yy + C1N) * ((NP * ssq - xx_yy) + C2N))
+    s_map = (2.0 * t + C1N) * (2.0 * (NP * sxy - t) + C2N) / ((xx_yy + C1N) * ((NP * (sxx + syy) - xx_yy) + C2N))
     ssim = s_map.mean(axis=(1, 2)).mean(axis=1)
     d = (x - y).reshape(len(x), -1)
     return ssim, np.sqrt(np.einsum("ij,ij->i", d, d) / d.shape[1])
 
 
+def _in_chunks(run, fn, count, per_item):
+    """fn(a, b) over consecutive ranges of ``count`` items of ``per_item`` values, by ``run`` (a map); in order."""
+    step = max(1, PAIR_VALUES // per_item)
+    return list(run(lambda a: fn(a, min(a + step, count)), range(0, count, step)))
+
+
+def _pairs(rec, where, truth, truth_stats):
+    """(2, B, m): SSIM and L2 of rec[b] against truth[where[b, j]]."""
+    stats = window_stats(rec)
+    out = np.empty((2,) + where.shape)
+    for j in range(where.shape[1]):
+        rows = where[:, j]
+        out[:, :, j] = ssim_l2(rec, stats, truth[rows], tuple(s[rows] for s in truth_stats))
+    return out
+
+
+def score_pairs(recovered, images, index, run=map):
+    """(SSIM, L2), each (B, m), of recovered[b] (float64 (B, H, W, C), [-1, 1]) against the uint8 private
+    images[index[b, j]].  The images a block uses are taken to [-1, 1] and their windows summed once, as
+    each recovery's, so a pair sums only its cross term.  ``run`` maps the work over chunks (threads)."""
+    used, where = np.unique(np.ravel(index), return_inverse=True)
+    where = where.reshape(np.shape(index))
+    truth = UINT8_TO_CENTERED[images[used]]
+    parts = _in_chunks(run, lambda a, b: window_stats(truth[a:b]), len(truth), truth[0].size)
+    truth_stats = tuple(np.concatenate([p[i] for p in parts]) for i in (0, 1))
+    parts = _in_chunks(run, lambda a, b: _pairs(recovered[a:b], where[a:b], truth, truth_stats), len(recovered),
+                       recovered[0].size * where.shape[1])
+    return tuple(np.concatenate(parts, axis=1))
+
+
 class Scorer:
-    """Per-encryption scores of a submission, block by block, and their aggregates; ``images`` are the
-    private images as uint8, taken to the [-1, 1] scale as each block needs them."""
+    """Per-encryption scores of a submission, block by block, and their aggregates."""
 
     def __init__(self, images, private_index, selected, image_shape):
         self.images, self.index, self.shape = images, private_index, image_shape
@@ -190,19 +225,9 @@ class Scorer:
         self.filled = 0
         self.pool = ThreadPoolExecutor(max(1, min(os.cpu_count() or 1, 8)))
 
-    def _pairs(self, rec, index):
-        m = index.shape[1]
-        x = np.repeat(rec, m, axis=0)
-        return [v.reshape(-1, m) for v in ssim_l2(x, UINT8_TO_CENTERED[self.images[index.ravel()]])]
-
     def add(self, start, rows):
-        rec = rows.reshape((len(rows),) + self.shape)
         index = self.index[start:start + len(rows)]
-        step = max(1, PAIR_VALUES // (rec[0].size * index.shape[1]))
-        parts = list(self.pool.map(lambda a: self._pairs(rec[a:a + step], index[a:a + step]),
-                                   range(0, len(rec), step)))
-        ssim = np.concatenate([p[0] for p in parts])
-        l2 = np.concatenate([p[1] for p in parts])
+        ssim, l2 = score_pairs(rows.reshape((len(rows),) + self.shape), self.images, index, self.pool.map)
         self.per_encryption[start:start + len(rows)] = np.stack(
             [ssim.max(axis=1), ssim.mean(axis=1), l2.min(axis=1), l2.max(axis=1), l2.mean(axis=1)], axis=1)
         counted = self.selected[start:start + len(rows)]
