@@ -12,8 +12,6 @@ import sys
 import zipfile
 from pathlib import Path
 
-import pytest
-
 from tests.test_package import wheel  # noqa: F401  (the fixture: the wheel built from this checkout)
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -22,7 +22,7 @@ from challenge.params import Params
 from challenge.submission import Expected, expected_from_manifest
 from challenge.manifest import read_manifest
 from generator.release import generate
-from tests.helpers import SEED, TINY, resized
+from tests.helpers import SEED, resized
 from tests.naive import score_pairs_reference
 from tests.test_submission import BAD
 from verifier import metrics

@@ -38,7 +38,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import zipfile
 from datetime import date, datetime, timedelta, timezone
@@ -56,7 +55,7 @@ from challenge.submission import (DECRYPTION_FILE, METADATA_FILE, encryption_blo
 from challenge.text import printable
 from verifier.audit import audit
 from verifier.baselines import blind
-from verifier.scoring import DECIMALS, HEADLINE, PARTS, SUCCESS_SSIM, platform_scores, score, selected_rows
+from verifier.scoring import DECIMALS, HEADLINE, SUCCESS_SSIM, platform_scores, score, selected_rows
 from verifier.submission import METADATA_FIELDS
 
 __all__ = ["COLUMNS", "DEFAULT_DOCKER_IMAGE", "DEFAULT_PER_DAY", "DEFAULT_TOTAL", "PROGRAM", "PUBLIC_FILES",

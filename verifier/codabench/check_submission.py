@@ -19,7 +19,7 @@ import stat
 import sys
 import tempfile
 import zipfile
-from datetime import datetime, timezone
+from datetime import datetime
 
 import numpy as np
 
