@@ -10,6 +10,7 @@ The platform (codalab/codabench ``compute_worker/compute_worker.py``) runs the p
 from __future__ import annotations
 
 import errno
+import io
 import json
 import os
 import re
@@ -217,6 +218,10 @@ def test_nothing_private_leaves_reference_data(bundle_zip, tiny_release):
     images = store.read("private/images")
     with zipfile.ZipFile(bundle_zip) as zf:
         public = {name: zf.read(name) for name in zf.namelist() if not name.startswith("reference_data/")}
+    for name in [n for n in public if n.endswith(".zip")]:  # the sample submission: look inside too
+        with zipfile.ZipFile(io.BytesIO(public[name])) as inner:
+            public.update({f"{name}:{m}": inner.read(m) for m in inner.namelist()})
+    assert "starting_kit/sample_submission.zip:decryption.npy" in public
     for name, data in public.items():
         assert seed not in data and seed.hex().encode() not in data, name
         assert not any(image.tobytes()[:256] in data for image in images), name
