@@ -55,10 +55,15 @@ def unpacker_problems(doc: dict, root: Path) -> list[str]:
     need(isinstance(doc.get("title"), str) and doc["title"], "title: a string")
     need(isinstance(doc.get("docker_image", ""), str) and len(doc.get("docker_image", "")) <= 128,
          "docker_image: at most 128 characters (Competition.docker_image)")
+    for field in ("registration_auto_approve", "make_programs_available", "enable_detailed_results",
+                  "auto_run_submissions", "can_participants_make_submissions_public", "forum_enabled"):
+        need(type(doc.get(field, False)) is bool, f"{field}: a boolean")  # BooleanFields, read with .get
+    need(isinstance(doc.get("description", ""), str), "description: a string")
     need(file_with_content(doc.get("image")), "image: a file of the bundle")
     need(file_with_content(doc.get("terms")), "terms: a non-empty file")
     for page in doc.get("pages") or []:
         need(file_with_content(page.get("file")), f"pages: {page.get('file')}: a non-empty file")
+        need(isinstance(page.get("title"), str), "pages: each needs a title")
     tasks = doc.get("tasks")
     need(isinstance(tasks, list) and tasks, "tasks: required")
     indexes = [t.get("index") for t in tasks or []]
@@ -98,6 +103,7 @@ def unpacker_problems(doc: dict, root: Path) -> list[str]:
         for column in board.get("columns", []):
             need(len(column.get("title", "")) <= 36 and len(column.get("key", "")) <= 36, "column title/key <= 36")
             need(column.get("sorting") in ("asc", "desc") and type(column.get("index")) is int, "column sorting/index")
+            need(type(column.get("precision", 2)) is int, "column precision: an integer")
     return problems
 
 
@@ -184,8 +190,9 @@ def test_unpacker_rules_can_fail(bundle):
     broken["tasks"][0].pop("scoring_program")
     broken["leaderboards"][0]["columns"][0]["key"] = "x" * 37
     broken["phases"][0]["max_submissions_per_day"] = 0
+    broken["make_programs_available"] = "yes"
     found = " | ".join(unpacker_problems(broken, bundle))
-    for words in ("ends strictly before", "scoring_program", "<= 36", "max_submissions_per_day"):
+    for words in ("ends strictly before", "scoring_program", "<= 36", "max_submissions_per_day", "a boolean"):
         assert words in found
 
 
