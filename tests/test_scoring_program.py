@@ -191,14 +191,24 @@ def test_check_submission_gives_verifys_verdict(tiny_release, tmp_path, capsys):
 
 
 def test_check_submission_reads_the_zip_participants_upload(tiny_release, tmp_path, capsys):
+    from verifier.archive import submission_folder
+
+    expected = expected_from_manifest(read_manifest(tiny_release))
     folder = tmp_path / "sub"
     folder.mkdir()
     np.save(folder / "decryption.npy", np.zeros((100, 32, 32, 3), np.uint8))
-    shutil.make_archive(str(tmp_path / "good"), "zip", folder)
-    assert verdict_of_check_submission(tmp_path / "good.zip", tiny_release, capsys)[0]
-    shutil.make_archive(str(tmp_path / "nested"), "zip", tmp_path, "sub")
-    valid, err = verdict_of_check_submission(tmp_path / "nested.zip", tiny_release, capsys)
-    assert not valid and "zip the files, not their folder" in err
+    zips = {"good": shutil.make_archive(str(tmp_path / "good"), "zip", folder),
+            "nested": shutil.make_archive(str(tmp_path / "nested"), "zip", tmp_path, "sub")}
+    (folder / "README.txt").write_text("how we did it")
+    zips["with-readme"] = shutil.make_archive(str(tmp_path / "readme"), "zip", folder)
+    np.save(folder / "decryption.npy", np.full((100, 32, 32, 3), 7.0, np.float32))
+    zips["out-of-range"] = shutil.make_archive(str(tmp_path / "range"), "zip", folder)
+    for name, path in zips.items():
+        with submission_folder(Path(path), expected) as unpacked:
+            theirs = validate(unpacked, expected)
+        valid, err = verdict_of_check_submission(Path(path), tiny_release, capsys)
+        assert valid == theirs.valid == (name in ("good", "with-readme")), (name, err)
+    assert "zip the files, not their folder" in verdict_of_check_submission(Path(zips["nested"]), tiny_release, capsys)[1]
 
 
 # --- it runs where only numpy is ---------------------------------------------------------------------

@@ -382,28 +382,34 @@ def _layout_hint(folder, present):
 
 
 def unzipped(archive, workdir, expected):
-    """Extract the two files a submission zip may hold into ``workdir``; any other member is a problem."""
+    """Extract a submission zip into ``workdir`` as the platform does; members with unsafe names (absolute,
+    ``..``) and members beyond the size a valid submission needs are problems, never written."""
     problems = []
+    budget = expected.largest_valid_bytes() + MAX_METADATA_BYTES + (1 << 20)  # + room for a README
     try:
         with zipfile.ZipFile(archive) as zf:
             for info in zf.infolist():
-                if info.filename not in (DECRYPTION_FILE, METADATA_FILE) or info.is_dir():
-                    hint = " (zip the files, not their folder)" if info.filename.endswith("/" + DECRYPTION_FILE) else ""
-                    problems.append(f"{printable(info.filename)}: not a file a submission holds; expected only "
-                                    f"{DECRYPTION_FILE} and {METADATA_FILE} at the top of the zip{hint}")
+                parts = info.filename.split("/")
+                if info.filename.startswith("/") or "\\" in info.filename or ".." in parts:
+                    problems.append(f"{printable(info.filename)}: unsafe name in the zip; expected "
+                                    f"{DECRYPTION_FILE} and {METADATA_FILE} at its top level")
                     continue
-                cap = expected.largest_valid_bytes() if info.filename == DECRYPTION_FILE else MAX_METADATA_BYTES
-                if info.file_size > cap:
-                    problems.append(f"{info.filename}: {info.file_size:,} bytes, more than the {cap:,} bytes allowed; "
+                if info.is_dir():
+                    continue
+                budget -= info.file_size
+                if budget < 0:
+                    problems.append(f"{printable(info.filename)}: the zip holds more than a valid submission needs; "
                                     f"refused without extracting it")
-                    continue
-                with zf.open(info) as src, open(os.path.join(workdir, info.filename), "wb") as dst:
-                    while dst.tell() <= cap:
+                    break
+                target = os.path.join(workdir, *parts)
+                os.makedirs(os.path.dirname(target), exist_ok=True)
+                with zf.open(info) as src, open(target, "wb") as dst:
+                    while dst.tell() <= info.file_size:  # stops at the declared size even if it lies
                         block = src.read(1 << 20)
                         if not block:
                             break
                         dst.write(block)
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, EOFError, ValueError) as e:
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, EOFError, ValueError, RuntimeError) as e:
         raise Invalid(f"{printable(os.path.basename(archive))}: not a readable zip ({e})") from None
     return problems
 
