@@ -170,6 +170,8 @@ def hostile(tmp_path: Path) -> dict[str, Path]:
     np.save(cases["metadata-deep"] / "decryption.npy", np.zeros((100, 32, 32, 3), np.uint8))
     (folder("metadata-surrogate") / "metadata.json").write_text('{"team": "\\ud800"}')
     np.save(cases["metadata-surrogate"] / "decryption.npy", np.zeros((100, 32, 32, 3), np.uint8))
+    (folder("metadata-utc") / "metadata.json").write_text('{"date": "2020-11-01T10:00:00Z"}')
+    np.save(cases["metadata-utc"] / "decryption.npy", np.zeros((100, 32, 32, 3), np.uint8))
     np.save(folder("valid-uint8") / "decryption.npy", np.zeros((100, 32, 32, 3), np.uint8))
     np.save(folder("valid-edge") / "decryption.npy", np.full((100, 32, 32, 3), 1.002, np.float32))
     np.save(folder("invalid-edge") / "decryption.npy", np.full((100, 32, 32, 3), 1.0021, np.float64))
