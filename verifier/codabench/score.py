@@ -17,6 +17,7 @@ means over the encryptions summed exactly, published rounded to 4 decimals.  Exi
 2 invalid submission or bad reference data (one line on stderr), 1 an internal error.
 """
 
+import argparse
 import hashlib
 import json
 import math
@@ -26,10 +27,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)  # check_submission.py, beside this file
 from check_submission import UINT8_TO_CENTERED, Expected, Invalid, check, printable, read_json  # noqa: E402
 
-HERE = os.path.dirname(os.path.abspath(__file__))
 HEADLINE = ("Max_SSIM", "Mean_SSIM", "Min_L2", "Max_L2", "Mean_L2", "success_rate", "recovered_share")
 DECIMALS = 4
 SUCCESS_SSIM = 0.8
@@ -279,8 +280,6 @@ def run(input_dir, output_dir, holdout=None, part="public"):
 
 
 def main(argv=None):
-    import argparse
-
     parser = argparse.ArgumentParser(prog="score.py", description="Score an InstaHide challenge submission.")
     parser.add_argument("input")
     parser.add_argument("output")
