@@ -389,11 +389,11 @@ def commitment(store: KeyStore, rows_per_read: int = 65536) -> str:
     h = hashlib.sha256(COMMITMENT_SCHEMES[version].encode() + b"\0")
     for name in sorted(key_schema(store.params), key=lambda n: n.encode("utf-8")):
         array = store[name]
-        h.update(_json_bytes([name, str(array.dtype), list(array.shape)], version) + b"\0")
+        h.update(commitment_json([name, str(array.dtype), list(array.shape)], version) + b"\0")
         little = array.dtype.newbyteorder("<")
         for start in range(0, array.shape[0], rows_per_read):
             h.update(np.ascontiguousarray(store.rows(name, start, start + rows_per_read), dtype=little).tobytes())
-    h.update(_json_bytes(store.attrs, version))
+    h.update(commitment_json(store.attrs, version))
     return "sha256:" + h.hexdigest()
 
 
@@ -415,7 +415,8 @@ def _row_bytes(shape: tuple, dtype: str) -> int:
     return int(np.prod(shape[1:], dtype=np.int64)) * np.dtype(dtype).itemsize
 
 
-def _json_bytes(obj, version: int) -> bytes:
+def commitment_json(obj, version: int) -> bytes:
+    """The JSON bytes the commitment hashes (names and attributes): RFC 8785 from version 2, ``json.dumps`` before."""
     return canonical_json(obj) if version >= 2 else json.dumps(obj, sort_keys=True).encode()
 
 

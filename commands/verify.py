@@ -48,9 +48,9 @@ examples:
 
 BUNDLE_EXAMPLES = """\
 examples:
-  instahide bundle release/ --keys release/secret/keys.zarr --out competition.zip
-  instahide bundle release/ --keys keys.zarr --holdout 0.5 --end 2027-03-01 --docker-image me/instahide-scoring:1
-  # then: docker build -t me/instahide-scoring:1 <unzipped>/scoring_program && docker push me/instahide-scoring:1
+  instahide bundle release/ --keys release/secret/keys.zarr --out ../competition.zip
+  instahide bundle release/ --keys keys.zarr --holdout 0.5 --start 2027-01-10 --end 2027-03-01 --max-per-day 3
+  # the zip holds the keys (it is written 0600): upload it to Codabench only, never publish it
 """
 
 
@@ -249,26 +249,32 @@ def register(sub) -> None:
     p.add_argument("--json", action="store_true", help="print what was written as JSON on stdout")
     p.set_defaults(run=_run_baseline)
 
-    from verifier.bundle import DEFAULT_DOCKER_IMAGE
+    from verifier.bundle import DEFAULT_DOCKER_IMAGE, DEFAULT_PER_DAY, DEFAULT_TOTAL
 
     p = sub.add_parser("bundle", help="write a Codabench competition bundle (competition.zip) for a release",
                        description="Write a Codabench v2 competition bundle: competition.yaml, pages, the reference "
-                       "data (the manifest and the key store: upload the bundle only to the platform), a scoring "
-                       "program that runs this verifier (vendored; the scores are verify's), the public release and a "
-                       "starting kit with a baseline submission. The scoring program needs numpy, numba, zarr, "
-                       "cryptography and pillow in the competition's Docker image: build and push it from "
-                       "scoring_program/Dockerfile, then upload competition.zip.",
+                       "data (every key-store array: the bundle is SECRET, written 0600; upload it only to the "
+                       "platform), a scoring program that needs only Python >= 3.9 and numpy (it runs on the "
+                       "platform's stock image and checks the reference data against the release's commitment), "
+                       "the public files and a starting kit. The release must pass `instahide audit` first.",
                        epilog=BUNDLE_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("release", type=Path, help="the release folder (holding public/)")
     p.add_argument("--keys", type=Path, required=True, help="its key store (checked against the manifest's commitment)")
-    p.add_argument("--out", type=Path, default=Path("competition.zip"), help="bundle to write (default: %(default)s)")
+    p.add_argument("--out", type=Path, default=Path("competition.zip"),
+                   help="bundle to write, outside the release (default: %(default)s)")
     p.add_argument("--title", help="competition title (default: from the release's size)")
     p.add_argument("--holdout", type=_fraction, metavar="FRACTION",
                    help="a Development phase scores the public part, a Final phase (from --end) the held-out part")
     p.add_argument("--start", type=_date, help="start of the competition, YYYY-MM-DD (default: today)")
     p.add_argument("--end", type=_date, help="end of the Development phase, YYYY-MM-DD (needed with --holdout)")
+    p.add_argument("--max-per-day", type=positive_int, default=DEFAULT_PER_DAY,
+                   help="submissions a participant may make a day in the Development phase (default: %(default)s)")
+    p.add_argument("--max-submissions", type=positive_int, default=DEFAULT_TOTAL,
+                   help="submissions a participant may make in the Development phase (default: %(default)s)")
     p.add_argument("--docker-image", default=DEFAULT_DOCKER_IMAGE,
-                   help="the image the platform scores in; build it from scoring_program/Dockerfile (default: %(default)s)")
+                   help="the image the platform scores in (default: %(default)s, a stock image)")
+    p.add_argument("--wheel", type=Path, help="this tool's wheel (of this very version), shipped in the starting kit "
+                   "with the commands to install it offline")
     p.add_argument("--force", action="store_true", help="replace an existing bundle")
     p.set_defaults(run=_run_bundle)
 
@@ -288,8 +294,9 @@ def _run_bundle(args) -> int:
     from verifier.bundle import make_bundle
 
     path = make_bundle(args.release, args.keys, args.out, title=args.title, holdout=args.holdout, start=args.start,
-                       end=args.end, docker_image=args.docker_image, force=args.force)
-    print(f"wrote {printable(path)}: upload it to Codabench after pushing the scoring image {args.docker_image}")
+                       end=args.end, docker_image=args.docker_image, per_day=args.max_per_day,
+                       total=args.max_submissions, wheel=args.wheel, force=args.force)
+    print(f"wrote {printable(path)} (0600): it holds the keys; upload it to Codabench only, never publish it")
     return 0
 
 

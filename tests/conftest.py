@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import venv
 from pathlib import Path
 
 import pytest
@@ -27,3 +31,23 @@ def tiny_release(tmp_path_factory, private_set, public_bank) -> Path:
     out = tmp_path_factory.mktemp("tiny") / "release"
     generate(out, TINY, SEED, private_set, public_bank)
     return out
+
+
+@pytest.fixture(scope="session")
+def numpy_only_python(tmp_path_factory) -> str:
+    """A fresh virtual environment holding numpy and nothing else (built once). Skips where it cannot be
+    made, unless INSTAHIDE_REQUIRE_VENV=1 (CI), where that is a failure."""
+    folder = tmp_path_factory.mktemp("numpy-only") / "venv"
+    try:
+        venv.create(folder, with_pip=True, clear=True)
+        python = str(folder / "bin" / "python")
+        subprocess.run([python, "-m", "pip", "install", "--quiet", "numpy"], check=True, capture_output=True,
+                       timeout=600)
+        listed = subprocess.run([python, "-m", "pip", "list", "--format=json"], check=True, capture_output=True,
+                                text=True, timeout=120).stdout
+    except (OSError, subprocess.SubprocessError) as e:
+        if os.environ.get("INSTAHIDE_REQUIRE_VENV") == "1":
+            pytest.fail(f"cannot build a numpy-only virtual environment: {e}")
+        pytest.skip(f"cannot build a numpy-only virtual environment: {e}")
+    assert {p["name"].lower() for p in json.loads(listed)} <= {"numpy", "pip", "setuptools", "wheel"}
+    return python
