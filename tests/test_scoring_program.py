@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from challenge import format as fmt
-from challenge.keystream import chacha20_keystream
+from challenge.keystream import chacha20_keystream, nonce as keystream_nonce
 from challenge.params import Params
 from challenge.submission import Expected, expected_from_manifest
 from challenge.manifest import read_manifest
@@ -28,7 +28,7 @@ from tests.test_submission import BAD
 from verifier import metrics
 from verifier.baselines import write_baseline
 from verifier.bundle import PROGRAM, PROGRAM_FILES, _write_reference
-from verifier.scoring import HOLDOUT_NONCE, holdout_mask, published, score, selected_rows
+from verifier.scoring import holdout_mask, published, score, selected_rows
 from verifier.submission import validate
 
 sys.path.insert(0, str(PROGRAM))  # as on the platform: score.py imports check_submission beside it
@@ -61,7 +61,7 @@ def test_metrics_equal_verifys_kernel_and_the_numpy_reference(shape):
 
 @pytest.mark.parametrize("first_block, n_blocks", [(0, 1), (0, 37), (5, 3), (2**32 - 4, 4)])
 def test_chacha20_equals_the_tools(first_block, n_blocks):
-    key, nonce = bytes(range(32)), HOLDOUT_NONCE
+    key, nonce = bytes(range(32)), keystream_nonce("holdout")
     assert score_py.chacha20(key, nonce, first_block, n_blocks) == chacha20_keystream(
         key, first_block, nonce, 64 * n_blocks).tobytes()
 

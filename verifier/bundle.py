@@ -52,6 +52,7 @@ from challenge.errors import UsageError
 from challenge.manifest import read_manifest
 from challenge.submission import (DECRYPTION_FILE, METADATA_FILE, encryption_blocks, expected_from_manifest,
                                   open_for_scoring, write_submission)
+from challenge.places import check_output
 from challenge.text import printable
 from verifier.audit import audit
 from verifier.baselines import blind
@@ -268,20 +269,6 @@ def _check_wheel(wheel: Path) -> None:
         raise UsageError(f"{printable(wheel)}: its METADATA is not that of version {__version__}")
 
 
-def _refuse_out(out: Path, release: Path, keys: Path) -> None:
-    """A bundle holds the keys: never inside the release (its public folder is published), the key
-    store, or any other release."""
-    target = out.resolve()
-    for folder in (release.resolve(), keys.resolve()):
-        if folder == target or folder in target.parents:
-            raise UsageError(f"{printable(out)}: inside {printable(folder)}; write the bundle outside the release "
-                             "and the key store (it holds the keys)")
-    for folder in target.parents:
-        if (folder / fmt.PUBLIC_DIR / fmt.MANIFEST_FILE).is_file() or (folder / "zarr.json").is_file():
-            raise UsageError(f"{printable(out)}: inside {printable(folder)}, a release or a key store; "
-                             "write the bundle elsewhere (it holds the keys)")
-
-
 def _audited(release: Path, keys: Path) -> None:
     """Refuse a release the audit does not pass, e.g. a file in ``public/`` the manifest does not list."""
     report = audit(release, keys)
@@ -417,7 +404,7 @@ def make_bundle(release: str | os.PathLike, keys: str | os.PathLike, out_zip: st
         raise UsageError(f"submission limits must be positive, got {per_day} a day and {total} in all")
     if wheel is not None:
         _check_wheel(Path(wheel))
-    _refuse_out(out_zip, release, keys)
+    check_output(out_zip)  # the bundle holds the keys: never inside a release or a key store
     expected, store = open_for_scoring(release, keys)
     if holdout is not None:
         selected_rows(store, holdout, "public")  # refuses a fraction that leaves a part empty
