@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from commands.common import OneLineParser, positive_int, shape_options
+from commands.common import OneLineParser, check_output_path, positive_int, shape_options
 
 __all__ = ["register"]
 
@@ -121,12 +121,14 @@ def _finish(args, summary: dict) -> int:
 def _run_pool(args) -> int:
     from attacks.public import open_public
     from attacks.submit import write_pool
+    from challenge.files import output_folder
     from challenge.progress import Progress
 
+    check_output_path(args.out)
     release = open_public(args.release)
     pool = _load_pool(args.pool, release)
     start = time.perf_counter()
-    with Progress("pool", len(pool)) as bar:
+    with output_folder(args.out), Progress("pool", len(pool)) as bar:
         _, similarity = write_pool(release, pool, args.out, args.force, args.rows, bar.advance)
     return _finish(args, {"attack": "pool", "rows": release.expected.n, "pool_size": len(pool),
                           "running_time_s": time.perf_counter() - start,
@@ -136,10 +138,13 @@ def _run_pool(args) -> int:
 def _run_graph(args) -> int:
     from attacks.public import open_public
     from attacks.submit import write_graph
+    from challenge.files import output_folder
 
+    check_output_path(args.out)
     release = open_public(args.release)
     start = time.perf_counter()
-    result = write_graph(release, args.out, args.force, args.rows)
+    with output_folder(args.out):
+        result = write_graph(release, args.out, args.force, args.rows)
     return _finish(args, {"attack": "graph", "rows": release.expected.n, "groups": int(len(result.images)),
                           "running_time_s": time.perf_counter() - start})
 
@@ -151,6 +156,7 @@ def _run_strength(args) -> int:
     from attacks.submit import write_graph, write_pool
     from verifier.strength import STRENGTH_HTML, STRENGTH_JSON, strength
 
+    check_output_path(args.out)
     release = open_public(args.release)
     pool = _load_pool(args.pool, release) if args.pool is not None else _embedded_pool(release)
     attacks = []

@@ -10,7 +10,8 @@ from pathlib import Path
 
 from challenge.errors import UsageError
 
-__all__ = ["OneLineParser", "add_source_options", "check_keys_path", "positive_int", "run", "shape_options", "version_option"]
+__all__ = ["OneLineParser", "add_source_options", "check_keys_path", "check_output_path", "positive_int", "run", "shape_options",
+           "version_option"]
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -41,6 +42,25 @@ def check_keys_path(keys: Path | None) -> None:
     if (keys / "manifest.json").is_file() or (keys / "public" / "manifest.json").is_file():
         raise UsageError(f"--keys {printable(keys)}: a release's public files, not a key store; the key store is the "
                          "release's secret/keys.zarr, which its maintainer keeps until the reveal")
+
+
+def check_output_path(out: Path, option: str = "--out") -> None:
+    """Refuse an output folder inside a release's ``public/`` (what is there is published) or
+    ``secret/``, a key store, or a release folder itself: one line naming the folder it is in."""
+    from challenge import format as fmt
+    from challenge.text import printable
+
+    path = Path(out).resolve()  # through any symlink, to where the files would land
+    for folder in (path, *path.parents):
+        release = folder.parent if folder.name in (fmt.PUBLIC_DIR, fmt.SECRET_DIR) else folder
+        if (folder / "zarr.json").exists():
+            what = "a key store"
+        elif (release / fmt.PUBLIC_DIR / fmt.MANIFEST_FILE).is_file() and (folder != release or folder == path):
+            what = f"the release {printable(release)}" if folder == release else f"{folder.name}/ of the release {printable(release)}"
+        else:
+            continue
+        raise UsageError(f"{option} {printable(out)}: inside {what} ({printable(folder)}); write it outside any "
+                         "release and key store")
 
 
 def positive_int(text: str) -> int:

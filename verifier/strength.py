@@ -21,7 +21,7 @@ import numpy as np
 from challenge import format as fmt
 from challenge.domain import to_uint8
 from challenge.errors import UsageError
-from challenge.files import write_atomic
+from challenge.files import output_folder, write_atomic
 from challenge.npy import read_npy_header
 from challenge.preview import contact_sheet, save_png
 from challenge.submission import Expected, encryption_blocks, open_for_scoring, write_submission
@@ -33,6 +33,9 @@ __all__ = ["STRENGTH_HTML", "STRENGTH_JSON", "Writer", "strength", "verdict"]
 STRENGTH_JSON = "strength.json"
 STRENGTH_HTML = "strength.html"
 SHOWN = 6  # best and worst recoveries pictured per attack
+PRIVATE_WARNING = ('<p class="private"><strong>Private: this page shows the release\'s private images</strong> '
+                   "(the ground truth, and recoveries of it). Keep it, like the key store, from anyone who may "
+                   "take part in the challenge until the keys are revealed.</p>")
 
 
 @dataclass
@@ -76,23 +79,24 @@ def strength(release_path: Path, keys: Path, out: Path, attacks: list[tuple[str,
             "float32", expected, "key-given pairing baseline", force)),
         *((name, True, writer) for name, writer in attacks),
     ]
-    entries = []
-    for name, keyless, run in runs:
-        start = time.perf_counter()
-        extra = run(subs / name, store)
-        seconds = time.perf_counter() - start
-        validation, scores = score(subs / name, store, expected=expected, rows=rows)
-        if not validation.valid:
-            raise RuntimeError(f"{name}: wrote an invalid submission: {validation.problems}")
-        entries.append(Entry(name, keyless, seconds, scores, extra))
-        if log:
-            log(f"{name}: Max_SSIM {scores.summary['Max_SSIM']:.3f}, recovered "
-                f"{round(scores.summary['recovered_share'] * scores.summary['n_private'])} in {seconds:.1f} s")
-    report = {"release": str(release_path), "params": params.to_dict(), "verdict": verdict(entries),
-              "success_ssim": SUCCESS_SSIM, "attacks": [e.to_json() for e in entries]}
-    _pictures(entries, store, params.domain, subs, Path(out))
-    write_atomic(Path(out) / STRENGTH_HTML, _html(report, entries))
-    write_atomic(report_path, json.dumps(report, indent=2, sort_keys=True) + "\n")
+    with output_folder(out, private=True):
+        entries = []
+        for name, keyless, run in runs:
+            start = time.perf_counter()
+            extra = run(subs / name, store)
+            seconds = time.perf_counter() - start
+            validation, scores = score(subs / name, store, expected=expected, rows=rows)
+            if not validation.valid:
+                raise RuntimeError(f"{name}: wrote an invalid submission: {validation.problems}")
+            entries.append(Entry(name, keyless, seconds, scores, extra))
+            if log:
+                log(f"{name}: Max_SSIM {scores.summary['Max_SSIM']:.3f}, recovered "
+                    f"{round(scores.summary['recovered_share'] * scores.summary['n_private'])} in {seconds:.1f} s")
+        report = {"release": str(release_path), "params": params.to_dict(), "verdict": verdict(entries),
+                  "success_ssim": SUCCESS_SSIM, "attacks": [e.to_json() for e in entries]}
+        _pictures(entries, store, params.domain, subs, Path(out))
+        write_atomic(Path(out) / STRENGTH_HTML, _html(report, entries))
+        write_atomic(report_path, json.dumps(report, indent=2, sort_keys=True) + "\n")
     return report
 
 
@@ -141,7 +145,7 @@ def _html(report: dict, entries: list[Entry]) -> str:
                        f"the true images (bottom)</p><img src=\"pictures/{html.escape(e.name)}.png\" alt=\"{html.escape(e.name)}\">"
                        for e in entries)
     return ("<!doctype html><html><head><meta charset=\"utf-8\"><title>release strength</title></head><body>"
-            f"<h1>Strength of {html.escape(report['release'])}</h1><p><b>{html.escape(report['verdict'])}</b></p>"
+            f"<h1>Strength of {html.escape(report['release'])}</h1>{PRIVATE_WARNING}<p><b>{html.escape(report['verdict'])}</b></p>"
             "<table border=\"1\" cellpadding=\"4\"><tr><th>attack</th><th>keyless</th><th>Max_SSIM</th><th>Mean_SSIM</th>"
             "<th>success rate</th><th>recovered share</th><th>running time</th><th>pair accuracy</th></tr>"
             + "".join(rows) + "</table>" + pictures + "</body></html>\n")
