@@ -178,6 +178,6 @@ def _run_strength(args) -> int:
     if args.json:
         print(json.dumps(report, indent=2, sort_keys=True))
     else:
-        print(report["verdict"])
+        print("\n".join(report["verdict"]))
         print(f"wrote {args.out / STRENGTH_JSON}, {args.out / STRENGTH_HTML}")
     return 0

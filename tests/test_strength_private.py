@@ -29,7 +29,7 @@ def test_every_file_of_the_report_is_the_owners_only(report):
             path = os.path.join(folder, name)
             modes[os.path.relpath(path, report)] = stat.S_IMODE(os.lstat(path).st_mode)
     modes["."] = stat.S_IMODE(os.lstat(report).st_mode)
-    assert "pictures/pool.png" in modes and "submissions/mean/decryption.npy" in modes
+    assert "pictures/pool-best1.png" in modes and "submissions/mean/decryption.npy" in modes
     wrong = {p: oct(m) for p, m in modes.items() if m != (0o700 if (report / p).is_dir() else 0o600)}
     assert not wrong
 
