@@ -54,8 +54,8 @@ def register(sub) -> None:
         q.add_argument("--rows", type=positive_int, default=4096, help="rows processed at a time (default: %(default)s)")
         q.add_argument("--force", action="store_true", help="replace an existing decryption.npy")
         q.add_argument("--json", action="store_true", help="print a summary as JSON on stdout")
-    pool.set_defaults(run=_run_pool)
-    graph.set_defaults(run=_run_graph)
+    pool.set_defaults(run=_quiet_under_json(_run_pool))
+    graph.set_defaults(run=_quiet_under_json(_run_graph))
 
     p = sub.add_parser("strength", help="run every known attack on a release and report what it recovers",
                        description="Before publishing: run the pool attack (with --pool, or when the private set "
@@ -69,7 +69,20 @@ def register(sub) -> None:
     p.add_argument("--rows", type=positive_int, default=4096, help="rows processed at a time (default: %(default)s)")
     p.add_argument("--force", action="store_true", help="replace an existing report")
     p.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
-    p.set_defaults(run=_run_strength)
+    p.set_defaults(run=_quiet_under_json(_run_strength))
+
+
+def _quiet_under_json(run):
+    """``run`` drawing no progress bar under ``--json`` (stderr carries only errors then)."""
+    def quietly(args) -> int:
+        from challenge.progress import quiet
+
+        if not args.json:
+            return run(args)
+        with quiet():
+            return run(args)
+
+    return quietly
 
 
 def _pool_at_shape(path: Path | None, release):
@@ -128,7 +141,7 @@ def _run_pool(args) -> int:
     release = open_public(args.release)
     pool = _load_pool(args.pool, release)
     start = time.perf_counter()
-    with output_folder(args.out), Progress("pool", len(pool)) as bar:
+    with output_folder(args.out), Progress("pool", len(pool), unit="candidates") as bar:
         _, similarity = write_pool(release, pool, args.out, args.force, args.rows, bar.advance)
     return _finish(args, {"attack": "pool", "rows": release.expected.n, "pool_size": len(pool),
                           "running_time_s": time.perf_counter() - start,
@@ -154,6 +167,7 @@ def _run_strength(args) -> int:
     from attacks.graph import pair_accuracy
     from attacks.public import open_public
     from attacks.submit import write_graph, write_pool
+    from challenge.progress import Progress
     from verifier.strength import STRENGTH_HTML, STRENGTH_JSON, strength
 
     check_output_path(args.out)
@@ -162,7 +176,8 @@ def _run_strength(args) -> int:
     attacks = []
     if pool is not None:
         def pool_writer(d: Path, store) -> dict:
-            write_pool(release, pool, d, args.force, args.rows)
+            with Progress("pool", len(pool), unit="candidates") as bar:
+                write_pool(release, pool, d, args.force, args.rows, bar.advance)
             return {"pool_size": len(pool)}
 
         attacks.append(("pool", pool_writer))
