@@ -10,7 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from commands.common import OneLineParser, check_output_path, positive_int, shape_options
+from challenge.errors import UsageError
+from commands.common import OneLineParser, add_source_options, check_output_path, positive_int, shape_options
+from commands.sweep import AXES, SWEEP_DEFAULTS, axis as sweep_axis, run_sweep
 
 __all__ = ["register"]
 
@@ -26,6 +28,7 @@ STRENGTH_EXAMPLES = """\
 examples:
   instahide strength r/ --keys r/secret/keys.zarr --out report/
   instahide strength r/ --keys r/secret/keys.zarr --pool cifar-10-batches-py/ --out report/ --json
+  instahide strength --sweep k=4,6 --sweep domain=positive,centered --private photos/ --out sweep/
 """
 
 
@@ -60,15 +63,27 @@ def register(sub) -> None:
     p = sub.add_parser("strength", help="run every known attack on a release and report what it recovers",
                        description="Before publishing: run the pool attack (with --pool, or when the private set "
                        "is the embedded data), the graph attack, the constant and mean floors and the key-given "
-                       "pairing baseline; score each and write strength.json, strength.html and pictures.",
+                       "pairing baseline; score each and write strength.json, strength.html and pictures. With "
+                       "--sweep: do it on a small practice release per setting of a parameter grid, built from "
+                       "--private/--public, and write a table, sweep.json and a chart.",
                        epilog=STRENGTH_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("release", type=Path, metavar="RELEASE", help="the release folder")
-    p.add_argument("--keys", type=Path, required=True, help="the key store secret/keys.zarr (to score)")
+    p.add_argument("release", type=Path, nargs="?", metavar="RELEASE", help="the release folder (not with --sweep)")
+    p.add_argument("--keys", type=Path, help="the key store secret/keys.zarr (to score; not with --sweep)")
     p.add_argument("--pool", type=Path, help="a data set the private images may come from (any --private layout)")
     p.add_argument("--out", type=Path, required=True, help="report folder")
     p.add_argument("--rows", type=positive_int, default=4096, help="rows processed at a time (default: %(default)s)")
     p.add_argument("--force", action="store_true", help="replace an existing report")
     p.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
+    sweep = p.add_argument_group("sweep: choose the parameters before building the real release")
+    sweep.add_argument("--sweep", type=sweep_axis, action="append", metavar="NAME=V1,V2",
+                       help=f"a grid axis (repeatable; the settings are the product): NAME one of {', '.join(AXES)}")
+    add_source_options(sweep)
+    sweep.add_argument("--n-private", type=positive_int, help=f"private images per release (default: {SWEEP_DEFAULTS['n_private']})")
+    sweep.add_argument("--per-image", type=positive_int, help=f"encryptions per private image (default: {SWEEP_DEFAULTS['per_image']})")
+    sweep.add_argument("--seed", default="sweep", help="any text: each setting's practice seed derives from it and the setting "
+                       "(default: %(default)s)")
+    sweep.add_argument("--budget", type=positive_int, default=300, metavar="SECONDS",
+                       help="a setting whose attacks run longer is stopped and reported over budget (default: %(default)s)")
     p.set_defaults(run=_quiet_under_json(_run_strength))
 
 
@@ -170,6 +185,14 @@ def _run_strength(args) -> int:
     from challenge.progress import Progress
     from verifier.strength import STRENGTH_HTML, STRENGTH_JSON, strength
 
+    if args.sweep:
+        return run_sweep(args)
+    sweep_only = [option for option, value in (("--private", args.private), ("--public", args.public),
+                                               ("--n-private", args.n_private), ("--per-image", args.per_image))
+                  if value is not None]
+    if args.release is None or args.keys is None or sweep_only:
+        raise UsageError(f"{sweep_only[0]} is a --sweep option" if sweep_only else
+                         "give RELEASE and --keys (or --sweep NAME=V1,V2 to sweep parameters)")
     check_output_path(args.out)
     release = open_public(args.release)
     pool = _load_pool(args.pool, release) if args.pool is not None else _embedded_pool(release)

@@ -34,11 +34,13 @@ from verifier.leaderboard import _STYLE, Entry as Scored, PAIRS_SHOWN, _figure, 
 from verifier.scoring import SUCCESS_SSIM, Scores, published, score
 from verifier.submission import Validation
 
-__all__ = ["ATTACKERS", "COLUMNS", "STRENGTH_HTML", "STRENGTH_JSON", "Writer", "strength", "verdict"]
+__all__ = ["ATTACKERS", "COLUMNS", "STRENGTH_HTML", "STRENGTH_JSON", "SWEEP_HTML", "SWEEP_JSON", "SWEEP_MD", "Writer",
+           "strength", "sweep_files", "verdict"]
 
 STRENGTH_JSON = "strength.json"
 STRENGTH_HTML = "strength.html"
 CHART = "charts/ssim-against-floors.png"
+SWEEP_JSON, SWEEP_MD, SWEEP_HTML, SWEEP_CHART = "sweep.json", "sweep.md", "sweep.html", "charts/sweep.png"
 PICTURES_DIR = "pictures"
 PRIVATE_WARNING = ('<p class="private"><strong>Private: this page shows the release\'s private images</strong> '
                    "(the ground truth, and recoveries of it). Keep it, like the key store, from anyone who may "
@@ -285,3 +287,52 @@ def _html(report: dict, entries: list[Entry], release) -> str:
         "</body></html>",
         "",
     ])
+
+
+def sweep_files(sweep: dict) -> dict[str, str | bytes]:
+    """The sweep's table (Markdown and a page), chart and JSON: per setting, each attack's private
+    images recovered above the floors and its Max_SSIM; a setting over its budget says so."""
+    attacks = list(dict.fromkeys(a["attack"] for row in sweep["settings"] for a in row["attacks"]))
+    keyed = [{a["attack"]: a for a in row["attacks"]} for row in sweep["settings"]]
+
+    def cell(row: dict, name: str) -> str:
+        a = row.get(name)
+        return "-" if a is None else f"{a['recovered_above_floors']} of {a['n_private']} ({a['Max_SSIM']:.3f})"
+
+    head = ["setting", *attacks, "time"]
+    times = [f"over budget ({sweep['budget_s']} s)" if row["over_budget"] else f"{row['seconds']:.0f} s"
+             for row in sweep["settings"]]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row, by_name, time_cell in zip(sweep["settings"], keyed, times):
+        lines.append("| " + " | ".join([row["setting"], *(cell(by_name, n) for n in attacks), time_cell]) + " |")
+    lines += ["", f"Each cell: private images recovered above the floors (SSIM > {SUCCESS_SSIM} and above what the "
+              "constant and mean floors reach on that image), then Max_SSIM; docs/ATTACKS.md defines both."]
+    markdown = "\n".join(lines) + "\n"
+    def matrix(value) -> np.ndarray:
+        return np.array([[value(by_name[n]) if n in by_name else np.nan for n in attacks]
+                         for by_name in keyed]).reshape(len(keyed), len(attacks))
+
+    share = matrix(lambda a: a["recovered_above_floors"] / a["n_private"])
+    table = "".join(
+        "<tr>" + f"<td>{html.escape(row['setting'])}</td>"
+        + "".join(f'<td class="number">{html.escape(cell(by_name, n))}</td>' for n in attacks)
+        + f'<td class="number">{html.escape(time_cell)}</td><td><a href="{html.escape(row["report"])}">report</a></td></tr>'
+        for row, by_name, time_cell in zip(sweep["settings"], keyed, times))
+    page = "\n".join([
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">',
+        f"<title>Strength sweep</title><style>{_STYLE}</style></head><body>",
+        "<h1>Strength sweep</h1>",
+        "<p>Per setting, a small practice release built from the same sources; each attack's private images "
+        f"recovered above the floors, then its Max_SSIM (seed {html.escape(str(sweep['seed']))}, budget "
+        f"{sweep['budget_s']} s per setting). Each setting's report shows private images.</p>",
+        "<table><thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "<th></th></tr></thead><tbody>",
+        table,
+        "</tbody></table>",
+        f'<img src="{SWEEP_CHART}" alt="share recovered above the floors per setting and attack" style="max-width:100%">',
+        "</body></html>",
+        "",
+    ])
+    return {SWEEP_CHART: charts.sweep_chart([row["setting"] for row in sweep["settings"]], attacks, share,
+                                            matrix(lambda a: a["Max_SSIM"])),
+            SWEEP_MD: markdown, SWEEP_HTML: page, SWEEP_JSON: json.dumps(sweep, indent=2, sort_keys=True) + "\n"}
