@@ -54,3 +54,13 @@ def test_the_chart_is_a_png_and_the_same_bytes_twice():
     assert first[:8] == b"\x89PNG\r\n\x1a\n" and len(first) > 5000
     assert charts.ssim_against_floors(panels, floors, 0.8) == first
     assert b"Software" not in first and b"tIME" not in first
+
+
+def test_attacks_md_defines_the_page_s_columns():
+    from pathlib import Path
+
+    from verifier.strength import COLUMNS
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "ATTACKS.md").read_text(encoding="utf-8")
+    table = text.split("| column | meaning |", 1)[1].split("\n\n", 1)[0]
+    assert [line.split(" | ")[0].lstrip("| ") for line in table.strip().splitlines()[1:]] == [name for name, _ in COLUMNS]
