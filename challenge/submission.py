@@ -64,10 +64,10 @@ def open_for_scoring(release: Path | None, keys: Path | None) -> tuple[Expected,
         return expected_from_keys(store), store
     manifest = read_manifest(release)
     if store is not None:
+        fmt.check_commitment(manifest, store, release, keys)  # first: it names both commitments, whatever differs
         if manifest.get("format_version") != store.version or manifest.get("params") != store.params.to_dict(store.version):
             raise UsageError(f"{printable(keys)}: key store parameters differ from those of {printable(release)}: "
                              "not this release's keys")
-        fmt.check_commitment(manifest, store, release, keys)
     return expected_from_manifest(manifest), store
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import stat
+from dataclasses import replace
 
 import pytest
 
@@ -39,10 +40,11 @@ def test_the_page_says_at_the_top_that_it_shows_the_private_images(report):
     assert page.index("shows the release's private images") < page.index("<table")
 
 
-@pytest.fixture(scope="module")
-def other_release(tmp_path_factory, private_set, public_bank):
+@pytest.fixture(scope="module", params=["same parameters", "other parameters"])
+def other_release(request, tmp_path_factory, private_set, public_bank):
     out = tmp_path_factory.mktemp("other") / "release"
-    generate(out, TINY, bytes(range(1, 33)), private_set, public_bank)
+    params = TINY if request.param == "same parameters" else replace(TINY, per_image=4)
+    generate(out, params, bytes(range(1, 33)), private_set, public_bank)
     return out
 
 
