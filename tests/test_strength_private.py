@@ -10,9 +10,9 @@ from dataclasses import replace
 
 import pytest
 
-from challenge.format import open_key_store, read_json
+from challenge.format import read_json
 from generator.release import generate
-from tests.helpers import SEED, TINY, in_private_tmpfs, left_behind, run_cli
+from tests.helpers import TINY, in_private_tmpfs, left_behind, run_cli
 
 
 @pytest.fixture(scope="module")
