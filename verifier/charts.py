@@ -12,6 +12,7 @@ import io
 import numpy as np
 
 from challenge.errors import UsageError
+from verifier.baselines import FLOORS
 
 __all__ = ["require_matplotlib", "ssim_against_floors", "sweep_chart"]
 
@@ -74,7 +75,7 @@ def sweep_chart(settings: list[str], attacks: list[str], share: np.ndarray, max_
     x = np.arange(len(settings))
     for ax, values, label, names in ((left, share, "share recovered above the floors", attacks),
                                      (right, max_ssim, "Max_SSIM", attacks)):
-        shown = [j for j, name in enumerate(attacks) if ax is right or name not in ("constant", "mean")]
+        shown = [j for j, name in enumerate(attacks) if ax is right or name not in FLOORS]
         width = 0.8 / max(1, len(shown))
         for place, j in enumerate(shown):
             ax.bar(x + (place - (len(shown) - 1) / 2) * width, values[:, j], width, label=names[j], color=f"C{j}")

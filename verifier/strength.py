@@ -29,7 +29,7 @@ from challenge.files import output_folder, write_atomic
 from challenge.preview import save_png
 from challenge.submission import Expected, encryption_blocks, open_for_scoring, write_submission
 from verifier import charts
-from verifier.baselines import METHODS, floor_blocks, pairing_blocks
+from verifier.baselines import FLOORS, METHODS, floor_blocks, pairing_blocks
 from verifier.leaderboard import _STYLE, Entry as Scored, PAIRS_SHOWN, _figure, _release_line, recovery_pairs, release_of
 from verifier.scoring import SUCCESS_SSIM, Scores, published, score
 from verifier.submission import Validation
@@ -146,7 +146,7 @@ def strength(release_path: Path, keys: Path, out: Path, attacks: list[tuple[str,
                   "attacks": [e.to_json() for e in entries]}
         files = _pictures(entries, store, expected)
         files[CHART] = charts.ssim_against_floors([(e.name, e.scores.best_per_private) for e in entries
-                                                   if e.name not in ("constant", "mean")], floors, SUCCESS_SSIM)
+                                                   if e.name not in FLOORS], floors, SUCCESS_SSIM)
         files[STRENGTH_HTML] = _html(report, entries, release)
         files[STRENGTH_JSON] = json.dumps(report, indent=2, sort_keys=True) + "\n"
         for name, data in files.items():  # the JSON last: a report without it is not whole
@@ -208,7 +208,7 @@ def _pictures(entries: list[Entry], store: fmt.KeyStore, expected: Expected) -> 
     matches best; a private image appears once per row.  Sets ``entry.pairs`` for the page."""
     files = {}
     for e in entries:
-        if e.name in ("constant", "mean"):
+        if e.name in FLOORS:
             continue
         for pair, picture in recovery_pairs(Scored(Path(e.name), e.validation, e.scores), store, expected):
             name = f"{PICTURES_DIR}/{e.name}-{pair.kind}{pair.place}.png"
@@ -230,7 +230,7 @@ def _html(report: dict, entries: list[Entry], release) -> str:
     for e in entries:
         j = e_json[e.name]
         pair = j.get("pair_accuracy")
-        style = ' class="reference"' if e.name in ("constant", "mean") else ""
+        style = ' class="reference"' if e.name in FLOORS else ""
         rows.append(f'<tr{style}><td>{html.escape(e.name)}</td><td>{html.escape(who.get(e.name, "keyless" if e.keyless else "floor"))}</td>'
                     + _number(j["Max_SSIM"]) + _number(j["Mean_SSIM"]) + _number(j["success_rate"], 3)
                     + _number(f"{j['recovered']} of {j['n_private']}") + _number(f"{j['recovered_above_floors']} of {j['n_private']}")
