@@ -98,14 +98,16 @@ def run_sweep(args) -> int:
             start = time.perf_counter()
             try:
                 done = subprocess.run(command, capture_output=True, text=True, timeout=args.budget)
-            except subprocess.TimeoutExpired:
+            except subprocess.TimeoutExpired:  # the process is killed: its half-written report goes too
                 done = None
+                shutil.rmtree(report, ignore_errors=True)
             seconds = time.perf_counter() - start
             shutil.rmtree(release)
             if done is not None and done.returncode != 0:
                 raise UsageError(f"--sweep setting {label}: strength failed: {(done.stderr.strip().splitlines() or ['?'])[-1]}")
             attacks = [] if done is None else json.loads(done.stdout)["attacks"]
-            rows.append({"setting": label, "params": params.to_dict(), "report": f"settings/{number:02d}/strength.html",
+            rows.append({"setting": label, "params": params.to_dict(),
+                         "report": None if done is None else f"settings/{number:02d}/strength.html",
                          "seconds": round(seconds, 1), "over_budget": done is None,
                          "attacks": [{k: a[k] for k in KEPT if k in a} for a in attacks]})
             bar.advance()

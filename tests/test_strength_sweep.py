@@ -47,7 +47,9 @@ def test_a_sweep_is_a_table_json_and_chart_and_replays_to_the_same_figures(tmp_p
 
 
 def test_a_setting_over_its_budget_is_reported_so(tmp_path, monkeypatch):
-    def too_slow(command, **kwargs):
+    def too_slow(command, **kwargs):  # as subprocess.run does at the budget, after the report was begun
+        report = command[command.index("--out") + 1]
+        (sweep_command.Path(report) / "submissions").mkdir(parents=True)
         raise subprocess.TimeoutExpired(command, kwargs["timeout"])
 
     monkeypatch.setattr(sweep_command.subprocess, "run", too_slow)
@@ -55,7 +57,8 @@ def test_a_setting_over_its_budget_is_reported_so(tmp_path, monkeypatch):
                               private=None, public=None, pool=None, n_private=20, per_image=5, seed="x", budget=7, json=True)
     assert sweep_command.run_sweep(args) == 0
     row = json.loads((tmp_path / "s" / "sweep.json").read_text())["settings"][0]
-    assert row["over_budget"] and row["attacks"] == []
+    assert row["over_budget"] and row["attacks"] == [] and row["report"] is None
+    assert not (tmp_path / "s" / "settings" / "01").exists() and not (tmp_path / "s" / ".release").exists()
     assert "| domain=positive | over budget (7 s) |" in (tmp_path / "s" / "sweep.md").read_text()
 
 

@@ -316,7 +316,7 @@ def sweep_files(sweep: dict) -> dict[str, str | bytes]:
     table = "".join(
         "<tr>" + f"<td>{html.escape(row['setting'])}</td>"
         + "".join(f'<td class="number">{html.escape(cell(by_name, n))}</td>' for n in attacks)
-        + f'<td class="number">{html.escape(time_cell)}</td><td><a href="{html.escape(row["report"])}">report</a></td></tr>'
+        + f'<td class="number">{html.escape(time_cell)}</td><td>{_report_link(row["report"])}</td></tr>'
         for row, by_name, time_cell in zip(sweep["settings"], keyed, times))
     page = "\n".join([
         "<!DOCTYPE html>",
@@ -336,3 +336,7 @@ def sweep_files(sweep: dict) -> dict[str, str | bytes]:
     return {SWEEP_CHART: charts.sweep_chart([row["setting"] for row in sweep["settings"]], attacks, share,
                                             matrix(lambda a: a["Max_SSIM"])),
             SWEEP_MD: markdown, SWEEP_HTML: page, SWEEP_JSON: json.dumps(sweep, indent=2, sort_keys=True) + "\n"}
+
+
+def _report_link(path: str | None) -> str:
+    return "" if path is None else f'<a href="{html.escape(path)}">report</a>'
