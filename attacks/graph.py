@@ -70,9 +70,10 @@ def gradients(images: np.ndarray) -> np.ndarray:
     return np.concatenate([np.diff(a, axis=1).reshape(len(a), -1), np.diff(a, axis=2).reshape(len(a), -1)], axis=1)
 
 
-def unit_rows(y: np.ndarray) -> np.ndarray:
-    """float32 rows centred and scaled to unit norm: their dot products are correlations."""
-    f = np.array(y, dtype=np.float32, copy=True)
+def unit_rows(y: np.ndarray, in_place: bool = False) -> np.ndarray:
+    """float32 rows centred and scaled to unit norm: their dot products are correlations.
+    ``in_place``: a float32 ``y`` nothing else holds is changed and returned, not copied."""
+    f = y if in_place and y.dtype == np.float32 else np.array(y, dtype=np.float32, copy=True)
     f -= f.mean(axis=1, keepdims=True)
     norm = np.linalg.norm(f, axis=1, keepdims=True)
     np.divide(f, norm, out=f, where=norm > 0)
@@ -216,7 +217,7 @@ def initial_groups(z: np.ndarray, labels: np.ndarray, k_private: int, sizes: np.
         rows = np.flatnonzero(present[:, c])
         if len(rows) == 0:
             continue
-        fc = unit_rows(z[rows])
+        fc = unit_rows(z[rows], in_place=True)  # z[rows] is a copy already
         centres = spherical_kmeans(fc, int(min(sizes[c], len(rows))), seed + int(c))
         order = np.argsort(-(fc @ centres.T), axis=1, kind="stable")
         for t in range(order.shape[1]):
