@@ -22,9 +22,12 @@ import errno
 import fcntl
 import json
 import os
+import shutil
 import stat
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 from challenge.errors import UsageError
 from challenge.places import check_output
@@ -36,6 +39,7 @@ __all__ = [
     "check_tree",
     "make_folders",
     "open_regular",
+    "output_folder",
     "read_bytes",
     "read_json",
     "read_text",
@@ -282,3 +286,32 @@ def safe_name(name: str) -> bool:
     """A relative POSIX path that stays inside its folder."""
     parts = name.split("/")
     return bool(name) and "\\" not in name and "\0" not in name and all(p not in ("", ".", "..") for p in parts)
+
+
+@contextmanager
+def output_folder(path: str | os.PathLike, *, private: bool = False) -> Iterator[Path]:
+    """The folder a command writes into, created if missing (with its parents); if the block fails,
+    the folders this call created are removed with everything in them, so a failed run leaves no
+    output that looks whole and no empty folder.
+
+    ``private``: for what depicts or contains private images or keys.  The folder is 0700 before
+    anything is written into it (no other user can reach a file in it at any moment), and once the
+    block succeeds every file below it is 0600 and every folder 0700.
+    """
+    path = Path(path)
+    made = make_folders(path, private=private)
+    try:
+        if private:
+            os.chmod(path, 0o700)
+        yield path
+        if private:
+            for folder, dirs, names in os.walk(path):  # links are not followed, nor changed
+                for name in dirs + names:
+                    entry = os.path.join(folder, name)
+                    kind = stat.S_IFMT(os.lstat(entry).st_mode)
+                    if kind in (stat.S_IFDIR, stat.S_IFREG):
+                        os.chmod(entry, 0o700 if kind == stat.S_IFDIR else 0o600)
+    except BaseException:
+        if made:  # the top-most folder this call created, with everything written into it
+            shutil.rmtree(made[0], ignore_errors=True)
+        raise

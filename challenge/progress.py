@@ -4,8 +4,24 @@ from __future__ import annotations
 
 import sys
 import time
+from contextlib import contextmanager
+from typing import Iterator
 
-__all__ = ["Progress", "human"]
+__all__ = ["Progress", "human", "quiet"]
+
+_quiet = False
+
+
+@contextmanager
+def quiet() -> Iterator[None]:
+    """No bar drawn inside the block, terminal or not: a command's ``--json`` run, whose caller
+    reads the result and not the progress."""
+    global _quiet
+    before, _quiet = _quiet, True
+    try:
+        yield
+    finally:
+        _quiet = before
 
 
 def human(value: float) -> str:
@@ -28,7 +44,7 @@ class Progress:
     def __init__(self, label: str, total: int, enabled: bool | None = None, stream=None, unit: str = "items"):
         self.label, self.total, self.done, self.unit = label, max(total, 1), 0, unit
         self.stream = stream or sys.stderr
-        self.enabled = self.stream.isatty() if enabled is None else enabled
+        self.enabled = not _quiet and (self.stream.isatty() if enabled is None else enabled)
         self.start = time.monotonic()
         self._last_draw = 0.0
 

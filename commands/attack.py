@@ -10,7 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from commands.common import OneLineParser, positive_int, shape_options
+from challenge.errors import UsageError
+from commands.common import OneLineParser, add_source_options, positive_int, shape_options
+from commands.sweep import AXES, SWEEP_DEFAULTS, axis as sweep_axis, run_sweep
 
 __all__ = ["register"]
 
@@ -26,6 +28,7 @@ STRENGTH_EXAMPLES = """\
 examples:
   instahide strength r/ --keys r/secret/keys.zarr --out report/
   instahide strength r/ --keys r/secret/keys.zarr --pool cifar-10-batches-py/ --out report/ --json
+  instahide strength --sweep k=4,6 --sweep domain=positive,centered --private photos/ --out sweep/
 """
 
 
@@ -54,22 +57,47 @@ def register(sub) -> None:
         q.add_argument("--rows", type=positive_int, default=4096, help="rows processed at a time (default: %(default)s)")
         q.add_argument("--force", action="store_true", help="replace an existing decryption.npy")
         q.add_argument("--json", action="store_true", help="print a summary as JSON on stdout")
-    pool.set_defaults(run=_run_pool)
-    graph.set_defaults(run=_run_graph)
+    pool.set_defaults(run=_quiet_under_json(_run_pool))
+    graph.set_defaults(run=_quiet_under_json(_run_graph))
 
     p = sub.add_parser("strength", help="run every known attack on a release and report what it recovers",
                        description="Before publishing: run the pool attack (with --pool, or when the private set "
                        "is the embedded data), the graph attack, the constant and mean floors and the key-given "
-                       "pairing baseline; score each and write strength.json, strength.html and pictures.",
+                       "pairing baseline; score each and write strength.json, strength.html and pictures. With "
+                       "--sweep: do it on a small practice release per setting of a parameter grid, built from "
+                       "--private/--public, and write a table, sweep.json and a chart.",
                        epilog=STRENGTH_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("release", type=Path, metavar="RELEASE", help="the release folder")
-    p.add_argument("--keys", type=Path, required=True, help="the key store secret/keys.zarr (to score)")
+    p.add_argument("release", type=Path, nargs="?", metavar="RELEASE", help="the release folder (not with --sweep)")
+    p.add_argument("--keys", type=Path, help="the key store secret/keys.zarr (to score; not with --sweep)")
     p.add_argument("--pool", type=Path, help="a data set the private images may come from (any --private layout)")
     p.add_argument("--out", type=Path, required=True, help="report folder")
     p.add_argument("--rows", type=positive_int, default=4096, help="rows processed at a time (default: %(default)s)")
     p.add_argument("--force", action="store_true", help="replace an existing report")
     p.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
-    p.set_defaults(run=_run_strength)
+    sweep = p.add_argument_group("sweep: choose the parameters before building the real release")
+    sweep.add_argument("--sweep", type=sweep_axis, action="append", metavar="NAME=V1,V2",
+                       help=f"a grid axis (repeatable; the settings are the product): NAME one of {', '.join(AXES)}")
+    add_source_options(sweep)
+    sweep.add_argument("--n-private", type=positive_int, help=f"private images per release (default: {SWEEP_DEFAULTS['n_private']})")
+    sweep.add_argument("--per-image", type=positive_int, help=f"encryptions per private image (default: {SWEEP_DEFAULTS['per_image']})")
+    sweep.add_argument("--seed", default="sweep", help="any text: each setting's practice seed derives from it and the setting "
+                       "(default: %(default)s)")
+    sweep.add_argument("--budget", type=positive_int, default=300, metavar="SECONDS",
+                       help="a setting whose attacks run longer is stopped and reported over budget (default: %(default)s)")
+    p.set_defaults(run=_quiet_under_json(_run_strength))
+
+
+def _quiet_under_json(run):
+    """``run`` drawing no progress bar under ``--json`` (stderr carries only errors then)."""
+    def quietly(args) -> int:
+        from challenge.progress import quiet
+
+        if not args.json:
+            return run(args)
+        with quiet():
+            return run(args)
+
+    return quietly
 
 
 def _pool_at_shape(path: Path | None, release):
@@ -121,12 +149,13 @@ def _finish(args, summary: dict) -> int:
 def _run_pool(args) -> int:
     from attacks.public import open_public
     from attacks.submit import write_pool
+    from challenge.files import output_folder
     from challenge.progress import Progress
 
     release = open_public(args.release)
     pool = _load_pool(args.pool, release)
     start = time.perf_counter()
-    with Progress("pool", len(pool)) as bar:
+    with output_folder(args.out), Progress("pool", len(pool), unit="candidates") as bar:
         _, similarity = write_pool(release, pool, args.out, args.force, args.rows, bar.advance)
     return _finish(args, {"attack": "pool", "rows": release.expected.n, "pool_size": len(pool),
                           "running_time_s": time.perf_counter() - start,
@@ -136,10 +165,12 @@ def _run_pool(args) -> int:
 def _run_graph(args) -> int:
     from attacks.public import open_public
     from attacks.submit import write_graph
+    from challenge.files import output_folder
 
     release = open_public(args.release)
     start = time.perf_counter()
-    result = write_graph(release, args.out, args.force, args.rows)
+    with output_folder(args.out):
+        result = write_graph(release, args.out, args.force, args.rows)
     return _finish(args, {"attack": "graph", "rows": release.expected.n, "groups": int(len(result.images)),
                           "running_time_s": time.perf_counter() - start})
 
@@ -149,14 +180,24 @@ def _run_strength(args) -> int:
     from attacks.graph import pair_accuracy
     from attacks.public import open_public
     from attacks.submit import write_graph, write_pool
+    from challenge.progress import Progress
     from verifier.strength import STRENGTH_HTML, STRENGTH_JSON, strength
 
+    if args.sweep:
+        return run_sweep(args)
+    sweep_only = [option for option, value in (("--private", args.private), ("--public", args.public),
+                                               ("--n-private", args.n_private), ("--per-image", args.per_image))
+                  if value is not None]
+    if args.release is None or args.keys is None or sweep_only:
+        raise UsageError(f"{sweep_only[0]} is a --sweep option" if sweep_only else
+                         "give RELEASE and --keys (or --sweep NAME=V1,V2 to sweep parameters)")
     release = open_public(args.release)
     pool = _load_pool(args.pool, release) if args.pool is not None else _embedded_pool(release)
     attacks = []
     if pool is not None:
         def pool_writer(d: Path, store) -> dict:
-            write_pool(release, pool, d, args.force, args.rows)
+            with Progress("pool", len(pool), unit="candidates") as bar:
+                write_pool(release, pool, d, args.force, args.rows, bar.advance)
             return {"pool_size": len(pool)}
 
         attacks.append(("pool", pool_writer))
@@ -172,6 +213,6 @@ def _run_strength(args) -> int:
     if args.json:
         print(json.dumps(report, indent=2, sort_keys=True))
     else:
-        print(report["verdict"])
+        print("\n".join(report["verdict"]))
         print(f"wrote {args.out / STRENGTH_JSON}, {args.out / STRENGTH_HTML}")
     return 0

@@ -1,5 +1,13 @@
 """Natural-photo image sets for the attack tests and benchmark: resized crops of the sample photos
-that scikit-image ships inside its package (read from disk, never downloaded)."""
+that scikit-image ships inside its package (read from disk, never downloaded).
+
+Two halves.  The development half (:data:`PRIVATE_PHOTOS`, whose crops the attacks were developed
+and tuned on, with :data:`PUBLIC_PHOTOS` as the public patches) and the held-out half
+(:data:`HELDOUT_PHOTOS`): photos no attack was ever developed, tuned or tested on as private
+images (they served as public patches only, which no attack has to recover).  Held-out releases
+swap the roles: held-out private crops, the development photos as patches.  Only
+``benchmarks/bench_attacks.py --heldout`` reads the held-out half, to measure.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +23,7 @@ PRIVATE_PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "m
                   "retina.jpg", "ihc.png", "camera.png", "coins.png", "page.png")
 PUBLIC_PHOTOS = ("brick.png", "grass.png", "gravel.png", "moon.png", "text.png", "hubble_deep_field.jpg",
                  "color.png", "horse.png", "clock_motion.png", "cell.png")
+HELDOUT_PHOTOS = PUBLIC_PHOTOS  # the other usable photos skimage ships give no 10 distinct crops (microaneurysms: none)
 DISTINCT = 0.8  # a private crop is kept only if it correlates less than this with every earlier one
 
 
@@ -67,3 +76,13 @@ def natural_private(per_photo: int = 10, seed: int = 0) -> ImageSet:
 def natural_public(per_photo: int = 256, seed: int = 1) -> ImageSet:
     """``10 * per_photo`` unlabelled crops of other photos: the public patches."""
     return _imageset(PUBLIC_PHOTOS, per_photo, seed, labelled=False)
+
+
+def heldout_private(per_photo: int = 10, seed: int = 0) -> ImageSet:
+    """``10 * per_photo`` labelled crops of the held-out photos, one class per photo (measure only)."""
+    return _imageset(HELDOUT_PHOTOS, per_photo, seed, labelled=True)
+
+
+def heldout_public(per_photo: int = 256, seed: int = 1) -> ImageSet:
+    """Public patches for held-out releases: crops of the development photos."""
+    return _imageset(PRIVATE_PHOTOS, per_photo, seed, labelled=False)

@@ -43,6 +43,15 @@ def test_class_sizes_from_label_memberships():
     assert G.class_sizes(np.array([[0.0, 0.5, 0.0]], np.float32), 2, 3).tolist() == [0, 3, 0]
 
 
+def test_unit_rows_in_place_gives_the_same_bytes_without_a_copy():
+    y = np.random.default_rng(3).random((20, 9)).astype(np.float32)
+    copied = G.unit_rows(y)
+    assert not np.shares_memory(copied, y)
+    same = G.unit_rows(y, in_place=True)
+    assert np.shares_memory(same, y) and same.tobytes() == copied.tobytes()
+    assert np.allclose(np.linalg.norm(same, axis=1), 1) and np.allclose(same.mean(axis=1), 0, atol=1e-6)
+
+
 def test_top_neighbours_blockwise_equals_full_sort():
     f = G.unit_rows(np.random.default_rng(2).random((50, 12)))
     index, sims = G.top_neighbours(f, 7, rows=8)
