@@ -27,7 +27,6 @@ from challenge.keystream import row_words
 from verifier import metrics
 from challenge.npy import ROWS
 from challenge.submission import DECRYPTION_FILE, Expected, expected_from_keys, open_for_scoring
-from challenge.text import printable
 from verifier.submission import Validation, ValueTally, check_shape, centered, validate
 
 __all__ = [
