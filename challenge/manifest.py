@@ -100,7 +100,7 @@ class Manifest:
         return fmt.json_bytes(self.to_json())
 
     @classmethod
-    def from_json(cls, obj, where: str = fmt.MANIFEST_FILE, problems: list | None = None) -> "Manifest":
+    def from_json(cls, obj, where: str = fmt.MANIFEST_FILE, problems: list[tuple[str, str]] | None = None) -> "Manifest":
         """The manifest of the JSON object ``obj``, every field checked; the exact inverse of
         :meth:`to_json` (``from_json(m.to_json()) == m``, and a stored manifest re-serialises to its
         bytes).  :class:`ManifestError` (exit 2) lists every problem; with ``problems`` (a list) they
@@ -110,7 +110,7 @@ class Manifest:
         params, found = manifest_problems(obj)
         if found and problems is None:
             raise ManifestError(where, found)
-        failed = {name.split(".")[0] for name, _ in found}
+        failed = {name.split(".")[0] for name, _ in found} | ({"sources"} if params is None else set())  # checked against params
         if problems is not None:
             problems += found
 
@@ -131,7 +131,7 @@ class Manifest:
         )
 
     @classmethod
-    def read(cls, release: Path, problems: list | None = None) -> "Manifest":
+    def read(cls, release: Path, problems: list[tuple[str, str]] | None = None) -> "Manifest":
         """The manifest of ``release`` (the release folder or its ``public/`` folder, as participants
         have it), read as :meth:`from_json` reads it."""
         path = manifest_path(release)

@@ -65,6 +65,9 @@ def test_problems_collected_leave_only_the_failed_fields_empty(tiny_release):
     assert manifest.practice is None and manifest.commitment is None
     whole = Manifest.from_json(json.loads((tiny_release / "public" / fmt.MANIFEST_FILE).read_text()))
     assert manifest == replace(whole, practice=None, commitment=None)
+    obj["params"]["k"], obj["sources"] = 0, "x"  # sources are checked against valid params only
+    manifest = Manifest.from_json(obj, problems=[])
+    assert manifest.params is None and manifest.sources is None and manifest.fingerprint("private") is None
 
 
 def test_read_finds_the_manifest_in_a_release_or_its_public_folder(tiny_release, tmp_path):
