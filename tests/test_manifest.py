@@ -99,6 +99,8 @@ ROOT = Path(__file__).resolve().parent.parent
 STRING_KEY_READ = re.compile(r"manifest\[|manifest\.get\(|json_get\(\s*[\w.]*manifest|\bread_manifest\(|\bexpected_from_manifest\(")
 # still to move to Manifest (issue 21): rewritten elsewhere at the time; this list only shrinks
 STILL_TO_CONVERT = {"attacks/pool.py", "attacks/public.py", "commands/attack.py", "verifier/bundle.py"}
+# programs that run on the hosting platform with numpy alone (the hosting branch): they cannot import challenge/
+STANDALONE = "verifier/codabench/"
 
 
 def test_no_string_key_read_of_a_manifest_outside_challenge():
@@ -107,7 +109,8 @@ def test_no_string_key_read_of_a_manifest_outside_challenge():
     readers = {}
     for package in ("generator", "verifier", "attacks", "commands"):
         for path in sorted((ROOT / package).rglob("*.py")):
-            lines = path.read_text(encoding="utf-8").splitlines()
-            readers[path.relative_to(ROOT).as_posix()] = [n for n, line in enumerate(lines, 1) if STRING_KEY_READ.search(line)]
+            file, lines = path.relative_to(ROOT).as_posix(), path.read_text(encoding="utf-8").splitlines()
+            if not file.startswith(STANDALONE):
+                readers[file] = [n for n, line in enumerate(lines, 1) if STRING_KEY_READ.search(line)]
     assert {file: lines for file, lines in readers.items() if lines and file not in STILL_TO_CONVERT} == {}
     assert {file for file in STILL_TO_CONVERT if not readers.get(file)} == set(), "converted: take it off STILL_TO_CONVERT"
