@@ -1,17 +1,18 @@
 """The manifest (docs/FORMAT.md, section 4): one schema, used by the writer (``generate``), the
-readers (``verify``, the attacks) and ``audit`` alike.
+readers (``verify``, ``reproduce``, ``inspect``, the leaderboard, the attacks) and ``audit`` alike.
 
 :class:`Manifest` is what a release publishes about itself, both ways (on the model of
 zarr-python's ``ArrayV3Metadata``): :meth:`Manifest.to_json` is the object ``generate`` writes,
 :meth:`Manifest.from_json` its exact inverse, which checks every field as it reads it and raises
-:class:`ManifestError` carrying every problem (:func:`manifest_problems`, which the audit reports
-one by one).  :func:`read_manifest` reads the fields a participant's tools need, refusing the file
-at the first problem.
+:class:`ManifestError` carrying every problem (:func:`manifest_problems`) -- or, for the readers
+that go on with a damaged manifest (``audit`` reports each problem as a finding), collects them and
+leaves the fields that failed as None.  :meth:`Manifest.read` finds and reads a release's manifest.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,9 +22,11 @@ from challenge.domain import DOMAINS, describe
 from challenge.errors import UsageError
 from challenge.geometry import DEFAULT_IMAGE_SHAPE, check_image_shape
 from challenge.params import MAX_ENCRYPTIONS, SHAPED_SINCE, Params
+from challenge.text import printable
 
 __all__ = ["FIELDS", "FORMAT_NAME", "Manifest", "ManifestError", "PREVIEW_COUNT", "SEED_NOTES",
-           "expected_arrays", "image_shape", "json_get", "manifest_problems", "read_manifest"]
+           "expected_arrays", "image_shape", "json_get", "manifest_path", "manifest_problems", "read_manifest",
+           "seed_json"]
 
 FORMAT_NAME = "instahide-challenge-release"
 PREVIEW_COUNT = 64  # encryptions on preview.png
@@ -51,7 +54,8 @@ class ManifestError(fmt.FormatError):
 
 @dataclass(frozen=True)
 class Manifest:
-    """What a release says about itself; the other fields of the JSON follow from these."""
+    """What a release says about itself; the other fields of the JSON follow from these.  A field is
+    None only in a manifest read with ``problems`` (:meth:`from_json`), where it failed its check."""
 
     params: Params
     class_names: list[str]
@@ -63,8 +67,19 @@ class Manifest:
     version: int = fmt.FORMAT_VERSION
     generator: dict = field(default_factory=fmt.generator_info)
 
+    def fingerprint(self, role: str) -> str | None:
+        """``sources.ROLE.fingerprint`` (``role``: private or public); None for a release without
+        public patches, or sources that failed their check."""
+        source = (self.sources or {}).get(role)
+        return source["fingerprint"] if source else None
+
+    def images(self, role: str) -> int | None:
+        """``sources.ROLE.images``: the size of the data set the release was drawn from; None as for
+        :meth:`fingerprint`."""
+        source = (self.sources or {}).get(role)
+        return source["images"] if source else None
+
     def to_json(self) -> dict:
-        kind = "practice" if self.practice else "strong"
         return {
             "format": FORMAT_NAME,
             "format_version": self.version,
@@ -74,7 +89,7 @@ class Manifest:
             "class_names": list(self.class_names),
             "pixel_domain": describe(self.params.domain),
             "arrays": expected_arrays(self.params, self.n_classes),
-            "seed": {"kind": kind, "replayable": self.practice, "note": SEED_NOTES[kind]},
+            "seed": seed_json(self.practice),
             "sources": self.sources,
             "key_store": {"commitment": self.commitment, "scheme": fmt.COMMITMENT_SCHEMES[self.version]},
             "files": self.files,
@@ -85,26 +100,48 @@ class Manifest:
         return fmt.json_bytes(self.to_json())
 
     @classmethod
-    def from_json(cls, obj, where: str = fmt.MANIFEST_FILE) -> "Manifest":
+    def from_json(cls, obj, where: str = fmt.MANIFEST_FILE, problems: list[tuple[str, str]] | None = None) -> "Manifest":
         """The manifest of the JSON object ``obj``, every field checked; the exact inverse of
         :meth:`to_json` (``from_json(m.to_json()) == m``, and a stored manifest re-serialises to its
-        bytes).  :class:`ManifestError` (exit 2) lists every problem."""
+        bytes).  :class:`ManifestError` (exit 2) lists every problem; with ``problems`` (a list) they
+        are appended to it instead, and each field that failed its check is None."""
         if not isinstance(obj, dict):
             raise ManifestError(where, [("", "expected a JSON object")])
-        params, problems = manifest_problems(obj)
-        if problems:
-            raise ManifestError(where, problems)
+        params, found = manifest_problems(obj)
+        if found and problems is None:
+            raise ManifestError(where, found)
+        failed = {name.split(".")[0] for name, _ in found} | ({"sources"} if params is None else set())  # checked against params
+        if problems is not None:
+            problems += found
+
+        def read(name: str, convert=lambda value: value):
+            return None if name in failed else convert(obj[name])
+
+        names = read("class_names", list)
         return cls(
             params=params,
-            class_names=list(obj["class_names"]),
-            n_classes=len(obj["class_names"]),
-            practice=obj["seed"]["replayable"],
-            sources=obj["sources"],
-            commitment=obj["key_store"]["commitment"],
-            files=dict(obj["files"]),
-            version=obj["format_version"],
-            generator=dict(obj["generator"]),
+            class_names=names,
+            n_classes=len(names) if names else None,
+            practice=read("seed", lambda seed: seed["replayable"]),
+            sources=read("sources"),
+            commitment=read("key_store", lambda key_store: key_store["commitment"]),
+            files=read("files", dict),
+            version=read("format", lambda _: obj["format_version"]),
+            generator=read("generator", dict),
         )
+
+    @classmethod
+    def read(cls, release: Path, problems: list[tuple[str, str]] | None = None) -> "Manifest":
+        """The manifest of ``release`` (the release folder or its ``public/`` folder, as participants
+        have it), read as :meth:`from_json` reads it."""
+        path = manifest_path(release)
+        return cls.from_json(fmt.read_json(path), printable(path), problems)
+
+
+def seed_json(practice: bool) -> dict:
+    """The manifest's ``seed``: its kind, and what that means for the keys."""
+    kind = "practice" if practice else "strong"
+    return {"kind": kind, "replayable": practice, "note": SEED_NOTES[kind]}
 
 
 def expected_arrays(params: Params, n_classes: int | None) -> dict:
@@ -200,29 +237,37 @@ def _check_sources(sources, params: Params, bad) -> None:
         bad("sources.public", f"expected null: --mode {params.mode} uses no public patch")
 
 
+def manifest_path(release: Path) -> Path:
+    """``release/public/manifest.json``, or ``release/manifest.json`` when ``release`` is the public
+    folder; not a release when neither is there."""
+    release = Path(release)
+    path = release / fmt.PUBLIC_DIR / fmt.MANIFEST_FILE
+    if not os.path.lexists(path):
+        path = release / fmt.MANIFEST_FILE
+    if not os.path.lexists(path):  # a FIFO or a symlink is there to be refused by name, when read
+        raise UsageError(f"{release}: not a release (no {fmt.PUBLIC_DIR}/{fmt.MANIFEST_FILE} or {fmt.MANIFEST_FILE})")
+    return path
+
+
 def read_manifest(path: Path) -> dict:
-    """A release's manifest, from ``release/`` or from its ``public/`` folder (all participants have)."""
-    path = Path(path)
-    manifest_path = path / fmt.PUBLIC_DIR / fmt.MANIFEST_FILE
-    if not manifest_path.is_file():
-        manifest_path = path / fmt.MANIFEST_FILE
-    if not manifest_path.is_file():
-        raise UsageError(f"{path}: not a release (no {fmt.PUBLIC_DIR}/{fmt.MANIFEST_FILE} or {fmt.MANIFEST_FILE})")
-    manifest = fmt.read_json(manifest_path)
+    """A release's manifest as a dict, checking only what the attacks and the bundle read of it.
+    Those are still to move to :meth:`Manifest.read` (issue 21); nothing else uses this."""
+    file = manifest_path(path)
+    manifest = fmt.read_json(file)
     if manifest.get("format") != FORMAT_NAME or not _readable(manifest.get("format_version")):
-        raise UsageError(f"{manifest_path}: not an {FORMAT_NAME} manifest of version "
+        raise UsageError(f"{file}: not an {FORMAT_NAME} manifest of version "
                          f"{' or '.join(map(str, fmt.READABLE_VERSIONS))}")
     n = manifest.get("n_encryptions")
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-        raise UsageError(f"{manifest_path}: 'n_encryptions' is {n!r}, expected a positive integer")
+        raise UsageError(f"{file}: 'n_encryptions' is {n!r}, expected a positive integer")
     params = manifest.get("params")
     domain = params.get("domain") if isinstance(params, dict) else None
     if domain not in DOMAINS:
-        raise UsageError(f"{manifest_path}: params.domain is {domain!r}, expected one of {', '.join(DOMAINS)}")
+        raise UsageError(f"{file}: params.domain is {domain!r}, expected one of {', '.join(DOMAINS)}")
     try:
         image_shape(manifest)
     except ValueError as e:
-        raise UsageError(f"{manifest_path}: params.image_shape: {e}") from None
+        raise UsageError(f"{file}: params.image_shape: {e}") from None
     return manifest
 
 

@@ -16,14 +16,15 @@ from challenge import format as fmt
 from challenge.domain import DOMAINS
 from challenge.errors import UsageError
 from challenge.files import UnsafeFile, make_folders, remove_made, write_atomic
-from challenge.manifest import image_shape, read_manifest
+from challenge.manifest import Manifest, image_shape
 from challenge.npy import ROWS, read_npy_header
+from challenge.params import Params
 from challenge.places import check_output
 from challenge.progress import Progress
 from challenge.text import printable
 
 __all__ = ["DECRYPTION_FILE", "METADATA_FILE", "Expected", "encryption_blocks", "expected_from_keys",
-           "expected_from_manifest", "open_for_scoring", "write_submission"]
+           "expected_from_manifest", "expected_from_params", "open_for_scoring", "write_submission"]
 
 DECRYPTION_FILE = "decryption.npy"
 METADATA_FILE = "metadata.json"
@@ -48,11 +49,18 @@ class Expected:
 
 
 def expected_from_manifest(manifest: dict) -> Expected:
+    """What the attacks and the bundle read from a :func:`~challenge.manifest.read_manifest` dict
+    (still to move to :meth:`Manifest.read`, issue 21; then this goes)."""
     return Expected(manifest["n_encryptions"], manifest["params"]["domain"], image_shape(manifest))
 
 
+def expected_from_params(params: Params) -> Expected:
+    """The public promise of a release of these parameters (its manifest's or its key store's)."""
+    return Expected(params.n_encryptions, params.domain, params.image_shape)
+
+
 def expected_from_keys(store: fmt.KeyStore) -> Expected:
-    return Expected(store.params.n_encryptions, store.params.domain, store.params.image_shape)
+    return expected_from_params(store.params)
 
 
 def open_for_scoring(release: Path | None, keys: Path | None) -> tuple[Expected, fmt.KeyStore | None]:
@@ -63,13 +71,13 @@ def open_for_scoring(release: Path | None, keys: Path | None) -> tuple[Expected,
     store = fmt.open_key_store(keys) if keys is not None else None
     if release is None:
         return expected_from_keys(store), store
-    manifest = read_manifest(release)
+    manifest = Manifest.read(release)
     if store is not None:
-        fmt.check_commitment(manifest, store, release, keys)  # first: it names both commitments
-        if manifest.get("format_version") != store.version or manifest.get("params") != store.params.to_dict(store.version):
+        fmt.check_commitment(manifest.commitment, store, release, keys)  # first: it names both commitments
+        if manifest.version != store.version or manifest.params != store.params:
             raise UsageError(f"{printable(release)}: manifest parameters differ from those of the key store "
                              f"{printable(keys)} it commits to: the manifest was changed")
-    return expected_from_manifest(manifest), store
+    return expected_from_params(manifest.params), store
 
 
 def encryption_blocks(release: Path, expected: Expected, rows: int = ROWS) -> Iterator[np.ndarray]:

@@ -103,6 +103,7 @@ def _add_generate(sub) -> None:
 def _run_generate(args) -> int:
     from challenge.files import read_text
     from challenge.keystream import fresh_seed, parse_seed
+    from challenge.manifest import Manifest
     from challenge.params import Params
     from generator.distributed import on_cluster
     from generator.release import generate, parse_formats
@@ -129,20 +130,20 @@ def _run_generate(args) -> int:
               "for a real challenge", file=sys.stderr)
     with dask_client(args.dask) as cluster:
         private, public = load_sources(args.private, args.public, params, size=args.size, grey=args.grey)
-        manifest = generate(args.out, params, seed, private, public, practice=args.practice,
-                            chunk=args.chunk, force=args.force, formats=formats, format_version=args.format_version,
-                            write_elsewhere=None if cluster is None else on_cluster(cluster))
+        manifest = Manifest.from_json(generate(
+            args.out, params, seed, private, public, practice=args.practice, chunk=args.chunk, force=args.force,
+            formats=formats, format_version=args.format_version, write_elsewhere=None if cluster is None else on_cluster(cluster)))
     if args.private is None:
         print("instahide: warning: the private images are the embedded demo data, which ships with this tool: "
               "anyone can match them ('instahide attack pool' recovers them); use --private for a real challenge",
               file=sys.stderr)
     if args.json:
-        print(json.dumps(manifest, indent=2, sort_keys=True))
+        print(json.dumps(manifest.to_json(), indent=2, sort_keys=True))
     else:
-        print(f"wrote {args.out}/: {manifest['n_encryptions']} encryptions "
+        print(f"wrote {args.out}/: {manifest.params.n_encryptions} encryptions "
               f"({params.mode}, k={params.k}, k_private={params.k_private}, {params.domain} domain)")
         print("  public/  publish this (manifest.json lists every file's SHA-256)")
-        print(f"  secret/keys.zarr  KEEP SECRET until the reveal; commitment {manifest['key_store']['commitment']}")
+        print(f"  secret/keys.zarr  KEEP SECRET until the reveal; commitment {manifest.commitment}")
     return 0
 
 

@@ -9,9 +9,13 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from commands.cluster import add_dask_option, dask_client
 from commands.common import add_source_options, positive_int, shape_options
+
+if TYPE_CHECKING:
+    from challenge.manifest import Manifest
 
 __all__ = ["register", "reproduce"]
 
@@ -118,7 +122,7 @@ def _run_audit(args) -> int:
 
 
 def reproduce(release: Path, keys: Path, private: Path | None = None, public: Path | None = None,
-              work: Path | None = None) -> tuple[dict, list]:
+              work: Path | None = None) -> tuple[Manifest, list]:
     """Regenerate the release from the named data and its seed (generator), then compare it with the
     published one (verifier); returns the published manifest and every difference found."""
     from generator.sources import load_sources
@@ -132,7 +136,7 @@ def reproduce(release: Path, keys: Path, private: Path | None = None, public: Pa
                           work)
 
 
-def reproduce_from(published, private: tuple, public: tuple, work: Path | None = None) -> tuple[dict, list]:
+def reproduce_from(published, private: tuple, public: tuple, work: Path | None = None) -> tuple[Manifest, list]:
     """:func:`reproduce` from loaded data: ``private`` and ``public`` are (ImageSet or None, the name shown)."""
     from generator.release import formats_of, generate
     from challenge.errors import UsageError
@@ -155,8 +159,8 @@ def _run_reproduce(args) -> int:
     if args.json:
         print(json.dumps({"identical": not differences, "differences": [d.__dict__ for d in differences]}, indent=2))
     elif not differences:
-        print(f"reproduced: identical ({manifest['n_encryptions']} encryptions, {len(manifest['files'])} public files "
-              f"+ manifest, key store {manifest['key_store']['commitment']})")
+        print(f"reproduced: identical ({manifest.params.n_encryptions} encryptions, {len(manifest.files)} public files "
+              f"+ manifest, key store {manifest.commitment})")
     else:
         print(f"differs: {differences[0].line()}")
         if len(differences) > 1:

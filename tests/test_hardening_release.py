@@ -89,7 +89,7 @@ def test_hostile_manifest_is_one_line_for_every_command(release, tmp_path, case)
     damage(manifest)
     for command in (["reproduce", release, "--work", tmp_path], ["inspect", release]):
         one_line_error(cli(*command), "manifest.json", words)
-    one_line_error(cli("baseline", "blind", "--release", release, "--out", tmp_path / "b"), "manifest.json")
+    one_line_error(cli("baseline", "blind", "--release", release, "--out", tmp_path / "b"), "manifest.json", words)
     result = cli("audit", release)
     assert result.returncode == 3 and "Traceback" not in result.stderr
     assert f"public/manifest.json: {words}" in result.stdout or words in result.stdout, result.stdout

@@ -12,6 +12,7 @@ import pytest
 import zarr
 
 from challenge import format as fmt
+from challenge.manifest import FIELDS
 from commands.main import main
 from tests.helpers import watchdog
 from verifier.audit import audit
@@ -216,5 +217,17 @@ def test_any_json_value_in_any_manifest_field_is_a_finding_never_a_crash(release
         assert main(["inspect", str(release)]) == 0, (field, value)
         if value is None:
             assert main(["reproduce", str(release), "--work", str(tmp_path)]) in (2, 3), (field, value)
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "internal error" not in err
+
+
+@pytest.mark.parametrize("field", sorted(FIELDS))
+def test_a_manifest_without_a_field_is_a_finding_never_a_crash(release, tmp_path, field, capsys):
+    """The audit, inspect and reproduce read the manifest through ``Manifest.from_json``, which names
+    the missing field; before, a manifest without ``files`` crashed the audit (a KeyError, exit 1)."""
+    rewrite_json(release / "public" / "manifest.json", lambda m: m.pop(field))
+    assert main(["audit", str(release)]) == 3
+    assert main(["inspect", str(release)]) == 0
+    assert main(["reproduce", str(release), "--work", str(tmp_path)]) in (2, 3)
     err = capsys.readouterr().err
     assert "Traceback" not in err and "internal error" not in err

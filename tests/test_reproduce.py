@@ -184,6 +184,22 @@ def test_changed_manifest_field_is_named(release):
     assert differences[0].message == "release has '9.9.9', regenerated '0.1.0'"
 
 
+@pytest.mark.parametrize("field, value", [("seed.note", "trust me"), ("pixel_domain.name", "positive"), ("class_names", [])])
+def test_a_malformed_manifest_field_is_a_difference_too(release, field, value):
+    """The manifest is read as far as it is well-formed (``Manifest.from_json`` with ``problems``):
+    a field the format refuses is still regenerated and named, not a reason to stop."""
+    path = release / "public" / "manifest.json"
+    manifest = fmt.read_json(path)
+    *parents, last = field.split(".")
+    target = manifest
+    for key in parents:
+        target = target[key]
+    target[last] = value
+    fmt.write_json(path, manifest)
+    differences = reproduce(release, keys(release))[1]
+    assert [(d.file, d.where) for d in differences] == [("public/manifest.json", f"field {field}")]
+
+
 def test_key_store_of_another_seed(release, tmp_path, private_set, public_bank):
     generate(tmp_path / "other", TINY, bytes(32), private_set, public_bank)
     shutil.rmtree(keys(release))

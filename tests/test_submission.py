@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -224,3 +225,17 @@ def test_console_script_exit_codes(tmp_path, tiny_release):
     usage = run_cli(str(folder), "--rows", "0", module="commands.verify")
     assert usage.returncode == 2 and len(usage.stderr.strip().splitlines()) == 1
     assert os.listdir(folder) == ["decryption.npy"]
+
+
+@pytest.mark.parametrize("with_keys", [False, True])
+def test_a_malformed_manifest_is_refused_naming_the_field(tmp_path, capsys, tiny_release, with_keys):
+    """verify reads the manifest as ``Manifest.read`` does: every field checked, even those it does
+    not use, so a changed manifest is never scored as if it were the release's."""
+    release = tmp_path / "release"
+    shutil.copytree(tiny_release / "public", release / "public")
+    path = release / "public" / "manifest.json"
+    path.write_text(path.read_text().replace('"kind": "strong"', '"kind": "practice"'))
+    keys = ["--keys", tiny_release / "secret" / "keys.zarr"] if with_keys else []
+    code, _, err = verify(capsys, make(tmp_path / "s", good()), "--release", release, *keys)
+    assert code == 2 and err == f"verify: error: {path}: seed: expected {{kind: strong|practice, replayable: kind == practice, " \
+                                "note: the generator's note for the kind}\n"

@@ -31,9 +31,9 @@ from challenge.keys import distinct_below, lambda_rows, select_private, sign_bit
 from challenge.keystream import random_order, row_words, stream_key
 from challenge.labels import weighted_labels
 from challenge.files import safe_name
-from challenge.manifest import PREVIEW_COUNT, json_get, manifest_problems
+from challenge.manifest import PREVIEW_COUNT, Manifest
 from challenge.npy import open_npy
-from challenge.params import MAX_ENCRYPTIONS, Params
+from challenge.params import Params
 from challenge.preview import read_png, release_preview
 from challenge.progress import Progress
 
@@ -236,12 +236,13 @@ class _Audit:
     def run(self) -> Report:
         manifest_name = f"{fmt.PUBLIC_DIR}/{fmt.MANIFEST_FILE}"
         try:
-            manifest = fmt.read_json(self.public / fmt.MANIFEST_FILE)
+            obj = fmt.read_json(self.public / fmt.MANIFEST_FILE)
         except fmt.FormatError as e:
             self.find("manifest", manifest_name, "", str(e).split(": ", 1)[-1])
             self.skipped = [c for c in CHECKS if c != "manifest"]
             return self.report(None)
-        params = self.check_manifest(manifest)
+        manifest = self.check_manifest(obj)
+        params = manifest.params
         names = self.check_public_files(manifest)
         self.check_digests(manifest, names)
         store = self.open_store()
@@ -279,37 +280,40 @@ class _Audit:
 
     # --- manifest -----------------------------------------------------------------------------
 
-    def check_manifest(self, manifest: dict) -> Params | None:
-        """Field by field against the format; returns the params when they are valid."""
+    def check_manifest(self, obj: dict) -> Manifest:
+        """Field by field against the format, each problem a finding; the manifest as far as it is
+        well-formed (a field that is not is None, and the checks that need it are skipped)."""
         file = f"{fmt.PUBLIC_DIR}/{fmt.MANIFEST_FILE}"
-        params, problems = manifest_problems(manifest)
+        problems = []
+        manifest = Manifest.from_json(obj, file, problems)
         for field_, message in problems:
             self.find("manifest", file, field_, message)
-        version = manifest.get("format_version")
-        self.version = version if type(version) is int and version in fmt.READABLE_VERSIONS else fmt.FORMAT_VERSION
-        return params
+        self.version = manifest.version or fmt.FORMAT_VERSION
+        return manifest
 
-    def check_manifest_against_store(self, manifest: dict, store: fmt.KeyStore) -> None:
+    def check_manifest_against_store(self, manifest: Manifest, store: fmt.KeyStore) -> None:
         file = f"{fmt.PUBLIC_DIR}/{fmt.MANIFEST_FILE}"
-        if manifest.get("params") != store.params.to_dict(store.version):
+        if manifest.params != store.params:
             self.find("manifest", file, "params", f"differ from the key store's {store.params.to_dict(store.version)}")
-        if manifest.get("class_names") != store.attrs["class_names"]:
+        if manifest.class_names != store.attrs["class_names"]:
             self.find("manifest", file, "class_names", "differ from the key store's")
-        if manifest.get("format_version") != store.version:
+        if manifest.version != store.version:
             self.find("manifest", file, "format_version", f"differs from the key store's {store.version}")
-        if store.version >= 2:  # the key store says which data its stream key was derived from (FORMAT.md 7.1)
+        # the key store says which data its stream key was derived from (FORMAT.md 7.1); malformed
+        # sources are a finding already
+        if store.version >= 2 and manifest.sources is not None:
             bound = store.attrs["stream_context"]["sources"]
             for role in ("private", "public"):
-                if json_get(manifest, "sources", role, "fingerprint") != bound[role]:
+                if manifest.fingerprint(role) != bound[role]:
                     self.find("manifest", file, f"sources.{role}.fingerprint",
                               f"differs from the key store's stream_context ({str(bound[role])[:16]}...)")
 
     # --- files ----------------------------------------------------------------------------------
 
-    def check_public_files(self, manifest: dict) -> set[str]:
+    def check_public_files(self, manifest: Manifest) -> set[str]:
         """The declared names that are safe, listed and regular files: the only ones ever opened."""
         check = "public_files"
-        listed = manifest.get("files") if isinstance(manifest.get("files"), dict) else {}
+        listed = manifest.files or {}
         on_disk = set()
         if self.public.is_symlink():
             self.find(check, fmt.PUBLIC_DIR, "", "is a symlink; a release holds regular files only")
@@ -341,13 +345,13 @@ class _Audit:
             self.find(check, f"{fmt.PUBLIC_DIR}/{name}", "", why)
         return usable
 
-    def check_digests(self, manifest: dict, names: set[str]) -> None:
+    def check_digests(self, manifest: Manifest, names: set[str]) -> None:
         """Every file hashed, by tasks of about :data:`HASH_TASK_BYTES` started now (on a cluster they
         run while the rows are checked); their findings are taken when the report is made."""
         sizes = {name: os.stat(self.public / name, follow_symlinks=False).st_size for name in names}
         tasks = [(group, self.runner.later(_sha256_files, [self.public / name for name in group]))
                  for group in _hash_groups(sorted(names), sizes)]
-        self.find_later(partial(_digest_findings, tasks, sizes, manifest["files"]))
+        self.find_later(partial(_digest_findings, tasks, sizes, manifest.files or {}))
 
     # --- key store ------------------------------------------------------------------------------
 
@@ -378,8 +382,8 @@ class _Audit:
                       "not part of the key store (FORMAT.md 5 declares every array and chunk it holds): refused")
         return store
 
-    def check_commitment(self, manifest: dict, store: fmt.KeyStore) -> None:
-        published = json_get(manifest, "key_store", "commitment")
+    def check_commitment(self, manifest: Manifest, store: fmt.KeyStore) -> None:
+        published = manifest.commitment
         try:
             actual = fmt.commitment(store)
         except fmt.FormatError as e:
@@ -392,13 +396,11 @@ class _Audit:
 
     # --- per-encryption checks ------------------------------------------------------------------
 
-    def open_arrays(self, params: Params, manifest: dict) -> dict[str, np.ndarray]:
+    def open_arrays(self, params: Params, manifest: Manifest) -> dict[str, np.ndarray]:
         """Memory maps of encryption.npy and label.npy, for those whose header and size are right."""
         out = {}
-        names = manifest.get("class_names")
-        n_classes = len(names) if isinstance(names, list) and names else None
         shapes = {fmt.ENCRYPTION_FILE: ("encryptions", (params.n_encryptions, *params.image_shape)),
-                  fmt.LABEL_FILE: ("labels", (params.n_encryptions, n_classes))}
+                  fmt.LABEL_FILE: ("labels", (params.n_encryptions, manifest.n_classes))}
         for name, (check, shape) in shapes.items():
             if shape[-1] is None:
                 continue
@@ -408,7 +410,7 @@ class _Audit:
                 self.find(check, f"{fmt.PUBLIC_DIR}/{name}", "", str(e))
         return out
 
-    def check_rows(self, manifest: dict, store: fmt.KeyStore, params: Params, arrays: dict) -> None:
+    def check_rows(self, manifest: Manifest, store: fmt.KeyStore, params: Params, arrays: dict) -> None:
         """Every per-encryption rule, ``chunk`` rows at a time, by the runner."""
         N = params.n_encryptions
         try:
@@ -416,7 +418,7 @@ class _Audit:
             key = stream_key(t["seed"].tobytes(), store.attrs.get("stream_context"), store.version)
             self.check_tables(manifest, store, params, t, key)
             context = RowContext(params, t, key, store.version, random_order(key, "order", N),
-                                 _source_size(manifest, "public", params.k_public), self.keys_name,
+                                 manifest.images("public"), self.keys_name,
                                  {name: (self.public / name, array.shape) for name, array in arrays.items()}, store)
             chunks = [(a, min(a + self.chunk, N)) for a in range(0, N, self.chunk)]
             rows = RowFindings(self.tally, np.zeros(params.n_private, np.int64), np.zeros(len(t["public/images"]), bool))
@@ -436,13 +438,12 @@ class _Audit:
                            if what == "private image" else "stored public patch used by no encryption")
                 self.find("counts", self.key_file(array), f"{what} {bad[0]}{more}", message)
 
-    def check_tables(self, manifest: dict, store: fmt.KeyStore, params: Params, t: dict, key: bytes) -> None:
+    def check_tables(self, manifest: Manifest, store: fmt.KeyStore, params: Params, t: dict, key: bytes) -> None:
         n_classes = len(store.attrs["class_names"])
         labels = t["private/labels"]
         if labels.min() < 0 or labels.max() >= n_classes:
             self.find("labels", self.key_file("private/labels"), "", f"values must be class indices 0..{n_classes - 1}")
-        sizes = {"private": _source_size(manifest, "private", params.n_private),
-                 "public": _source_size(manifest, "public", params.k_public)}
+        sizes = {role: manifest.images(role) for role in ("private", "public")}
         for name, source in (("private/source_index", "private"), ("public/bank_index", "public")):
             index, size = t[name], sizes[source]
             if len(index) and (np.any(np.diff(index) <= 0) or index[0] < 0 or (size is not None and index[-1] >= size)):
@@ -666,16 +667,9 @@ def _contains(path: Path, needles: tuple[bytes, ...], block: int = 1 << 20) -> b
     return False
 
 
-def publishes_zarr(manifest: dict) -> bool:
+def publishes_zarr(manifest: Manifest) -> bool:
     """Whether the manifest lists public.zarr (``generate --formats`` with zarr, the default)."""
-    listed = manifest.get("files")
-    return isinstance(listed, dict) and any(str(name).startswith(fmt.PUBLIC_ZARR + "/") for name in listed)
-
-
-def _source_size(manifest: dict, role: str, minimum: int) -> int | None:
-    """``sources.ROLE.images`` when it is a plausible size (the manifest check reports it otherwise)."""
-    size = json_get(manifest, "sources", role, "images")
-    return size if type(size) is int and minimum <= size <= MAX_ENCRYPTIONS else None
+    return any(name.startswith(fmt.PUBLIC_ZARR + "/") for name in manifest.files or {})
 
 
 def _repeats(index: np.ndarray) -> np.ndarray:

@@ -14,11 +14,11 @@ import numpy as np
 
 from challenge import files
 from challenge import format as fmt
-from challenge.domain import to_uint8
+from challenge.domain import describe as domain_json, to_uint8
 from challenge.errors import UsageError
 from challenge.preview import contact_sheet, save_png
 from challenge.files import safe_name
-from challenge.manifest import json_get, read_manifest
+from challenge.manifest import Manifest, json_get, seed_json
 from challenge.places import check_output
 from challenge.npy import open_npy
 
@@ -32,24 +32,27 @@ def public_folder(release: Path) -> Path:
 
 
 def summary(release: Path, keys: Path | None = None) -> dict:
-    """What the manifest and the file system say about a release (and its key store)."""
+    """What the manifest and the file system say about a release (and its key store).  A field of
+    the manifest that is malformed is None, and ``problems`` says why (``audit`` is the check)."""
     public = public_folder(release)
-    manifest = fmt.read_json(public / fmt.MANIFEST_FILE)
-    files = manifest.get("files") if isinstance(manifest.get("files"), dict) else {}
+    problems = []
+    manifest = Manifest.read(public, problems)
+    params, files = manifest.params, manifest.files or {}
     sizes = {name: _size(public / name) if safe_name(name) else None for name in sorted(files)}
     out = {
         "release": str(release),
-        "format_version": manifest.get("format_version"),
-        "generator": manifest.get("generator"),
-        "params": manifest.get("params"),
-        "n_encryptions": manifest.get("n_encryptions"),
-        "class_names": manifest.get("class_names"),
-        "pixel_domain": manifest.get("pixel_domain"),
-        "seed": manifest.get("seed"),
-        "sources": manifest.get("sources"),
-        "commitment": json_get(manifest, "key_store", "commitment"),
+        "format_version": manifest.version,
+        "generator": manifest.generator,
+        "params": params.to_dict(manifest.version or fmt.FORMAT_VERSION) if params else None,
+        "n_encryptions": params.n_encryptions if params else None,
+        "class_names": manifest.class_names,
+        "pixel_domain": domain_json(params.domain) if params else None,
+        "seed": None if manifest.practice is None else seed_json(manifest.practice),
+        "sources": manifest.sources,
+        "commitment": manifest.commitment,
         "files": {name: {"bytes": sizes[name], "sha256": files[name]} for name in sorted(files)},
         "public_bytes": sum(s for s in sizes.values() if s),
+        "problems": [f"{field or 'fields'}: {message}" for field, message in problems],
     }
     if keys is not None:
         store = fmt.open_key_store(keys)
@@ -87,6 +90,7 @@ def render(info: dict) -> str:
         if isinstance(source, dict):
             lines.append(f"  {role} source: {source.get('images')} images, fingerprint {str(source.get('fingerprint'))[:16]}..., "
                          f"notes {source.get('notes') or 'none'}")
+    lines += [f"  MALFORMED (shown as None; run audit): {problem}" for problem in info["problems"]]
     lines.append(f"  key store commitment: {info['commitment']}")
     lines.append(f"  public files: {len(info['files'])} + manifest.json, {info['public_bytes']:,} bytes")
     for name, f in info["files"].items():
@@ -133,7 +137,7 @@ def write_sheet(release: Path, keys: Path, out: Path, count: int = 8) -> Path:
     """
     check_output(out, "--sheet")
     store = fmt.open_key_store(keys)
-    fmt.check_commitment(read_manifest(release), store, release, keys)
+    fmt.check_commitment(Manifest.read(release, problems=[]).commitment, store, release, keys)
     tiles, columns, captions = sheet(release, store, count)
     png = io.BytesIO()
     save_png(contact_sheet(tiles, columns=columns, captions=captions, title=SHEET_TITLE), png)

@@ -23,7 +23,7 @@ from PIL import Image
 from challenge import format as fmt
 from challenge.domain import to_uint8
 from challenge.errors import UsageError
-from challenge.manifest import json_get, read_manifest
+from challenge.manifest import Manifest
 from challenge.preview import contact_sheet, save_png
 from verifier.archive import add_layout_hint, submission_folder
 from verifier.baselines import FLOORS, floor_blocks, floor_image
@@ -70,9 +70,9 @@ class Release:
     """What the page says about the release: its name (folder), format version, size and commitment."""
 
     name: str
-    format_version: object
-    n_encryptions: object
-    commitment: object
+    format_version: int
+    n_encryptions: int
+    commitment: str
 
 
 @dataclass
@@ -155,11 +155,10 @@ def recovery_pairs(entry: Entry, store: fmt.KeyStore, expected: Expected, count:
 def release_of(release: Path) -> Release:
     """The release's name (its folder's, also when given its ``public/`` folder) and what its manifest
     says about it (the leaderboard checked the keys against that manifest before scoring)."""
-    manifest = read_manifest(release)
+    manifest = Manifest.read(release)
     public = public_folder(release).resolve()
     name = public.parent.name if public.name == fmt.PUBLIC_DIR else public.name
-    return Release(name, manifest.get("format_version"), manifest.get("n_encryptions"),
-                   json_get(manifest, "key_store", "commitment"))
+    return Release(name, manifest.version, manifest.params.n_encryptions, manifest.commitment)
 
 
 def build(submissions: list[Path], store: fmt.KeyStore, *, rows: int = ROWS, selected: np.ndarray | None = None,

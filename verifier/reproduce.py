@@ -25,7 +25,7 @@ from challenge.imageset import ImageSet
 from challenge.params import Params
 from challenge.text import printable
 from challenge.files import safe_name
-from challenge.manifest import json_get
+from challenge.manifest import Manifest, json_get
 from challenge.npy import open_npy
 from challenge.preview import read_png
 from verifier.audit import rows_differ
@@ -42,20 +42,19 @@ class Difference:
         return f"{self.file}{where}: {self.message}"
 
 
-def check_sources(manifest: dict, given: dict[str, tuple[ImageSet | None, str]], recorded: dict | None = None) -> None:
+def check_sources(manifest: Manifest, given: dict[str, tuple[ImageSet | None, str]], recorded: dict | None = None) -> None:
     """Refuse data whose fingerprint is not the manifest's: that is not this release's data.  The
     message names the source files the key store records (``recorded``: its attributes), so the
-    maintainer knows which data to find."""
+    maintainer knows which data to find.  Malformed ``sources`` (audit names the problem) are not
+    checked here: the regenerated manifest shows how they differ."""
+    if manifest.sources is None:
+        return
     for role, (images, named) in given.items():
-        claimed = json_get(manifest, "sources", role)
-        if images is None and claimed is None:
-            continue
-        if images is None or not isinstance(claimed, dict):
-            raise UsageError(f"--{role}: the release's manifest has sources.{role} = {claimed!r}, which does not fit --mode")
-        if images.fingerprint() != claimed.get("fingerprint"):
+        claimed = manifest.fingerprint(role)
+        if images is not None and images.fingerprint() != claimed:
             raise UsageError(
                 f"--{role} {named}: different data: fingerprint {images.fingerprint()[:16]}... of {len(images)} images, "
-                f"the release was made from {str(claimed.get('fingerprint'))[:16]}... of {claimed.get('images')} images"
+                f"the release was made from {str(claimed)[:16]}... of {manifest.images(role)} images"
                 + _recorded_files(recorded, role)
             )
 
@@ -72,13 +71,17 @@ def _recorded_files(recorded: dict | None, role: str, shown: int = 5) -> str:
 
 @dataclass(frozen=True)
 class Published:
-    """A published release and its key store, as reproduce reads them before regenerating."""
+    """A published release and its key store, as reproduce reads them before regenerating: its
+    manifest read as far as it is well-formed (a damaged field shows as a difference)."""
 
     path: Path
     keys: Path
-    manifest: dict
-    params: Params
+    manifest: Manifest
     store: fmt.KeyStore
+
+    @property
+    def params(self) -> Params:
+        return self.manifest.params
 
     @property
     def seed(self) -> bytes:
@@ -87,23 +90,24 @@ class Published:
     @property
     def files(self) -> dict:
         """The manifest's ``files`` (empty when malformed): which formats to regenerate."""
-        files = self.manifest.get("files")
-        return files if isinstance(files, dict) else {}
+        return self.manifest.files or {}
 
     @property
     def practice(self) -> bool:
-        return json_get(self.manifest, "seed", "kind") == "practice"
+        return bool(self.manifest.practice)
 
 
 def open_published(release: Path, keys: Path) -> Published:
     """The manifest, its parameters and the key store: what regenerating the release needs."""
     release, keys = Path(release), Path(keys)
     path = release / fmt.PUBLIC_DIR / fmt.MANIFEST_FILE
-    manifest = fmt.read_json(path)
-    params = fmt.read_params(manifest.get("params"), f"{path}: params", manifest.get("format_version"))
+    problems = []
+    manifest = Manifest.from_json(fmt.read_json(path), printable(path), problems)
+    if manifest.params is None:
+        raise UsageError(f"{printable(path)}: {dict(problems)['params']}")
     store = fmt.open_key_store(keys)
-    fmt.check_commitment(manifest, store, release, keys)  # another release's keys regenerate another release
-    return Published(release, keys, manifest, params, store)
+    fmt.check_commitment(manifest.commitment, store, release, keys)  # another release's keys regenerate another release
+    return Published(release, keys, manifest, store)
 
 
 def check_work(work: Path | None) -> None:
@@ -136,18 +140,17 @@ def regeneration_failed(work: Path | None, error: UsageError) -> UsageError:
 
 def compare(published: Published, again: Path) -> list[Difference]:
     """Every public file and the key store of ``published`` against the regenerated release ``again``."""
-    differences = compare_public(published.path, again)
+    differences = compare_public(published.path, published.files, again)
     regenerated = fmt.open_key_store(again / fmt.SECRET_DIR / fmt.KEYS_NAME)
     return differences + compare_keys(published.store, regenerated, str(published.keys))
 
 
-def compare_public(release: Path, again: Path) -> list[Difference]:
-    """Every public file of ``release`` against the regenerated one, in name order."""
+def compare_public(release: Path, claimed: dict[str, str], again: Path) -> list[Difference]:
+    """Every public file of ``release`` (whose manifest lists the digests ``claimed``) against the
+    regenerated one, in name order."""
     published, regenerated = release / fmt.PUBLIC_DIR, again / fmt.PUBLIC_DIR
-    claimed = fmt.read_json(published / fmt.MANIFEST_FILE).get("files")
-    claimed = claimed if isinstance(claimed, dict) else {}
     # the regenerated manifest holds the regenerated digests: only the manifest itself needs hashing
-    expected = {**fmt.read_json(regenerated / fmt.MANIFEST_FILE)["files"],
+    expected = {**Manifest.read(again).files,
                 fmt.MANIFEST_FILE: fmt.sha256_file(regenerated / fmt.MANIFEST_FILE)}
     names = sorted(set(expected) | set(claimed) | set(fmt.public_files(published)) | {fmt.MANIFEST_FILE})
     out = []
