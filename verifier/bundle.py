@@ -49,8 +49,8 @@ from challenge import __version__
 from challenge import format as fmt
 from challenge.domain import to_uint8
 from challenge.errors import UsageError
-from challenge.manifest import read_manifest
-from challenge.submission import (DECRYPTION_FILE, METADATA_FILE, encryption_blocks, expected_from_manifest,
+from challenge.manifest import Manifest
+from challenge.submission import (DECRYPTION_FILE, METADATA_FILE, encryption_blocks, expected_from_params,
                                   open_for_scoring, write_submission)
 from challenge.places import check_output
 from challenge.text import printable
@@ -190,10 +190,9 @@ _MEANINGS = {
 }
 
 
-def _pages(title: str, manifest: dict, holdout: float | None, per_day: int, total: int) -> dict[str, str]:
-    n, params = manifest["n_encryptions"], manifest["params"]
-    expected = expected_from_manifest(manifest)
-    commitment = manifest["key_store"]["commitment"]
+def _pages(title: str, manifest: Manifest, holdout: float | None, per_day: int, total: int) -> dict[str, str]:
+    params, commitment = manifest.params, manifest.commitment
+    n, expected = params.n_encryptions, expected_from_params(params)
     low, high = expected.value_range
     rows = "\n".join(f"| `{key}` | {'lower' if sorting == 'asc' else 'higher'} | {_MEANINGS[key]} |"
                      for key, sorting in COLUMNS)
@@ -202,14 +201,14 @@ def _pages(title: str, manifest: dict, holdout: float | None, per_day: int, tota
              "automatically); nobody without the keys can tell which are which." if holdout is not None else "")
     return {
         "overview.md": f"# {title}\n\nRecover the private images hidden by InstaHide. Each of the {n:,} encryptions "
-                       f"mixes {params.get('k_private', '?')} private image(s) with public patches by random "
+                       f"mixes {params.k_private} private image(s) with public patches by random "
                        f"coefficients and flips the sign of every pixel at random. Submit, for every encryption, "
                        f"your recovery of one of its private images.\n\nThe release commits to its secret keys: "
                        f"`{commitment}`. The scoring program checks its reference data against this commitment "
                        f"before it scores. The keys are revealed after the competition, and anyone can then "
                        f"audit the release and recompute every score with `instahide audit` and `verify`.\n",
         "data.md": f"# Data\n\n`public_data/` holds the release's public files: `encryption.npy` (float32, "
-                   f"{' x '.join(f'{d:,}' for d in expected.shape)}, NHWC, in the {params['domain']} pixel domain "
+                   f"{' x '.join(f'{d:,}' for d in expected.shape)}, NHWC, in the {params.domain} pixel domain "
                    f"[{low:g}, {high:g}]), `label.npy` (the lambda-weighted labels), `preview.png` and "
                    f"`manifest.json` (its `files` gives the SHA-256 of each; it also lists the release's Zarr "
                    f"copy of the same arrays, `public.zarr/`, which is not shipped here). The starting kit holds "
@@ -410,11 +409,11 @@ def make_bundle(release: str | os.PathLike, keys: str | os.PathLike, out_zip: st
         selected_rows(store, holdout, "public")  # refuses a fraction that leaves a part empty
         selected_rows(store, holdout, "final")
     _audited(release, keys)
-    manifest = read_manifest(release)
+    manifest = Manifest.read(release)
     public = release / fmt.PUBLIC_DIR
     title = title or f"InstaHide challenge ({expected.n:,} encryptions)"
     description = (f"Recover private images from {expected.n:,} InstaHide encryptions; "
-                   f"keys committed as {manifest['key_store']['commitment']}.")
+                   f"keys committed as {manifest.commitment}.")
     try:
         work = _staging(out_zip)
         try:
