@@ -237,7 +237,10 @@ def make_folders(folder: str | os.PathLike, *, private: bool = False) -> list[Pa
     folder, made = Path(folder), []
     missing = [p for p in (folder, *folder.parents) if not p.exists()]
     for path in reversed(missing):
-        path.mkdir(mode=0o700 if private else 0o777)
+        try:
+            path.mkdir(mode=0o700 if private else 0o777)
+        except FileExistsError:  # made meanwhile by a concurrent run: not ours to remove
+            continue
         made.append(path)
     return made
 
