@@ -106,6 +106,22 @@ def test_swapped_rows_in_the_published_encryptions(release):
     assert not findings(report, "digests")
 
 
+def test_every_listed_file_is_hashed(release):
+    """Each file the manifest lists, in turn, with a digest that is not its own: a digest finding
+    naming that file and nothing else (the content checks stay quiet: the bytes are the release's)."""
+    path = release / "public" / "manifest.json"
+    manifest = fmt.read_json(path)
+    names = sorted(manifest["files"])
+    assert {"encryption.npy", "label.npy", "preview.png", "public.zarr/zarr.json"} <= set(names)
+    for name in names:
+        digest = manifest["files"][name]
+        fmt.write_json(path, {**manifest, "files": {**manifest["files"], name: digest[:-1] + "0f"[digest[-1] == "0"]}})
+        report = run(release)
+        assert [(f.check, f.file) for f in report.findings] == [("digests", f"public/{name}")], name
+    fmt.write_json(path, manifest)
+    assert run(release).sound
+
+
 def test_swapped_rows_in_the_key_store(release):
     edit_key(release, "encryption/private_index", lambda a: a.__setitem__([3, 4], a[[4, 3]]))
     report = run(release)
