@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import importlib
+import os
 import signal
 import subprocess
 import sys
 from contextlib import contextmanager
 from pathlib import Path
+from typing import NoReturn
 
 from dataclasses import replace
 
@@ -17,6 +20,29 @@ from challenge.params import Params
 
 SEED = bytes(range(32))
 TINY = Params(n_private=20, per_image=5)
+# What some tests need from the machine, each with its switch: INSTAHIDE_REQUIRE_<NAME>=1 (.ci/run sets
+# them all) turns "this machine cannot" from a skip into a failure, so CI never passes by skipping.
+REQUIREMENTS = ("BROWSER", "NAMESPACES", "SETPRIV", "PROC", "TEST_EXTRAS")
+
+
+def unavailable(requirement: str, why: str) -> NoReturn:
+    """Skip the test: this machine lacks ``requirement`` (one of :data:`REQUIREMENTS`) for the
+    reason ``why``; fail it instead where the requirement's switch is set."""
+    import pytest
+
+    assert requirement in REQUIREMENTS, requirement
+    switch = f"INSTAHIDE_REQUIRE_{requirement}"
+    if os.environ.get(switch) == "1":
+        pytest.fail(f"{switch}=1 but {why}")
+    pytest.skip(why, allow_module_level=True)
+
+
+def extra_module(name: str):
+    """Import ``name``, which the ``[test]`` extra installs (pyproject.toml); see :func:`unavailable`."""
+    try:
+        return importlib.import_module(name)
+    except ImportError as e:
+        unavailable("TEST_EXTRAS", f"{e} (pip install -e '.[test]')")
 
 
 def resized(images: ImageSet, shape: tuple[int, int, int]) -> ImageSet:
@@ -55,8 +81,6 @@ def in_private_tmpfs(tmp_path: Path, options: str, *args, module: str = "command
     """Run ``python -m MODULE ARGS`` with a fresh tmpfs (mount ``options``, e.g. ``ro`` or a tiny
     ``size``) at tmp_path/mnt, in a private mount namespace that vanishes with the process; see
     :func:`left_behind` for what the run left on it.  Skips where namespaces are not allowed."""
-    import pytest
-
     mnt = tmp_path / "mnt"
     mnt.mkdir()
     script = (f'mount -t tmpfs -o {options} tmpfs "{mnt}" || exit 99; "$@"; rc=$?; '
@@ -65,9 +89,9 @@ def in_private_tmpfs(tmp_path: Path, options: str, *args, module: str = "command
         result = subprocess.run(["unshare", "-m", "sh", "-c", script, "sh", sys.executable, "-m", module, *map(str, args)],
                                 capture_output=True, text=True, timeout=300)
     except FileNotFoundError:
-        pytest.skip("unshare is not available")
+        unavailable("NAMESPACES", "unshare is not available")
     if result.returncode == 99 or "unshare:" in result.stderr:
-        pytest.skip(f"cannot mount a private tmpfs here: {result.stderr.strip()}")
+        unavailable("NAMESPACES", f"cannot mount a private tmpfs here: {result.stderr.strip()}")
     return result
 
 

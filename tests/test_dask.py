@@ -17,10 +17,10 @@ from challenge.params import Params
 from commands.main import main
 from generator.distributed import on_cluster, task_rows, zarr_span
 from generator.release import generate
-from tests.helpers import SEED, TINY, resized
+from tests.helpers import SEED, TINY, extra_module, resized
 from tests.test_reproduce import KNOWN, KNOWN_GREY, digests
 
-distributed = pytest.importorskip("distributed")
+distributed = extra_module("distributed")
 
 # 4500 encryptions: two tasks (4096 rows, the key store's sign-row chunk, and the rest)
 TWO_TASKS = Params(n_private=100, per_image=45)

@@ -21,7 +21,7 @@ from challenge.keystream import parse_seed
 from generator import release as release_module
 from generator.release import generate
 from tests.helpers import SEED, TINY, run_cli
-from tests.helpers import in_private_tmpfs, left_behind
+from tests.helpers import in_private_tmpfs, left_behind, unavailable
 from tests.test_faults import is_complete
 
 STRONG = "3f9a0c47d2e1b85a6c03f7e9124d8b60a5c1e7f32b9d04685e7a1c3f0b2d9e84"  # 32 distinct-enough bytes
@@ -289,9 +289,10 @@ def alive(pids: set[int]) -> set[int]:
     return {pid for pid in pids if _parent_of(pid) is not None}
 
 
-@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
 @pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM])
 def test_killing_patches_kills_its_workers(tmp_path, how):
+    if not Path("/proc/self/stat").exists():
+        unavailable("PROC", "no /proc: a process's children cannot be listed")
     photos = make_photos(tmp_path / "photos", 1, size=(640, 480))
     for i in range(1, 3000):  # enough work to be killed in the middle of it, made in no time
         os.link(photos / "cls" / "0000.png", photos / "cls" / f"{i:04d}.png")
