@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.helpers import run_cli
+from generator.release import generate
+from tests.helpers import TINY, run_cli
 from commands import verify as cli
 from challenge.manifest import read_manifest
 from challenge.submission import Expected, expected_from_manifest
@@ -193,7 +194,19 @@ def test_bad_arguments_exit_2(tmp_path, capsys, tiny_release):
     m = read_manifest(tiny_release)
     manifest.write_text(json.dumps({**m, "params": {**m["params"], "c1": 0.6}}))
     code, _, err = verify(capsys, folder, "--release", tmp_path / "other", "--keys", tiny_release / "secret" / "keys.zarr")
-    assert code == 2 and "not this release's keys" in err
+    assert code == 2 and "key store parameters differ" in err and "not this release's keys" in err
+
+
+def test_keys_of_another_release_with_the_same_parameters(tmp_path, capsys, tiny_release, private_set, public_bank):
+    """Same parameters, same data, another seed: only the commitment tells the key stores apart."""
+    other = tmp_path / "other"
+    generate(other, TINY, bytes(32), private_set, public_bank)
+    assert read_manifest(other)["params"] == read_manifest(tiny_release)["params"]
+    folder = make(tmp_path / "s", good())
+    code, _, err = verify(capsys, folder, "--release", tiny_release, "--keys", other / "secret" / "keys.zarr")
+    published = read_manifest(tiny_release)["key_store"]["commitment"]
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert f"differs from {published}" in err and err.rstrip().endswith("not this release's keys")
 
 
 def test_expected_comes_from_the_manifest(tiny_release):
