@@ -99,3 +99,27 @@ def left_behind(result: subprocess.CompletedProcess, files_only: bool = False) -
     """What an :func:`in_private_tmpfs` run left on its disk (relative paths; only files if asked)."""
     entries = [line.split(" ", 1) for line in result.stdout.split(_LEFT, 1)[1].splitlines() if line]
     return [path for kind, path in entries if kind == "f" or not files_only]
+
+
+def check_inspect_json(info: dict, public: Path, keys: Path | None = None) -> None:
+    """``inspect --json`` against what it describes, read here on its own: the manifest's fields, each
+    listed file's size and SHA-256 as hashed here, and the key store's size and commitment."""
+    import hashlib
+    import json
+
+    from challenge import format as fmt
+
+    manifest = json.loads((public / "manifest.json").read_text())
+    for field in ("format_version", "generator", "params", "n_encryptions", "class_names", "pixel_domain", "seed", "sources"):
+        assert info[field] == manifest[field], field
+    assert info["commitment"] == manifest["key_store"]["commitment"]
+    on_disk = {name: (public / name).read_bytes() for name in manifest["files"]}
+    assert info["files"] == {name: {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+                             for name, data in on_disk.items()}
+    assert info["public_bytes"] == sum(map(len, on_disk.values()))
+    if keys is None:
+        assert "key_store" not in info
+        return
+    commitment = fmt.commitment(fmt.open_key_store(keys))
+    assert info["key_store"] == {"path": str(keys), "bytes": sum(p.stat().st_size for p in keys.rglob("*") if p.is_file()),
+                                 "commitment": commitment, "matches_manifest": commitment == manifest["key_store"]["commitment"]}
