@@ -20,6 +20,9 @@ from challenge.params import Params
 
 SEED = bytes(range(32))
 TINY = Params(n_private=20, per_image=5)
+# Seconds after which a command or task is taken to hang: a bound for a hang, never an expectation of
+# speed (a cold numba cache on a loaded 2-core machine takes minutes; 60 s was marginal).
+HANG = 600
 # What some tests need from the machine, each with its switch: INSTAHIDE_REQUIRE_<NAME>=1 (.ci/run sets
 # them all) turns "this machine cannot" from a skip into a failure, so CI never passes by skipping.
 REQUIREMENTS = ("BROWSER", "NAMESPACES", "SETPRIV", "PROC", "TEST_EXTRAS")
@@ -57,7 +60,7 @@ def resized(images: ImageSet, shape: tuple[int, int, int]) -> ImageSet:
 def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None, module: str = "commands.main") -> subprocess.CompletedProcess:
     """Run ``python -m MODULE ARGS`` the way a user would, capturing output."""
     return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True,
-                          env=env, cwd=cwd, timeout=600)
+                          env=env, cwd=cwd, timeout=HANG)
 
 
 @contextmanager

@@ -17,7 +17,7 @@ from challenge.params import Params
 from commands.main import main
 from generator.distributed import on_cluster, task_rows, zarr_span
 from generator.release import generate
-from tests.helpers import SEED, TINY, extra_module, resized
+from tests.helpers import HANG, SEED, TINY, extra_module, resized
 from tests.test_reproduce import KNOWN, KNOWN_GREY, digests
 
 distributed = extra_module("distributed")
@@ -189,7 +189,7 @@ def test_scores_on_the_cluster_of_a_client_that_is_not_the_default(tiny_release,
         release = threading.Event()
         other.loop.add_callback(release.wait)
         try:
-            there = thread.submit(score_on_cluster, client, submissions / "noise", store, expected).result(timeout=60)[1]
+            there = thread.submit(score_on_cluster, client, submissions / "noise", store, expected).result(timeout=HANG)[1]
         finally:
             release.set()
     assert there.summary == here.summary

@@ -17,7 +17,7 @@ import zarr
 
 from challenge import format as fmt
 from commands.main import main
-from tests.helpers import in_private_tmpfs, left_behind, unavailable
+from tests.helpers import HANG, in_private_tmpfs, left_behind, unavailable
 from verifier.audit import audit
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,7 +36,7 @@ def _limit_memory():
     resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))
 
 
-def cli(*args, timeout=60, env=None, module="commands.main"):
+def cli(*args, timeout=HANG, env=None, module="commands.main"):
     """The CLI in a subprocess, killed after ``timeout`` s (a hang inside a library thread is out
     of reach of a SIGALRM watchdog) and capped at 3 GB (an endless read fails instead of swapping)."""
     try:
