@@ -12,6 +12,7 @@ import pytest
 
 from tests.helpers import unavailable, watchdog
 from challenge.files import UnsafeFile, check_tree, read_bytes, read_json, read_text, write_atomic
+from challenge.format import sha256_file
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -162,3 +163,20 @@ def test_a_small_file_under_a_large_cap_reserves_no_more_than_it_holds(tmp_path)
     finally:
         tracemalloc.stop()
     assert peak < 1 << 20
+
+
+@pytest.mark.parametrize("block", [1, 7, 1 << 22])
+def test_sha256_file_is_hashlib_and_refuses_what_is_not_a_regular_file(tmp_path, block):
+    """The digests' hash: a file's SHA-256 whatever the block it is read in; a symlink (even to a
+    regular file) or a FIFO is refused, not followed or waited on."""
+    import hashlib
+
+    data = os.urandom(100_003)
+    (tmp_path / "f").write_bytes(data)
+    assert sha256_file(tmp_path / "f", block) == hashlib.sha256(data).hexdigest()
+    os.symlink(tmp_path / "f", tmp_path / "link")
+    os.mkfifo(tmp_path / "fifo")
+    with watchdog(20):
+        for name, what in (("link", "symlink"), ("fifo", "FIFO")):
+            with pytest.raises(UnsafeFile, match=what):
+                sha256_file(tmp_path / name, block)

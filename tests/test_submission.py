@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -207,6 +208,17 @@ def test_keys_of_another_release_with_the_same_parameters(tmp_path, capsys, tiny
     published = read_manifest(tiny_release)["key_store"]["commitment"]
     assert code == 2 and len(err.splitlines()) == 1, err
     assert f"differs from {published}" in err and err.rstrip().endswith("not this release's keys")
+
+
+@pytest.mark.parametrize("published", [123, None, "sha256:" + "g" * 64, "SHA256:" + "0" * 64, "x" * 200])
+def test_a_malformed_commitment_in_the_manifest_is_named(tmp_path, capsys, tiny_release, published):
+    release = tmp_path / "release"
+    shutil.copytree(tiny_release / "public", release / "public")
+    manifest = read_manifest(release)
+    (release / "public" / "manifest.json").write_text(json.dumps({**manifest, "key_store": {"commitment": published}}))
+    code, _, err = verify(capsys, make(tmp_path / "s", good()), "--release", release, "--keys", tiny_release / "secret" / "keys.zarr")
+    assert code == 2 and err == (f"verify: error: {release}: manifest field key_store.commitment is {repr(published)[:80]}; "
+                                 "expected 'sha256:' and 64 hex digits\n")
 
 
 def test_expected_comes_from_the_manifest(tiny_release):
