@@ -139,6 +139,18 @@ def test_private_image_copied_into_public(release):
     assert [f.file for f in found] == ["public/ground_truth.npy"] and "not a file the format declares" in found[0].message
 
 
+def test_unlisted_files_the_format_declares_are_named_as_such(release):
+    """A declared public file missing from the manifest's list is "not listed", not also "not a
+    file the format declares": the finding says which of the two the maintainer got wrong."""
+    path = release / "public" / "manifest.json"
+    manifest = fmt.read_json(path)
+    chunk = sorted(name for name in manifest["files"] if name.startswith("public.zarr/encryption/c/"))[0]
+    fmt.write_json(path, {**manifest, "files": {k: v for k, v in manifest["files"].items() if k not in ("preview.png", chunk)}})
+    found = findings(run(release), "public_files")
+    assert [(f.file, f.message) for f in found] == [
+        ("public/preview.png", "not listed in the manifest"), (f"public/{chunk}", "not listed in the manifest")]
+
+
 def test_private_image_hidden_in_declared_files(release):
     truth = zarr.open_array(str(keys(release) / "private" / "images"), mode="r")[0]
     Image.fromarray(np.tile(truth, (7, 7, 1))[:202, :202]).save(release / "public" / "preview.png")
