@@ -11,6 +11,7 @@ import zarr
 from PIL import Image
 
 from challenge import format as fmt
+from challenge.keystream import stream_key
 from commands.main import main
 from challenge.params import Params
 from generator.release import generate
@@ -170,12 +171,33 @@ def test_seed_in_manifest_is_found(release):
     assert findings(run(release), "secrets")[0].file == "public/manifest.json"
 
 
+@pytest.mark.parametrize("encoding", ["raw", "hex", "HEX"])
+@pytest.mark.parametrize("secret", ["seed", "stream key"])
+@pytest.mark.parametrize("name", ["preview.png", "public.zarr/zarr.json", "public.zarr/encryption/zarr.json"])
+def test_a_secret_in_any_public_file_not_rederived_is_found(release, name, secret, encoding):
+    """The files whose bytes the audit does not re-derive from the keys (the manifest, the preview,
+    the Zarr metadata) are searched for the seed and the stream key, raw or as hex."""
+    store = fmt.open_key_store(keys(release))
+    value = store.read("seed").tobytes()
+    if secret == "stream key":
+        value = stream_key(value, store.attrs["stream_context"], store.version)
+    planted = {"raw": value, "hex": value.hex().encode(), "HEX": value.hex().upper().encode()}[encoding]
+    path = release / "public" / name
+    path.write_bytes(path.read_bytes() + planted)
+    found = findings(run(release), "secrets")
+    assert [(f.file, f.message) for f in found] == [(f"public/{name}", "contains the secret seed")]
+
+
 def test_key_store_that_differs_from_the_commitment(release):
     group = zarr.open_group(str(keys(release)), mode="r+")
     group.attrs["private_source"] = {"files": ["other.npz"], "origin_columns": ["file", "record"]}
     report = run(release)
     assert [f.check for f in report.findings] == ["commitment"], [f.line() for f in report.findings]
-    assert report.findings[0].file == "secret/keys.zarr"
+    actual, published = fmt.commitment(fmt.open_key_store(keys(release))), fmt.read_json(
+        release / "public" / "manifest.json")["key_store"]["commitment"]
+    assert (report.findings[0].file, report.findings[0].message) == (
+        "secret/keys.zarr", f"hashes to {actual[:23]}..., but public/manifest.json key_store.commitment is "
+        f"{published[:23]}...: this is not the committed key store (or the manifest was changed)")
 
 
 def test_key_store_of_another_release(release, tmp_path, private_set, public_bank):
