@@ -10,7 +10,7 @@ import pytest
 import zarr
 from PIL import Image
 
-from challenge import format as fmt
+from challenge import files, format as fmt
 from challenge.keystream import stream_key
 from commands.main import main
 from challenge.params import Params
@@ -186,6 +186,28 @@ def test_a_secret_in_any_public_file_not_rederived_is_found(release, name, secre
     path.write_bytes(path.read_bytes() + planted)
     found = findings(run(release), "secrets")
     assert [(f.file, f.message) for f in found] == [(f"public/{name}", "contains the secret seed")]
+
+
+def test_a_file_that_cannot_be_searched_for_secrets_is_named(release, monkeypatch):
+    """Not searched is not clean: a file the search cannot read is a finding, with the reason."""
+    import verifier.audit
+
+    def unreadable(path, needles):
+        raise files.UnsafeFile(f"{path}: cannot be read (Permission denied)")
+    monkeypatch.setattr(verifier.audit, "_contains", unreadable)
+    found = findings(run(release), "secrets")
+    assert [(f.file, f.message) for f in found][0] == ("public/manifest.json", "not searched: cannot be read (Permission denied)")
+    assert {f.file for f in found} == {"public/manifest.json", "public/preview.png"} | {
+        f"public/{n}" for n in fmt.read_json(release / "public" / "manifest.json")["files"] if n.endswith("zarr.json")}
+
+
+def test_a_symlinked_manifest_is_a_finding_not_searched_through(release, tmp_path):
+    manifest = release / "public" / "manifest.json"
+    manifest.rename(tmp_path / "elsewhere.json")
+    manifest.symlink_to(tmp_path / "elsewhere.json")
+    report = run(release)
+    assert [f.file for f in findings(report, "public_files")] == ["public/manifest.json"]
+    assert not findings(report, "secrets")
 
 
 def test_key_store_that_differs_from_the_commitment(release):
