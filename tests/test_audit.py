@@ -16,7 +16,7 @@ from commands.main import main
 from challenge.params import Params
 from generator.release import generate
 from tests.helpers import SEED, run_cli
-from verifier.audit import CHECKS, audit
+from verifier.audit import CHECKS, _contains, _hash_groups, audit
 
 
 @pytest.fixture
@@ -121,6 +121,49 @@ def test_every_listed_file_is_hashed(release):
         assert [(f.check, f.file) for f in report.findings] == [("digests", f"public/{name}")], name
     fmt.write_json(path, manifest)
     assert run(release).sound
+
+
+@pytest.mark.parametrize("task_bytes", [1, 5000, 1 << 40])
+def test_digests_hashed_in_tasks_of_any_size_find_every_changed_file(release, monkeypatch, task_bytes):
+    """Each task hashes a group of files (one file each, a few, or all): every changed digest is
+    found whichever group it is in, once, with both digests' first 16 digits."""
+    import verifier.audit
+
+    monkeypatch.setattr(verifier.audit, "HASH_TASK_BYTES", task_bytes)
+    path = release / "public" / "manifest.json"
+    manifest = fmt.read_json(path)
+    changed = sorted(manifest["files"])[::3]
+    wrong = {name: "0" * 64 if manifest["files"][name] != "0" * 64 else "1" * 64 for name in changed}
+    fmt.write_json(path, {**manifest, "files": {**manifest["files"], **wrong}})
+    found = findings(run(release), "digests")
+    assert [(f.file, f.message) for f in found] == [
+        (f"public/{name}", f"SHA-256 {manifest['files'][name][:16]}... differs from public/manifest.json's {wrong[name][:16]}...")
+        for name in changed]
+
+
+@pytest.mark.parametrize("sizes", [[], [1], [3, 1, 4, 1, 5, 9, 2, 6], [10, 0, 0, 10, 0]])
+@pytest.mark.parametrize("task_bytes", [1, 4, 10, 100])
+def test_hash_groups_cut_the_files_in_order(sizes, task_bytes, monkeypatch):
+    import verifier.audit
+
+    monkeypatch.setattr(verifier.audit, "HASH_TASK_BYTES", task_bytes)
+    names = [f"f{i}" for i in range(len(sizes))]
+    groups = list(_hash_groups(names, dict(zip(names, sizes))))
+    assert [name for group in groups for name in group] == names and all(groups)
+    weight = [sum(sizes[names.index(n)] for n in group) for group in groups]
+    assert all(w >= task_bytes for w in weight[:-1])  # every group but the last reaches the task size...
+    assert all(w - sizes[names.index(group[-1])] < task_bytes for w, group in zip(weight, groups))  # ...and no more
+
+
+@pytest.mark.parametrize("block", [1, 2, 3, 7, 64, 1 << 20])
+def test_secret_search_finds_a_needle_across_block_boundaries(tmp_path, block):
+    needles = (b"SECRET-SEED", b"ab")
+    for at in range(0, 40):
+        path = tmp_path / f"f{at}"
+        path.write_bytes(b"x" * at + needles[0] + b"y" * 5)
+        assert _contains(path, needles, block), (at, block)
+    (tmp_path / "clean").write_bytes(b"SECRET-SEE" + b"x" * 50 + b"a" + b"x" + b"b")
+    assert not _contains(tmp_path / "clean", needles, block)
 
 
 def test_swapped_rows_in_the_key_store(release):
