@@ -46,8 +46,9 @@ TARGETS = {
                                 ["tests/test_submission.py"], None),
     "verifier/audit.py": (["check_digests", "_sha256_files", "_hash_groups", "_digest_findings", "check_commitment",
                            "check_secrets", "_contains", "check_public_files"], AUDIT_TESTS, None),
-    "generator/release.py": (["_seal_secrets", "_publish"], ["tests/test_release.py", "tests/test_faults.py", "-k",
-                                                             "not sigkill and not concurrent and not real_full"], None),
+    "generator/release.py": (["_seal_secrets", "_publish"], [
+        "tests/test_release.py", "tests/test_faults.py", "tests/test_hardening_generate.py",
+        "-k", "not sigkill and not concurrent and not real_full and not killing_patches"], None),
     "challenge/params.py": (None, ["tests/test_defaults.py", "tests/test_lambdas.py"], 20),
     "challenge/keystream.py": (None, ["tests/test_keystream.py",
                                       "tests/test_conformance.py::test_the_tool_gives_the_known_answers"], 15),

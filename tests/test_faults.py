@@ -98,6 +98,24 @@ def test_killed_between_the_two_renames_of_a_replacement(tmp_path, private_set, 
     assert fmt.read_json(out / "public" / "manifest.json") == before and is_complete(out)
 
 
+def test_an_old_release_that_cannot_be_deleted_does_not_fail_its_replacement(tmp_path, private_set, public_bank,
+                                                                            monkeypatch):
+    """The replaced release is deleted after the new one took its name: a file that will not go
+    (busy, or a disk error) leaves a leftover, not a failed run that has in fact published."""
+    out = tmp_path / "release"
+    generate(out, TINY, SEED, private_set, public_bank)
+    real_unlink = os.unlink
+
+    def unlink(path, *args, **kwargs):
+        if str(path) == "preview.png":  # rmtree unlinks by name within the folder it is emptying
+            raise OSError(errno.EBUSY, "Device or resource busy", path)
+        return real_unlink(path, *args, **kwargs)
+    monkeypatch.setattr(os, "unlink", unlink)
+    manifest = generate(out, TINY, bytes(32), private_set, public_bank, force=True)
+    monkeypatch.undo()
+    assert fmt.read_json(out / "public" / "manifest.json") == manifest and is_complete(out)
+
+
 def _failing(real, after: int = 0):
     calls = []
 
