@@ -49,7 +49,7 @@ TARGETS = {
     "generator/release.py": (["_seal_secrets", "_publish"], [
         "tests/test_release.py", "tests/test_faults.py", "tests/test_hardening_generate.py",
         "-k", "not sigkill and not concurrent and not real_full and not killing_patches"], None),
-    "challenge/params.py": (None, ["tests/test_defaults.py", "tests/test_lambdas.py"], 20),
+    "challenge/params.py": (None, ["tests/test_defaults.py", "tests/test_params.py", "tests/test_lambdas.py"], 20),
     "challenge/keystream.py": (None, ["tests/test_keystream.py",
                                       "tests/test_conformance.py::test_the_tool_gives_the_known_answers"], 15),
     "challenge/lambdas.py": (["words_per_try", "_try", "_first_accepted", "draw_lambda", "acceptance"],
