@@ -16,7 +16,7 @@ from tests.helpers import TINY, run_cli
 from commands import verify as cli
 from challenge.manifest import read_manifest
 from challenge.submission import Expected, expected_from_manifest
-from verifier.submission import _tally_rows, validate
+from verifier.submission import _check_metadata, _tally_rows, check_shape, validate
 from tests.naive import tally_rows_reference
 
 N = 100  # encryptions in the tiny release
@@ -249,3 +249,25 @@ def test_console_script_exit_codes(tmp_path, tiny_release):
     usage = run_cli(str(folder), "--rows", "0", module="commands.verify")
     assert usage.returncode == 2 and len(usage.stderr.strip().splitlines()) == 1
     assert os.listdir(folder) == ["decryption.npy"]
+
+
+@pytest.mark.parametrize("shape, image_shape, hint", [
+    ((N, 1, 28, 28), (28, 28, 1), ""),  # a grey image has no channels-first layout to suggest
+    ((N, 3, 32, 32), (32, 32, 3), " (channels first, NCHW: transpose with x.transpose(0, 2, 3, 1))"),
+    ((N, 28, 28), (28, 28, 1), " (no channel axis: add one with x.reshape(-1, 28, 28, 1))"),
+    ((N, 3072), (32, 32, 3), " (flattened: reshape with x.reshape(-1, 32, 32, 3))"),
+    ((N - 1, 32, 32, 3), (32, 32, 3), f" ({N - 1} rows: one row per encryption is needed, row i the recovery of encryption i)"),
+])
+def test_a_wrong_shape_is_named_with_its_likely_cause(shape, image_shape, hint):
+    expected = Expected(N, "centered", image_shape)
+    assert check_shape(np.zeros(shape, np.float32), expected) == [
+        f"decryption.npy: shape {shape}; expected {(N, *image_shape)}{hint}"]
+
+
+def test_metadata_keeps_its_known_string_fields_only(tmp_path):
+    (tmp_path / "metadata.json").write_text(json.dumps(
+        {"team": "a", "method": 3, "date": "2020-11-01", "running_time": "1 h", "extra": "x"}))
+    kept, problems = _check_metadata(tmp_path / "metadata.json")
+    assert kept == {"team": "a", "date": "2020-11-01", "running_time": "1 h"}
+    assert problems == ["metadata.json: unknown fields 'extra'; expected only team, method, running_time, hardware, date",
+                        "metadata.json: field 'method' must be a string (the attack, in a few words), got int"]
