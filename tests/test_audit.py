@@ -206,6 +206,25 @@ def test_private_image_hidden_in_declared_files(release):
     assert findings(report, "public_zarr")[0].file == "public/public.zarr/encryption/c/1/0/0/0"
 
 
+SEED_FIELD = "expected {kind: strong|practice, replayable: kind == practice, note: the generator's note for the kind}"
+
+
+@pytest.mark.parametrize("edit, expected", [
+    (lambda m: {**m, "extra": 1}, [("", "fields: unexpected ['extra'], missing []")]),
+    (lambda m: {k: v for k, v in m.items() if k != "sources"} | {"x": 0},
+     [("", "fields: unexpected ['x'], missing ['sources']")]),
+    (lambda m: {**m, "seed": {**m["seed"], "note": m["seed"]["note"] + "."}}, [("seed", SEED_FIELD)]),
+    (lambda m: {**m, "seed": {**m["seed"], "replayable": not m["seed"]["replayable"]}}, [("seed", SEED_FIELD)]),
+    (lambda m: {**m, "seed": {**m["seed"], "kind": "weak"}}, [("seed", SEED_FIELD)]),
+    (lambda m: {**m, "seed": {**m["seed"], "extra": 1}}, [("seed", SEED_FIELD)]),
+])
+def test_manifest_fields_and_seed_record_are_checked_exactly(release, edit, expected):
+    path = release / "public" / "manifest.json"
+    fmt.write_json(path, edit(fmt.read_json(path)))
+    found = [(f.where, f.message) for f in findings(run(release), "manifest")]
+    assert [f for f in found if f[0] in ("", "seed")] == expected
+
+
 def test_seed_in_manifest_is_found(release):
     path = release / "public" / "manifest.json"
     manifest = fmt.read_json(path)
