@@ -208,6 +208,8 @@ def test_keys_of_another_release_with_the_same_parameters(tmp_path, capsys, tiny
     published = read_manifest(tiny_release)["key_store"]["commitment"]
     assert code == 2 and len(err.splitlines()) == 1, err
     assert f"differs from {published}" in err and err.rstrip().endswith("not this release's keys")
+    code, out, err = verify(capsys, folder, "--release", tiny_release, "--keys", tiny_release / "secret" / "keys.zarr")
+    assert code == 0 and "valid, scored on 100 encryptions" in out, err  # its own keys pass the same check
 
 
 @pytest.mark.parametrize("published", [123, None, "sha256:" + "g" * 64, "SHA256:" + "0" * 64, "x" * 200])
