@@ -255,21 +255,24 @@ def test_a_file_that_cannot_be_searched_for_secrets_is_named(release, monkeypatc
     import verifier.audit
 
     def unreadable(path, needles):
-        raise files.UnsafeFile(f"{path}: cannot be read (Permission denied)")
+        raise files.UnsafeFile(f"{path}: cannot be read: Permission denied")
     monkeypatch.setattr(verifier.audit, "_contains", unreadable)
     found = findings(run(release), "secrets")
-    assert [(f.file, f.message) for f in found][0] == ("public/manifest.json", "not searched: cannot be read (Permission denied)")
+    assert [(f.file, f.message) for f in found][0] == ("public/manifest.json", "not searched: cannot be read: Permission denied")
     assert {f.file for f in found} == {"public/manifest.json", "public/preview.png"} | {
         f"public/{n}" for n in fmt.read_json(release / "public" / "manifest.json")["files"] if n.endswith("zarr.json")}
 
 
 def test_a_symlinked_manifest_is_a_finding_not_searched_through(release, tmp_path):
+    """...and the files after it are still searched."""
     manifest = release / "public" / "manifest.json"
     manifest.rename(tmp_path / "elsewhere.json")
     manifest.symlink_to(tmp_path / "elsewhere.json")
+    with open(release / "public" / "preview.png", "ab") as preview:
+        preview.write(SEED.hex().encode())
     report = run(release)
     assert [f.file for f in findings(report, "public_files")] == ["public/manifest.json"]
-    assert not findings(report, "secrets")
+    assert [f.file for f in findings(report, "secrets")] == ["public/preview.png"]
 
 
 def test_key_store_that_differs_from_the_commitment(release):
