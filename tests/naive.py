@@ -10,7 +10,6 @@ import math
 
 import numpy as np
 
-from attacks.pool import class_columns, pool_features
 from tests import spec
 
 
@@ -116,12 +115,28 @@ def score_pairs_reference(recovered, private_images, private_index) -> tuple[np.
 
 # --- attacks.pool ------------------------------------------------------------------------------
 
+def pool_features_reference(images: np.ndarray, params) -> np.ndarray:
+    """Twin of :func:`attacks.pool.pool_features`, from the definitions: uint8 pixels on the release's
+    scale (FORMAT.md: [-1, 1] is u / 127.5 - 1, [0, 1] is u / 255), |x| unless mixup (no sign mask),
+    the differences of vertical then horizontal neighbours, each row centred and scaled to unit norm."""
+    x = images.astype(np.float32) / np.float32(127.5 if params.domain == "centered" else 255.0)
+    if params.domain == "centered":
+        x -= np.float32(1.0)
+    if params.mode != "mixup":
+        x = np.abs(x)
+    n = len(x)
+    f = np.concatenate([(x[:, 1:] - x[:, :-1]).reshape(n, -1), (x[:, :, 1:] - x[:, :, :-1]).reshape(n, -1)], axis=1)
+    f -= f.mean(axis=1, keepdims=True)
+    norm = np.sqrt((f * f).sum(axis=1, keepdims=True))
+    return np.where(norm > 0, f / np.where(norm > 0, norm, 1), 0).astype(np.float32)
+
+
 def best_candidates_reference(features: np.ndarray, pool, release) -> np.ndarray:
-    """Twin of :func:`attacks.pool.best_candidates`: one dense product over the whole pool."""
-    s = features @ pool_features(pool.images, release).T
-    classes = class_columns(pool, release)
-    if classes is not None:
-        s[~(release.labels > 0)[:, classes]] = -np.inf
+    """Twin of :func:`attacks.pool.best_candidates`: one dense product over the whole pool; where the
+    pool's class names are the release's, a candidate only for the encryptions whose label has its class."""
+    s = features @ pool_features_reference(pool.images, release.params).T
+    if list(pool.class_names) == list(release.manifest.get("class_names") or []) and len(pool.class_names):
+        s[~(release.labels > 0)[:, pool.labels]] = -np.inf
     return np.argmax(s, axis=1)
 
 

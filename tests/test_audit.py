@@ -10,12 +10,13 @@ import pytest
 import zarr
 from PIL import Image
 
-from challenge import format as fmt
+from challenge import files, format as fmt
+from challenge.keystream import stream_key
 from commands.main import main
 from challenge.params import Params
 from generator.release import generate
 from tests.helpers import SEED, run_cli
-from verifier.audit import CHECKS, audit
+from verifier.audit import CHECKS, _contains, _hash_groups, audit
 
 
 @pytest.fixture
@@ -106,6 +107,65 @@ def test_swapped_rows_in_the_published_encryptions(release):
     assert not findings(report, "digests")
 
 
+def test_every_listed_file_is_hashed(release):
+    """Each file the manifest lists, in turn, with a digest that is not its own: a digest finding
+    naming that file and nothing else (the content checks stay quiet: the bytes are the release's)."""
+    path = release / "public" / "manifest.json"
+    manifest = fmt.read_json(path)
+    names = sorted(manifest["files"])
+    assert {"encryption.npy", "label.npy", "preview.png", "public.zarr/zarr.json"} <= set(names)
+    for name in names:
+        digest = manifest["files"][name]
+        fmt.write_json(path, {**manifest, "files": {**manifest["files"], name: digest[:-1] + "0f"[digest[-1] == "0"]}})
+        report = run(release)
+        assert [(f.check, f.file) for f in report.findings] == [("digests", f"public/{name}")], name
+    fmt.write_json(path, manifest)
+    assert run(release).sound
+
+
+@pytest.mark.parametrize("task_bytes", [1, 5000, 1 << 40])
+def test_digests_hashed_in_tasks_of_any_size_find_every_changed_file(release, monkeypatch, task_bytes):
+    """Each task hashes a group of files (one file each, a few, or all): every changed digest is
+    found whichever group it is in, once, with both digests' first 16 digits."""
+    import verifier.audit
+
+    monkeypatch.setattr(verifier.audit, "HASH_TASK_BYTES", task_bytes)
+    path = release / "public" / "manifest.json"
+    manifest = fmt.read_json(path)
+    changed = sorted(manifest["files"])[::3]
+    wrong = {name: "0" * 64 if manifest["files"][name] != "0" * 64 else "1" * 64 for name in changed}
+    fmt.write_json(path, {**manifest, "files": {**manifest["files"], **wrong}})
+    found = findings(run(release), "digests")
+    assert [(f.file, f.message) for f in found] == [
+        (f"public/{name}", f"SHA-256 {manifest['files'][name][:16]}... differs from public/manifest.json's {wrong[name][:16]}...")
+        for name in changed]
+
+
+@pytest.mark.parametrize("sizes", [[], [1], [3, 1, 4, 1, 5, 9, 2, 6], [10, 0, 0, 10, 0]])
+@pytest.mark.parametrize("task_bytes", [1, 4, 10, 100])
+def test_hash_groups_cut_the_files_in_order(sizes, task_bytes, monkeypatch):
+    import verifier.audit
+
+    monkeypatch.setattr(verifier.audit, "HASH_TASK_BYTES", task_bytes)
+    names = [f"f{i}" for i in range(len(sizes))]
+    groups = list(_hash_groups(names, dict(zip(names, sizes))))
+    assert [name for group in groups for name in group] == names and all(groups)
+    weight = [sum(sizes[names.index(n)] for n in group) for group in groups]
+    assert all(w >= task_bytes for w in weight[:-1])  # every group but the last reaches the task size...
+    assert all(w - sizes[names.index(group[-1])] < task_bytes for w, group in zip(weight, groups))  # ...and no more
+
+
+@pytest.mark.parametrize("block", [1, 2, 3, 7, 64, 1 << 20])
+def test_secret_search_finds_a_needle_across_block_boundaries(tmp_path, block):
+    needles = (b"SECRET-SEED", b"ab")
+    for at in range(0, 40):
+        path = tmp_path / f"f{at}"
+        path.write_bytes(b"x" * at + needles[0] + b"y" * 5)
+        assert _contains(path, needles, block), (at, block)
+    (tmp_path / "clean").write_bytes(b"SECRET-SEE" + b"x" * 50 + b"a" + b"x" + b"b")
+    assert not _contains(tmp_path / "clean", needles, block)
+
+
 def test_swapped_rows_in_the_key_store(release):
     edit_key(release, "encryption/private_index", lambda a: a.__setitem__([3, 4], a[[4, 3]]))
     report = run(release)
@@ -123,6 +183,18 @@ def test_private_image_copied_into_public(release):
     assert [f.file for f in found] == ["public/ground_truth.npy"] and "not a file the format declares" in found[0].message
 
 
+def test_unlisted_files_the_format_declares_are_named_as_such(release):
+    """A declared public file missing from the manifest's list is "not listed", not also "not a
+    file the format declares": the finding says which of the two the maintainer got wrong."""
+    path = release / "public" / "manifest.json"
+    manifest = fmt.read_json(path)
+    chunk = sorted(name for name in manifest["files"] if name.startswith("public.zarr/encryption/c/"))[0]
+    fmt.write_json(path, {**manifest, "files": {k: v for k, v in manifest["files"].items() if k not in ("preview.png", chunk)}})
+    found = findings(run(release), "public_files")
+    assert [(f.file, f.message) for f in found] == [
+        ("public/preview.png", "not listed in the manifest"), (f"public/{chunk}", "not listed in the manifest")]
+
+
 def test_private_image_hidden_in_declared_files(release):
     truth = zarr.open_array(str(keys(release) / "private" / "images"), mode="r")[0]
     Image.fromarray(np.tile(truth, (7, 7, 1))[:202, :202]).save(release / "public" / "preview.png")
@@ -134,6 +206,25 @@ def test_private_image_hidden_in_declared_files(release):
     assert findings(report, "public_zarr")[0].file == "public/public.zarr/encryption/c/1/0/0/0"
 
 
+SEED_FIELD = "expected {kind: strong|practice, replayable: kind == practice, note: the generator's note for the kind}"
+
+
+@pytest.mark.parametrize("edit, expected", [
+    (lambda m: {**m, "extra": 1}, [("", "fields: unexpected ['extra'], missing []")]),
+    (lambda m: {k: v for k, v in m.items() if k != "sources"} | {"x": 0},
+     [("", "fields: unexpected ['x'], missing ['sources']")]),
+    (lambda m: {**m, "seed": {**m["seed"], "note": m["seed"]["note"] + "."}}, [("seed", SEED_FIELD)]),
+    (lambda m: {**m, "seed": {**m["seed"], "replayable": not m["seed"]["replayable"]}}, [("seed", SEED_FIELD)]),
+    (lambda m: {**m, "seed": {**m["seed"], "kind": "weak"}}, [("seed", SEED_FIELD)]),
+    (lambda m: {**m, "seed": {**m["seed"], "extra": 1}}, [("seed", SEED_FIELD)]),
+])
+def test_manifest_fields_and_seed_record_are_checked_exactly(release, edit, expected):
+    path = release / "public" / "manifest.json"
+    fmt.write_json(path, edit(fmt.read_json(path)))
+    found = [(f.where, f.message) for f in findings(run(release), "manifest")]
+    assert [f for f in found if f[0] in ("", "seed")] == expected
+
+
 def test_seed_in_manifest_is_found(release):
     path = release / "public" / "manifest.json"
     manifest = fmt.read_json(path)
@@ -142,12 +233,58 @@ def test_seed_in_manifest_is_found(release):
     assert findings(run(release), "secrets")[0].file == "public/manifest.json"
 
 
+@pytest.mark.parametrize("encoding", ["raw", "hex", "HEX"])
+@pytest.mark.parametrize("secret", ["seed", "stream key"])
+@pytest.mark.parametrize("name", ["preview.png", "public.zarr/zarr.json", "public.zarr/encryption/zarr.json"])
+def test_a_secret_in_any_public_file_not_rederived_is_found(release, name, secret, encoding):
+    """The files whose bytes the audit does not re-derive from the keys (the manifest, the preview,
+    the Zarr metadata) are searched for the seed and the stream key, raw or as hex."""
+    store = fmt.open_key_store(keys(release))
+    value = store.read("seed").tobytes()
+    if secret == "stream key":
+        value = stream_key(value, store.attrs["stream_context"], store.version)
+    planted = {"raw": value, "hex": value.hex().encode(), "HEX": value.hex().upper().encode()}[encoding]
+    path = release / "public" / name
+    path.write_bytes(path.read_bytes() + planted)
+    found = findings(run(release), "secrets")
+    assert [(f.file, f.message) for f in found] == [(f"public/{name}", "contains the secret seed")]
+
+
+def test_a_file_that_cannot_be_searched_for_secrets_is_named(release, monkeypatch):
+    """Not searched is not clean: a file the search cannot read is a finding, with the reason."""
+    import verifier.audit
+
+    def unreadable(path, needles):
+        raise files.UnsafeFile(f"{path}: cannot be read: Permission denied")
+    monkeypatch.setattr(verifier.audit, "_contains", unreadable)
+    found = findings(run(release), "secrets")
+    assert [(f.file, f.message) for f in found][0] == ("public/manifest.json", "not searched: cannot be read: Permission denied")
+    assert {f.file for f in found} == {"public/manifest.json", "public/preview.png"} | {
+        f"public/{n}" for n in fmt.read_json(release / "public" / "manifest.json")["files"] if n.endswith("zarr.json")}
+
+
+def test_a_symlinked_manifest_is_a_finding_not_searched_through(release, tmp_path):
+    """...and the files after it are still searched."""
+    manifest = release / "public" / "manifest.json"
+    manifest.rename(tmp_path / "elsewhere.json")
+    manifest.symlink_to(tmp_path / "elsewhere.json")
+    with open(release / "public" / "preview.png", "ab") as preview:
+        preview.write(SEED.hex().encode())
+    report = run(release)
+    assert [f.file for f in findings(report, "public_files")] == ["public/manifest.json"]
+    assert [f.file for f in findings(report, "secrets")] == ["public/preview.png"]
+
+
 def test_key_store_that_differs_from_the_commitment(release):
     group = zarr.open_group(str(keys(release)), mode="r+")
     group.attrs["private_source"] = {"files": ["other.npz"], "origin_columns": ["file", "record"]}
     report = run(release)
     assert [f.check for f in report.findings] == ["commitment"], [f.line() for f in report.findings]
-    assert report.findings[0].file == "secret/keys.zarr"
+    actual, published = fmt.commitment(fmt.open_key_store(keys(release))), fmt.read_json(
+        release / "public" / "manifest.json")["key_store"]["commitment"]
+    assert (report.findings[0].file, report.findings[0].message) == (
+        "secret/keys.zarr", f"hashes to {actual[:23]}..., but public/manifest.json key_store.commitment is "
+        f"{published[:23]}...: this is not the committed key store (or the manifest was changed)")
 
 
 def test_key_store_of_another_release(release, tmp_path, private_set, public_bank):

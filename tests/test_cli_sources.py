@@ -1,8 +1,11 @@
 """``generate`` and ``patches`` on real-format inputs from disk, through the command line."""
 
+import json
+
 import numpy as np
 
 from challenge import format as fmt
+from generator.patches import load_patch_bank
 from generator.sources import load_private
 from tests.helpers import run_cli
 from tests.test_patches import make_public
@@ -33,17 +36,24 @@ def test_generate_from_npz_private_and_image_folder_public(tmp_path):
 
 
 def test_patches_command_then_generate_from_the_bank(tmp_path):
-    make_public(tmp_path / "photos")
+    odd = make_public(tmp_path / "photos")
     bank = tmp_path / "bank.zarr"
     result = run_cli("patches", str(tmp_path / "photos"), "--out", str(bank), "--workers", "1", "--json")
     assert result.returncode == 0, result.stderr
-    assert '"patches"' in result.stdout
+    report, patches = json.loads(result.stdout), load_patch_bank(bank)
+    assert report["path"] == str(bank) and report["patches"] == len(patches) > 2
+    assert report["unreadable"] == sum(kind in ("truncated", "corrupt") for kind in odd.values())
     again = run_cli("patches", str(tmp_path / "photos"), "--out", str(bank), "--workers", "1")
-    assert again.returncode == 0 and "patches from" in again.stdout
+    assert again.returncode == 0 and f"{len(patches)} patches from {report['files']} images" in again.stdout
+    assert np.array_equal(load_patch_bank(bank).images, patches.images)  # the same bank, built again
     out = tmp_path / "release"
     result = run_cli("generate", "--out", str(out), "--public", str(bank), "--n-private", "10",
                      "--per-image", "2", "--k", "4")
     assert result.returncode == 0, result.stderr
+    public = fmt.read_json(out / "public" / "manifest.json")["sources"]["public"]
+    assert public["fingerprint"] == patches.fingerprint() and public["images"] == len(patches)
+    keys = fmt.open_key_store(out / "secret" / "keys.zarr")
+    assert np.array_equal(keys.read("public/images"), patches.images[keys.read("public/bank_index")])
 
 
 def test_bad_sources_are_one_line_errors(tmp_path):

@@ -17,10 +17,10 @@ from challenge.params import Params
 from commands.main import main
 from generator.distributed import on_cluster, task_rows, zarr_span
 from generator.release import generate
-from tests.helpers import SEED, TINY, resized
+from tests.helpers import HANG, SEED, TINY, extra_module, resized
 from tests.test_reproduce import KNOWN, KNOWN_GREY, digests
 
-distributed = pytest.importorskip("distributed")
+distributed = extra_module("distributed")
 
 # 4500 encryptions: two tasks (4096 rows, the key store's sign-row chunk, and the rest)
 TWO_TASKS = Params(n_private=100, per_image=45)
@@ -189,7 +189,7 @@ def test_scores_on_the_cluster_of_a_client_that_is_not_the_default(tiny_release,
         release = threading.Event()
         other.loop.add_callback(release.wait)
         try:
-            there = thread.submit(score_on_cluster, client, submissions / "noise", store, expected).result(timeout=60)[1]
+            there = thread.submit(score_on_cluster, client, submissions / "noise", store, expected).result(timeout=HANG)[1]
         finally:
             release.set()
     assert there.summary == here.summary

@@ -3,11 +3,18 @@ bounded nesting, and written atomically."""
 
 import json
 import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
-from tests.helpers import watchdog
+from tests.helpers import unavailable, watchdog
 from challenge.files import UnsafeFile, check_tree, read_bytes, read_json, read_text, write_atomic
+from challenge.format import sha256_file
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_reads_a_regular_file(tmp_path):
@@ -58,12 +65,20 @@ def test_size_cap_before_reading(tmp_path):
 
 
 def test_unreadable_file(tmp_path):
-    if os.geteuid() == 0:
-        pytest.skip("root reads every file")
+    """Read in a process that the permission bits bind: as root, one without the capabilities
+    (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH) that let root read every file."""
     (tmp_path / "secret").write_text("{}")
     (tmp_path / "secret").chmod(0)
-    with pytest.raises(UnsafeFile, match="cannot be read"):
-        read_bytes(tmp_path / "secret", 10)
+    bound = []
+    if os.geteuid() == 0:
+        if shutil.which("setpriv") is None:
+            unavailable("SETPRIV", "no setpriv (util-linux) to read as root bound by permission bits")
+        bound = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search"]
+    script = ("import sys\nfrom challenge.files import UnsafeFile, read_bytes\n"
+              "try:\n    read_bytes(sys.argv[1], 10)\nexcept UnsafeFile as e:\n    print(e)")
+    result = subprocess.run([*bound, sys.executable, "-c", script, str(tmp_path / "secret")],
+                            capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert result.stdout.strip() == f"{tmp_path / 'secret'}: cannot be read (Permission denied)", result.stderr
 
 
 @pytest.mark.parametrize("depth", [65, 100_000])
@@ -75,7 +90,10 @@ def test_deep_json_is_refused(tmp_path, depth):
 
 def test_json_at_the_depth_limit_is_read(tmp_path):
     (tmp_path / "ok.json").write_text("[" * 64 + "]" * 64)
-    assert read_json(tmp_path / "ok.json", 1 << 20) is not None
+    nested = []
+    for _ in range(63):
+        nested = [nested]
+    assert read_json(tmp_path / "ok.json", 1 << 20) == nested
 
 
 @pytest.mark.parametrize("text, match", [
@@ -145,3 +163,20 @@ def test_a_small_file_under_a_large_cap_reserves_no_more_than_it_holds(tmp_path)
     finally:
         tracemalloc.stop()
     assert peak < 1 << 20
+
+
+@pytest.mark.parametrize("block", [1, 7, 1 << 22])
+def test_sha256_file_is_hashlib_and_refuses_what_is_not_a_regular_file(tmp_path, block):
+    """The digests' hash: a file's SHA-256 whatever the block it is read in; a symlink (even to a
+    regular file) or a FIFO is refused, not followed or waited on."""
+    import hashlib
+
+    data = os.urandom(100_003)
+    (tmp_path / "f").write_bytes(data)
+    assert sha256_file(tmp_path / "f", block) == hashlib.sha256(data).hexdigest()
+    os.symlink(tmp_path / "f", tmp_path / "link")
+    os.mkfifo(tmp_path / "fifo")
+    with watchdog(20):
+        for name, what in (("link", "symlink"), ("fifo", "FIFO")):
+            with pytest.raises(UnsafeFile, match=what):
+                sha256_file(tmp_path / name, block)

@@ -1,17 +1,20 @@
 """Format versions: releases of version 1 are still read, audited, scored and reproduced; version 2
 binds every keystream to its release, so a seed used twice shares no mask."""
 
+import json
 import lzma
 import tarfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from challenge import format as fmt
 from challenge.params import Params
 from generator.release import generate
-from tests.helpers import SEED, run_cli
+from tests.helpers import SEED, TINY, check_inspect_json, run_cli
 
 FIXTURE = Path(__file__).parent / "data" / "release-v1.tar.xz"
 FIXTURE_COMMITMENT = "sha256:ed0f82dd26c0d1283cb6008d38cbd3df2da3d0ceb5f12f26a5108fa36eb1feec"
@@ -33,14 +36,23 @@ def test_version_1_release_is_read_as_before(release_v1):
     assert fmt.commitment(store) == manifest["key_store"]["commitment"] == FIXTURE_COMMITMENT
 
 
-@pytest.mark.parametrize("command", [
-    ["audit", "{r}"],
-    ["reproduce", "{r}"],
-    ["inspect", "{r}", "--keys", "{r}/secret/keys.zarr", "--sheet", "{tmp}/sheet.png"],
-])
-def test_version_1_release_audits_reproduces_and_inspects(release_v1, tmp_path, command):
-    result = run_cli(*(part.format(r=release_v1, tmp=tmp_path) for part in command))
-    assert result.returncode == 0, result.stdout + result.stderr
+def test_version_1_release_audits_reproduces_and_inspects(release_v1, tmp_path):
+    keys = release_v1 / "secret" / "keys.zarr"
+    audited = run_cli("audit", str(release_v1), "--json")
+    assert audited.returncode == 0, audited.stdout + audited.stderr
+    report = json.loads(audited.stdout)
+    assert report["sound"] and report["n_encryptions"] == 8 and {c["status"] for c in report["checks"]} == {"ok"}
+    reproduced = run_cli("reproduce", str(release_v1), "--json")
+    assert reproduced.returncode == 0 and json.loads(reproduced.stdout) == {"identical": True, "differences": []}, \
+        reproduced.stdout + reproduced.stderr
+    inspected = run_cli("inspect", str(release_v1), "--keys", str(keys), "--sheet", str(tmp_path / "sheet.png"), "--json")
+    assert inspected.returncode == 0, inspected.stderr
+    info = json.loads(inspected.stdout)
+    check_inspect_json({k: v for k, v in info.items() if k != "sheet"}, release_v1 / "public", keys)
+    assert info["format_version"] == 1 and info["key_store"]["commitment"] == FIXTURE_COMMITMENT
+    assert info["sheet"] == str(tmp_path / "sheet.png")
+    with Image.open(tmp_path / "sheet.png") as sheet:
+        assert sheet.format == "PNG" and sheet.width > 32 and sheet.height > 32
 
 
 def test_version_1_release_scores(release_v1, tmp_path):
@@ -52,13 +64,28 @@ def test_version_1_release_scores(release_v1, tmp_path):
     assert '"Max_SSIM": 1.0' in scored.stdout
 
 
-def test_one_seed_two_releases_share_no_sign_mask(tmp_path, private_set, public_bank):
-    """Version 2 derives the stream key from the seed and the release's inputs (FORMAT.md 7.1)."""
-    masks = []
-    for n_private in (20, 21):
-        out = tmp_path / f"n{n_private}"
-        generate(out, Params(n_private=n_private, per_image=5), SEED, private_set, public_bank)
-        masks.append(fmt.open_key_store(out / "secret" / "keys.zarr").read("encryption/sign_bits"))
+def _one_pixel_changed(images):
+    changed = images.images.copy()
+    changed[0, 0, 0, 0] ^= 1
+    return replace(images, images=changed)
+
+
+@pytest.mark.parametrize("differs", ["parameters", "private data", "public patches", "domain"])
+def test_one_seed_two_releases_share_no_sign_mask(tmp_path, private_set, public_bank, differs):
+    """Version 2 on derives the stream key from the seed and all the release's inputs (FORMAT.md
+    7.1): a seed used again with other parameters, other private images or other patches (one
+    pixel apart, so their fingerprints differ) shares no sign row."""
+    second = {"parameters": (Params(n_private=21, per_image=5), private_set, public_bank),
+              "private data": (TINY, _one_pixel_changed(private_set), public_bank),
+              "public patches": (TINY, private_set, _one_pixel_changed(public_bank)),
+              "domain": (replace(TINY, domain="positive"), private_set, public_bank)}[differs]
+    masks, contexts = [], []
+    for i, (params, private, public) in enumerate([(TINY, private_set, public_bank), second]):
+        generate(tmp_path / str(i), params, SEED, private, public)
+        store = fmt.open_key_store(tmp_path / str(i) / "secret" / "keys.zarr")
+        masks.append(store.read("encryption/sign_bits"))
+        contexts.append(store.attrs["stream_context"])
+    assert contexts[0] != contexts[1]
     rows = {row.tobytes() for row in masks[0]}
     assert not any(row.tobytes() in rows for row in masks[1])
 

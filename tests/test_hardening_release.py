@@ -17,7 +17,7 @@ import zarr
 
 from challenge import format as fmt
 from commands.main import main
-from tests.helpers import in_private_tmpfs, left_behind
+from tests.helpers import HANG, in_private_tmpfs, left_behind, unavailable
 from verifier.audit import audit
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,7 +36,7 @@ def _limit_memory():
     resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))
 
 
-def cli(*args, timeout=60, env=None, module="commands.main"):
+def cli(*args, timeout=HANG, env=None, module="commands.main"):
     """The CLI in a subprocess, killed after ``timeout`` s (a hang inside a library thread is out
     of reach of a SIGALRM watchdog) and capped at 3 GB (an endless read fails instead of swapping)."""
     try:
@@ -274,9 +274,9 @@ def test_unwritable_home_and_read_only_package_still_run(tmp_path):
     try:
         result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
     except FileNotFoundError:
-        pytest.skip("unshare is not available")
+        unavailable("NAMESPACES", "unshare is not available")
     if result.returncode == 99 or "unshare:" in result.stderr:
-        pytest.skip(f"cannot remount read-only here: {result.stderr.strip()}")
+        unavailable("NAMESPACES", f"cannot remount read-only here: {result.stderr.strip()}")
     assert result.returncode == 0, result.stderr[-3000:]
     cache = tmp / f"instahide-numba-{os.getuid()}"
     assert cache.is_dir() and stat.S_IMODE(cache.stat().st_mode) == 0o700

@@ -19,13 +19,15 @@ import pytest
 from commands import main as instahide
 from commands import verify
 from generator.default_data import default_private
+from tests.helpers import check_inspect_json
 from verifier.baselines import KINDS
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 PROGRAMS = {"instahide": instahide, "verify": verify}
-# Examples that need data no test has (CIFAR-10, ImageNet, photos, a Docker registry): parsed, not run.
-EXTERNAL = ("cifar-10-batches-py", "/data/", "photos/", "bank.zarr", "<unzipped>", "docker")
+# Examples that need data no test has (CIFAR-10, ImageNet, photos, a Docker registry, a cluster): parsed, not run.
+EXTERNAL = ("cifar-10-batches-py", "/data/", "/shared/", "photos/", "bank.zarr", "<unzipped>", "docker", "tcp://")
+SMALL = ["--n-private", "20", "--per-image", "5"]  # generate's examples, made tiny (100 encryptions)
 
 
 def parsers() -> list[tuple[str, argparse.ArgumentParser]]:
@@ -86,6 +88,25 @@ def test_readme_example_parses(example):
     PROGRAMS[program].build_parser().parse_args(argv)
 
 
+def test_readme_examples_run(tmp_path, capsys):
+    """The README's commands, in order, in an empty folder, generate made tiny: each one that needs
+    no outside data (nor the output of one that does) runs and says or writes what it should."""
+    unavailable, ran = set(), []
+    for example in README_COMMANDS:
+        program, *argv = shlex.split(example)
+        out = argv[argv.index("--out") + 1].rstrip("/") if "--out" in argv else None
+        if any(x in example for x in EXTERNAL) or any(Path(a).parts[0] in unavailable for a in argv if "/" in a):
+            unavailable.add(out)  # made from data no test has: what reads it cannot run either
+            continue
+        with contextlib.chdir(tmp_path):
+            code = PROGRAMS[program].main(argv + (SMALL if argv[0] == "generate" else []))
+            output = capsys.readouterr()
+            assert code == 0, f"{example}: {output.err}"
+            check_output(argv, output.out)
+        ran.append(example)
+    assert len(ran) >= 4, ran  # the quick start and the practice round
+
+
 def test_readme_names_every_command_and_baseline():
     subcommands = {name.split()[1] for name, _ in parsers() if name.startswith("instahide ") and name.count(" ") == 1}
     missing = sorted(c for c in subcommands if f"`instahide {c}" not in README)
@@ -126,7 +147,41 @@ def test_example_runs(workspace, name, example, capsys):
     argv = [a for word in argv for a in (sorted(glob.glob(word, root_dir=workspace)) if "*" in word else [word])]
     with contextlib.chdir(workspace):
         code = PROGRAMS[program].main(argv + (["--force"] if _replaces(argv) else []))
-    assert code == 0, capsys.readouterr().err
+        output = capsys.readouterr()
+        assert code == 0, output.err
+        check_output(argv, output.out)
+
+
+# what each command says on stdout: (its words without --json, the fields of its JSON)
+SAYS = {
+    "verify": (r"valid, (scored on \d+ encryptions|not scored)", {"valid": True}),
+    "generate": (r"wrote \S+: \d+ encryptions", None),
+    "leaderboard": (r"\| *1 *\|", None),
+    "baseline": (r"wrote \S+/decryption.npy: \w+ baseline, 100 rows", {"rows": 100}),
+    "bundle": (r"wrote \S+\.zip", None),
+    "audit": (r"sound: every check passed", {"sound": True}),
+    "reproduce": (r"reproduced: identical", {"identical": True}),
+    "inspect": (r"commitment: sha256:[0-9a-f]{64}", None),
+    "attack": (r"wrote \S+/decryption.npy: \w+ attack, 100 rows", {"rows": 100}),
+    "strength": (r"wrote \S+strength.json", None),
+    "docs": (r"FORMAT|^# ", None),
+}
+
+
+def check_output(argv: list[str], out: str) -> None:
+    """What an example must say and write beyond exiting 0 (run in the folder it wrote to)."""
+    command = argv[0] if argv[0] in SAYS else "verify"
+    words, fields = SAYS[command]
+    if "--json" in argv:
+        report = json.loads(out)
+        assert not fields or {k: report[k] for k in fields} == fields, (argv, out)
+    else:
+        assert re.search(words, out, re.M), (argv, out)
+    written = argv[argv.index("--out") + 1] if "--out" in argv else {"bundle": "competition.zip", "leaderboard": "leaderboard"}.get(command)
+    if written:  # a non-empty file or a folder that holds files
+        assert Path(written).is_file() and Path(written).stat().st_size or any(p.is_file() for p in Path(written).rglob("*")), written
+    if "--sheet" in argv:
+        assert Path(argv[argv.index("--sheet") + 1]).read_bytes().startswith(b"\x89PNG"), argv
 
 
 def _replaces(argv: list[str]) -> bool:
@@ -141,7 +196,10 @@ def test_generate_example_runs(tmp_path, example, capsys):
     (tmp_path / "seed.txt").write_text(secrets.token_hex(32))
     program, *argv = shlex.split(example)
     with contextlib.chdir(tmp_path):
-        assert instahide.main(argv + ["--n-private", "20", "--per-image", "5"]) == 0, capsys.readouterr().err
+        code = instahide.main(argv + SMALL)
+        output = capsys.readouterr()
+        assert code == 0, output.err
+        check_output(argv, output.out)
 
 
 # --- the rest of consistency: what a user types where another thing was expected --------------------------
@@ -178,7 +236,9 @@ def test_inspect_accepts_the_public_folder(workspace, keys, capsys):
                           "--sheet", "public-sheet.png", capsys=capsys)
     assert code == 0, err
     info = json.loads(out)
-    assert info["n_encryptions"] == 100 and all(f["bytes"] for f in info["files"].values())
+    assert info.pop("sheet", None) == ("public-sheet.png" if keys else None) and info["n_encryptions"] == 100
+    with contextlib.chdir(workspace):
+        check_inspect_json(info, Path("release/public"), Path(keys[1]) if keys else None)
     assert not keys or info["key_store"]["matches_manifest"]
 
 

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from challenge.keystream import (
-    PURPOSES, chacha20_keystream, keystream, parse_seed, random_order, row_bytes, row_words, uniform_below,
+    PURPOSES, chacha20_keystream, keystream, nonce, parse_seed, random_order, row_bytes, row_words, uniform_below,
 )
 
 SEED = bytes(range(32))
@@ -44,8 +44,30 @@ def test_purposes_rounds_and_seeds_give_independent_streams():
 
 
 def test_counter_overflow_is_refused():
-    with pytest.raises(ValueError, match="32-bit counter"):
-        keystream(SEED, "sign", 2**32 - 1, 128)
+    assert len(keystream(SEED, "sign", 2**32 - 1, 64)) == 64  # the last block of the 32-bit counter
+    for first, n_bytes in ((2**32 - 1, 65), (2**32 - 1, 128), (2**32, 1), (-1, 64)):
+        with pytest.raises(ValueError, match="32-bit counter"):
+            keystream(SEED, "sign", first, n_bytes)
+
+
+def test_nonce_is_the_purpose_padded_then_the_round():
+    """FORMAT.md 7.2: the purpose's ASCII padded with zero bytes to 8, then the round, 4 bytes little-endian."""
+    assert nonce("select") == b"select\0\0" + bytes(4)
+    assert nonce("lambda", 258) == b"lambda\0\0" + bytes([2, 1, 0, 0])
+    with pytest.raises(ValueError, match="unknown keystream purpose"):
+        nonce("labels")
+
+
+@pytest.mark.parametrize("hex_seed", [
+    bytes((0xF0 + i) % 256 for i in range(32)).hex(),  # a run that wraps past ff
+    bytes((0x10 - 3 * i) % 256 for i in range(32)).hex(),  # a falling run
+    "00ff" * 16,  # two bytes, no constant step
+    bytes(i % 16 for i in range(32)).hex(),  # 16 distinct bytes: one fewer than a fresh seed is bound to have
+])
+def test_hand_made_seeds_are_refused_without_practice(hex_seed):
+    with pytest.raises(ValueError, match="guessable"):
+        parse_seed(hex_seed, practice=False)
+    assert parse_seed(hex_seed, practice=True) == bytes.fromhex(hex_seed)
 
 
 def test_parse_seed():

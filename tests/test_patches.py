@@ -18,6 +18,7 @@ from generator.patches import (
     load_resized,
 )
 from generator.sources import SourceError
+from tests.helpers import extra_module
 
 SEED = b"test-seed-0123456789"
 
@@ -96,7 +97,7 @@ def test_filter_keeps_texture_drops_flat():
 
 def test_counts_track_scikit_image_sift():
     """Same detector family as SIFT: counts on natural patches correlate with skimage's SIFT."""
-    skf = pytest.importorskip("skimage.feature")
+    skf = extra_module("skimage.feature")
     from skimage import data
     from skimage.color import rgb2gray
 

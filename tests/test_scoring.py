@@ -211,3 +211,42 @@ def test_float32_scores_are_those_of_its_float64_copy_to_the_last_bit(keys):
     assert as_float32.summary == as_float64.summary
     assert np.array_equal(as_float32.max_ssim, as_float64.max_ssim)
     assert np.array_equal(as_float32.best_per_private, as_float64.best_per_private, equal_nan=True)
+
+
+@pytest.mark.parametrize("fraction", [0.25, 0.5, 0.9])
+@pytest.mark.parametrize("rows_per_draw", [8, 64, 1 << 20])
+def test_holdout_split_is_the_one_format_md_defines(monkeypatch, fraction, rows_per_draw):
+    """FORMAT.md section 9, computed here with the cryptography package alone: encryption i is final
+    iff word i of ChaCha20(seed, nonce 'holdout' NUL + uint32 0, counter 0) is below int(F * 2^64)."""
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
+
+    import verifier.scoring
+
+    seed, n = bytes(range(100, 132)), 1000
+    counter_and_nonce = (0).to_bytes(4, "little") + b"holdout\0" + (0).to_bytes(4, "little")
+    stream = Cipher(algorithms.ChaCha20(seed, counter_and_nonce), mode=None).encryptor().update(bytes(8 * n))
+    words = [int.from_bytes(stream[8 * i:8 * i + 8], "little") for i in range(n)]
+    monkeypatch.setattr(verifier.scoring, "_HOLDOUT_ROWS", rows_per_draw)
+    mask = verifier.scoring.holdout_mask(seed, n, fraction)
+    assert mask.tolist() == [w < int(fraction * 2**64) for w in words]
+    assert 0 < mask.sum() < n
+
+
+def test_a_failed_scores_write_names_the_file_and_the_reason_and_leaves_nothing(tmp_path, monkeypatch):
+    import errno
+
+    import verifier.scoring
+    from challenge.errors import UsageError
+
+    real, calls = verifier.scoring.write_atomic, []
+
+    def full_disk(path, data, **kwargs):
+        calls.append(path)
+        if len(calls) == 2:  # the second file: the first one, written, must go again
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real(path, data, **kwargs)
+    monkeypatch.setattr(verifier.scoring, "write_atomic", full_disk)
+    with pytest.raises(UsageError) as error:
+        verifier.scoring.write_files(tmp_path / "out", {"a.json": "{}", "b.txt": "x"}, "scores files")
+    assert str(error.value) == f"cannot write the scores files: {tmp_path / 'out' / 'b.txt'}: No space left on device"
+    assert list((tmp_path / "out").iterdir()) == []

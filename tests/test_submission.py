@@ -11,11 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.helpers import run_cli
+from generator.release import generate
+from tests.helpers import TINY, run_cli
 from commands import verify as cli
 from challenge.manifest import read_manifest
 from challenge.submission import Expected, expected_from_manifest
-from verifier.submission import _tally_rows, validate
+from verifier.submission import _check_metadata, _tally_rows, check_shape, validate
 from tests.naive import tally_rows_reference
 
 N = 100  # encryptions in the tiny release
@@ -197,6 +198,32 @@ def test_bad_arguments_exit_2(tmp_path, capsys, tiny_release):
     assert code == 2 and "manifest parameters differ" in err and "the manifest was changed" in err
 
 
+def test_keys_of_another_release_with_the_same_parameters(tmp_path, capsys, tiny_release, private_set, public_bank):
+    """Same parameters, same data, another seed: only the commitment tells the key stores apart."""
+    other = tmp_path / "other"
+    generate(other, TINY, bytes(32), private_set, public_bank)
+    assert read_manifest(other)["params"] == read_manifest(tiny_release)["params"]
+    folder = make(tmp_path / "s", good())
+    code, _, err = verify(capsys, folder, "--release", tiny_release, "--keys", other / "secret" / "keys.zarr")
+    published = read_manifest(tiny_release)["key_store"]["commitment"]
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert f"differs from {published}" in err and err.rstrip().endswith("not this release's keys")
+    code, out, err = verify(capsys, folder, "--release", tiny_release, "--keys", tiny_release / "secret" / "keys.zarr")
+    assert code == 0 and "valid, scored on 100 encryptions" in out, err  # its own keys pass the same check
+
+
+@pytest.mark.parametrize("published", [123, None, "sha256:" + "g" * 64, "SHA256:" + "0" * 64, "x" * 200])
+def test_a_malformed_commitment_in_the_manifest_is_named(tmp_path, capsys, tiny_release, published):
+    release = tmp_path / "release"
+    shutil.copytree(tiny_release / "public", release / "public")
+    manifest = read_manifest(release)
+    (release / "public" / "manifest.json").write_text(json.dumps({**manifest, "key_store": {"commitment": published}}))
+    code, _, err = verify(capsys, make(tmp_path / "s", good()), "--release", release, "--keys", tiny_release / "secret" / "keys.zarr")
+    path = release / "public" / "manifest.json"
+    assert code == 2 and err == (f"verify: error: {path}: key_store: expected {{commitment: sha256:<64 hex>, "
+                                 "scheme: instahide-key-commitment-v2}\n")
+
+
 def test_expected_comes_from_the_manifest(tiny_release):
     assert expected_from_manifest(read_manifest(tiny_release)) == Expected(N, "centered", (32, 32, 3))
     assert read_manifest(tiny_release / "public") == read_manifest(tiny_release)
@@ -239,3 +266,25 @@ def test_a_malformed_manifest_is_refused_naming_the_field(tmp_path, capsys, tiny
     code, _, err = verify(capsys, make(tmp_path / "s", good()), "--release", release, *keys)
     assert code == 2 and err == f"verify: error: {path}: seed: expected {{kind: strong|practice, replayable: kind == practice, " \
                                 "note: the generator's note for the kind}\n"
+
+
+@pytest.mark.parametrize("shape, image_shape, hint", [
+    ((N, 1, 28, 28), (28, 28, 1), ""),  # a grey image has no channels-first layout to suggest
+    ((N, 3, 32, 32), (32, 32, 3), " (channels first, NCHW: transpose with x.transpose(0, 2, 3, 1))"),
+    ((N, 28, 28), (28, 28, 1), " (no channel axis: add one with x.reshape(-1, 28, 28, 1))"),
+    ((N, 3072), (32, 32, 3), " (flattened: reshape with x.reshape(-1, 32, 32, 3))"),
+    ((N - 1, 32, 32, 3), (32, 32, 3), f" ({N - 1} rows: one row per encryption is needed, row i the recovery of encryption i)"),
+])
+def test_a_wrong_shape_is_named_with_its_likely_cause(shape, image_shape, hint):
+    expected = Expected(N, "centered", image_shape)
+    assert check_shape(np.zeros(shape, np.float32), expected) == [
+        f"decryption.npy: shape {shape}; expected {(N, *image_shape)}{hint}"]
+
+
+def test_metadata_keeps_its_known_string_fields_only(tmp_path):
+    (tmp_path / "metadata.json").write_text(json.dumps(
+        {"team": "a", "method": 3, "date": "2020-11-01", "running_time": "1 h", "extra": "x"}))
+    kept, problems = _check_metadata(tmp_path / "metadata.json")
+    assert kept == {"team": "a", "date": "2020-11-01", "running_time": "1 h"}
+    assert problems == ["metadata.json: unknown fields 'extra'; expected only team, method, running_time, hardware, date",
+                        "metadata.json: field 'method' must be a string (the attack, in a few words), got int"]
