@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import venv
 from pathlib import Path
@@ -12,7 +11,7 @@ import pytest
 
 from generator.default_data import default_private, default_public
 from generator.release import generate
-from tests.helpers import SEED, TINY
+from tests.helpers import SEED, TINY, unavailable
 
 
 @pytest.fixture(scope="session")
@@ -36,7 +35,7 @@ def tiny_release(tmp_path_factory, private_set, public_bank) -> Path:
 @pytest.fixture(scope="session")
 def numpy_only_python(tmp_path_factory) -> str:
     """A fresh virtual environment holding numpy and nothing else (built once). Skips where it cannot be
-    made, unless INSTAHIDE_REQUIRE_VENV=1 (CI), where that is a failure."""
+    made, unless INSTAHIDE_REQUIRE_VENV=1 (CI), where that is a failure (tests/helpers.py, REQUIREMENTS)."""
     folder = tmp_path_factory.mktemp("numpy-only") / "venv"
     try:
         venv.create(folder, with_pip=True, clear=True)
@@ -46,8 +45,6 @@ def numpy_only_python(tmp_path_factory) -> str:
         listed = subprocess.run([python, "-m", "pip", "list", "--format=json"], check=True, capture_output=True,
                                 text=True, timeout=120).stdout
     except (OSError, subprocess.SubprocessError) as e:
-        if os.environ.get("INSTAHIDE_REQUIRE_VENV") == "1":
-            pytest.fail(f"cannot build a numpy-only virtual environment: {e}")
-        pytest.skip(f"cannot build a numpy-only virtual environment: {e}")
+        unavailable("VENV", f"cannot build a numpy-only virtual environment: {e}")
     assert {p["name"].lower() for p in json.loads(listed)} <= {"numpy", "pip", "setuptools", "wheel"}
     return python

@@ -25,7 +25,7 @@ TINY = Params(n_private=20, per_image=5)
 HANG = 600
 # What some tests need from the machine, each with its switch: INSTAHIDE_REQUIRE_<NAME>=1 (.ci/run sets
 # them all) turns "this machine cannot" from a skip into a failure, so CI never passes by skipping.
-REQUIREMENTS = ("BROWSER", "NAMESPACES", "SETPRIV", "PROC", "TEST_EXTRAS")
+REQUIREMENTS = ("BROWSER", "NAMESPACES", "SETPRIV", "PROC", "TEST_EXTRAS", "VENV")
 
 
 def unavailable(requirement: str, why: str) -> NoReturn:

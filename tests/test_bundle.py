@@ -28,7 +28,7 @@ import pytest
 from challenge.errors import UsageError
 from challenge.format import open_key_store
 from challenge.submission import Expected
-from tests.helpers import run_cli
+from tests.helpers import extra_module, run_cli
 from verifier.baselines import write_baseline
 from verifier.bundle import COLUMNS, DEFAULT_DOCKER_IMAGE, make_bundle
 from verifier.scoring import HEADLINE, platform_scores, score
@@ -168,7 +168,7 @@ def platform(bundle, tmp_path_factory):
 
 
 def test_competition_yaml_passes_the_platforms_unpacker(bundle):
-    yaml = pytest.importorskip("yaml")  # what the platform parses competition.yaml with
+    yaml = extra_module("yaml")  # what the platform parses competition.yaml with
     doc = yaml.safe_load((bundle / "competition.yaml").read_text())
     assert unpacker_problems(doc, bundle) == []
     assert doc["docker_image"] == DEFAULT_DOCKER_IMAGE and doc["docker_image"].startswith("codalab/codalab-legacy:")
@@ -183,7 +183,7 @@ def test_competition_yaml_passes_the_platforms_unpacker(bundle):
 
 def test_unpacker_rules_can_fail(bundle):
     """The rules above find what the platform refuses (so the test above can fail)."""
-    yaml = pytest.importorskip("yaml")
+    yaml = extra_module("yaml")
     doc = yaml.safe_load((bundle / "competition.yaml").read_text())
     broken = json.loads(json.dumps(doc))
     broken["phases"].append({**broken["phases"][0], "index": 1, "start": broken["phases"][0]["start"]})
@@ -326,7 +326,7 @@ def test_reference_data_of_another_release_does_not_score(platform, bundle, tmp_
 
 
 def test_holdout_bundle_has_a_final_phase_that_rescores(tiny_release, tmp_path):
-    yaml = pytest.importorskip("yaml")
+    yaml = extra_module("yaml")
     keys = keys_of(tiny_release)
     with pytest.raises(UsageError, match="end date"):
         make_bundle(tiny_release, keys, tmp_path / "c.zip", holdout=0.5)

@@ -1,6 +1,7 @@
 """A release re-derived from docs/FORMAT.md alone (tests/spec.py), byte for byte, and the known
 answers docs/known-answers.json publishes for other implementations."""
 
+import hashlib
 import json
 from pathlib import Path
 

@@ -22,7 +22,7 @@ from challenge.params import Params
 from challenge.submission import Expected, expected_from_manifest
 from challenge.manifest import read_manifest
 from generator.release import generate
-from tests.helpers import SEED, resized
+from tests.helpers import SEED, extra_module, resized
 from tests.naive import score_pairs_reference
 from tests.test_submission import BAD
 from verifier import metrics
@@ -224,7 +224,7 @@ def vermin_problems(*files: str) -> str | None:
 
 
 def test_every_file_of_the_program_needs_at_most_python_3_9(tmp_path):
-    pytest.importorskip("vermin")
+    extra_module("vermin")
     assert vermin_problems(*(str(PROGRAM / name) for name in PROGRAM_FILES)) is None
     newer = tmp_path / "newer.py"
     newer.write_text("from itertools import pairwise\n")  # 3.10
