@@ -269,7 +269,7 @@ def test_patch_bank_skips_oversized_images_and_counts_them(tmp_path):
 
 
 def test_symlink_loops_fifos_and_devices_in_an_image_folder_are_skipped_and_counted(tmp_path):
-    image_folder(tmp_path / "imgs", [(40, 40)])
+    folder = image_folder(tmp_path / "imgs", [(40, 40)])
     cls = folder / "cls"
     (cls / "a.png").symlink_to(cls / "b.png")
     (cls / "b.png").symlink_to(cls / "a.png")
