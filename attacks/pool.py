@@ -37,7 +37,7 @@ def _shape_text(shape) -> str:
 
 def class_columns(pool: ImageSet, release: PublicRelease) -> np.ndarray | None:
     """Per candidate, its label column in the release, or None when the pool's classes are not the release's."""
-    names = release.manifest.get("class_names") or []
+    names = release.manifest.class_names or []
     if not names or list(pool.class_names) != list(names):
         return None
     return pool.labels

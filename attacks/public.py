@@ -16,9 +16,9 @@ from challenge import format as fmt
 from challenge.errors import UsageError
 from challenge.geometry import CHANNELS
 from challenge.params import Params
-from challenge.manifest import read_manifest
+from challenge.manifest import Manifest, manifest_path
 from challenge.npy import NpyFile, read_npy_header
-from challenge.submission import Expected, expected_from_manifest
+from challenge.submission import Expected, expected_from_params
 
 __all__ = ["PublicRelease", "open_public", "magnitudes"]
 
@@ -28,7 +28,7 @@ class PublicRelease:
     """A release as an attacker sees it: parameters, the expected submission, the labels, the encryptions."""
 
     path: Path
-    manifest: dict
+    manifest: Manifest  # read leniently: fields an attack does not need may be None (see open_public)
     params: Params
     expected: Expected
     labels: np.ndarray  # float32 (N, classes): lambda-weighted one-hot labels of the private images
@@ -64,11 +64,14 @@ def _header(path: Path, max_bytes: int, fits, expected: str, what: str) -> NpyFi
 def open_public(release: Path) -> PublicRelease:
     """Read ``public/manifest.json``, ``public/label.npy`` and the header of ``public/encryption.npy``
     of ``release`` (never the key store)."""
-    manifest = read_manifest(release)
-    params = fmt.read_params(manifest["params"], f"{release}: manifest params", manifest["format_version"])
-    expected = expected_from_manifest(manifest)
+    problems = []  # an attacker reads what it can: only the parameters are needed
+    manifest = Manifest.read(release, problems)
+    params = manifest.params
+    if params is None:
+        raise UsageError(f"{manifest_path(release)}: params: {dict(problems).get('params', 'malformed')}")
+    expected = expected_from_params(params)
     n = expected.n
-    names = manifest.get("class_names") or []  # empty when the private set named no classes
+    names = manifest.class_names or []  # empty when the private set named no classes
     path = _public_file(release, fmt.LABEL_FILE)
     labels = _header(path, n * max(len(names), 1 << 16) * 4 + 10_000,
                      lambda h: h.dtype == np.float32 and len(h.shape) == 2 and h.shape[0] == n

@@ -18,15 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from challenge import format as fmt
-from challenge.domain import DOMAINS, describe
+from challenge.domain import describe
 from challenge.errors import UsageError
-from challenge.geometry import DEFAULT_IMAGE_SHAPE, check_image_shape
-from challenge.params import MAX_ENCRYPTIONS, SHAPED_SINCE, Params
+from challenge.params import MAX_ENCRYPTIONS, Params
 from challenge.text import printable
 
 __all__ = ["FIELDS", "FORMAT_NAME", "Manifest", "ManifestError", "PREVIEW_COUNT", "SEED_NOTES",
-           "expected_arrays", "image_shape", "json_get", "manifest_path", "manifest_problems", "read_manifest",
-           "seed_json"]
+           "expected_arrays", "json_get", "manifest_path", "manifest_problems", "seed_json"]
 
 FORMAT_NAME = "instahide-challenge-release"
 PREVIEW_COUNT = 64  # encryptions on preview.png
@@ -247,36 +245,6 @@ def manifest_path(release: Path) -> Path:
     if not os.path.lexists(path):  # a FIFO or a symlink is there to be refused by name, when read
         raise UsageError(f"{release}: not a release (no {fmt.PUBLIC_DIR}/{fmt.MANIFEST_FILE} or {fmt.MANIFEST_FILE})")
     return path
-
-
-def read_manifest(path: Path) -> dict:
-    """A release's manifest as a dict, checking only what the attacks and the bundle read of it.
-    Those are still to move to :meth:`Manifest.read` (issue 21); nothing else uses this."""
-    file = manifest_path(path)
-    manifest = fmt.read_json(file)
-    if manifest.get("format") != FORMAT_NAME or not _readable(manifest.get("format_version")):
-        raise UsageError(f"{file}: not an {FORMAT_NAME} manifest of version "
-                         f"{' or '.join(map(str, fmt.READABLE_VERSIONS))}")
-    n = manifest.get("n_encryptions")
-    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-        raise UsageError(f"{file}: 'n_encryptions' is {n!r}, expected a positive integer")
-    params = manifest.get("params")
-    domain = params.get("domain") if isinstance(params, dict) else None
-    if domain not in DOMAINS:
-        raise UsageError(f"{file}: params.domain is {domain!r}, expected one of {', '.join(DOMAINS)}")
-    try:
-        image_shape(manifest)
-    except ValueError as e:
-        raise UsageError(f"{file}: params.image_shape: {e}") from None
-    return manifest
-
-
-def image_shape(manifest: dict) -> tuple[int, int, int]:
-    """The release's image shape: ``params.image_shape`` from version 3 on, 32x32x3 before.
-    ValueError (naming what is wrong) for a shape the format does not allow."""
-    if manifest.get("format_version", SHAPED_SINCE) < SHAPED_SINCE:
-        return DEFAULT_IMAGE_SHAPE
-    return check_image_shape(json_get(manifest, "params", "image_shape"))
 
 
 def json_get(obj, *keys):

@@ -16,7 +16,7 @@ from challenge import format as fmt
 from challenge.domain import DOMAINS
 from challenge.errors import UsageError
 from challenge.files import UnsafeFile, make_folders, remove_made, write_atomic
-from challenge.manifest import Manifest, image_shape
+from challenge.manifest import Manifest
 from challenge.npy import ROWS, read_npy_header
 from challenge.params import Params
 from challenge.places import check_output
@@ -24,7 +24,7 @@ from challenge.progress import Progress
 from challenge.text import printable
 
 __all__ = ["DECRYPTION_FILE", "METADATA_FILE", "Expected", "encryption_blocks", "expected_from_keys",
-           "expected_from_manifest", "expected_from_params", "open_for_scoring", "write_submission"]
+           "expected_from_params", "open_for_scoring", "write_submission"]
 
 DECRYPTION_FILE = "decryption.npy"
 METADATA_FILE = "metadata.json"
@@ -46,12 +46,6 @@ class Expected:
     @property
     def value_range(self) -> tuple[float, float]:
         return DOMAINS[self.domain]
-
-
-def expected_from_manifest(manifest: dict) -> Expected:
-    """What the attacks and the bundle read from a :func:`~challenge.manifest.read_manifest` dict
-    (still to move to :meth:`Manifest.read`, issue 21; then this goes)."""
-    return Expected(manifest["n_encryptions"], manifest["params"]["domain"], image_shape(manifest))
 
 
 def expected_from_params(params: Params) -> Expected:

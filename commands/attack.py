@@ -131,10 +131,8 @@ def _load_pool(path: Path | None, release):
 
 def _embedded_pool(release):
     """The embedded demo data when the release was built from it (its fingerprint is in the manifest)."""
-    from challenge.manifest import json_get
-
     pool = _pool_at_shape(None, release)
-    return pool if json_get(release.manifest, "sources", "private", "fingerprint") == pool.fingerprint() else None
+    return pool if release.manifest.fingerprint("private") == pool.fingerprint() else None
 
 
 def _finish(args, summary: dict) -> int:

@@ -126,3 +126,11 @@ def check_inspect_json(info: dict, public: Path, keys: Path | None = None) -> No
     commitment = fmt.commitment(fmt.open_key_store(keys))
     assert info["key_store"] == {"path": str(keys), "bytes": sum(p.stat().st_size for p in keys.rglob("*") if p.is_file()),
                                  "commitment": commitment, "matches_manifest": commitment == manifest["key_store"]["commitment"]}
+
+
+def manifest_json(release: Path) -> dict:
+    """The manifest of ``release`` (or of its public folder) as plain JSON, for tests that edit it."""
+    from challenge import format as fmt
+    from challenge.manifest import manifest_path
+
+    return fmt.read_json(manifest_path(release))

@@ -42,7 +42,7 @@ TARGETS = {
                             ["tests/test_submission.py", "tests/test_files.py", "tests/test_audit.py::test_flipped_mask_bit", "tests/test_audit.py::test_every_listed_file_is_hashed",
                              "tests/test_conformance.py::test_a_release_is_what_the_spec_derives[cross]",
                              "tests/test_format_versions.py::test_version_1_release_is_read_as_before"], None),
-    "challenge/submission.py": (["open_for_scoring", "expected_from_manifest", "expected_from_keys"],
+    "challenge/submission.py": (["open_for_scoring", "expected_from_params", "expected_from_keys"],
                                 ["tests/test_submission.py"], None),
     "verifier/audit.py": (["check_digests", "_sha256_files", "_hash_groups", "_digest_findings", "check_commitment",
                            "check_secrets", "_contains", "check_public_files"], AUDIT_TESTS, None),
@@ -54,7 +54,7 @@ TARGETS = {
                                       "tests/test_conformance.py::test_the_tool_gives_the_known_answers"], 15),
     "challenge/lambdas.py": (["words_per_try", "_try", "_first_accepted", "draw_lambda", "acceptance"],
                              ["tests/test_lambdas.py", "tests/test_conformance.py::test_the_tool_gives_the_known_answers"], 10),
-    "challenge/manifest.py": (["manifest_problems", "_check_sources", "read_manifest"], ["tests/test_submission.py", *AUDIT_TESTS], 10),
+    "challenge/manifest.py": (["manifest_problems", "_check_sources", "Manifest"], ["tests/test_submission.py", *AUDIT_TESTS], 10),
     "verifier/submission.py": (["check_shape", "_check_metadata", "validate", "check_files"], ["tests/test_submission.py"], 10),
     "verifier/scoring.py": (None, ["tests/test_scoring.py"], 10),
 }

@@ -135,7 +135,7 @@ def best_candidates_reference(features: np.ndarray, pool, release) -> np.ndarray
     """Twin of :func:`attacks.pool.best_candidates`: one dense product over the whole pool; where the
     pool's class names are the release's, a candidate only for the encryptions whose label has its class."""
     s = features @ pool_features_reference(pool.images, release.params).T
-    if list(pool.class_names) == list(release.manifest.get("class_names") or []) and len(pool.class_names):
+    if list(pool.class_names) == list(release.manifest.class_names or []) and len(pool.class_names):
         s[~(release.labels > 0)[:, pool.labels]] = -np.inf
     return np.argmax(s, axis=1)
 

@@ -98,19 +98,16 @@ ROOT = Path(__file__).resolve().parent.parent
 # a manifest read by string key, or through the dict readers that are left for the modules below
 STRING_KEY_READ = re.compile(r"manifest\[|manifest\.get\(|json_get\(\s*[\w.]*manifest|\bread_manifest\(|\bexpected_from_manifest\(")
 # still to move to Manifest (issue 21): rewritten elsewhere at the time; this list only shrinks
-STILL_TO_CONVERT = {"attacks/pool.py", "attacks/public.py", "commands/attack.py"}
 # programs that run on the hosting platform with numpy alone (the hosting branch): they cannot import challenge/
 STANDALONE = "verifier/codabench/"
 
 
 def test_no_string_key_read_of_a_manifest_outside_challenge():
-    """Every reader outside ``challenge/`` goes through the typed ``Manifest``; a file on the list
-    that no longer reads a dict must leave it, so that the list can only shrink."""
+    """Every reader outside ``challenge/`` goes through the typed ``Manifest``."""
     readers = {}
     for package in ("generator", "verifier", "attacks", "commands"):
         for path in sorted((ROOT / package).rglob("*.py")):
             file, lines = path.relative_to(ROOT).as_posix(), path.read_text(encoding="utf-8").splitlines()
             if not file.startswith(STANDALONE):
                 readers[file] = [n for n, line in enumerate(lines, 1) if STRING_KEY_READ.search(line)]
-    assert {file: lines for file, lines in readers.items() if lines and file not in STILL_TO_CONVERT} == {}
-    assert {file for file in STILL_TO_CONVERT if not readers.get(file)} == set(), "converted: take it off STILL_TO_CONVERT"
+    assert {file: lines for file, lines in readers.items() if lines} == {}

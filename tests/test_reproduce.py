@@ -9,13 +9,12 @@ import numpy as np
 import pytest
 
 from challenge import format as fmt
-from challenge.manifest import read_manifest
 from commands.main import main
 from challenge.errors import UsageError
 from challenge.keystream import parse_seed
 from generator.default_data import default_private, default_public
 from generator.release import generate
-from tests.helpers import TINY, resized, run_cli
+from tests.helpers import TINY, manifest_json, resized, run_cli
 from commands.release import reproduce, reproduce_from
 from verifier.reproduce import open_published
 
@@ -204,7 +203,7 @@ def test_key_store_of_another_seed(release, tmp_path, private_set, public_bank):
     generate(tmp_path / "other", TINY, bytes(32), private_set, public_bank)
     shutil.rmtree(keys(release))
     shutil.copytree(keys(tmp_path / "other"), keys(release))
-    published = read_manifest(release)["key_store"]["commitment"]
+    published = manifest_json(release)["key_store"]["commitment"]
     other = fmt.commitment(fmt.open_key_store(keys(release)))
     with pytest.raises(UsageError, match="not this release's keys") as refused:  # not "differs": exit 2, before regenerating
         reproduce(release, keys(release))

@@ -19,10 +19,10 @@ import pytest
 from challenge import format as fmt
 from challenge.keystream import chacha20_keystream, nonce as keystream_nonce
 from challenge.params import Params
-from challenge.submission import Expected, expected_from_manifest
-from challenge.manifest import read_manifest
+from challenge.manifest import Manifest
+from challenge.submission import Expected, expected_from_params
 from generator.release import generate
-from tests.helpers import SEED, extra_module, resized
+from tests.helpers import SEED, extra_module, manifest_json, resized
 from tests.naive import score_pairs_reference
 from tests.test_submission import BAD
 from verifier import metrics
@@ -82,7 +82,7 @@ def test_commitment_from_npy_files_equals_the_stores(tmp_path, private_set, publ
     generate(release, Params(n_private=20, per_image=3), SEED, private_set, public_bank, format_version=version)
     store = fmt.open_key_store(release / "secret" / "keys.zarr")
     _write_reference(store, tmp_path / "ref")
-    manifest = read_manifest(release)
+    manifest = manifest_json(release)
     assert score_py.commitment(tmp_path / "ref", manifest["key_store"]["scheme"]) == manifest["key_store"]["commitment"]
 
 
@@ -102,7 +102,7 @@ def shaped(request, tmp_path_factory, private_set, public_bank):
     generate(root / "release", params, SEED, resized(private_set, shape), resized(public_bank, shape))
     store = fmt.open_key_store(root / "release" / "secret" / "keys.zarr")
     _write_reference(store, root / "input" / "ref")
-    return root, store, expected_from_manifest(read_manifest(root / "release"))
+    return root, store, expected_from_params(Manifest.read(root / "release").params)
 
 
 def submissions(root: Path, store, expected: Expected):
@@ -179,7 +179,7 @@ def hostile(tmp_path: Path) -> dict[str, Path]:
 
 
 def test_check_submission_gives_verifys_verdict(tiny_release, tmp_path, capsys):
-    expected = expected_from_manifest(read_manifest(tiny_release))
+    expected = expected_from_params(Manifest.read(tiny_release).params)
     cases = {name: build(tmp_path / name) for name, (build, _) in BAD.items()}
     cases.update(hostile(tmp_path / "hostile"))
     for name, folder in cases.items():
@@ -195,7 +195,7 @@ def test_check_submission_gives_verifys_verdict(tiny_release, tmp_path, capsys):
 def test_check_submission_reads_the_zip_participants_upload(tiny_release, tmp_path, capsys):
     from verifier.archive import submission_folder
 
-    expected = expected_from_manifest(read_manifest(tiny_release))
+    expected = expected_from_params(Manifest.read(tiny_release).params)
     folder = tmp_path / "sub"
     folder.mkdir()
     np.save(folder / "decryption.npy", np.zeros((100, 32, 32, 3), np.uint8))

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 from generator.release import generate
-from tests.helpers import TINY, run_cli
+from tests.helpers import TINY, manifest_json, run_cli
 from commands import verify as cli
-from challenge.manifest import read_manifest
-from challenge.submission import Expected, expected_from_manifest
+from challenge.manifest import Manifest
+from challenge.submission import Expected, expected_from_params
 from verifier.submission import _check_metadata, _tally_rows, check_shape, validate
 from tests.naive import tally_rows_reference
 
@@ -192,7 +192,7 @@ def test_bad_arguments_exit_2(tmp_path, capsys, tiny_release):
     assert code == 2 and "not a key store" in err
     manifest = tmp_path / "other" / "public" / "manifest.json"
     manifest.parent.mkdir(parents=True)
-    m = read_manifest(tiny_release)
+    m = manifest_json(tiny_release)
     manifest.write_text(json.dumps({**m, "params": {**m["params"], "c1": 0.6}}))
     code, _, err = verify(capsys, folder, "--release", tmp_path / "other", "--keys", tiny_release / "secret" / "keys.zarr")
     assert code == 2 and "manifest parameters differ" in err and "the manifest was changed" in err
@@ -202,10 +202,10 @@ def test_keys_of_another_release_with_the_same_parameters(tmp_path, capsys, tiny
     """Same parameters, same data, another seed: only the commitment tells the key stores apart."""
     other = tmp_path / "other"
     generate(other, TINY, bytes(32), private_set, public_bank)
-    assert read_manifest(other)["params"] == read_manifest(tiny_release)["params"]
+    assert manifest_json(other)["params"] == manifest_json(tiny_release)["params"]
     folder = make(tmp_path / "s", good())
     code, _, err = verify(capsys, folder, "--release", tiny_release, "--keys", other / "secret" / "keys.zarr")
-    published = read_manifest(tiny_release)["key_store"]["commitment"]
+    published = manifest_json(tiny_release)["key_store"]["commitment"]
     assert code == 2 and len(err.splitlines()) == 1, err
     assert f"differs from {published}" in err and err.rstrip().endswith("not this release's keys")
     code, out, err = verify(capsys, folder, "--release", tiny_release, "--keys", tiny_release / "secret" / "keys.zarr")
@@ -216,7 +216,7 @@ def test_keys_of_another_release_with_the_same_parameters(tmp_path, capsys, tiny
 def test_a_malformed_commitment_in_the_manifest_is_named(tmp_path, capsys, tiny_release, published):
     release = tmp_path / "release"
     shutil.copytree(tiny_release / "public", release / "public")
-    manifest = read_manifest(release)
+    manifest = manifest_json(release)
     (release / "public" / "manifest.json").write_text(json.dumps({**manifest, "key_store": {"commitment": published}}))
     code, _, err = verify(capsys, make(tmp_path / "s", good()), "--release", release, "--keys", tiny_release / "secret" / "keys.zarr")
     path = release / "public" / "manifest.json"
@@ -225,8 +225,8 @@ def test_a_malformed_commitment_in_the_manifest_is_named(tmp_path, capsys, tiny_
 
 
 def test_expected_comes_from_the_manifest(tiny_release):
-    assert expected_from_manifest(read_manifest(tiny_release)) == Expected(N, "centered", (32, 32, 3))
-    assert read_manifest(tiny_release / "public") == read_manifest(tiny_release)
+    assert expected_from_params(Manifest.read(tiny_release).params) == Expected(N, "centered", (32, 32, 3))
+    assert manifest_json(tiny_release / "public") == manifest_json(tiny_release)
 
 
 def test_tally_kernel_matches_numpy():
