@@ -56,7 +56,7 @@ from challenge.places import check_output
 from challenge.text import printable
 from verifier.audit import audit
 from verifier.baselines import blind
-from verifier.scoring import DECIMALS, HEADLINE, SUCCESS_SSIM, platform_scores, score, selected_rows
+from verifier.scoring import DECIMALS, METRICS, platform_scores, score, selected_rows
 from verifier.submission import METADATA_FIELDS
 
 __all__ = ["COLUMNS", "DEFAULT_DOCKER_IMAGE", "DEFAULT_PER_DAY", "DEFAULT_TOTAL", "PROGRAM", "PUBLIC_FILES",
@@ -76,7 +76,7 @@ DEFAULT_TOTAL = 40
 TIME_MARGIN = 10  # execution_time_limit = this many times the measured scoring time of the sample ...
 MIN_TIME_LIMIT = 120  # ... and at least this many seconds (a cold container, a busy worker)
 # Leaderboard columns: (key = the scores.json name, sorting). Column 0 ranks (Codabench: the primary column).
-COLUMNS = tuple((name, "asc" if "L2" in name else "desc") for name in HEADLINE)
+COLUMNS = tuple((metric.name, "desc" if metric.better == "higher" else "asc") for metric in METRICS)
 COMMAND = "python3 $program/score.py $input $output"  # $program, $input, $output: the platform's mount points
 STAGING = ".{name}.bundle-"  # + pid: the run's 0700 work folder beside --out
 WHEEL_NAME = f"instahide_challenge-{__version__}-py3-none-any.whl"
@@ -178,24 +178,13 @@ def competition(title: str, *, holdout: float | None, start: date, end: date | N
 
 # --- pages -----------------------------------------------------------------------------------------
 
-_MEANINGS = {
-    "Max_SSIM": "mean over encryptions of the best SSIM against its private images (the ranking score)",
-    "Mean_SSIM": "mean over encryptions of the mean SSIM against its private images",
-    "Min_L2": "mean over encryptions of the smallest RMS difference on [-1, 1]",
-    "Max_L2": "mean over encryptions of the largest RMS difference",
-    "Mean_L2": "mean over encryptions of the mean RMS difference",
-    "success_rate": f"share of encryptions whose best SSIM exceeds {SUCCESS_SSIM}",
-    "recovered_share": f"share of the private images whose best SSIM, over every encryption that contains them, "
-                       f"exceeds {SUCCESS_SSIM}",
-}
 
 
 def _pages(title: str, manifest: Manifest, holdout: float | None, per_day: int, total: int) -> dict[str, str]:
     params, commitment = manifest.params, manifest.commitment
     n, expected = params.n_encryptions, expected_from_params(params)
     low, high = expected.value_range
-    rows = "\n".join(f"| `{key}` | {'lower' if sorting == 'asc' else 'higher'} | {_MEANINGS[key]} |"
-                     for key, sorting in COLUMNS)
+    rows = "\n".join(f"| `{metric.name}` | {metric.better} | {metric.meaning} |" for metric in METRICS)
     split = (f"\n\nA keyed share ({holdout:g}) of the encryptions is held out: the Development phase scores the "
              "others, the Final phase the held-out ones (your last development submission is scored there "
              "automatically); nobody without the keys can tell which are which." if holdout is not None else "")

@@ -30,14 +30,44 @@ from challenge.submission import DECRYPTION_FILE, Expected, expected_from_keys, 
 from verifier.submission import Validation, ValueTally, check_shape, centered, validate
 
 __all__ = [
-    "DECIMALS", "HEADLINE", "PARTS", "SUCCESS_SSIM", "Accumulator", "Scores", "format_table", "holdout_mask",
+    "DECIMALS", "HEADLINE", "METRICS", "PARTS", "SUCCESS_SSIM", "Accumulator", "Metric", "Scores", "format_table",
+    "holdout_mask",
     "platform_scores", "published", "score", "score_array", "score_blocks", "selected_rows", "write_scores",
 ]
 
 SUCCESS_SSIM = 0.8  # the 2020 success threshold: a recovery succeeds if its SSIM exceeds it
 SCORES_JSON = "scores.json"
 SCORES_TXT = "scores.txt"
-HEADLINE = ("Max_SSIM", "Mean_SSIM", "Min_L2", "Max_L2", "Mean_L2", "success_rate", "recovered_share")
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One published score (docs/FORMAT.md section 9): its name, which way is better and what it
+    means, as the ``verify`` table, the leaderboard and the competition's pages say it.  A score
+    averaged over the encryptions has ``per_encryption``: (ssim, l2), each (rows, k_private) of a
+    block, to the (rows,) values whose exact mean it is; the shares are counted in
+    :meth:`Accumulator.result`."""
+
+    name: str
+    better: str  # "higher" or "lower"
+    meaning: str
+    per_encryption: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None
+
+
+METRICS = (  # the leaderboard's columns, in this order; the first ranks
+    Metric("Max_SSIM", "higher", "mean over encryptions of the best SSIM against its private images (the ranking "
+           "score)", lambda ssim, l2: ssim.max(axis=1)),
+    Metric("Mean_SSIM", "higher", "mean over encryptions of the mean SSIM against its private images",
+           lambda ssim, l2: ssim.mean(axis=1)),
+    Metric("Min_L2", "lower", "mean over encryptions of the smallest RMS difference on [-1, 1]", lambda ssim, l2: l2.min(axis=1)),
+    Metric("Max_L2", "lower", "mean over encryptions of the largest RMS difference", lambda ssim, l2: l2.max(axis=1)),
+    Metric("Mean_L2", "lower", "mean over encryptions of the mean RMS difference", lambda ssim, l2: l2.mean(axis=1)),
+    Metric("success_rate", "higher", f"share of encryptions whose best SSIM exceeds {SUCCESS_SSIM}"),
+    Metric("recovered_share", "higher", f"share of the private images whose best SSIM, over every encryption that "
+           f"contains them, exceeds {SUCCESS_SSIM}"),
+)
+HEADLINE = tuple(metric.name for metric in METRICS)
+_AVERAGED = tuple(metric for metric in METRICS if metric.per_encryption is not None)
 DECIMALS = 4  # published scores: round half even of the exact float64 mean (docs/FORMAT.md section 9)
 PARTS = ("public", "final")
 _HOLDOUT_ROWS = 1 << 20  # rows of the split drawn at a time: 8 MB of keystream
@@ -101,13 +131,13 @@ class Scores:
 class Accumulator:
     """Collects per-pair scores block by block; :meth:`result` aggregates them exactly.
 
-    Per-encryption values are kept (5 float64 each: 40 MB for a million encryptions) so that the
-    means are exactly rounded sums (``math.fsum``), independent of block size and order.  Only the
-    ``selected`` encryptions (all by default) count.
+    Per-encryption values are kept (one float64 per averaged metric: 40 MB for a million
+    encryptions) so that the means are exactly rounded sums (``math.fsum``), independent of block
+    size and order.  Only the ``selected`` encryptions (all by default) count.
     """
 
     def __init__(self, n_encryptions: int, n_private: int, selected: np.ndarray | None = None):
-        self.per_encryption = np.full((n_encryptions, 5), np.nan)  # max/mean SSIM, min/max/mean L2
+        self.per_encryption = np.full((n_encryptions, len(_AVERAGED)), np.nan)  # a column per averaged metric
         self.best_column = np.zeros(n_encryptions, np.int16)
         self.best_per_private = np.full(n_private, -np.inf)
         self.selected = np.ones(n_encryptions, bool) if selected is None else selected
@@ -115,8 +145,7 @@ class Accumulator:
 
     def add(self, start: int, ssim: np.ndarray, l2: np.ndarray, index: np.ndarray) -> None:
         stop = start + len(ssim)
-        self.per_encryption[start:stop] = np.stack(
-            [ssim.max(axis=1), ssim.mean(axis=1), l2.min(axis=1), l2.max(axis=1), l2.mean(axis=1)], axis=1)
+        self.per_encryption[start:stop] = np.stack([metric.per_encryption(ssim, l2) for metric in _AVERAGED], axis=1)
         self.best_column[start:stop] = ssim.argmax(axis=1)
         counted = self.selected[start:stop]
         np.maximum.at(self.best_per_private, np.asarray(index)[counted].ravel(), ssim[counted].ravel())
@@ -138,10 +167,9 @@ class Accumulator:
         rows = np.flatnonzero(self.selected)
         n = len(rows)
         values = self.per_encryption[rows]
-        means = [math.fsum(column) / n for column in values.T]
-        max_ssim = values[:, 0]
+        summary = {metric.name: math.fsum(column) / n for metric, column in zip(_AVERAGED, values.T)}
+        max_ssim = values[:, _AVERAGED.index(METRICS[0])]
         seen = np.isfinite(self.best_per_private)
-        summary = dict(zip(HEADLINE[:5], means))
         summary["success_rate"] = float(np.count_nonzero(max_ssim > SUCCESS_SSIM)) / n
         summary["recovered_share"] = float(np.count_nonzero(self.best_per_private > SUCCESS_SSIM)) / len(seen)
         summary["n_encryptions"] = n
@@ -218,20 +246,10 @@ def _native(block: np.ndarray) -> np.ndarray:
 
 
 def format_table(scores: Scores) -> str:
-    """The scores as aligned ``name  value  meaning`` lines."""
+    """The scores as aligned ``name  value  meaning`` lines (with how many images ``recovered_share`` counts)."""
     s = scores.summary
-    n_rec = round(s["recovered_share"] * s["n_private"])
-    lines = [
-        ("Max_SSIM", s["Max_SSIM"], "mean over encryptions of the best SSIM against its private images (ranks)"),
-        ("Mean_SSIM", s["Mean_SSIM"], "mean over encryptions of the mean SSIM"),
-        ("Min_L2", s["Min_L2"], "mean over encryptions of the smallest RMS difference on [-1, 1]"),
-        ("Max_L2", s["Max_L2"], "mean over encryptions of the largest RMS difference"),
-        ("Mean_L2", s["Mean_L2"], "mean over encryptions of the mean RMS difference"),
-        ("success_rate", s["success_rate"], f"share of encryptions with Max_SSIM > {SUCCESS_SSIM}"),
-        ("recovered_share", s["recovered_share"],
-         f"share of private images with best SSIM > {SUCCESS_SSIM} ({n_rec} of {s['n_private']})"),
-    ]
-    return "\n".join(f"{name:<16}{published(value):9.4f}  {meaning}" for name, value, meaning in lines)
+    counted = {"recovered_share": f" ({round(s['recovered_share'] * s['n_private'])} of {s['n_private']})"}
+    return "\n".join(f"{m.name:<16}{published(s[m.name]):9.4f}  {m.meaning}{counted.get(m.name, '')}" for m in METRICS)
 
 
 def platform_scores(scores: Scores) -> dict:

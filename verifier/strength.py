@@ -31,7 +31,7 @@ from challenge.submission import Expected, encryption_blocks, open_for_scoring, 
 from verifier import charts
 from verifier.baselines import FLOORS, METHODS, floor_blocks, pairing_blocks
 from verifier.leaderboard import _STYLE, Entry as Scored, PAIRS_SHOWN, _figure, _release_line, recovery_pairs, release_of
-from verifier.scoring import SUCCESS_SSIM, Scores, published, score
+from verifier.scoring import METRICS, SUCCESS_SSIM, Scores, published, score
 from verifier.submission import Validation
 
 __all__ = ["ATTACKERS", "COLUMNS", "STRENGTH_HTML", "STRENGTH_JSON", "SWEEP_HTML", "SWEEP_JSON", "SWEEP_MD", "Writer",
@@ -62,9 +62,7 @@ COLUMNS = (
     ("attack", "constant and mean are the floors (trivial submissions: the best flat grey, the mean private "
      "image); pairing is given the keys; keyless attacks (pool, graph) use the public files only (and pool "
      "a data set the attacker can obtain)"),
-    ("Max_SSIM", "mean over encryptions of the best SSIM of the recovery against the encryption's private images "
-     "(what the leaderboard ranks)"),
-    ("Mean_SSIM", "mean over encryptions of the mean SSIM against its private images"),
+    *((metric.name, metric.meaning) for metric in METRICS[:2]),  # as verify and the leaderboard define them
     ("success rate", f"share of encryptions whose recovery has SSIM > {SUCCESS_SSIM} against one of its private images"),
     ("recovered", f"private images with SSIM > {SUCCESS_SSIM} in at least one encryption's recovery"),
     ("above the floors", f"private images recovered (SSIM > {SUCCESS_SSIM}) with an SSIM above what both floors reach "
