@@ -291,12 +291,21 @@ def _moments(y, groups, lam, mu, n_groups):
     return out
 
 
-def _design(groups, lam, mu, n_groups) -> np.ndarray:
-    d = np.zeros((len(groups), n_groups + 1))
-    for j in range(groups.shape[1]):
-        np.add.at(d, (np.arange(len(groups)), groups[:, j]), lam[:, j])
-    d[:, n_groups] = mu
-    return d
+@njit(cache=True)
+def _gram(groups, lam, mu, n_groups):
+    """D^T D for the design of :func:`_moments`, from its k_private + 1 entries per row: O(N k^2)
+    where the dense product took O(N n^2) (100 GFLOP per fit at 50,000 x 1,000).  Rows in order."""
+    out = np.zeros((n_groups + 1, n_groups + 1))
+    for i in range(groups.shape[0]):
+        for j in range(groups.shape[1]):
+            g = groups[i, j]
+            w = lam[i, j]
+            for q in range(groups.shape[1]):
+                out[g, groups[i, q]] += w * lam[i, q]
+            out[g, n_groups] += w * mu[i]
+            out[n_groups, g] += w * mu[i]
+        out[n_groups, n_groups] += mu[i] * mu[i]
+    return out
 
 
 def _solve(gram: np.ndarray, moments: np.ndarray) -> np.ndarray:
@@ -306,13 +315,9 @@ def _solve(gram: np.ndarray, moments: np.ndarray) -> np.ndarray:
     return np.linalg.pinv(gram, hermitian=True) @ moments
 
 
-def fit_images(y, groups, lam, mu, n_groups: int, rows: int = 4096, advance: Advance = None) -> tuple[np.ndarray, np.ndarray]:
+def fit_images(y, groups, lam, mu, n_groups: int, advance: Advance = None) -> tuple[np.ndarray, np.ndarray]:
     """Least-squares images (n_groups, D) and public term (D,) for the model above (float64)."""
-    gram = np.zeros((n_groups + 1, n_groups + 1))
-    for a in range(0, len(y), rows):
-        d = _design(groups[a : a + rows], lam[a : a + rows], mu[a : a + rows], n_groups)
-        gram += d.T @ d
-    solved = _solve(gram, _moments(y, groups, lam, mu, n_groups))
+    solved = _solve(_gram(groups, lam, mu, n_groups), _moments(y, groups, lam, mu, n_groups))
     if advance:
         advance(len(y))
     return solved[:n_groups], solved[n_groups]
@@ -456,11 +461,11 @@ def graph_attack(release: PublicRelease, *, rounds: int = 10, rows: int = 4096, 
     for r in range(rounds):
         with Progress(f"round {r + 1}/{rounds}", 3 * n_rows, unit="rows") as bar:  # fit, maybe a refit, reassign
             lam = private_lambdas(groups, group_class, labels)
-            images, public_term = fit_images(z, groups, lam, mu, n, rows, bar.advance)
+            images, public_term = fit_images(z, groups, lam, mu, n, bar.advance)
             split = split_merged(z, groups, lam, images, public_term, mu, group_class, expected, seed)
             if split:
                 lam = private_lambdas(groups, group_class, labels)
-                images, public_term = fit_images(z, groups, lam, mu, n, rows)
+                images, public_term = fit_images(z, groups, lam, mu, n)
             bar.advance(n_rows)
             moved = reassign(z, images, public_term, groups, labels, group_class, mu, rows=rows, advance=bar.advance)
         if np.array_equal(moved, groups) and not split:
@@ -468,17 +473,14 @@ def graph_attack(release: PublicRelease, *, rounds: int = 10, rows: int = 4096, 
         groups = moved
     del z
     lam = private_lambdas(groups, group_class, labels)
-    gram = np.zeros((n + 1, n + 1))
     moments = np.zeros((n + 1, int(np.prod(release.image_shape))))
     start = 0
     with Progress("fit", n_rows, unit="encryptions") as bar:
         for block in release.encryption_blocks(rows):
             stop = start + len(block)
-            d = _design(groups[start:stop], lam[start:stop], mu[start:stop], n)
-            gram += d.T @ d
             moments += _moments(magnitudes(block, p).reshape(len(block), -1), groups[start:stop], lam[start:stop],
                                 mu[start:stop], n)
             start = stop
             bar.advance(len(block))
-    images = _solve(gram, moments)[:n]
+    images = _solve(_gram(groups, lam, mu, n), moments)[:n]
     return GraphResult(groups, lam, images.astype(np.float32).reshape(n, *release.image_shape))

@@ -13,7 +13,7 @@ from attacks.public import open_public
 from challenge import format as fmt
 from challenge.params import Params
 from generator.release import generate
-from tests.naive import best_groups_reference, centre_sums_reference, fit_images_reference
+from tests.naive import best_groups_reference, centre_sums_reference, fit_images_reference, gram_reference
 from tests.helpers import SEED
 from tests.synthetic import SHAPES
 
@@ -69,10 +69,19 @@ def test_fit_images_matches_dense_least_squares(shape):
     groups[groups[:, 0] == groups[:, 1], 1] = (groups[groups[:, 0] == groups[:, 1], 0] + 1) % 8
     lam, mu = rng.uniform(0.1, 0.4, (40, 2)), rng.uniform(0.2, 0.6, 40)
     y = rng.random((40, int(np.prod(shape)))).astype(np.float32)
-    got = G.fit_images(y, groups, lam, mu, 8, rows=7)
+    got = G.fit_images(y, groups, lam, mu, 8)
     want = fit_images_reference(y, groups, lam, mu, 8)
     for a, b in zip(got, want):
         np.testing.assert_allclose(a, b, rtol=1e-8, atol=1e-10)
+
+
+def test_gram_matches_the_dense_design():
+    """Including a row whose two slots name one group (the dense design adds them in one column)."""
+    rng = np.random.default_rng(6)
+    groups = rng.integers(0, 9, (60, 3)).astype(np.int32)
+    groups[0] = [4, 4, 1]
+    lam, mu = rng.uniform(0.05, 0.4, (60, 3)), rng.uniform(0.2, 0.6, 60)
+    np.testing.assert_allclose(G._gram(groups, lam, mu, 9), gram_reference(groups, lam, mu, 9), rtol=1e-12, atol=1e-15)
 
 
 @pytest.mark.parametrize("shape", SHAPES)
