@@ -9,7 +9,8 @@ IEEE S&P 2021, arXiv 2011.05315), in our own code and without a deep-learning fr
    of the label memberships gives its number of private images (:func:`class_sizes`), and a
    spherical k-means of the encryptions carrying it (cosine similarity to the group centres)
    assigns each of them one of its images.  This is 10 small problems instead of one large one,
-   and no N x N similarity is ever formed.
+   and no N x N similarity is ever formed.  The k-means, the attack's largest cost, works on a
+   random projection of the features to 1,024 columns (:func:`project`).
 3. Lambdas: ``label.npy`` row i is sum_j lam_ij onehot(class of private image j).  A group's class
    is known from step 2; an encryption's lambda for a group is its label entry at that class,
    split equally between its groups of one class.
@@ -35,7 +36,7 @@ from attacks.public import PublicRelease, magnitudes
 from challenge.progress import Progress
 
 __all__ = ["GraphResult", "unit_rows", "top_neighbours", "class_sizes", "centre_sums",
-           "spherical_kmeans", "initial_groups", "split_merged", "private_lambdas", "fit_images",
+           "spherical_kmeans", "project", "initial_groups", "split_merged", "private_lambdas", "fit_images",
            "reassign", "pair_accuracy", "graph_attack"]
 
 EPS = 1e-12
@@ -208,8 +209,9 @@ def initial_groups(z: np.ndarray, labels: np.ndarray, k_private: int, sizes: np.
                    advance: Advance = None) -> np.ndarray:
     """int32 (N, k_private): groups from a spherical k-means of each class's encryptions.
 
-    ``z``: the features, one row per encryption; a class's rows are made unit rows (:func:`unit_rows`)
-    when it is grouped, so no second copy of all the features is ever held (1.2 GB at 50,000).
+    ``z``: the features (in the attack, their projection by :func:`project`), one row per
+    encryption; a class's rows are made unit rows (:func:`unit_rows`) when it is grouped, so no
+    second copy of all of them is ever held.
 
     Groups ``offsets[c] .. offsets[c+1]`` are class c's images.  Each encryption takes its nearest
     centre in every class it carries; a spare slot (fewer classes than images) takes the next
@@ -411,8 +413,8 @@ def _cost(corr, gram, group_class, lam_of, cur, lam):
 
 def _correlations(r, images, present, group_class, groups) -> np.ndarray:
     """float64 (rows, n_groups): <r_i, P_g> wherever :func:`_icm` reads it, the groups of the row's
-    label classes and its current groups; 0 elsewhere.  A row carries 2 of 10 classes, so this is
-    a fifth of the full product's work."""
+    label classes and its current groups; 0 elsewhere.  A row carries at most k_private of the
+    classes (2 of 10 in the 2020 shape: a fifth of the full product's work)."""
     corr = np.zeros((len(r), len(images)))
     for c in range(present.shape[1]):
         rows, ids = np.flatnonzero(present[:, c]), np.flatnonzero(group_class == c)
