@@ -9,7 +9,8 @@ IEEE S&P 2021, arXiv 2011.05315), in our own code and without a deep-learning fr
    of the label memberships gives its number of private images (:func:`class_sizes`), and a
    spherical k-means of the encryptions carrying it (cosine similarity to the group centres)
    assigns each of them one of its images.  This is 10 small problems instead of one large one,
-   and no N x N similarity is ever formed.
+   and no N x N similarity is ever formed.  The k-means, the attack's largest cost, works on a
+   random projection of the features to 1,024 columns (:func:`project`).
 3. Lambdas: ``label.npy`` row i is sum_j lam_ij onehot(class of private image j).  A group's class
    is known from step 2; an encryption's lambda for a group is its label entry at that class,
    split equally between its groups of one class.
@@ -35,10 +36,11 @@ from attacks.public import PublicRelease, magnitudes
 from challenge.progress import Progress
 
 __all__ = ["GraphResult", "unit_rows", "top_neighbours", "class_sizes", "centre_sums",
-           "spherical_kmeans", "initial_groups", "split_merged", "private_lambdas", "fit_images",
+           "spherical_kmeans", "project", "initial_groups", "split_merged", "private_lambdas", "fit_images",
            "reassign", "pair_accuracy", "graph_attack"]
 
 EPS = 1e-12
+DIMS = 1024  # the grouping's features (see :func:`project`)
 Advance = Callable[[int], None] | None  # told how many rows were just done (a progress bar's advance)
 
 
@@ -130,20 +132,17 @@ def class_sizes(labels: np.ndarray, k_private: int, n_private: int) -> np.ndarra
     return sizes
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def centre_sums(f, assign, k):
-    """float64 (k, D): the sum of the rows of ``f`` assigned to each centre.
+    """float64 (k, D): the sum of the rows of ``f`` assigned to each centre, rows in order.
 
-    Parallel over blocks of columns, rows summed in order: thread-count independent."""
+    One pass in memory order on one thread: the parallel loop over column blocks took 26 ms for
+    1,000 x 1,024 on two loaded cores (its threads' start and join, and a row stride per block)."""
     out = np.zeros((k, f.shape[1]))
-    block = 64
-    for b in prange((f.shape[1] + block - 1) // block):
-        lo = b * block
-        hi = min(lo + block, f.shape[1])
-        for i in range(f.shape[0]):
-            g = assign[i]
-            for t in range(lo, hi):
-                out[g, t] += f[i, t]
+    for i in range(f.shape[0]):
+        g = assign[i]
+        for t in range(f.shape[1]):
+            out[g, t] += f[i, t]
     return out
 
 
@@ -192,12 +191,27 @@ def unit_rows_uncentred(a: np.ndarray) -> np.ndarray:
     return np.divide(a, norm, out=np.zeros_like(a, dtype=np.float64), where=norm > 0).astype(np.float32)
 
 
+def project(z: np.ndarray, dims: int, seed: int = 0, rows: int = 4096) -> np.ndarray:
+    """float32 (N, dims): the centred rows of ``z`` times a seeded Gaussian matrix, which keeps their
+    cosines to within about 1/sqrt(dims) (Johnson-Lindenstrauss); ``z`` itself when it has no more
+    than ``dims`` columns.  The grouping's k-means, the attack's largest cost, works on these."""
+    if z.shape[1] <= dims:
+        return z
+    basis = np.random.default_rng(seed).standard_normal((z.shape[1], dims)).astype(np.float32)
+    out = np.empty((len(z), dims), np.float32)
+    for a in range(0, len(z), rows):
+        block = z[a : a + rows]
+        out[a : a + rows] = (block - block.mean(axis=1, keepdims=True)) @ basis
+    return out
+
+
 def initial_groups(z: np.ndarray, labels: np.ndarray, k_private: int, sizes: np.ndarray, seed: int = 0,
                    advance: Advance = None) -> np.ndarray:
     """int32 (N, k_private): groups from a spherical k-means of each class's encryptions.
 
-    ``z``: the features, one row per encryption; a class's rows are made unit rows (:func:`unit_rows`)
-    when it is grouped, so no second copy of all the features is ever held (1.2 GB at 50,000).
+    ``z``: the features (in the attack, their projection by :func:`project`), one row per
+    encryption; a class's rows are made unit rows (:func:`unit_rows`) when it is grouped, so no
+    second copy of all of them is ever held.
 
     Groups ``offsets[c] .. offsets[c+1]`` are class c's images.  Each encryption takes its nearest
     centre in every class it carries; a spare slot (fewer classes than images) takes the next
@@ -291,12 +305,21 @@ def _moments(y, groups, lam, mu, n_groups):
     return out
 
 
-def _design(groups, lam, mu, n_groups) -> np.ndarray:
-    d = np.zeros((len(groups), n_groups + 1))
-    for j in range(groups.shape[1]):
-        np.add.at(d, (np.arange(len(groups)), groups[:, j]), lam[:, j])
-    d[:, n_groups] = mu
-    return d
+@njit(cache=True)
+def _gram(groups, lam, mu, n_groups):
+    """D^T D for the design of :func:`_moments`, from its k_private + 1 entries per row: O(N k^2)
+    where the dense product took O(N n^2) (100 GFLOP per fit at 50,000 x 1,000).  Rows in order."""
+    out = np.zeros((n_groups + 1, n_groups + 1))
+    for i in range(groups.shape[0]):
+        for j in range(groups.shape[1]):
+            g = groups[i, j]
+            w = lam[i, j]
+            for q in range(groups.shape[1]):
+                out[g, groups[i, q]] += w * lam[i, q]
+            out[g, n_groups] += w * mu[i]
+            out[n_groups, g] += w * mu[i]
+        out[n_groups, n_groups] += mu[i] * mu[i]
+    return out
 
 
 def _solve(gram: np.ndarray, moments: np.ndarray) -> np.ndarray:
@@ -306,13 +329,9 @@ def _solve(gram: np.ndarray, moments: np.ndarray) -> np.ndarray:
     return np.linalg.pinv(gram, hermitian=True) @ moments
 
 
-def fit_images(y, groups, lam, mu, n_groups: int, rows: int = 4096, advance: Advance = None) -> tuple[np.ndarray, np.ndarray]:
+def fit_images(y, groups, lam, mu, n_groups: int, advance: Advance = None) -> tuple[np.ndarray, np.ndarray]:
     """Least-squares images (n_groups, D) and public term (D,) for the model above (float64)."""
-    gram = np.zeros((n_groups + 1, n_groups + 1))
-    for a in range(0, len(y), rows):
-        d = _design(groups[a : a + rows], lam[a : a + rows], mu[a : a + rows], n_groups)
-        gram += d.T @ d
-    solved = _solve(gram, _moments(y, groups, lam, mu, n_groups))
+    solved = _solve(_gram(groups, lam, mu, n_groups), _moments(y, groups, lam, mu, n_groups))
     if advance:
         advance(len(y))
     return solved[:n_groups], solved[n_groups]
@@ -392,6 +411,21 @@ def _cost(corr, gram, group_class, lam_of, cur, lam):
     return cost
 
 
+def _correlations(r, images, present, group_class, groups) -> np.ndarray:
+    """float64 (rows, n_groups): <r_i, P_g> wherever :func:`_icm` reads it, the groups of the row's
+    label classes and its current groups; 0 elsewhere.  A row carries at most k_private of the
+    classes (2 of 10 in the 2020 shape: a fifth of the full product's work)."""
+    corr = np.zeros((len(r), len(images)))
+    for c in range(present.shape[1]):
+        rows, ids = np.flatnonzero(present[:, c]), np.flatnonzero(group_class == c)
+        if len(rows) and len(ids):
+            corr[np.ix_(rows, ids)] = r[rows] @ images[ids].T
+    for j in range(groups.shape[1]):  # a current group of a class the row lacks (a filled spare slot)
+        rows = np.flatnonzero(~present[np.arange(len(r)), group_class[groups[:, j]]])
+        corr[rows, groups[rows, j]] = np.einsum("ij,ij->i", r[rows], images[groups[rows, j]])
+    return corr
+
+
 def reassign(y, images, public_term, groups, labels, group_class, mu, sweeps: int = 3, rows: int = 4096,
              advance: Advance = None) -> np.ndarray:
     """Groups after iterated conditional modes on the fit (see :func:`_icm`); int32 (N, k_private)."""
@@ -402,7 +436,7 @@ def reassign(y, images, public_term, groups, labels, group_class, mu, sweeps: in
     present = labels > 0
     for a in range(0, len(y), rows):
         r = y[a : a + rows] - (mu[a : a + rows, None] * public_term[None, :]).astype(np.float32)
-        corr = (r @ p32.T).astype(np.float64)
+        corr = _correlations(r, p32, present[a : a + rows], group_class, groups[a : a + rows])
         block = groups[a : a + rows]
         _icm(corr, gram, present[a : a + rows], group_class, block, lab[a : a + rows], sweeps)
         groups[a : a + rows] = block
@@ -433,7 +467,8 @@ def pair_accuracy(groups: np.ndarray, truth: np.ndarray, n_private: int) -> floa
 
 # --- the attack ----------------------------------------------------------------------------------
 
-def graph_attack(release: PublicRelease, *, rounds: int = 10, rows: int = 4096, seed: int = 0) -> GraphResult:
+def graph_attack(release: PublicRelease, *, rounds: int = 10, rows: int = 4096, seed: int = 0,
+                 dims: int = DIMS) -> GraphResult:
     """Run steps 1-4 on a release's public files, with a progress bar per step and per round."""
     p = release.params
     n, m = p.n_private, p.k_private
@@ -451,16 +486,16 @@ def graph_attack(release: PublicRelease, *, rounds: int = 10, rows: int = 4096, 
     sizes = class_sizes(labels, m, n)
     group_class = np.repeat(np.arange(len(sizes)), sizes)
     with Progress("grouping", int(np.count_nonzero(labels[:, sizes > 0] > 0)), unit="rows") as bar:
-        groups = initial_groups(z, labels, m, sizes, seed, bar.advance)
+        groups = initial_groups(project(z, dims, seed, rows), labels, m, sizes, seed, bar.advance)
     expected = len(z) * m / n
     for r in range(rounds):
         with Progress(f"round {r + 1}/{rounds}", 3 * n_rows, unit="rows") as bar:  # fit, maybe a refit, reassign
             lam = private_lambdas(groups, group_class, labels)
-            images, public_term = fit_images(z, groups, lam, mu, n, rows, bar.advance)
+            images, public_term = fit_images(z, groups, lam, mu, n, bar.advance)
             split = split_merged(z, groups, lam, images, public_term, mu, group_class, expected, seed)
             if split:
                 lam = private_lambdas(groups, group_class, labels)
-                images, public_term = fit_images(z, groups, lam, mu, n, rows)
+                images, public_term = fit_images(z, groups, lam, mu, n)
             bar.advance(n_rows)
             moved = reassign(z, images, public_term, groups, labels, group_class, mu, rows=rows, advance=bar.advance)
         if np.array_equal(moved, groups) and not split:
@@ -468,17 +503,14 @@ def graph_attack(release: PublicRelease, *, rounds: int = 10, rows: int = 4096, 
         groups = moved
     del z
     lam = private_lambdas(groups, group_class, labels)
-    gram = np.zeros((n + 1, n + 1))
     moments = np.zeros((n + 1, int(np.prod(release.image_shape))))
     start = 0
     with Progress("fit", n_rows, unit="encryptions") as bar:
         for block in release.encryption_blocks(rows):
             stop = start + len(block)
-            d = _design(groups[start:stop], lam[start:stop], mu[start:stop], n)
-            gram += d.T @ d
             moments += _moments(magnitudes(block, p).reshape(len(block), -1), groups[start:stop], lam[start:stop],
                                 mu[start:stop], n)
             start = stop
             bar.advance(len(block))
-    images = _solve(gram, moments)[:n]
+    images = _solve(_gram(groups, lam, mu, n), moments)[:n]
     return GraphResult(groups, lam, images.astype(np.float32).reshape(n, *release.image_shape))

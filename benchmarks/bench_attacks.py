@@ -16,11 +16,10 @@
    from the true pairing, and the shares of encryptions whose two private images share a class
    (their lambda split is assumed equal) or have a lambda under 0.05; the development photos'
    figure at seed 0 beside it, in the same run.
-7. with ``--big-peak``, only this: peak RSS of the graph attack on 50,000 encryptions with one
-   refinement round (the features and grouping, which hold the most, all run; the full run's
-   10 rounds take 5-20 minutes of 2 cores), and its time.
+7. with ``--big-full``, only this: time, peak RSS and pair accuracy of the graph attack on
+   50,000 encryptions (1,000 private photo crops x 50, [0, 1]), all refinement rounds.
 
-    python benchmarks/bench_attacks.py [--big] [--shape 28x28x1] [--heldout [--seeds 3]] [--big-peak] [--workdir DIR]
+    python benchmarks/bench_attacks.py [--big] [--shape 28x28x1] [--heldout | --dev [--seeds 3]] [--big-full] [--workdir DIR]
 """
 
 from __future__ import annotations
@@ -37,7 +36,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from attacks.graph import (fit_images, gradients, graph_attack, pair_accuracy, private_lambdas, reassign,  # noqa: E402
+from attacks.graph import (EPS, fit_images, gradients, graph_attack, pair_accuracy, private_lambdas, reassign,  # noqa: E402
                            top_neighbours, unit_rows)
 from attacks.public import magnitudes  # noqa: E402
 from attacks.pool import pool_attack  # noqa: E402
@@ -112,25 +111,61 @@ def graph_at_shape(work: Path, shape: tuple[int, int, int], private, public) -> 
           f"neighbour shares an image {nearest_share(release, truth.index):.3f}  [{seconds:.1f} s]")
 
 
+def local_optima(y, images, public_term, truth, lam, group_class, mu) -> np.ndarray:
+    """bool (N,): whether no single swap of one of an encryption's true images for another image of
+    its class (its lambda kept) fits it better than its true images, with these ``images`` and
+    lambdas: where not, no refinement by this cost can place it."""
+    c = (y - (mu[:, None] * public_term[None, :]).astype(np.float32)) @ images.T.astype(np.float32)
+    gram, rows, ok = images @ images.T, np.arange(len(y)), np.ones(len(y), bool)
+    for j in range(truth.shape[1]):
+        a, lj = truth[:, j], lam[:, j, None]
+        delta = -2 * lj * (c - c[rows, a, None]) + lj ** 2 * (np.diag(gram)[None, :] - gram[a, a][:, None])
+        for q in range(truth.shape[1]):
+            if q != j:
+                delta += 2 * lj * lam[:, q, None] * (gram[truth[:, q]] - gram[truth[:, q], a][:, None])
+        candidate = group_class[None, :] == group_class[a][:, None]
+        candidate[(truth[:, :, None] == np.arange(len(images))[None, None, :]).any(axis=1)] = False
+        ok &= ~(candidate & (delta < 0)).any(axis=1)
+    return ok
+
+
 def caps(release, store) -> dict:
     """What the label lets any grouping reach: the refinement started from the true pairing (fit, then
-    one reassignment), and the shares of encryptions it cannot place by their lambdas."""
+    one reassignment); the oracle caps: the share of encryptions whose true images are the best fit
+    (:func:`local_optima`) given the true images and the true lambdas (what no attack by this cost
+    passes), and given the true images with the label's equal split; the shares of encryptions
+    whose two private images share a class (their lambda split is assumed equal) or have a lambda
+    under 0.05, and of the oracle's misfits with a lambda under 0.05."""
+    from challenge.domain import DOMAINS
+
     truth = store["encryption/private_index"][:].astype(np.int32)
     classes = store.read("private/labels")
-    n = release.params.n_private
+    n, m = release.params.n_private, release.params.k_private
     z = np.concatenate([gradients(magnitudes(b, release.params)) for b in release.encryption_blocks(4096)])
     mu = np.maximum(1.0 - release.labels.astype(np.float64).sum(axis=1), 0.0)
     lam = private_lambdas(truth, classes, release.labels)
     images, public_term = fit_images(z, truth, lam, mu, n)
     kept = reassign(z, images, public_term, truth, release.labels, classes, mu)
-    true_lam = store["encryption/lam"][:, : release.params.k_private]
+    true_lam = store["encryption/lam"][:, :m].astype(np.float64)
+    lo, hi = DOMAINS[release.params.domain]
+    true_images = gradients(store.read("private/images") / 255.0 * (hi - lo) + lo).astype(np.float64)
+    mix = np.zeros_like(z, dtype=np.float64)
+    for j in range(m):
+        mix += true_lam[:, j, None] * true_images[truth[:, j]]
+    public_true = ((z - mix) * mu[:, None]).sum(axis=0) / max(float((mu ** 2).sum()), EPS)
+    oracle = local_optima(z, true_images, public_true, truth, true_lam, classes, mu)
+    small = true_lam.min(axis=1) < 0.05
     return {"from_truth": pair_accuracy(kept, truth, n),
+            "oracle": float(oracle.mean()),
+            "oracle_equal_split": float(local_optima(z, true_images, public_true, truth, lam, classes, mu).mean()),
+            "misfit_small_lambda": float(small[~oracle].mean()) if (~oracle).any() else 0.0,
             "same_class": float(np.mean(classes[truth[:, 0]] == classes[truth[:, 1]])),
-            "small_lambda": float(np.mean(true_lam.min(axis=1) < 0.05))}
+            "small_lambda": float(np.mean(small))}
 
 
-def heldout(work: Path, seeds: int) -> None:
-    """Graph pair accuracy in [0, 1] on held-out photo releases over ``seeds`` seeds, with the caps."""
+def heldout(work: Path, seeds: int, development: bool = False) -> None:
+    """Graph pair accuracy in [0, 1] on held-out photo releases over ``seeds`` seeds, with the caps
+    (``development``: on the development photos instead, the set to develop on)."""
     from tests.photos import heldout_private, heldout_public, natural_private, natural_public
 
     def measure(name: str, path: Path, private, public, seed: int) -> float:
@@ -142,10 +177,18 @@ def heldout(work: Path, seeds: int) -> None:
         accuracy = pair_accuracy(result.groups, store["encryption/private_index"][:], release.params.n_private)
         c = caps(release, store)
         print(f"{name:11} seed {seed}: pair accuracy {accuracy:.3f} [{seconds:.0f} s]; from the true pairing "
-              f"{c['from_truth']:.3f}; two images of one class {c['same_class']:.3f}, a lambda < 0.05 {c['small_lambda']:.3f}")
+              f"{c['from_truth']:.3f}; oracle (true images, true lambdas) {c['oracle']:.3f}, with the equal split "
+              f"{c['oracle_equal_split']:.3f}, its misfits with a lambda < 0.05 {c['misfit_small_lambda']:.3f}; "
+              f"two images of one class {c['same_class']:.3f}, a lambda < 0.05 {c['small_lambda']:.3f}")
         shutil.rmtree(path)
         return accuracy
 
+    if development:
+        found = [measure("development", work / f"dev-{s}", natural_private(seed=s), natural_public(seed=s + 100), s)
+                 for s in range(seeds)]
+        print(f"development pair accuracy over {seeds} seeds: mean {np.mean(found):.3f}, min {min(found):.3f}, "
+              f"max {max(found):.3f}")
+        return
     found = [measure("held-out", work / f"heldout-{s}", heldout_private(seed=s), heldout_public(seed=s + 100), s)
              for s in range(seeds)]
     print(f"held-out    pair accuracy over {seeds} seeds: mean {np.mean(found):.3f}, min {min(found):.3f}, "
@@ -153,14 +196,18 @@ def heldout(work: Path, seeds: int) -> None:
     measure("development", work / "dev-0", natural_private(seed=0), natural_public(seed=100), 0)
 
 
-def big_peak(work: Path, public) -> None:
-    """Peak RSS and time of the graph attack on 50,000 encryptions, one refinement round."""
+def big_full(work: Path, public) -> None:
+    """Time, peak RSS and pair accuracy of the graph attack on 50,000 encryptions, all rounds, in a
+    process of its own that reads the public files only (the groups go to a file, scored here)."""
     big = work / "big"
     generate(big, Params(n_private=1000, per_image=50, domain="positive"), SEED, big_private(), public)
-    code = ("import sys; from attacks.graph import graph_attack; from attacks.public import open_public; "
-            "graph_attack(open_public(sys.argv[1]), rounds=1)")
-    wall, rss = timed(["-c", code, str(big)], module=False)
-    print(f"graph, 50,000 encryptions, 1 round: {wall:.1f} s, peak RSS {rss:.0f} MB (target < 2,048 MB)")
+    code = ("import sys, numpy; from attacks.graph import graph_attack; from attacks.public import open_public; "
+            "numpy.save(sys.argv[2], graph_attack(open_public(sys.argv[1])).groups)")
+    wall, rss = timed(["-c", code, str(big), str(work / "groups.npy")], module=False)
+    truth = fmt.open_key_store(big / "secret" / "keys.zarr")["encryption/private_index"][:]
+    accuracy = pair_accuracy(np.load(work / "groups.npy"), truth, 1000)
+    print(f"graph, 50,000 encryptions, all rounds: {wall:.1f} s (target < 300 s), peak RSS {rss:.0f} MB "
+          f"(target < 2,048 MB), pair accuracy {accuracy:.3f}")
 
 
 def timed(args: list[str], module: bool = True) -> tuple[float, float]:
@@ -179,8 +226,10 @@ def main() -> int:
     parser.add_argument("--shape", type=image_shape, action="append", default=[], metavar="HxWxC",
                         help="also run graph on the photo crops at this image shape, e.g. 28x28x1 (repeatable)")
     parser.add_argument("--heldout", action="store_true", help="only: graph pair accuracy on the held-out photos")
-    parser.add_argument("--seeds", type=int, default=3, help="seeds of --heldout (default: %(default)s)")
-    parser.add_argument("--big-peak", action="store_true", help="only: graph peak RSS on 50,000 encryptions, 1 round")
+    parser.add_argument("--dev", action="store_true", help="only: --heldout's figures on the development photos")
+    parser.add_argument("--seeds", type=int, default=3, help="seeds of --heldout and --dev (default: %(default)s)")
+    parser.add_argument("--big-full", action="store_true",
+                        help="only: graph time, peak RSS and pair accuracy on 50,000 encryptions")
     parser.add_argument("--workdir", type=Path)
     args = parser.parse_args()
     os.chdir(Path(__file__).resolve().parent.parent)
@@ -188,11 +237,11 @@ def main() -> int:
 
     work = Path(tempfile.mkdtemp(prefix="bench-attacks-", dir=args.workdir))
     print(f"cores: {os.cpu_count()}, load average {os.getloadavg()[0]:.1f}, work folder: {work}")
-    if args.heldout or args.big_peak:
-        if args.heldout:
-            heldout(work, args.seeds)
-        if args.big_peak:
-            big_peak(work, natural_public())
+    if args.heldout or args.dev or args.big_full:
+        if args.heldout or args.dev:
+            heldout(work, args.seeds, development=args.dev)
+        if args.big_full:
+            big_full(work, natural_public())
         shutil.rmtree(work)
         print(f"load average at the end {os.getloadavg()[0]:.1f}")
         return 0

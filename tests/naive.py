@@ -279,3 +279,13 @@ def fit_images_reference(y, groups, lam, mu, n_groups: int) -> tuple[np.ndarray,
         d[i, n_groups] = mu[i]
     solved = np.linalg.lstsq(d, np.asarray(y, np.float64), rcond=None)[0]
     return solved[:n_groups], solved[n_groups]
+
+
+def gram_reference(groups, lam, mu, n_groups: int) -> np.ndarray:
+    """Twin of :func:`attacks.graph._gram`: D^T D of the dense design of :func:`fit_images_reference`."""
+    d = np.zeros((len(groups), n_groups + 1))
+    for i in range(len(groups)):
+        for j in range(groups.shape[1]):
+            d[i, groups[i, j]] += lam[i, j]
+        d[i, n_groups] = mu[i]
+    return d.T @ d

@@ -13,7 +13,7 @@ from attacks.public import open_public
 from challenge import format as fmt
 from challenge.params import Params
 from generator.release import generate
-from tests.naive import best_groups_reference, centre_sums_reference, fit_images_reference
+from tests.naive import best_groups_reference, centre_sums_reference, fit_images_reference, gram_reference
 from tests.helpers import SEED
 from tests.synthetic import SHAPES
 
@@ -52,6 +52,16 @@ def test_unit_rows_in_place_gives_the_same_bytes_without_a_copy():
     assert np.allclose(np.linalg.norm(same, axis=1), 1) and np.allclose(same.mean(axis=1), 0, atol=1e-6)
 
 
+def test_project_keeps_cosines_of_centred_rows():
+    rng = np.random.default_rng(8)
+    z = (rng.standard_normal((40, 3000)) + rng.standard_normal(3000)).astype(np.float32)  # alike rows
+    f, p = G.unit_rows(z), G.unit_rows(G.project(z, 1024, rows=7))
+    assert p.shape == (40, 1024)
+    assert np.abs(p @ p.T - f @ f.T).max() < 6 / np.sqrt(1024)  # the error's scale is 1/sqrt(dims)
+    few = z[:, :500]
+    assert G.project(few, 1024) is few  # no more columns than dims: as is
+
+
 def test_top_neighbours_blockwise_equals_full_sort():
     f = G.unit_rows(np.random.default_rng(2).random((50, 12)))
     index, sims = G.top_neighbours(f, 7, rows=8)
@@ -69,10 +79,32 @@ def test_fit_images_matches_dense_least_squares(shape):
     groups[groups[:, 0] == groups[:, 1], 1] = (groups[groups[:, 0] == groups[:, 1], 0] + 1) % 8
     lam, mu = rng.uniform(0.1, 0.4, (40, 2)), rng.uniform(0.2, 0.6, 40)
     y = rng.random((40, int(np.prod(shape)))).astype(np.float32)
-    got = G.fit_images(y, groups, lam, mu, 8, rows=7)
+    got = G.fit_images(y, groups, lam, mu, 8)
     want = fit_images_reference(y, groups, lam, mu, 8)
     for a, b in zip(got, want):
         np.testing.assert_allclose(a, b, rtol=1e-8, atol=1e-10)
+
+
+def test_gram_matches_the_dense_design():
+    """Including a row whose two slots name one group (the dense design adds them in one column)."""
+    rng = np.random.default_rng(6)
+    groups = rng.integers(0, 9, (60, 3)).astype(np.int32)
+    groups[0] = [4, 4, 1]
+    lam, mu = rng.uniform(0.05, 0.4, (60, 3)), rng.uniform(0.2, 0.6, 60)
+    np.testing.assert_allclose(G._gram(groups, lam, mu, 9), gram_reference(groups, lam, mu, 9), rtol=1e-12, atol=1e-15)
+
+
+def test_correlations_are_the_full_products_wherever_icm_reads_them():
+    rng = np.random.default_rng(7)
+    r, images = rng.standard_normal((30, 11)).astype(np.float32), rng.standard_normal((9, 11)).astype(np.float32)
+    group_class = np.array([0, 0, 0, 1, 1, 2, 2, 2, 2])
+    present = np.zeros((30, 3), bool)
+    present[np.arange(30), rng.integers(0, 3, 30)] = True
+    groups = rng.integers(0, 9, (30, 2)).astype(np.int32)  # some in classes their row lacks
+    read = present[:, group_class] | (np.arange(9)[None, None, :] == groups[:, :, None]).any(axis=1)
+    got = G._correlations(r, images, present, group_class, groups)
+    np.testing.assert_allclose(got[read], (r @ images.T)[read], rtol=1e-5)
+    assert not got[~read].any() and (~read).any() and (read & ~present[:, group_class]).any()
 
 
 @pytest.mark.parametrize("shape", SHAPES)
