@@ -134,3 +134,10 @@ def manifest_json(release: Path) -> dict:
     from challenge.manifest import manifest_path
 
     return fmt.read_json(manifest_path(release))
+
+
+def strength_report(release: Path, out: Path) -> Path:
+    """``instahide strength`` of ``release`` (keys in its secret/) into ``out``, which it returns."""
+    result = run_cli("strength", str(release), "--keys", str(release / "secret" / "keys.zarr"), "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    return out

@@ -15,7 +15,7 @@ import re
 import pytest
 
 from challenge.format import open_key_store
-from tests.helpers import run_cli
+from tests.helpers import strength_report
 from tests.test_leaderboard_browser import WIDTH, browse, chromium  # noqa: F401 (a fixture)
 from verifier.strength import ATTACKERS, COLUMNS
 
@@ -48,11 +48,8 @@ document.body.appendChild(out);
 
 
 @pytest.fixture(scope="module")
-def report(tiny_release, tmp_path_factory):
-    out = tmp_path_factory.mktemp("strength-page") / "report"
-    result = run_cli("strength", str(tiny_release), "--keys", str(tiny_release / "secret" / "keys.zarr"), "--out", str(out))
-    assert result.returncode == 0, result.stderr
-    return out
+def report(tiny_release, tmp_path_factory):  # its own: the browser test writes a page into it
+    return strength_report(tiny_release, tmp_path_factory.mktemp("strength-page") / "report")
 
 
 def test_the_page_reads_at_1280_px(chromium, report, tiny_release, tmp_path):  # noqa: F811

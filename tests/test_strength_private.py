@@ -12,15 +12,12 @@ import pytest
 
 from challenge.format import read_json
 from generator.release import generate
-from tests.helpers import TINY, in_private_tmpfs, left_behind, run_cli
+from tests.helpers import TINY, in_private_tmpfs, left_behind, run_cli, strength_report
 
 
 @pytest.fixture(scope="module")
 def report(tiny_release, tmp_path_factory):
-    out = tmp_path_factory.mktemp("strength") / "report"
-    result = run_cli("strength", str(tiny_release), "--keys", str(tiny_release / "secret" / "keys.zarr"), "--out", str(out))
-    assert result.returncode == 0, result.stderr
-    return out
+    return strength_report(tiny_release, tmp_path_factory.mktemp("strength") / "report")
 
 
 def test_every_file_of_the_report_is_the_owners_only(report):
