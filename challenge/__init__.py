@@ -8,6 +8,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+__all__ = ["__version__"]
+
 __version__ = "0.1.0"
 
 _KERNEL_PACKAGES = ("challenge", "generator", "verifier", "attacks")  # the packages whose modules define numba kernels with cache=True

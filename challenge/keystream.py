@@ -26,6 +26,10 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from challenge.canonical import canonical_json
 
+__all__ = ["BLOCK_BYTES", "KEY_SALT", "MIN_DISTINCT_SEED_BYTES", "PURPOSES", "SEED_BYTES",
+           "chacha20_keystream", "fresh_seed", "keystream", "nonce", "parse_seed", "random_order",
+           "row_bytes", "row_words", "stream_context", "stream_key", "uniform_below"]
+
 SEED_BYTES = 32
 BLOCK_BYTES = 64
 PURPOSES = ("select", "order", "partners", "public", "lambda", "sign", "holdout")

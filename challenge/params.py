@@ -9,6 +9,9 @@ from challenge.errors import UsageError
 from challenge.geometry import DEFAULT_IMAGE_SHAPE, check_image_shape, image_values
 from challenge.lambdas import LAMBDA_TRIES, FEASIBILITY_ROWS, acceptance
 
+__all__ = ["FEASIBILITY_TRIES", "MAX_ENCRYPTIONS", "MAX_K", "MAX_RELEASE_VALUES", "MIN_ACCEPTED_TRIES",
+           "MODES", "SHAPED_SINCE", "ParameterError", "Params"]
+
 MODES = ("cross", "inside", "mixup")
 MAX_K = 16
 MAX_ENCRYPTIONS = 100_000_000  # keeps every keystream inside ChaCha20's 32-bit block counter

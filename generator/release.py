@@ -42,6 +42,9 @@ from challenge.progress import Progress
 
 # the copies of the public arrays a release can hold, all by default (docs/FORMAT.md section 1): .npy for
 # 2020-era code and every reader of ours, public.zarr for chunked readers
+__all__ = ["FORMATS", "RowEncoder", "ZarrChunks", "formats_of", "generate", "output_lock", "parse_formats",
+           "sync_path"]
+
 FORMATS = ("npy", "zarr")
 
 

@@ -88,3 +88,22 @@ def _sources():
     from generator.default_data import default_private, default_public
 
     return default_private(), default_public()
+
+
+def test_every_name_the_api_document_imports_is_in_its_modules_all():
+    """What API.md uses is the documented API: each module it imports from declares ``__all__``, and
+    every name it imports is listed there (a submodule, ``from challenge import format``, counts too)."""
+    import importlib.util
+
+    imports = re.findall(r"^from ([\w.]+) import ([\w, ]+?)(?:\s+#.*)?$", API.read_text(encoding="utf-8"), flags=re.M)
+    assert imports
+    ours = {module for module, _ in imports if module.split(".")[0] in ("challenge", "generator", "verifier", "attacks")}
+    assert ours
+    for module_name, names in imports:
+        if module_name not in ours:
+            continue
+        module = importlib.import_module(module_name)
+        for name in (n.strip().split(" as ")[0] for n in names.split(",")):
+            if hasattr(module, "__path__") and importlib.util.find_spec(f"{module_name}.{name}") is not None:
+                continue  # a submodule
+            assert name in getattr(module, "__all__", ()), f"{module_name}.{name} is not in its __all__"
