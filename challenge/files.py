@@ -299,22 +299,33 @@ def output_folder(path: str | os.PathLike, *, private: bool = False) -> Iterator
 
     ``private``: for what depicts or contains private images or keys.  The folder is 0700 before
     anything is written into it (no other user can reach a file in it at any moment), and once the
-    block succeeds every file below it is 0600 and every folder 0700.
+    block succeeds every file the block wrote below it is 0600 and every folder it made 0700; what
+    the folder held before (an existing ``--out`` may hold anything) keeps its modes.
     """
     path = Path(path)
     made = make_folders(path, private=private)
     try:
         if private:
             os.chmod(path, 0o700)
+            before = _entries(path)
         yield path
         if private:
-            for folder, dirs, names in os.walk(path):  # links are not followed, nor changed
-                for name in dirs + names:
-                    entry = os.path.join(folder, name)
-                    kind = stat.S_IFMT(os.lstat(entry).st_mode)
-                    if kind in (stat.S_IFDIR, stat.S_IFREG):
-                        os.chmod(entry, 0o700 if kind == stat.S_IFDIR else 0o600)
+            for entry, (inode, kind) in _entries(path).items():
+                if before.get(entry, (None,))[0] != inode:  # new, or replaced by a rename
+                    os.chmod(entry, 0o700 if kind == stat.S_IFDIR else 0o600)
     except BaseException:
         if made:  # the top-most folder this call created, with everything written into it
             shutil.rmtree(made[0], ignore_errors=True)
         raise
+
+
+def _entries(top: Path) -> dict[str, tuple[int, int]]:
+    """path -> (inode, kind) of every folder and regular file below ``top``; links are not followed."""
+    found = {}
+    for folder, dirs, names in os.walk(top):
+        for name in dirs + names:
+            entry = os.path.join(folder, name)
+            info = os.lstat(entry)
+            if stat.S_IFMT(info.st_mode) in (stat.S_IFDIR, stat.S_IFREG):
+                found[entry] = (info.st_ino, stat.S_IFMT(info.st_mode))
+    return found

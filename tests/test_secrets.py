@@ -280,3 +280,21 @@ def test_problems_name_the_submissions_files_not_a_temporary_folder(oracle, tiny
     assert problems["sub.zip"][0].startswith("metadata.json: not valid JSON"), problems
     assert problems["bad.zip"][0].startswith("not a readable zip archive"), problems
     assert "instahide-submission-" not in out + err and "bad.zip: bad.zip" not in err
+
+
+def test_a_private_output_folder_restricts_what_it_wrote_and_leaves_what_was_there(tmp_path):
+    from challenge.files import output_folder
+
+    out = tmp_path / "existing"
+    (out / "notes").mkdir(parents=True)
+    (out / "notes" / "mine.txt").write_text("a user's file")
+    (out / "notes" / "mine.txt").chmod(0o644)
+    (out / "notes").chmod(0o755)
+    with output_folder(out, private=True):
+        (out / "notes" / "new.png").write_bytes(b"picture")
+        (out / "report").mkdir()
+        (out / "report" / "page.html").write_text("page")
+    assert mode(out) == 0o700
+    assert mode(out / "notes") == 0o755 and mode(out / "notes" / "mine.txt") == 0o644  # not the command's to change
+    assert mode(out / "notes" / "new.png") == 0o600
+    assert mode(out / "report") == 0o700 and mode(out / "report" / "page.html") == 0o600
