@@ -65,7 +65,7 @@ def settings(axes: list[tuple[str, list]], base):
 
 
 def run_sweep(args) -> int:
-    from challenge.files import output_folder, write_atomic
+    from challenge.files import output_folder, write_files
     from challenge.keystream import parse_seed
     from challenge.params import Params
     from challenge.progress import Progress
@@ -111,9 +111,7 @@ def run_sweep(args) -> int:
             bar.advance()
         sweep = {"seed": args.seed, "budget_s": args.budget, "axes": dict(args.sweep), "settings": rows}
         files = sweep_files(sweep)
-        for name, data in files.items():  # the JSON last: a sweep without it is not whole
-            (out / name).parent.mkdir(exist_ok=True)
-            write_atomic(out / name, data)
+        write_files(out, files, "sweep", private=True)  # the JSON last: a sweep without it is not whole
     if args.json:
         print(json.dumps(sweep, indent=2, sort_keys=True))
     else:

@@ -25,7 +25,7 @@ import numpy as np
 
 from challenge import format as fmt
 from challenge.errors import UsageError
-from challenge.files import output_folder, write_atomic
+from challenge.files import output_folder, write_files
 from challenge.preview import save_png
 from challenge.submission import Expected, encryption_blocks, open_for_scoring, write_submission
 from verifier import charts
@@ -147,9 +147,7 @@ def strength(release_path: Path, keys: Path, out: Path, attacks: list[tuple[str,
                                                    if e.name not in FLOORS], floors, SUCCESS_SSIM)
         files[STRENGTH_HTML] = _html(report, entries, release)
         files[STRENGTH_JSON] = json.dumps(report, indent=2, sort_keys=True) + "\n"
-        for name, data in files.items():  # the JSON last: a report without it is not whole
-            (out / name).parent.mkdir(exist_ok=True)
-            write_atomic(out / name, data)
+        write_files(out, files, "strength report", private=True)  # the JSON last: a report without it is not whole
     return report
 
 
