@@ -35,8 +35,8 @@ from challenge.submission import Expected, expected_from_keys
 from challenge.text import printable
 from verifier.submission import Validation, centered
 
-__all__ = ["Entry", "Pair", "Release", "best_and_worst", "build", "check_replaceable", "html_page", "markdown", "rank", "recovery_pairs",
-           "release_of", "to_json", "write"]
+__all__ = ["PAGE_STYLE", "Entry", "Pair", "Release", "best_and_worst", "build", "check_replaceable", "html_page", "markdown",
+           "pair_figure", "rank", "recovery_pairs", "release_line", "release_of", "to_json", "write"]
 
 PAIRS_SHOWN = 4  # best and worst recoveries pictured per submission
 TILE_PIXELS = 96  # a pictured image is enlarged by a whole factor to about this size
@@ -260,7 +260,7 @@ def to_json(entries: list[Entry]) -> dict:
     }
 
 
-_STYLE = """
+PAGE_STYLE = """
 body{font-family:sans-serif;margin:1.5em;max-width:1232px;line-height:1.35}
 code,dt,dd,h3,li{overflow-wrap:anywhere}
 table{border-collapse:collapse;margin:1em 0;font-size:.9em}
@@ -289,7 +289,7 @@ def _shortened(text: str, limit: int = ATTACK_CHARS) -> tuple[str, bool]:
     return cut + "\u2026", True
 
 
-# CSS class of each table column after the attack; text in a <div> is capped in width (see _STYLE)
+# CSS class of each table column after the attack; text in a <div> is capped in width (see PAGE_STYLE)
 _LATER_COLUMNS = ("team", *("number",) * len(HEADLINE), "time", "hardware", "date")
 
 
@@ -309,7 +309,7 @@ def _table_row(r: str, e: Entry, anchor: str) -> str:
     return f"<tr{style}>{''.join(cells)}</tr>"
 
 
-def _figure(pair: Pair, size: tuple[int, int]) -> str:
+def pair_figure(pair: Pair, size: tuple[int, int]) -> str:
     label = f"{pair.kind} {pair.place}"
     beside = "" if pair.private is None else f" beside private image {pair.private}"
     private = "" if pair.private is None else f' &middot; <span class="private">private image {pair.private}</span>'
@@ -319,7 +319,7 @@ def _figure(pair: Pair, size: tuple[int, int]) -> str:
             f'<span class="encryption">encryption {pair.encryption}</span>{private}</figcaption></figure>')
 
 
-def _release_line(release: Release | None) -> str:
+def release_line(release: Release | None) -> str:
     if release is None:
         return ""
     return (f'<p id="release">Release <strong class="name">{_html(release.name)}</strong> (format version '
@@ -350,7 +350,7 @@ def html_page(entries: list[Entry], release: Release | None = None, sizes: dict[
         attacks.append(f'<dt id="attack-{anchor}">{_html(r)}. {_html(e.name)}</dt><dd>{_html(e.metadata.get("method", "")) or "-"}</dd>')
         if e.pairs:
             rows_of_pairs = "".join(
-                f'<div class="pairs {kind}">' + "".join(_figure(pair, sizes.get(pair.picture, (0, 0)))
+                f'<div class="pairs {kind}">' + "".join(pair_figure(pair, sizes.get(pair.picture, (0, 0)))
                                                     for pair in e.pairs if pair.kind == kind) + "</div>"
                 for kind in ("best", "worst"))
             recoveries.append(f'<section class="recoveries" id="recoveries-{anchor}"><h3>{_html(r)}. {_html(e.name)}</h3>'
@@ -361,11 +361,11 @@ def html_page(entries: list[Entry], release: Release | None = None, sizes: dict[
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">',
         f"<title>InstaHide challenge leaderboard{': ' + _html(release.name) if release else ''}</title>",
-        f"<style>{_STYLE}</style>",
+        f"<style>{PAGE_STYLE}</style>",
         "</head><body>",
         "<h1>InstaHide challenge leaderboard</h1>",
         "" if public else f'<p id="secret" class="secret">{_html(SECRET_NOTICE)}</p>',
-        _release_line(release),
+        release_line(release),
         f"<p>Ranked by Max_SSIM (published to 4 decimals; equal Max_SSIM, equal rank); success means SSIM &gt; "
         f"{SUCCESS_SSIM} (docs/FORMAT.md, section 9). Rows ranked {REFERENCE_RANK!r} are reference floors, trivial "
         "submissions every attack should beat.</p>",

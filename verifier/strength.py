@@ -30,7 +30,7 @@ from challenge.preview import save_png
 from challenge.submission import Expected, encryption_blocks, open_for_scoring, write_submission
 from verifier import charts
 from verifier.baselines import FLOORS, METHODS, floor_blocks, pairing_blocks
-from verifier.leaderboard import _STYLE, Entry as Scored, PAIRS_SHOWN, _figure, _release_line, recovery_pairs, release_of
+from verifier.leaderboard import PAGE_STYLE, PAIRS_SHOWN, Entry as Scored, pair_figure, recovery_pairs, release_line, release_of
 from verifier.scoring import METRICS, SUCCESS_SSIM, Scores, published, score
 from verifier.submission import Validation
 
@@ -243,7 +243,7 @@ def _html(report: dict, entries: list[Entry], release) -> str:
             continue
         rows_of_pairs = "".join(
             f'<h4>{kind} {PAIRS_SHOWN}</h4><div class="pairs {kind}">'
-            + "".join(_figure(pair, size) for pair, size in e.pairs if pair.kind == kind) + "</div>"
+            + "".join(pair_figure(pair, size) for pair, size in e.pairs if pair.kind == kind) + "</div>"
             for kind in ("best", "worst"))
         sections.append(f'<section class="recoveries" id="recoveries-{html.escape(e.name)}"><h3>{html.escape(e.name)}</h3>'
                         f"{rows_of_pairs}</section>")
@@ -251,12 +251,12 @@ def _html(report: dict, entries: list[Entry], release) -> str:
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">',
         f"<title>Strength of {html.escape(release.name)}</title>",
-        f"<style>{_STYLE}p.private{{background:#fde8e4;border-left:4px solid #c53;padding:6px 10px}}"
+        f"<style>{PAGE_STYLE}p.private{{background:#fde8e4;border-left:4px solid #c53;padding:6px 10px}}"
         "ul.verdict li{margin:.3em 0}table.params th{font-weight:normal;color:#555;font-size:.85em}h4{margin:.6em 0 .2em}</style>",
         "</head><body>",
         f"<h1>Strength of {html.escape(release.name)}</h1>",
         PRIVATE_WARNING,
-        _release_line(release),
+        release_line(release),
         f'<table class="params" id="parameters"><tr>{params}</tr></table>',
         '<h2 id="verdict">Verdict</h2><ul class="verdict">',
         *(f"<li>{html.escape(line)}.</li>" for line in report["verdict"]),
@@ -317,7 +317,7 @@ def sweep_files(sweep: dict) -> dict[str, str | bytes]:
     page = "\n".join([
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">',
-        f"<title>Strength sweep</title><style>{_STYLE}</style></head><body>",
+        f"<title>Strength sweep</title><style>{PAGE_STYLE}</style></head><body>",
         "<h1>Strength sweep</h1>",
         "<p>Per setting, a small practice release built from the same sources; each attack's private images "
         f"recovered above the floors, then its Max_SSIM (seed {html.escape(str(sweep['seed']))}, budget "
