@@ -40,9 +40,9 @@ def write_graph(release: PublicRelease, out: Path, *, force: bool = False, rows:
     images = np.clip(result.images, lo, hi)
     first = result.first_choice()
     blocks = (images[first[a : a + rows]] for a in range(0, len(first), rows))
-    write_submission(out, blocks, release.expected, "float32",
-                     {"team": "instahide attack graph", "method": "keyless graph attack of Carlini et al. (attacks/graph.py)"},
-                     force)
+    write_submission(out, blocks, expected=release.expected, dtype="float32", force=force,
+                     metadata={"team": "instahide attack graph",
+                               "method": "keyless graph attack of Carlini et al. (attacks/graph.py)"})
     return result
 
 
@@ -74,7 +74,7 @@ def write_pool(release: PublicRelease, out: Path, *, pool: ImageSet, force: bool
     """
     choice, similarity = pool_attack(release, pool, rows, progress)
     blocks = (pool.images[choice[a : a + rows]] for a in range(0, len(choice), rows))
-    write_submission(out, blocks, release.expected, "uint8",
-                     {"team": "instahide attack pool", "method": "best sign-invariant match in a known pool (attacks/pool.py)"},
-                     force)
+    write_submission(out, blocks, expected=release.expected, dtype="uint8", force=force,
+                     metadata={"team": "instahide attack pool",
+                               "method": "best sign-invariant match in a known pool (attacks/pool.py)"})
     return choice, similarity

@@ -9,6 +9,9 @@ from pathlib import Path
 import numpy as np
 
 import generator.sources as sources
+from attacks import registry
+from commands.main import main
+from commands.verify import main as verify
 
 CONTRIBUTING = Path(__file__).resolve().parent.parent / "CONTRIBUTING.md"
 
@@ -46,3 +49,23 @@ def _unrecognised(folder: Path) -> str:
     except sources.SourceError as e:
         return str(e)
     raise AssertionError("an empty folder was recognised")
+
+
+def test_a_new_attack_is_one_module_and_one_row(tiny_release, tmp_path, monkeypatch, capsys):
+    (block,) = _python_blocks("Adding an attack")
+    namespace = {"Attack": registry.Attack}
+    exec(compile(block, str(CONTRIBUTING), "exec"), namespace)
+    monkeypatch.setattr(registry, "ATTACKS", (*registry.ATTACKS, namespace["MAGNITUDE"]))
+    out = tmp_path / "sub"
+    assert main(["attack", "magnitude", "--release", str(tiny_release), "--out", str(out), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["attack"] == "magnitude"
+    assert verify([str(out), "--release", str(tiny_release)]) == 0 and ": valid" in capsys.readouterr().out
+
+    keys = tiny_release / "secret" / "keys.zarr"
+    assert main(["strength", str(tiny_release), "--keys", str(keys), "--out", str(tmp_path / "report"), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [a["attack"] for a in report["attacks"]] == ["constant", "mean", "pairing", "pool", "graph", "magnitude"]
+    (line,) = [line for line in report["verdict"] if "(magnitude)" in line]
+    assert line.startswith("An attacker with only the public files (magnitude): recovers nothing")
+    page = (tmp_path / "report" / "strength.html").read_text(encoding="utf-8")
+    assert "<dt>magnitude: an attacker with only the public files</dt>" in page
