@@ -55,17 +55,18 @@ def test_a_new_attack_is_one_module_and_one_row(tiny_release, tmp_path, monkeypa
     (block,) = _python_blocks("Adding an attack")
     namespace = {"Attack": registry.Attack}
     exec(compile(block, str(CONTRIBUTING), "exec"), namespace)
-    monkeypatch.setattr(registry, "ATTACKS", (*registry.ATTACKS, namespace["MAGNITUDE"]))
+    monkeypatch.setattr(registry, "ATTACKS", (*registry.ATTACKS, namespace["CLASS_MEAN"]))
     out = tmp_path / "sub"
-    assert main(["attack", "magnitude", "--release", str(tiny_release), "--out", str(out), "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["attack"] == "magnitude"
+    assert main(["attack", "class-mean", "--release", str(tiny_release), "--out", str(out), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["attack"] == "class-mean" and summary["pool_size"] == 200  # --pool: the embedded demo data
     assert verify([str(out), "--release", str(tiny_release)]) == 0 and ": valid" in capsys.readouterr().out
 
     keys = tiny_release / "secret" / "keys.zarr"
     assert main(["strength", str(tiny_release), "--keys", str(keys), "--out", str(tmp_path / "report"), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert [a["attack"] for a in report["attacks"]] == ["constant", "mean", "pairing", "pool", "graph", "magnitude"]
-    (line,) = [line for line in report["verdict"] if "(magnitude)" in line]
-    assert line.startswith("An attacker with only the public files (magnitude): recovers nothing")
+    assert [a["attack"] for a in report["attacks"]] == ["constant", "mean", "pairing", "pool", "graph", "class-mean"]
+    (line,) = [line for line in report["verdict"] if "(class-mean)" in line]
+    assert line.startswith("An attacker with the private source set (class-mean): recovers nothing")
     page = (tmp_path / "report" / "strength.html").read_text(encoding="utf-8")
-    assert "<dt>magnitude: an attacker with only the public files</dt>" in page
+    assert "<dt>class-mean: an attacker with the private source set</dt>" in page
