@@ -64,6 +64,9 @@ def test_a_new_attack_is_one_module_and_one_row(tiny_release, tmp_path, monkeypa
     namespace = {"Attack": registry.Attack}
     exec(compile(block, str(CONTRIBUTING), "exec"), namespace)
     monkeypatch.setattr(registry, "ATTACKS", (*registry.ATTACKS, namespace["CLASS_MEAN"]))
+    with pytest.raises(SystemExit):
+        main(["attack", "--help"])
+    assert re.search(r"^ +class-mean\s+submit the mean pool image", capsys.readouterr().out, flags=re.M)
     out = tmp_path / "sub"
     assert main(["attack", "class-mean", "--release", str(tiny_release), "--out", str(out), "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
