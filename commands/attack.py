@@ -1,4 +1,4 @@
-"""``instahide attack pool``, ``instahide attack graph`` and ``instahide strength``."""
+"""``instahide attack NAME`` and ``instahide strength``, for every attack of :data:`attacks.registry.ATTACKS`."""
 
 from __future__ import annotations
 
@@ -6,10 +6,11 @@ import argparse
 import json
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
-import numpy as np
-
+from attacks import registry
+from attacks.registry import Attack
 from challenge.errors import UsageError
 from commands.common import OneLineParser, add_source_options, positive_int, shape_options
 from commands.sweep import AXES, SWEEP_DEFAULTS, axis as sweep_axis, run_sweep
@@ -39,26 +40,18 @@ def register(sub) -> None:
                        "a submission (decryption.npy, metadata.json) that 'verify' scores.",
                        epilog=ATTACK_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     kinds = p.add_subparsers(dest="attack", required=True, metavar="ATTACK", parser_class=OneLineParser)
-    pool = kinds.add_parser("pool", help="match each encryption against a data set the attacker can obtain",
-                            description="Match each encryption against every image of POOL by a sign-invariant "
-                            "similarity (correlation of the pixel differences of |x|) and submit the best match. "
-                            "Works when the private images come from an obtainable set (CIFAR-10, the embedded data).",
-                            epilog=ATTACK_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    pool.add_argument("--pool", type=Path, help="candidate images: any --private layout, loaded at the release's image shape "
-                      "(default: the embedded demo data)")
-    graph = kinds.add_parser("graph", help="the keyless attack of Carlini et al. (no pool needed)",
-                             description="Group encryptions that share a private image (sign-invariant features, "
-                             "k-means within each label class), recover the lambdas from label.npy and reconstruct each private "
-                             "image by a least-squares fit of |encryption| (Carlini et al., arXiv 2011.05315).",
-                             epilog=ATTACK_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    for q in (pool, graph):
+    for attack in registry.ATTACKS:
+        q = kinds.add_parser(attack.name, help=attack.help, description=attack.description, epilog=ATTACK_EXAMPLES,
+                             formatter_class=argparse.RawDescriptionHelpFormatter)
+        if attack.uses_pool:
+            q.add_argument("--pool", type=Path, help="candidate images: any --private layout, loaded at the release's "
+                           "image shape (default: the embedded demo data)")
         q.add_argument("--release", type=Path, required=True, help="the release folder, or its public/ folder")
         q.add_argument("--out", type=Path, required=True, help="submission folder to write")
         q.add_argument("--rows", type=positive_int, default=4096, help="rows processed at a time (default: %(default)s)")
         q.add_argument("--force", action="store_true", help="replace an existing decryption.npy")
         q.add_argument("--json", action="store_true", help="print a summary as JSON on stdout")
-    pool.set_defaults(run=_quiet_under_json(_run_pool))
-    graph.set_defaults(run=_quiet_under_json(_run_graph))
+        q.set_defaults(run=_quiet_under_json(partial(_run_attack, attack)))
 
     p = sub.add_parser("strength", help="run every known attack on a release and report what it recovers",
                        description="Before publishing: run the pool attack (with --pool, or when the private set "
@@ -144,41 +137,44 @@ def _finish(args, summary: dict) -> int:
     return 0
 
 
-def _run_pool(args) -> int:
+def _inputs(attack: Attack, pool) -> tuple[dict, dict]:
+    """What ``attack.run`` is given beyond the release, and the fields that say so in its report."""
+    return ({"pool": pool}, {"pool_size": len(pool)}) if attack.uses_pool else ({}, {})
+
+
+def _run_attack(attack: Attack, args) -> int:
     from attacks.public import open_public
-    from attacks.submit import write_pool
-    from challenge.files import output_folder
-    from challenge.progress import Progress
-
-    release = open_public(args.release)
-    pool = _load_pool(args.pool, release)
-    start = time.perf_counter()
-    with output_folder(args.out), Progress("pool", len(pool), unit="candidates") as bar:
-        _, similarity = write_pool(release, pool, args.out, args.force, args.rows, bar.advance)
-    return _finish(args, {"attack": "pool", "rows": release.expected.n, "pool_size": len(pool),
-                          "running_time_s": time.perf_counter() - start,
-                          "median_similarity": float(np.median(similarity))})
-
-
-def _run_graph(args) -> int:
-    from attacks.public import open_public
-    from attacks.submit import write_graph
     from challenge.files import output_folder
 
     release = open_public(args.release)
+    inputs, fields = _inputs(attack, _load_pool(args.pool, release) if attack.uses_pool else None)
     start = time.perf_counter()
     with output_folder(args.out):
-        result = write_graph(release, args.out, args.force, args.rows)
-    return _finish(args, {"attack": "graph", "rows": release.expected.n, "groups": int(len(result.images)),
-                          "running_time_s": time.perf_counter() - start})
+        summary, _ = attack.run(release, args.out, **inputs, rows=args.rows, force=args.force)
+    return _finish(args, {"attack": attack.name, "rows": release.expected.n, **fields,
+                          "running_time_s": time.perf_counter() - start, **summary})
+
+
+def _attacker(attack: Attack, release, pool, args):
+    """``attack`` as strength runs it (a :class:`verifier.strength.Attacker`): its writer, which adds
+    what its measure hook finds with the keys; none for an attack that needs a pool when there is none."""
+    from verifier.strength import Attacker
+
+    if attack.uses_pool and pool is None:
+        return Attacker(attack.name, attack.attacker, attack.has, missing="give --pool the data set the private "
+                        "images come from")
+    inputs, fields = _inputs(attack, pool)
+
+    def write(folder: Path, store) -> dict:
+        _, answer = attack.run(release, folder, **inputs, rows=args.rows, force=args.force)
+        return {**fields, **(attack.measure(answer, store) if attack.measure else {})}
+
+    return Attacker(attack.name, attack.attacker, attack.has, write)
 
 
 def _run_strength(args) -> int:
-    """The composition: the keyless attacks that apply, run and scored by the verifier's report."""
-    from attacks.graph import pair_accuracy
+    """The composition: the registered attacks that apply, run and scored by the verifier's report."""
     from attacks.public import open_public
-    from attacks.submit import write_graph, write_pool
-    from challenge.progress import Progress
     from verifier.strength import STRENGTH_HTML, STRENGTH_JSON, strength
 
     if args.sweep:
@@ -191,23 +187,9 @@ def _run_strength(args) -> int:
                          "give RELEASE and --keys (or --sweep NAME=V1,V2 to sweep parameters)")
     release = open_public(args.release)
     pool = _load_pool(args.pool, release) if args.pool is not None else _embedded_pool(release)
-    attacks = []
-    if pool is not None:
-        def pool_writer(d: Path, store) -> dict:
-            with Progress("pool", len(pool), unit="candidates") as bar:
-                write_pool(release, pool, d, args.force, args.rows, bar.advance)
-            return {"pool_size": len(pool)}
-
-        attacks.append(("pool", pool_writer))
-
-    def graph(d: Path, store) -> dict:
-        result = write_graph(release, d, args.force, args.rows)
-        truth = store["encryption/private_index"][:]
-        return {"pair_accuracy": pair_accuracy(result.groups, truth, release.params.n_private)}
-
-    attacks.append(("graph", graph))
+    attackers = [_attacker(attack, release, pool, args) for attack in registry.ATTACKS]
     log = None if args.json else (lambda line: print(f"  {line}", file=sys.stderr))
-    report = strength(args.release, args.keys, args.out, attacks, force=args.force, rows=args.rows, log=log)
+    report = strength(args.release, args.keys, args.out, attackers, force=args.force, rows=args.rows, log=log)
     if args.json:
         print(json.dumps(report, indent=2, sort_keys=True))
     else:

@@ -56,3 +56,18 @@ def test_a_pool_of_another_shape_is_one_line_naming_it_and_both_shapes(tiny_rele
     assert result.stderr.strip().splitlines() == [
         f"instahide: error: --pool {tmp_path / 'mnist'}: its images are 32x32x1, the release's 32x32x3; "
         "give --pool a data set of the release's image shape"]
+
+
+def test_strength_runs_each_registered_attack_that_has_what_it_needs():
+    from argparse import Namespace
+
+    from attacks.registry import ATTACKS
+    from commands.attack import _attacker
+
+    args = Namespace(rows=64, force=False)
+    without_pool = {a.name: _attacker(a, None, None, args) for a in ATTACKS}
+    assert without_pool["pool"].write is None and "give --pool" in without_pool["pool"].missing  # "not assessed (...)"
+    assert without_pool["graph"].write is not None
+    assert all((a.write is None) == row.uses_pool for row, a in zip(ATTACKS, without_pool.values()))
+    with_pool = {a.name: _attacker(a, None, [None] * 3, args) for a in ATTACKS}  # a pool of 3 candidates
+    assert all(a.write is not None and not a.missing for a in with_pool.values())

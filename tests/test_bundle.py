@@ -30,8 +30,8 @@ from challenge.format import open_key_store
 from challenge.submission import Expected
 from tests.helpers import extra_module, run_cli
 from verifier.baselines import write_baseline
-from verifier.bundle import COLUMNS, DEFAULT_DOCKER_IMAGE, make_bundle
-from verifier.scoring import HEADLINE, platform_scores, score
+from verifier.bundle import DEFAULT_DOCKER_IMAGE, make_bundle
+from verifier.scoring import METRICS, headline, platform_scores, score
 
 # --- what codalab/codabench's v2 unpacker (src/apps/competitions/unpackers/v2.py, base_unpacker.py) and the
 # models it saves into require, written down by us: a bundle that breaks one of these is refused at upload.
@@ -174,8 +174,8 @@ def test_competition_yaml_passes_the_platforms_unpacker(bundle):
     assert doc["docker_image"] == DEFAULT_DOCKER_IMAGE and doc["docker_image"].startswith("codalab/codalab-legacy:")
     (board,) = doc["leaderboards"]
     columns = sorted(board["columns"], key=lambda c: c["index"])
-    assert [c["key"] for c in columns] == list(HEADLINE) and columns[0]["key"] == "Max_SSIM"  # index 0 ranks
-    assert all(c["sorting"] == dict(COLUMNS)[c["key"]] for c in columns)
+    assert [c["key"] for c in columns] == list(headline()) and columns[0]["key"] == "Max_SSIM"  # index 0 ranks
+    assert [c["sorting"] for c in columns] == [{"higher": "desc", "lower": "asc"}[m.better] for m in METRICS]
     (phase,) = doc["phases"]
     assert phase["max_submissions_per_day"] == 2 and phase["max_submissions"] == 40
     assert phase["execution_time_limit"] >= 120
@@ -260,7 +260,7 @@ def test_scoring_program_scores_the_sample_submission_as_verify(platform, bundle
     done, output = platform(bundle / "starting_kit" / "sample_submission.zip")
     assert done.returncode == 0, done.stderr
     scores = json.loads((output / "scores.json").read_text())
-    assert list(scores) == list(HEADLINE)
+    assert list(scores) == list(headline())
     folder = unzip(bundle / "starting_kit" / "sample_submission.zip", tmp_path / "sample")
     validation, expected = score(folder, open_key_store(keys_of(tiny_release)))
     assert validation.valid and scores == platform_scores(expected)

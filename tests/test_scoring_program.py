@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -28,7 +29,7 @@ from tests.test_submission import BAD
 from verifier import metrics
 from verifier.baselines import write_baseline
 from verifier.bundle import PROGRAM, PROGRAM_FILES, _write_reference
-from verifier.scoring import holdout_mask, published, score, selected_rows
+from verifier.scoring import headline, holdout_mask, published, score, selected_rows
 from verifier.submission import validate
 
 sys.path.insert(0, str(PROGRAM))  # as on the platform: score.py imports check_submission beside it
@@ -117,6 +118,16 @@ def submissions(root: Path, store, expected: Expected):
         (root / name).mkdir(exist_ok=True)
         np.save(root / name / "decryption.npy", array)
     return ["oracle", "blind", "noise64", "noise-be"]
+
+
+def test_the_program_and_the_spec_publish_the_scores_of_METRICS():
+    """A row added to verifier.scoring.METRICS is added to the numpy-only program and to FORMAT.md
+    section 9 too (CONTRIBUTING.md, "Adding a metric"): neither can read the table."""
+    assert score_py.HEADLINE == headline()
+    spec = (Path(__file__).resolve().parent.parent / "docs" / "FORMAT.md").read_text(encoding="utf-8")
+    section = spec[spec.index("## 9. Scores"):]
+    section = section[: section.find("\n## ")] if "\n## " in section else section
+    assert re.findall(r"^\| `(\w+)` +\|", section, flags=re.M) == list(headline())
 
 
 @pytest.mark.parametrize("holdout", [None, 0.4])

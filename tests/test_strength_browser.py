@@ -17,7 +17,8 @@ import pytest
 from challenge.format import open_key_store
 from tests.helpers import strength_report
 from tests.test_leaderboard_browser import WIDTH, browse, chromium  # noqa: F401 (a fixture)
-from verifier.strength import ATTACKERS, COLUMNS
+from attacks.registry import ATTACKS
+from verifier.strength import COLUMNS
 
 MEASURE = """<script>
 window.addEventListener("load", () => {
@@ -64,7 +65,7 @@ def test_the_page_reads_at_1280_px(chromium, report, tiny_release, tmp_path):  #
     assert m["first"].startswith("Private: this page shows the release's private images")
     assert m["title"] == f"Strength of {tiny_release.name}" and tiny_release.name in m["release"]
     assert {"mode", "k", "k_private", "c1", "c2", "domain", "per_image"} <= set(m["parameters"])
-    assert len(m["verdict"]) >= len(ATTACKERS) and m["verdict"][0].startswith("An attacker with the private source set (pool)")
+    assert len(m["verdict"]) >= len(ATTACKS) + 1 and m["verdict"][0].startswith("An attacker with the private source set (pool)")
     assert m["columns"] == [name for name, _ in COLUMNS]
     assert m["chart"] > 0
 

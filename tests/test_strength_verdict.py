@@ -5,9 +5,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from attacks.registry import ATTACKS
 from verifier import charts
 from verifier.scoring import Scores
-from verifier.strength import ATTACKERS, Entry, above_floors, floor_ssim, verdict
+from verifier.strength import PAIRING, Attacker, Entry, above_floors, floor_ssim, verdict
+
+# the registered attacks pool and graph, as the command tree passes them to strength (pool not assessed unless run)
+ATTACKERS = [Attacker(a.name, a.attacker, a.has, missing="give --pool the data set the private images come from")
+             for a in ATTACKS if a.name in ("pool", "graph")]
 
 
 def entry(name: str, best: list[float], keyless: bool = False) -> Entry:
@@ -28,7 +33,7 @@ def test_an_image_a_floor_already_matches_is_no_recovery():
                               entry("pairing", [0.95, 0.84, 0.9, 0.5]), entry("graph", [0.89, 0.7, 0.81, 0.2], True)])
     assert list(floors) == [0.9, 0.85, 0.1, 0.1]
     assert [e.recovered_above for e in entries] == [0, 0, 2, 1]  # pairing: images 0 and 2; graph: image 2 only
-    lines = verdict(entries, floors)
+    lines = verdict(entries, floors, ATTACKERS)
     assert lines[0] == ("An attacker with the private source set: not assessed "
                         "(give --pool the data set the private images come from)")
     assert lines[1].startswith("An attacker with only the public files (graph): recovers 1 of 4 private images above the floors")
@@ -40,8 +45,8 @@ def test_an_image_a_floor_already_matches_is_no_recovery():
 def test_nothing_above_the_floors_is_said_plainly():
     entries, floors = scored([entry("constant", [0.4, 0.4]), entry("mean", [0.3, 0.3]), entry("pairing", [0.3, 0.5]),
                               entry("pool", [0.2, 0.1], True), entry("graph", [0.2, 0.3], True)])
-    lines = verdict(entries, floors)
-    assert [line.split(":")[0] for line in lines[:3]] == [f"{who.capitalize()} ({name})" for name, who, _ in ATTACKERS]
+    lines = verdict(entries, floors, ATTACKERS)
+    assert [line.split(":")[0] for line in lines[:3]] == [f"{a.who.capitalize()} ({a.name})" for a in (*ATTACKERS, PAIRING)]
     assert "recovers nothing; it beats the floors on no private image" in lines[0]
     assert "recovers nothing above the floors; it beats them on 1 of 2 private images" in lines[2]
     assert lines[-1] == "No attack recovers any private image above the trivial floors"

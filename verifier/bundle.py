@@ -59,7 +59,7 @@ from verifier.baselines import blind
 from verifier.scoring import DECIMALS, METRICS, platform_scores, score, selected_rows
 from verifier.submission import METADATA_FIELDS
 
-__all__ = ["COLUMNS", "DEFAULT_DOCKER_IMAGE", "DEFAULT_PER_DAY", "DEFAULT_TOTAL", "PROGRAM", "PUBLIC_FILES",
+__all__ = ["DEFAULT_DOCKER_IMAGE", "DEFAULT_PER_DAY", "DEFAULT_TOTAL", "PROGRAM", "PUBLIC_FILES",
            "competition", "make_bundle", "to_yaml"]
 
 # codalab/codalab-dockers Dockerfiles/Dockerfile-py312: Python 3.12, numpy 1.26.4 (and scipy, pandas, ...);
@@ -75,8 +75,6 @@ DEFAULT_PER_DAY = 2
 DEFAULT_TOTAL = 40
 TIME_MARGIN = 10  # execution_time_limit = this many times the measured scoring time of the sample ...
 MIN_TIME_LIMIT = 120  # ... and at least this many seconds (a cold container, a busy worker)
-# Leaderboard columns: (key = the scores.json name, sorting). Column 0 ranks (Codabench: the primary column).
-COLUMNS = tuple((metric.name, "desc" if metric.better == "higher" else "asc") for metric in METRICS)
 COMMAND = "python3 $program/score.py $input $output"  # $program, $input, $output: the platform's mount points
 STAGING = ".{name}.bundle-"  # + pid: the run's 0700 work folder beside --out
 WHEEL_NAME = f"instahide_challenge-{__version__}-py3-none-any.whl"
@@ -154,8 +152,8 @@ def competition(title: str, *, holdout: float | None, start: date, end: date | N
                        "encryptions: every participant's last development submission is scored again.",
                        "start": final_start.isoformat(), "tasks": [1], "auto_migrate_to_this_phase": True,
                        "max_submissions_per_day": 1, "max_submissions": 1, "execution_time_limit": time_limit})
-    columns = [{"title": key, "key": key, "index": i, "sorting": sorting, "precision": DECIMALS}
-               for i, (key, sorting) in enumerate(COLUMNS)]
+    columns = [{"title": metric.name, "key": metric.name, "index": i, "precision": DECIMALS,  # column 0 ranks
+                "sorting": "desc" if metric.better == "higher" else "asc"} for i, metric in enumerate(METRICS)]
     return {
         "version": 2,
         "title": title,

@@ -29,7 +29,7 @@ from verifier.archive import add_layout_hint, submission_folder
 from verifier.baselines import FLOORS, floor_blocks, floor_image
 from verifier.describe import public_folder
 from challenge.files import write_files
-from verifier.scoring import HEADLINE, SUCCESS_SSIM, Scores, published, score, score_blocks
+from verifier.scoring import SUCCESS_SSIM, Scores, headline, published, score, score_blocks
 from challenge.npy import ROWS
 from challenge.submission import Expected, expected_from_keys
 from challenge.text import printable
@@ -212,7 +212,7 @@ def _identity(path: Path) -> tuple | Path:
 
 def _cells(r: str, e: Entry) -> list[str]:
     m = e.metadata
-    return [r, e.name, m.get("method", ""), m.get("team", ""), *(f"{published(e.scores.summary[c]):.4f}" for c in HEADLINE),
+    return [r, e.name, m.get("method", ""), m.get("team", ""), *(f"{published(e.scores.summary[c]):.4f}" for c in headline()),
             m.get("running_time", ""), m.get("hardware", ""), m.get("date", "")]
 
 
@@ -232,7 +232,7 @@ def _invalid(entries: list[Entry]) -> list[Entry]:
 
 def markdown(entries: list[Entry]) -> str:
     """The leaderboard table (2020 columns plus Min_L2 and the success rates), then the invalid ones."""
-    head = ["Rank", "Submission", "Attack", "Submitted by", *HEADLINE, "Self-reported running time", "Hardware",
+    head = ["Rank", "Submission", "Attack", "Submitted by", *headline(), "Self-reported running time", "Hardware",
             "Submission date"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r, e in _ranked_rows(entries):
@@ -252,7 +252,7 @@ def to_json(entries: list[Entry]) -> dict:
     return {
         "ranked": [{"rank": r, "submission": e.name, "path": printable(e.folder), "reference": e.reference is not None,
                     "metadata": {k: printable(v) for k, v in e.metadata.items()},
-                    "scores": {name: published(e.scores.summary[name]) for name in HEADLINE},
+                    "scores": {name: published(e.scores.summary[name]) for name in headline()},
                     "n_encryptions": e.scores.summary["n_encryptions"]}
                    for r, e in _ranked_rows(entries)],
         "invalid": [{"submission": e.name, "path": printable(e.folder),
@@ -289,10 +289,6 @@ def _shortened(text: str, limit: int = ATTACK_CHARS) -> tuple[str, bool]:
     return cut + "\u2026", True
 
 
-# CSS class of each table column after the attack; text in a <div> is capped in width (see PAGE_STYLE)
-_LATER_COLUMNS = ("team", *("number",) * len(HEADLINE), "time", "hardware", "date")
-
-
 def _table_row(r: str, e: Entry, anchor: str) -> str:
     plain = _cells(r, e)
     rank, name, method, *later = map(_html, plain)
@@ -303,7 +299,8 @@ def _table_row(r: str, e: Entry, anchor: str) -> str:
     attack = _html(attack) + (f' <a href="#attack-{anchor}">(more)</a>' if cut else "")
     cells = [f'<td class="rank">{rank}</td>', f'<td class="name" title="{name}"><div>{short_name}</div></td>',
              f'<td class="attack" title="{method}"><div>{attack}</div></td>']
-    for kind, text in zip(_LATER_COLUMNS, later):
+    kinds = ("team", *("number",) * len(headline()), "time", "hardware", "date")  # CSS class of each later column
+    for kind, text in zip(kinds, later):  # text in a <div> is capped in width (see PAGE_STYLE)
         cells.append(f'<td class="{kind}">{text}</td>' if kind in ("number", "date") else f'<td class="{kind}"><div>{text}</div></td>')
     style = ' class="reference"' if e.reference else ""
     return f"<tr{style}>{''.join(cells)}</tr>"
@@ -342,7 +339,7 @@ def html_page(entries: list[Entry], release: Release | None = None, sizes: dict[
     opens with :data:`SECRET_NOTICE`.
     """
     sizes = sizes or {}
-    head = ["Rank", "Submission", "Attack", "Submitted by", *HEADLINE, "Running time", "Hardware", "Date"]
+    head = ["Rank", "Submission", "Attack", "Submitted by", *headline(), "Running time", "Hardware", "Date"]
     rows, attacks, recoveries = [], [], []
     for n, (r, e) in enumerate(_ranked_rows(entries), 1):
         anchor = str(n)

@@ -30,7 +30,7 @@ from challenge.submission import DECRYPTION_FILE, Expected, expected_from_keys, 
 from verifier.submission import Validation, ValueTally, check_shape, centered, validate
 
 __all__ = [
-    "DECIMALS", "HEADLINE", "METRICS", "PARTS", "SUCCESS_SSIM", "Accumulator", "Metric", "Scores", "format_table",
+    "DECIMALS", "METRICS", "PARTS", "SUCCESS_SSIM", "Accumulator", "Metric", "Scores", "format_table", "headline",
     "holdout_mask",
     "platform_scores", "published", "score", "score_array", "score_blocks", "selected_rows", "write_scores",
 ]
@@ -66,13 +66,17 @@ METRICS = (  # the leaderboard's columns, in this order; the first ranks
     Metric("recovered_share", "higher", f"share of the private images whose best SSIM, over every encryption that "
            f"contains them, exceeds {SUCCESS_SSIM}"),
 )
-HEADLINE = tuple(metric.name for metric in METRICS)
-_AVERAGED = tuple(metric for metric in METRICS if metric.per_encryption is not None)
 DECIMALS = 4  # published scores: round half even of the exact float64 mean (docs/FORMAT.md section 9)
 PARTS = ("public", "final")
 _HOLDOUT_ROWS = 1 << 20  # rows of the split drawn at a time: 8 MB of keystream
 
 Engine = Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+
+def headline() -> tuple[str, ...]:
+    """The published scores' names, in the order of :data:`METRICS` (read when called: the table is
+    the one place a score is added)."""
+    return tuple(metric.name for metric in METRICS)
 
 
 def published(value: float) -> float:
@@ -115,7 +119,7 @@ def selected_rows(store: fmt.KeyStore, holdout: float | None, part: str = "publi
 class Scores:
     """Aggregates plus the per-encryption and per-private-image detail behind them."""
 
-    summary: dict  # HEADLINE name -> float, plus counts
+    summary: dict  # headline() name -> float, plus counts
     encryptions: np.ndarray  # (E,) the encryption rows these scores cover, ascending
     max_ssim: np.ndarray  # (E,) per covered encryption
     best_column: np.ndarray  # (E,) which private image (column of private_index) gave max_ssim
@@ -137,7 +141,8 @@ class Accumulator:
     """
 
     def __init__(self, n_encryptions: int, n_private: int, selected: np.ndarray | None = None):
-        self.per_encryption = np.full((n_encryptions, len(_AVERAGED)), np.nan)  # a column per averaged metric
+        self.averaged = tuple(metric for metric in METRICS if metric.per_encryption is not None)
+        self.per_encryption = np.full((n_encryptions, len(self.averaged)), np.nan)  # a column per averaged metric
         self.best_column = np.zeros(n_encryptions, np.int16)
         self.best_per_private = np.full(n_private, -np.inf)
         self.selected = np.ones(n_encryptions, bool) if selected is None else selected
@@ -145,7 +150,7 @@ class Accumulator:
 
     def add(self, start: int, ssim: np.ndarray, l2: np.ndarray, index: np.ndarray) -> None:
         stop = start + len(ssim)
-        self.per_encryption[start:stop] = np.stack([metric.per_encryption(ssim, l2) for metric in _AVERAGED], axis=1)
+        self.per_encryption[start:stop] = np.stack([metric.per_encryption(ssim, l2) for metric in self.averaged], axis=1)
         self.best_column[start:stop] = ssim.argmax(axis=1)
         counted = self.selected[start:stop]
         np.maximum.at(self.best_per_private, np.asarray(index)[counted].ravel(), ssim[counted].ravel())
@@ -167,8 +172,8 @@ class Accumulator:
         rows = np.flatnonzero(self.selected)
         n = len(rows)
         values = self.per_encryption[rows]
-        summary = {metric.name: math.fsum(column) / n for metric, column in zip(_AVERAGED, values.T)}
-        max_ssim = values[:, _AVERAGED.index(METRICS[0])]
+        summary = {metric.name: math.fsum(column) / n for metric, column in zip(self.averaged, values.T)}
+        max_ssim = values[:, self.averaged.index(METRICS[0])]
         seen = np.isfinite(self.best_per_private)
         summary["success_rate"] = float(np.count_nonzero(max_ssim > SUCCESS_SSIM)) / n
         summary["recovered_share"] = float(np.count_nonzero(self.best_per_private > SUCCESS_SSIM)) / len(seen)
@@ -254,7 +259,7 @@ def format_table(scores: Scores) -> str:
 
 def platform_scores(scores: Scores) -> dict:
     """The flat name -> published number mapping challenge platforms read."""
-    return {name: published(scores.summary[name]) for name in HEADLINE}
+    return {name: published(scores.summary[name]) for name in headline()}
 
 
 def write_scores(scores: Scores, out: Path) -> list[Path]:

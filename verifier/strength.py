@@ -1,8 +1,9 @@
 """``instahide strength``: what the known attacks recover from a release, before it is published.
 
-Runs the attacks it is given (the command tree picks them: ``graph`` always; ``pool`` when a pool is
-given or the private set is the embedded demo data, whose pool ships with the tool), the trivial floors (``constant``,
-``mean``) and the key-given ``pairing`` baseline; scores each with the verifier and writes
+Runs the attacks it is given (the command tree passes the rows of ``attacks.registry.ATTACKS``:
+``graph`` always; ``pool`` when a pool is given or the private set is the embedded demo data, whose
+pool ships with the tool), the trivial floors (``constant``, ``mean``) and the key-given ``pairing``
+baseline; scores each with the verifier and writes
 ``strength.json`` and ``strength.html`` (a verdict per attacker, the table, a chart, and each
 attack's best and worst recoveries beside the truth).  A private image counts as recovered by an
 attack only where its SSIM exceeds the success threshold and what the floors reach on that image:
@@ -19,7 +20,7 @@ import json
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -34,8 +35,8 @@ from verifier.leaderboard import PAGE_STYLE, PAIRS_SHOWN, Entry as Scored, pair_
 from verifier.scoring import METRICS, SUCCESS_SSIM, Scores, published, score
 from verifier.submission import Validation
 
-__all__ = ["ATTACKERS", "COLUMNS", "STRENGTH_HTML", "STRENGTH_JSON", "SWEEP_HTML", "SWEEP_JSON", "SWEEP_MD", "Writer",
-           "strength", "sweep_files", "verdict"]
+__all__ = ["COLUMNS", "PAIRING", "STRENGTH_HTML", "STRENGTH_JSON", "SWEEP_HTML", "SWEEP_JSON", "SWEEP_MD", "Attacker",
+           "Writer", "strength", "sweep_files", "verdict"]
 
 STRENGTH_JSON = "strength.json"
 STRENGTH_HTML = "strength.html"
@@ -45,17 +46,6 @@ PICTURES_DIR = "pictures"
 PRIVATE_WARNING = ('<p class="private"><strong>Private: this page shows the release\'s private images</strong> '
                    "(the ground truth, and recoveries of it). Keep it, like the key store, from anyone who may "
                    "take part in the challenge until the keys are revealed.</p>")
-
-# Who could run each attack: (the attack, the attacker it stands for, what that attacker has)
-ATTACKERS = (
-    ("pool", "an attacker with the private source set",
-     "the data set the private images were drawn from (e.g. CIFAR-10), matched against every encryption"),
-    ("graph", "an attacker with only the public files",
-     "the encryptions and label.npy, nothing else: the keyless attack of Carlini et al."),
-    ("pairing", "an attacker given the keys' pairing",
-     "which private images each encryption mixes, and their lambdas, from the keys: the ceiling of the "
-     "graph attack's last step once its grouping is solved"),
-)
 
 # The table's columns: (heading, definition); docs/ATTACKS.md repeats them
 COLUMNS = (
@@ -96,11 +86,49 @@ class Entry:
 Writer = Callable[[Path, fmt.KeyStore], dict]  # writes a submission into a folder; returns report fields
 
 
-def strength(release_path: Path, keys: Path, out: Path, attacks: list[tuple[str, Writer]], force: bool = False,
+@dataclass(frozen=True)
+class Attacker:
+    """An attack as the verdict and the page name it: the attacker it stands for and what that
+    attacker has; ``write`` runs it (None: not assessed here, ``missing`` says what it needs)."""
+
+    name: str
+    who: str
+    has: str
+    write: Writer | None = None
+    missing: str = ""
+
+
+PAIRING = Attacker("pairing", "an attacker given the keys' pairing",  # the verifier's own baseline, always run
+                   "which private images each encryption mixes, and their lambdas, from the keys: the ceiling of the "
+                   "graph attack's last step once its grouping is solved")
+
+
+def strength(release_path: Path, keys: Path, out: Path, attackers: Sequence[Attacker], *, force: bool = False,
              rows: int = 4096, log: Callable[[str], None] | None = None) -> dict:
-    """Run, score and report the keyless ``attacks`` (name, writer) beside the floors and the key-given
-    pairing baseline; returns the report written to strength.json.  The attacks come from the caller
-    (the command tree), so the verifier imports none."""
+    """Run, score and report the keyless attacks of ``attackers`` beside the floors and the key-given
+    pairing baseline; returns the report written to strength.json.
+
+    Parameters
+    ----------
+    release_path, keys : Path
+        The release and the key store it commits to.
+    out : Path
+        The report folder (private: it shows the private images).
+    attackers : sequence of Attacker
+        Every keyless attack, in the verdict's order; those without ``write`` are reported not
+        assessed.  They come from the caller (the command tree), so the verifier imports none.
+    force : bool
+        Replace an existing report.
+    rows : int
+        Rows processed at a time.
+    log : callable, optional
+        Told one line per attack once it is scored.
+
+    Returns
+    -------
+    dict
+        The report, as written to strength.json.
+    """
     charts.require_matplotlib()
     expected, store = open_for_scoring(release_path, keys)  # the keys the release commits to
     out = Path(out)
@@ -118,7 +146,7 @@ def strength(release_path: Path, keys: Path, out: Path, attacks: list[tuple[str,
         ("pairing", False, lambda d, store: _write(
             d, pairing_blocks(store, encryption_blocks(release_path, expected, rows), expected, rows),
             "float32", expected, METHODS["pairing"], force)),
-        *((name, True, writer) for name, writer in attacks),
+        *((a.name, True, a.write) for a in attackers if a.write is not None),
     ]
     with output_folder(out, private=True):
         entries = []
@@ -140,12 +168,12 @@ def strength(release_path: Path, keys: Path, out: Path, attacks: list[tuple[str,
         report = {"release": {"name": release.name, "path": str(release_path), "format_version": release.format_version,
                               "n_encryptions": release.n_encryptions, "commitment": release.commitment},
                   "params": store.params.to_dict(), "success_ssim": SUCCESS_SSIM,
-                  "floor_recovered": int(np.sum(floors > SUCCESS_SSIM)), "verdict": verdict(entries, floors),
+                  "floor_recovered": int(np.sum(floors > SUCCESS_SSIM)), "verdict": verdict(entries, floors, attackers),
                   "attacks": [e.to_json() for e in entries]}
         files = _pictures(entries, store, expected)
         files[CHART] = charts.ssim_against_floors([(e.name, e.scores.best_per_private) for e in entries
                                                    if e.name not in FLOORS], floors, SUCCESS_SSIM)
-        files[STRENGTH_HTML] = _html(report, entries, release)
+        files[STRENGTH_HTML] = _html(report, entries, release, attackers)
         files[STRENGTH_JSON] = json.dumps(report, indent=2, sort_keys=True) + "\n"
         write_files(out, files, "strength report", private=True)  # the JSON last: a report without it is not whole
     return report
@@ -167,17 +195,18 @@ def above_floors(best: np.ndarray, floors: np.ndarray) -> np.ndarray:
     return (best > SUCCESS_SSIM) & (best > floors)
 
 
-def verdict(entries: list[Entry], floors: np.ndarray) -> list[str]:
-    """One line per attacker (:data:`ATTACKERS`): what it recovers above the floors, or a plain "nothing";
-    then what the floors reach alone, and whether any attack beats them at all."""
+def verdict(entries: list[Entry], floors: np.ndarray, attackers: Sequence[Attacker]) -> list[str]:
+    """One line per attacker (``attackers``, then :data:`PAIRING`): what it recovers above the floors,
+    or a plain "nothing"; then what the floors reach alone, and whether any attack beats them at all."""
     by_name = {e.name: e for e in entries}
     n = len(floors)
     constant = by_name["constant"].scores.summary["Max_SSIM"]
     lines = []
-    for name, who, _ in ATTACKERS:
+    for attacker in (*attackers, PAIRING):
+        name, who = attacker.name, attacker.who
         e = by_name.get(name)
         if e is None:
-            lines.append(f"{who.capitalize()}: not assessed (give --pool the data set the private images come from)")
+            lines.append(f"{who.capitalize()}: not assessed ({attacker.missing})")
             continue
         s = e.scores.summary
         beaten = int(np.sum(e.scores.best_per_private > floors))
@@ -219,9 +248,10 @@ def _number(value, digits: int = 4) -> str:
     return f'<td class="number">{value:.{digits}f}</td>' if isinstance(value, float) else f'<td class="number">{value}</td>'
 
 
-def _html(report: dict, entries: list[Entry], release) -> str:
+def _html(report: dict, entries: list[Entry], release, attackers: Sequence[Attacker]) -> str:
     e_json = {j["attack"]: j for j in report["attacks"]}
-    who = {name: who for name, who, _ in ATTACKERS}
+    attackers = (*attackers, PAIRING)
+    who = {a.name: a.who for a in attackers}
     rows = []
     for e in entries:
         j = e_json[e.name]
@@ -235,8 +265,8 @@ def _html(report: dict, entries: list[Entry], release) -> str:
     params = "".join(f"<th>{html.escape(k)}</th>" for k in report["params"]) + "</tr><tr>" + "".join(
         f"<td>{html.escape(str(v))}</td>" for v in report["params"].values())
     columns = "".join(f"<dt>{html.escape(name)}</dt><dd>{html.escape(text)}</dd>" for name, text in COLUMNS)
-    attackers = "".join(f"<dt>{html.escape(name)}: {html.escape(who)}</dt><dd>{html.escape(has)}</dd>"
-                        for name, who, has in ATTACKERS)
+    defined = "".join(f"<dt>{html.escape(a.name)}: {html.escape(a.who)}</dt><dd>{html.escape(a.has)}</dd>"
+                      for a in attackers)
     sections = []
     for e in entries:
         if not e.pairs:
@@ -269,7 +299,7 @@ def _html(report: dict, entries: list[Entry], release) -> str:
         *rows,
         "</tbody></table>",
         f'<dl id="columns">{columns}</dl>',
-        f'<h3>Attackers</h3><dl id="attackers">{attackers}</dl>',
+        f'<h3>Attackers</h3><dl id="attackers">{defined}</dl>',
         '<h2 id="chart">Each private image against the floors</h2>',
         f'<figure class="chart"><img src="{CHART}" alt="per attack, each private image\'s best SSIM against the best '
         'of the floors on it" style="max-width:100%"><figcaption>One dot per private image: the best SSIM the floors '
