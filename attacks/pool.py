@@ -43,7 +43,7 @@ def class_columns(pool: ImageSet, release: PublicRelease) -> np.ndarray | None:
     return pool.labels
 
 
-def best_candidates(features: np.ndarray, pool: ImageSet, release: PublicRelease, rows: int = 4096,
+def best_candidates(features: np.ndarray, pool: ImageSet, release: PublicRelease, *, rows: int = 4096,
                     progress=None) -> tuple[np.ndarray, np.ndarray]:
     """Per encryption, the index of its most similar candidate and that similarity.
 
@@ -74,4 +74,4 @@ def pool_attack(release: PublicRelease, pool: ImageSet, rows: int = 4096, progre
                          f"{_shape_text(release.image_shape)}; give a pool of the release's image shape")
     features = np.concatenate([unit_rows(gradients(magnitudes(block, release.params)))
                                for block in release.encryption_blocks(rows)])
-    return best_candidates(features, pool, release, rows, progress)
+    return best_candidates(features, pool, release, rows=rows, progress=progress)

@@ -22,9 +22,10 @@ def write_graph(release: PublicRelease, out: Path, force: bool = False, rows: in
     images = np.clip(result.images, lo, hi)
     first = result.first_choice()
     blocks = (images[first[a : a + rows]] for a in range(0, len(first), rows))
-    write_submission(out, blocks, release.expected, "float32",
-                     {"team": "instahide attack graph", "method": "keyless graph attack of Carlini et al. (attacks/graph.py)"},
-                     force)
+    write_submission(out, blocks, expected=release.expected, dtype="float32",
+                     metadata={"team": "instahide attack graph",
+                               "method": "keyless graph attack of Carlini et al. (attacks/graph.py)"},
+                     force=force)
     return result
 
 
@@ -32,7 +33,8 @@ def write_pool(release: PublicRelease, pool: ImageSet, out: Path, force: bool = 
     """Run the pool attack and submit each encryption's best candidate (uint8, exact)."""
     choice, similarity = pool_attack(release, pool, rows, progress)
     blocks = (pool.images[choice[a : a + rows]] for a in range(0, len(choice), rows))
-    write_submission(out, blocks, release.expected, "uint8",
-                     {"team": "instahide attack pool", "method": "best sign-invariant match in a known pool (attacks/pool.py)"},
-                     force)
+    write_submission(out, blocks, expected=release.expected, dtype="uint8",
+                     metadata={"team": "instahide attack pool",
+                               "method": "best sign-invariant match in a known pool (attacks/pool.py)"},
+                     force=force)
     return choice, similarity

@@ -118,14 +118,15 @@ def chacha20_keystream(key: bytes, counter: int, nonce96: bytes, n_bytes: int) -
     return out
 
 
-def keystream(seed: bytes, purpose: str, first_block: int, n_bytes: int, round_: int = 0) -> np.ndarray:
+def keystream(seed: bytes, purpose: str, *, first_block: int, n_bytes: int, round_: int = 0) -> np.ndarray:
     """``n_bytes`` of the keystream for ``purpose`` (and lambda round) from block ``first_block``."""
     if len(seed) != SEED_BYTES:
         raise ValueError(f"seed must be {SEED_BYTES} bytes, got {len(seed)}")
     return chacha20_keystream(seed, first_block, nonce(purpose, round_), n_bytes)
 
 
-def row_bytes(seed: bytes, purpose: str, first_row: int, n_rows: int, bytes_per_row: int, round_: int = 0) -> np.ndarray:
+def row_bytes(seed: bytes, purpose: str, *, first_row: int, n_rows: int, bytes_per_row: int,
+              round_: int = 0) -> np.ndarray:
     """uint8 (n_rows, bytes_per_row): the keystream of ``purpose`` cut into packed rows.
 
     Row r owns bytes ``[bytes_per_row * r, bytes_per_row * (r + 1))`` of the stream, so any row is
@@ -133,13 +134,15 @@ def row_bytes(seed: bytes, purpose: str, first_row: int, n_rows: int, bytes_per_
     """
     start = bytes_per_row * first_row
     skip = start % BLOCK_BYTES
-    raw = keystream(seed, purpose, start // BLOCK_BYTES, skip + n_rows * bytes_per_row, round_)
+    raw = keystream(seed, purpose, first_block=start // BLOCK_BYTES, n_bytes=skip + n_rows * bytes_per_row,
+                    round_=round_)
     return raw[skip:].reshape(n_rows, bytes_per_row)
 
 
-def row_words(seed: bytes, purpose: str, first_row: int, n_rows: int, words_per_row: int, round_: int = 0) -> np.ndarray:
+def row_words(seed: bytes, purpose: str, *, first_row: int, n_rows: int, words_per_row: int,
+              round_: int = 0) -> np.ndarray:
     """Like :func:`row_bytes`, read as little-endian uint64 words: (n_rows, words_per_row)."""
-    raw = row_bytes(seed, purpose, first_row, n_rows, 8 * words_per_row, round_)
+    raw = row_bytes(seed, purpose, first_row=first_row, n_rows=n_rows, bytes_per_row=8 * words_per_row, round_=round_)
     return np.ascontiguousarray(raw).view("<u8").astype(np.uint64)
 
 
@@ -150,4 +153,4 @@ def uniform_below(words: np.ndarray, bound) -> np.ndarray:
 
 def random_order(seed: bytes, purpose: str, n: int) -> np.ndarray:
     """A uniformly random permutation of ``range(n)``: stable argsort of one 64-bit word per item."""
-    return np.argsort(row_words(seed, purpose, 0, n, 1)[:, 0], kind="stable")
+    return np.argsort(row_words(seed, purpose, first_row=0, n_rows=n, words_per_row=1)[:, 0], kind="stable")

@@ -50,7 +50,7 @@ class ManifestError(fmt.FormatError):
         super().__init__(f"{where}: {field_ or 'fields'}: {message}{more}")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Manifest:
     """What a release says about itself; the other fields of the JSON follow from these.  A field is
     None only in a manifest read with ``problems`` (:meth:`from_json`), where it failed its check."""

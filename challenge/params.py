@@ -27,7 +27,7 @@ class ParameterError(UsageError):
     """A parameter (or combination) that cannot make a valid release."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Params:
     """Everything that shapes a release except the seed and the data.
 

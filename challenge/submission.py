@@ -90,8 +90,8 @@ def encryption_blocks(release: Path, expected: Expected, rows: int = ROWS) -> It
         yield block
 
 
-def write_submission(out: Path, blocks: Iterator[np.ndarray], expected: Expected, dtype: str,
-                     metadata: dict, force: bool = False, *, private: bool = False) -> Path:
+def write_submission(out: Path, blocks: Iterator[np.ndarray], *, expected: Expected, dtype: str,
+                     metadata: dict, force: bool = False, private: bool = False) -> Path:
     """Stream ``blocks`` into ``out/decryption.npy`` (via a temporary file) and write ``metadata.json``.
 
     An unwritable ``out`` (read-only, full disk, a file in the way) is one :class:`UsageError`

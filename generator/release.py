@@ -163,7 +163,8 @@ class ZarrChunks:
     Chunk boundaries are the array's, whatever the size of the blocks given to :meth:`write`.
     """
 
-    def __init__(self, public_dir: Path, array: str, rows: int, row_shape: tuple, digests: dict, first_chunk: int = 0):
+    def __init__(self, public_dir: Path, array: str, *, rows: int, row_shape: tuple, digests: dict,
+                 first_chunk: int = 0):
         self.public_dir, self.array, self.digests = public_dir, array, digests
         self.buffer = np.zeros((rows, *row_shape), "<f4")
         self.filled, self.index = 0, first_chunk
@@ -206,7 +207,7 @@ class RowEncoder:
     def image_shape(self) -> tuple:
         return self.ground_truth.shape[1:]
 
-    def rows(self, start: int, private_index: np.ndarray, public_index: np.ndarray, lam: np.ndarray,
+    def rows(self, start: int, private_index: np.ndarray, public_index: np.ndarray, lam: np.ndarray, *,
              out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The sign rows and encryptions of rows ``start .. start + len(lam)``, whatever the split into
         blocks; the encryptions in ``out`` (C-order float32) if given."""
@@ -386,10 +387,10 @@ def _publish(tmp: Path, out: Path) -> None:
 def generate(
     out: Path,
     params: Params,
+    *,
     seed: bytes,
     private: ImageSet,
     public: ImageSet | None,
-    *,
     practice: bool = False,
     chunk: int = 4096,
     force: bool = False,
@@ -451,7 +452,7 @@ def _build(tmp: Path, params: Params, seed: bytes, private: ImageSet, public: Im
     fingerprints = {"private": private.fingerprint(), "public": public.fingerprint() if bank_size else None}
     context = stream_context(params.to_dict(version), fingerprints["private"], fingerprints["public"])
     key = stream_key(seed, context, version)
-    plan = draw_plan(key, params, private.labels, bank_size, version)
+    plan = draw_plan(key, params, labels=private.labels, bank_size=bank_size, version=version)
     ground_truth = private.images[plan.selection]
     truth_labels = private.labels[plan.selection]
     used = np.unique(plan.public_bank_index)
@@ -503,7 +504,7 @@ def _build(tmp: Path, params: Params, seed: bytes, private: ImageSet, public: Im
                                  dtype="float32", compressors=None, fill_value=0)
         public_zarr.create_array("label", shape=labels.shape, chunks=(label_rows, n_classes),
                                  dtype="float32", compressors=None, fill_value=0)
-        label_chunks = ZarrChunks(public_dir, "label", label_rows, labels.shape[1:], digests)
+        label_chunks = ZarrChunks(public_dir, "label", rows=label_rows, row_shape=labels.shape[1:], digests=digests)
         label_chunks.write(labels)
         label_chunks.close()
     z_signs = keys["encryption/sign_bits"]
@@ -512,10 +513,11 @@ def _build(tmp: Path, params: Params, seed: bytes, private: ImageSet, public: Im
     if write_elsewhere is None:
         copies = [_npy_file(public_dir / fmt.ENCRYPTION_FILE, shape, digests, fmt.ENCRYPTION_FILE)]
         if "zarr" in formats:
-            copies.append(ZarrChunks(public_dir, "encryption", zarr_rows, image_shape, digests))
+            copies.append(ZarrChunks(public_dir, "encryption", rows=zarr_rows, row_shape=image_shape, digests=digests))
         head = _write_encryptions(encoder, row_keys, copies, z_signs, chunk, progress)
     else:
-        head = write_elsewhere(encoder, row_keys, public_dir, z_signs, "zarr" in formats, chunk, digests, progress)
+        head = write_elsewhere(encoder, row_keys, public_dir=public_dir, z_signs=z_signs, with_zarr="zarr" in formats,
+                              chunk=chunk, digests=digests, progress=progress)
     save_png(release_preview(to_uint8(head, params.domain), version), public_dir / fmt.PREVIEW_FILE)
 
     store = fmt.KeyStore(keys, params, dict(keys.attrs))

@@ -17,7 +17,8 @@ def max_ssim_by_domain(tmp_path_factory, private_set, public_bank):
     scores = {}
     for domain in ("positive", "centered"):
         root = tmp_path_factory.mktemp(domain)
-        generate(root / "release", Params(n_private=20, per_image=20, domain=domain), SEED, private_set, public_bank)
+        generate(root / "release", Params(n_private=20, per_image=20, domain=domain), seed=SEED, private=private_set,
+                 public=public_bank)
         store = fmt.open_key_store(root / "release" / "secret" / "keys.zarr")
         expected = expected_from_keys(store)
         write_baseline("pairing", root / "sub", expected, store=store, release=root / "release")

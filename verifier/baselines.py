@@ -162,4 +162,5 @@ def write_baseline(kind: str, out: Path, expected: Expected, *, store: fmt.KeySt
     else:
         raise UsageError(f"unknown baseline {kind!r}; expected one of {', '.join(KINDS)}")
     metadata = {"team": "baseline", "method": METHODS[kind]}
-    return write_submission(out, blocks, expected, dtype, metadata, force, private=kind in FROM_KEYS)
+    return write_submission(out, blocks, expected=expected, dtype=dtype, metadata=metadata, force=force,
+                            private=kind in FROM_KEYS)

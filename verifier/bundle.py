@@ -319,8 +319,8 @@ def _sample(release: Path, expected, folder: Path) -> Path:
     """The blind baseline as uint8 (a quarter of float32's size), zipped as participants submit."""
     blocks = (to_uint8(blind(block, expected), expected.domain) for block in encryption_blocks(release, expected))
     sub = folder / "sample"
-    write_submission(sub, blocks, expected, "uint8", {"team": "baseline", "method": "blind: |encryption| stretched "
-                     "per image to the pixel range"})
+    write_submission(sub, blocks, expected=expected, dtype="uint8",
+                     metadata={"team": "baseline", "method": "blind: |encryption| stretched per image to the pixel range"})
     path = folder / "sample_submission.zip"
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
         for name in (DECRYPTION_FILE, METADATA_FILE):

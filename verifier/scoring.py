@@ -94,7 +94,8 @@ def holdout_mask(seed: bytes, n_encryptions: int, fraction: float) -> np.ndarray
     mask = np.empty(n_encryptions, bool)
     for start in range(0, n_encryptions, _HOLDOUT_ROWS):
         stop = min(start + _HOLDOUT_ROWS, n_encryptions)
-        mask[start:stop] = row_words(seed, "holdout", start, stop - start, 1)[:, 0] < bound
+        words = row_words(seed, "holdout", first_row=start, n_rows=stop - start, words_per_row=1)
+        mask[start:stop] = words[:, 0] < bound
     return mask
 
 

@@ -96,7 +96,7 @@ class Entry:
 Writer = Callable[[Path, fmt.KeyStore], dict]  # writes a submission into a folder; returns report fields
 
 
-def strength(release_path: Path, keys: Path, out: Path, attacks: list[tuple[str, Writer]], force: bool = False,
+def strength(release_path: Path, keys: Path, out: Path, attacks: list[tuple[str, Writer]], *, force: bool = False,
              rows: int = 4096, log: Callable[[str], None] | None = None) -> dict:
     """Run, score and report the keyless ``attacks`` (name, writer) beside the floors and the key-given
     pairing baseline; returns the report written to strength.json.  The attacks come from the caller
@@ -152,7 +152,8 @@ def strength(release_path: Path, keys: Path, out: Path, attacks: list[tuple[str,
 
 
 def _write(folder: Path, blocks, dtype: str, expected: Expected, method: str, force: bool) -> dict:
-    write_submission(folder, blocks, expected, dtype, {"team": "instahide strength", "method": method}, force)
+    write_submission(folder, blocks, expected=expected, dtype=dtype,
+                     metadata={"team": "instahide strength", "method": method}, force=force)
     return {}
 
 

@@ -166,7 +166,7 @@ def load_public(path: str | os.PathLike) -> ImageSet:
                     ("file", "record"))
 
 
-def load_sources(private_path: Path | None, public_path: Path | None, params, size: int | None = None,
+def load_sources(private_path: Path | None, public_path: Path | None, params, *, size: int | None = None,
                  grey: bool = False):
     """The private set and (when the mode uses one) the public bank; embedded data by default.
 
