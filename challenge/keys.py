@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from challenge.errors import argument
 from challenge.geometry import image_values, sign_bytes
 from challenge.keystream import random_order, row_bytes, row_words, uniform_below
 from challenge.lambdas import LambdaRejected, draw_lambda
@@ -42,19 +43,21 @@ class Plan:
 def select_private(seed: bytes, labels: np.ndarray, n_private: int, balanced: bool) -> np.ndarray:
     """Choose ``n_private`` source images uniformly at random (or ``balanced`` per class)."""
     if len(labels) < n_private:
-        raise ParameterError(f"the private set has {len(labels)} images, fewer than --n-private {n_private}")
+        raise ParameterError(f"the private set has {len(labels)} images, fewer than {argument('n_private', n_private)}")
     order = random_order(seed, "select", len(labels))
     if not balanced:
         return np.sort(order[:n_private])
     classes = np.unique(labels)
     if n_private % len(classes):
-        raise ParameterError(f"--balanced needs --n-private divisible by the {len(classes)} classes, got {n_private}")
+        raise ParameterError(f"{argument('balanced', True)} needs {argument('n_private')} divisible by the "
+                             f"{len(classes)} classes, got {n_private}")
     quota = n_private // len(classes)
     shuffled = labels[order]
     chosen = [order[shuffled == c][:quota] for c in classes]
     short = [int(c) for c, picked in zip(classes, chosen) if len(picked) < quota]
     if short:
-        raise ParameterError(f"--balanced needs {quota} images of each class; classes {short} have fewer")
+        raise ParameterError(f"{argument('balanced', True)} needs {quota} images of each class; "
+                             f"classes {short} have fewer")
     return np.sort(np.concatenate(chosen))
 
 

@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from challenge.canonical import canonical_json
+from challenge.errors import argument
 
 __all__ = ["BLOCK_BYTES", "KEY_SALT", "MIN_DISTINCT_SEED_BYTES", "PURPOSES", "SEED_BYTES",
            "chacha20_keystream", "fresh_seed", "keystream", "nonce", "parse_seed", "random_order",
@@ -62,13 +63,14 @@ def parse_seed(text: str, *, practice: bool) -> bytes:
         if practice or not _looks_hand_made(key):
             return key
         raise ValueError(
-            "--seed is 64 hex digits but guessable (too few distinct bytes, or a run like 00 01 02 ...); "
-            "use a fresh one (omit --seed) or pass --practice to mark the release as replayable"
+            f"{argument('seed')} is 64 hex digits but guessable (too few distinct bytes, or a run like 00 01 02 ...); "
+            f"use a fresh one (omit {argument('seed')}) or pass {argument('practice', True)} to mark the release as "
+            "replayable"
         )
     if not practice:
         raise ValueError(
-            "--seed must be exactly 64 hex digits (256 bits); a shorter, guessable seed is accepted only "
-            "with --practice, which marks the release as replayable"
+            f"{argument('seed')} must be exactly 64 hex digits (256 bits); a shorter, guessable seed is accepted "
+            f"only with {argument('practice', True)}, which marks the release as replayable"
         )
     return hashlib.sha256(b"instahide-practice-seed\0" + text.encode()).digest()
 

@@ -38,6 +38,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
+from challenge.errors import argument
 from challenge.keystream import row_words
 
 __all__ = ["LAMBDA_TRIES", "LN2", "MAX_ROUNDS", "SQRT2", "LambdaRejected", "acceptance", "draw_lambda",
@@ -182,7 +183,7 @@ def draw_lambda(key: bytes, constraints: tuple, *, first_row: int, n_rows: int, 
             if accepted[r]:
                 break
         else:
-            raise LambdaRejected("lambda constraints rejected every draw; loosen --c1 / --c2")
+            raise LambdaRejected(f"lambda constraints rejected every draw; loosen {argument('c1')} / {argument('c2')}")
     return lam
 
 

@@ -232,7 +232,7 @@ def _check_sources(sources, params: Params, bad) -> None:
     if params.k_public and not source_ok(sources["public"], params.k_public):
         bad("sources.public", f"expected {{fingerprint: 64 hex, images: {params.k_public}..{MAX_ENCRYPTIONS}, notes: counts}}")
     if not params.k_public and sources["public"] is not None:
-        bad("sources.public", f"expected null: --mode {params.mode} uses no public patch")
+        bad("sources.public", f"expected null: params.mode {params.mode} uses no public patch")
 
 
 def manifest_path(release: Path) -> Path:

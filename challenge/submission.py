@@ -14,7 +14,7 @@ import numpy as np
 
 from challenge import format as fmt
 from challenge.domain import DOMAINS
-from challenge.errors import UsageError
+from challenge.errors import UsageError, argument
 from challenge.files import UnsafeFile, make_folders, remove_made, write_atomic
 from challenge.manifest import Manifest
 from challenge.npy import ROWS, read_npy_header
@@ -61,7 +61,7 @@ def open_for_scoring(release: Path | None, keys: Path | None) -> tuple[Expected,
     """What a submission must look like and the key store to score it with (or None), checking that
     the two belong together: same parameters, and the key store the manifest commits to."""
     if release is None and keys is None:
-        raise UsageError("give --release (to validate) or --keys (to validate and score)")
+        raise UsageError(f"give {argument('release')} (to validate) or {argument('keys')} (to validate and score)")
     store = fmt.open_key_store(keys) if keys is not None else None
     if release is None:
         return expected_from_keys(store), store
@@ -103,7 +103,7 @@ def write_submission(out: Path, blocks: Iterator[np.ndarray], *, expected: Expec
     check_output(out)
     target = out / DECRYPTION_FILE
     if target.exists() and not force:
-        raise UsageError(f"{printable(target)}: already exists; pass --force to replace it")
+        raise UsageError(f"{printable(target)}: already exists; pass {argument('force', True)} to replace it")
     tmp = out / f".{DECRYPTION_FILE}.partial-{os.getpid()}"
     mode = 0o600 if private else 0o644
     made = []

@@ -28,7 +28,7 @@ import zarr
 from challenge import format as fmt
 from challenge.domain import affine, to_uint8
 from challenge.encoding import encode
-from challenge.errors import UsageError
+from challenge.errors import UsageError, argument
 from challenge.geometry import DEFAULT_IMAGE_SHAPE, sign_bytes
 from challenge.imageset import ImageSet
 from challenge.keys import draw_plan, sign_bits
@@ -52,9 +52,10 @@ def parse_formats(text: str) -> tuple[str, ...]:
     """``--formats npy,zarr`` as a tuple in :data:`FORMATS` order; ``npy`` is required (every reader uses it)."""
     chosen = {name.strip() for name in text.split(",") if name.strip()}
     if not chosen <= set(FORMATS):
-        raise UsageError(f"--formats {text}: expected a comma-separated subset of {','.join(FORMATS)}")
+        raise UsageError(f"{argument('formats', text)}: expected a comma-separated subset of {','.join(FORMATS)}")
     if "npy" not in chosen:
-        raise UsageError(f"--formats {text}: must include npy (the 2020 format, which every reader of a release uses)")
+        raise UsageError(f"{argument('formats', text)}: must include npy (the 2020 format, which every reader of "
+                         "a release uses)")
     return tuple(name for name in FORMATS if name in chosen)
 
 
@@ -330,13 +331,14 @@ def _recover_leftovers(out: Path) -> None:
 
 def _check_replaceable(out: Path, force: bool) -> None:
     if out.is_symlink():
-        raise UsageError(f"{out}: is a symlink (to {os.readlink(out)}); give the folder itself as --out")
+        raise UsageError(f"{out}: is a symlink (to {os.readlink(out)}); give the folder itself as {argument('out')}")
     if not out.exists():
         return
     if not (out / fmt.PUBLIC_DIR / fmt.MANIFEST_FILE).is_file():
-        raise UsageError(f"{out}: exists and is not a release; refusing to replace it even with --force")
+        raise UsageError(f"{out}: exists and is not a release; refusing to replace it even with "
+                         f"{argument('force', True)}")
     if not force:
-        raise UsageError(f"{out}: already exists; pass --force to replace it")
+        raise UsageError(f"{out}: already exists; pass {argument('force', True)} to replace it")
 
 
 def _make_parent(out: Path) -> None:
@@ -420,10 +422,10 @@ def generate(
                          f"{'x'.join(map(str, params.image_shape))}: a release mixes images of one shape "
                          "(make the patch bank at the private images' size)")
     if chunk < 1:
-        raise UsageError(f"--chunk must be positive, got {chunk}")
+        raise UsageError(f"{argument('chunk')} must be positive, got {chunk}")
     formats = parse_formats(",".join(formats))
     if params.k_public and public is None:
-        raise UsageError(f"--mode {params.mode} needs a public patch bank")
+        raise UsageError(f"{argument('mode', params.mode)} needs a public patch bank")
     out = Path(os.path.abspath(out))
     _make_parent(out)
     with output_lock(out):

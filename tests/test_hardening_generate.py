@@ -172,7 +172,7 @@ def test_a_strong_seed_is_exactly_64_hex_digits(text):
 @pytest.mark.parametrize("text", ["00" * 32, "ff" * 32, "ab" * 32, "deadbeef" * 8, "00" * 31 + "07",
                                   bytes(range(16)).hex() * 2, bytes(range(32)).hex()])
 def test_a_low_entropy_seed_needs_practice(text):
-    with pytest.raises(ValueError, match="--practice"):
+    with pytest.raises(ValueError, match="pass practice=True"):
         parse_seed(text, practice=False)
     assert len(parse_seed(text, practice=True)) == 32
 

@@ -88,7 +88,7 @@ def test_balanced_selection(private_set):
     assert np.array_equal(np.bincount(private_set.labels[chosen], minlength=10), np.full(10, 3))
     with pytest.raises(ParameterError, match="divisible"):
         select_private(SEED, private_set.labels, 31, balanced=True)
-    with pytest.raises(ParameterError, match="fewer than --n-private"):
+    with pytest.raises(ParameterError, match="fewer than n_private=201"):
         select_private(SEED, private_set.labels, 201, balanced=False)
 
 

@@ -226,7 +226,7 @@ def test_hostile_imagenet_batches(tmp_path):
     np.savez(f, data=np.zeros((2, 192), np.float32), labels=np.array([1, 2]))
     with pytest.raises(SourceError, match=r"data: expected uint8 \(2, 192\), got float32"):
         load_private(tmp_path)
-    with pytest.raises(SourceError, match=r"--grey: this set is RGB \(8x8x3\)"):
+    with pytest.raises(SourceError, match=r"grey: this set is RGB \(8x8x3\)"):
         write_imagenet(f, imgs, [1, 2])
         load_private(tmp_path, grey=True)
 

@@ -75,3 +75,78 @@ def test_the_documented_records_are_built_by_keyword():
     from challenge.params import Params
 
     assert positional(Params.__init__) == positional(Manifest.__init__) == []
+
+
+# --- messages name the caller's words: keyword arguments from Python, flags from the command line ---
+
+def _api_refusals(tmp_path):
+    """(call, what its message must name) for library calls a notebook makes with a mistake."""
+    from challenge.keystream import parse_seed
+    from challenge.params import Params
+    from challenge.submission import open_for_scoring
+    from generator.release import parse_formats
+    from verifier.baselines import write_baseline
+    from verifier.reproduce import check_work
+    from verifier.scoring import holdout_mask
+    from tests.helpers import TINY
+
+    return [
+        (lambda: Params(k=1).validate(), "k must be between 2"),
+        (lambda: Params(mode="inside", k=3, k_private=2).validate(), "mode='inside' mixes only private images: k_private"),
+        (lambda: Params(c1=0.1).validate(), "c1 must be in"),
+        (lambda: parse_seed("short", practice=False), "seed must be exactly 64 hex digits (256 bits); a shorter, guessable seed is "
+                                      "accepted only with practice=True"),
+        (lambda: parse_formats("zarr"), "formats='zarr': must include npy"),
+        (lambda: open_for_scoring(None, None), "give release (to validate) or keys (to validate and score)"),
+        (lambda: write_baseline("oracle", tmp_path / "b", TINY), "the oracle baseline needs store"),
+        (lambda: check_work(tmp_path / "missing"), f"work={tmp_path / 'missing'}: not a folder"),
+        (lambda: holdout_mask(bytes(32), 10, 1.5), "holdout is 1.5"),
+    ]
+
+
+def test_api_messages_name_keyword_arguments_not_flags(tmp_path):
+    from challenge.errors import UsageError
+
+    for call, says in _api_refusals(tmp_path):
+        with pytest.raises((UsageError, ValueError)) as caught:
+            call()
+        assert says in str(caught.value) and "--" not in str(caught.value), str(caught.value)
+
+
+def test_a_refused_write_says_pass_force_true(tiny_release, tmp_path):
+    from challenge.errors import UsageError
+    from challenge.submission import write_submission
+    from tests.helpers import TINY
+
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "decryption.npy").write_bytes(b"")
+    with pytest.raises(UsageError, match=r"already exists; pass force=True to replace it$"):
+        write_submission(tmp_path / "sub", iter([]), expected=TINY, dtype="uint8", metadata={})
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["generate", "--out", "{tmp}/r", "--k", "1"], "--k must be between 2"),
+    (["generate", "--out", "{tmp}/r", "--mode", "inside", "--k", "3", "--k-private", "2"],
+     "--mode inside mixes only private images: --k-private must equal --k (3)"),
+    (["generate", "--out", "{tmp}/r", "--formats", "zarr"], "--formats zarr: must include npy"),
+    (["generate", "--out", "{tmp}/r", "--seed", "short"], "--seed must be exactly 64 hex digits (256 bits); a shorter, "
+     "guessable seed is accepted only with --practice"),
+    (["baseline", "oracle", "--out", "{tmp}/b"], "give --release (to validate) or --keys (to validate and score)"),
+])
+def test_the_command_line_names_the_flags(tmp_path, capsys, argv, says):
+    from commands.main import main
+
+    assert main([a.format(tmp=tmp_path) for a in argv]) == 2
+    assert f"error: {says}" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+def test_argument_names_a_keyword_or_a_flag():
+    from challenge.errors import argument, command_line
+
+    python = [argument("k_private"), argument("force", True), argument("mode", "inside"), argument("store", flag="--keys")]
+    with command_line():
+        flags = [argument("k_private"), argument("force", True), argument("mode", "inside"), argument("store", flag="--keys")]
+    assert python == ["k_private", "force=True", "mode='inside'", "store"]
+    assert flags == ["--k-private", "--force", "--mode inside", "--keys"]
+    assert argument("k") == "k"  # the block is left as it was found

@@ -133,7 +133,7 @@ def test_every_file_is_synced_before_the_release_takes_its_name(tmp_path, privat
 
 @pytest.mark.parametrize("text", ["zarr", "npy,hdf5", "", "npy;zarr"])
 def test_formats_without_npy_or_unknown_are_refused(text, tmp_path):
-    with pytest.raises(UsageError, match="--formats"):
+    with pytest.raises(UsageError, match=f"formats={text!r}: "):
         parse_formats(text)
     result = run_cli("generate", "--out", str(tmp_path / "r"), "--formats", text, *TINY_ARGS)
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1 and "--formats" in result.stderr

@@ -26,7 +26,7 @@ from challenge import files
 from challenge import format as fmt
 from challenge.domain import affine, to_uint8
 from challenge.encoding import encode
-from challenge.errors import UsageError
+from challenge.errors import UsageError, argument
 from challenge.keys import distinct_below, lambda_rows, select_private, sign_bits
 from challenge.keystream import random_order, row_words, stream_key
 from challenge.labels import weighted_labels
@@ -114,7 +114,7 @@ def audit(release: Path, keys: Path, chunk: int = 4096, runner: Runner | None = 
     if not (keys / "zarr.json").exists():
         raise UsageError(f"{keys}: not a key store (no zarr.json)")
     if chunk < 1:
-        raise UsageError(f"--chunk must be positive, got {chunk}")
+        raise UsageError(f"{argument('chunk')} must be positive, got {chunk}")
     return _Audit(release, keys, chunk, runner or Runner()).run()
 
 

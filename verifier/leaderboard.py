@@ -22,7 +22,7 @@ from PIL import Image
 
 from challenge import format as fmt
 from challenge.domain import to_uint8
-from challenge.errors import UsageError
+from challenge.errors import UsageError, argument
 from challenge.manifest import Manifest
 from challenge.preview import contact_sheet, save_png
 from verifier.archive import add_layout_hint, submission_folder
@@ -389,7 +389,7 @@ def html_page(entries: list[Entry], release: Release | None = None, sizes: dict[
 def check_replaceable(out: Path, force: bool) -> None:
     """Refuse to write over a board in ``out`` unless ``force``: checked before any scoring starts."""
     if not force and any((Path(out) / name).exists() for name in (LEADERBOARD_MD, LEADERBOARD_HTML)):
-        raise UsageError(f"{printable(out)}: already holds a leaderboard; pass --force to replace it")
+        raise UsageError(f"{printable(out)}: already holds a leaderboard; pass {argument('force', True)} to replace it")
 
 
 def write(entries: list[Entry], store: fmt.KeyStore, out: Path, release: Path | None = None, *,

@@ -21,7 +21,7 @@ from typing import Callable, Iterable
 import numpy as np
 
 from challenge import format as fmt
-from challenge.errors import UsageError
+from challenge.errors import UsageError, argument
 from challenge.files import write_files
 from challenge.keystream import row_words
 from verifier import metrics
@@ -89,7 +89,7 @@ def holdout_mask(seed: bytes, n_encryptions: int, fraction: float) -> np.ndarray
     without them can tell which encryptions count for the final board.
     """
     if not 0 < fraction < 1:
-        raise UsageError(f"--holdout is {fraction}; expected a fraction strictly between 0 and 1")
+        raise UsageError(f"{argument('holdout')} is {fraction}; expected a fraction strictly between 0 and 1")
     bound = np.uint64(int(fraction * 2**64))
     mask = np.empty(n_encryptions, bool)
     for start in range(0, n_encryptions, _HOLDOUT_ROWS):
@@ -108,7 +108,8 @@ def selected_rows(store: fmt.KeyStore, holdout: float | None, part: str = "publi
     final = holdout_mask(bytes(store.read("seed")), store.params.n_encryptions, holdout)
     rows = final if part == "final" else ~final
     if not rows.any():
-        raise UsageError(f"--holdout {holdout} leaves no encryption in the {part} part; choose another fraction")
+        raise UsageError(f"{argument('holdout', holdout)} leaves no encryption in the {part} part; "
+                         "choose another fraction")
     return rows
 
 

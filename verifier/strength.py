@@ -24,7 +24,7 @@ from typing import Callable
 import numpy as np
 
 from challenge import format as fmt
-from challenge.errors import UsageError
+from challenge.errors import UsageError, argument
 from challenge.files import output_folder, write_files
 from challenge.preview import save_png
 from challenge.submission import Expected, encryption_blocks, open_for_scoring, write_submission
@@ -106,7 +106,7 @@ def strength(release_path: Path, keys: Path, out: Path, attacks: list[tuple[str,
     out = Path(out)
     report_path = out / STRENGTH_JSON
     if report_path.exists() and not force:
-        raise UsageError(f"{report_path}: already exists; pass --force to replace it")
+        raise UsageError(f"{report_path}: already exists; pass {argument('force', True)} to replace it")
     subs = out / "submissions"
 
     def floor(kind: str) -> Writer:
