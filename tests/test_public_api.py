@@ -7,9 +7,13 @@ import dataclasses
 import importlib
 import inspect
 import pkgutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
+ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("challenge", "generator", "verifier", "attacks", "commands")
 MAX_POSITIONAL = 4
 
@@ -150,3 +154,31 @@ def test_argument_names_a_keyword_or_a_flag():
     assert python == ["k_private", "force=True", "mode='inside'", "store"]
     assert flags == ["--k-private", "--force", "--mode inside", "--keys"]
     assert argument("k") == "k"  # the block is left as it was found
+
+
+# --- the packages re-export the API, lazily ---
+
+@pytest.mark.parametrize("package", PACKAGES[:-1])
+def test_each_package_re_exports_its_api(package):
+    """``from generator import generate`` is ``generator.release.generate``: each name in the package's
+    ``__all__`` is the object its module defines (and lists), and ``dir()`` shows it."""
+    root = importlib.import_module(package)
+    names = [n for n in root.__all__ if n != "__version__"]
+    assert names and set(names) <= set(dir(root))
+    for name in names:
+        obj = getattr(root, name)
+        module = importlib.import_module(obj.__module__)
+        assert module.__name__.startswith(f"{package}.") and getattr(module, name) is obj
+        assert name in getattr(module, "__all__", [name]), f"{module.__name__}.{name} is not in its __all__"
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        root.nothing
+
+
+def test_importing_the_packages_loads_no_heavy_library():
+    """The re-exports are resolved on first use: importing the four packages imports neither numpy
+    nor numba nor zarr (so a command's start pays only for what it uses)."""
+    code = ("import sys, challenge, generator, verifier, attacks; "
+            "print(sorted(m for m in ('numpy', 'numba', 'zarr') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
