@@ -62,8 +62,25 @@ def _header(path: Path, max_bytes: int, fits, expected: str, what: str) -> NpyFi
 
 
 def open_public(release: Path) -> PublicRelease:
-    """Read ``public/manifest.json``, ``public/label.npy`` and the header of ``public/encryption.npy``
-    of ``release`` (never the key store)."""
+    """A release as an attacker sees it: its public files only, never the key store.
+
+    Parameters
+    ----------
+    release : path
+        The release folder or its ``public/`` folder.
+
+    Returns
+    -------
+    release : PublicRelease
+        The manifest (read leniently: an attack needs only the parameters), the parameters, the
+        expected submission, the labels (read) and the encryptions (their checked header; read
+        block by block).
+
+    Raises
+    ------
+    UsageError
+        If the parameters, the labels or the encryptions' header are missing or malformed.
+    """
     problems = []  # an attacker reads what it can: only the parameters are needed
     manifest = Manifest.read(release, problems)
     params = manifest.params

@@ -38,7 +38,13 @@ _MAX_BLOCKS = 2**32  # the RFC 8439 block counter is 32 bits
 
 
 def fresh_seed() -> bytes:
-    """A new secret seed from the operating system's CSPRNG."""
+    """A new secret seed from the operating system's CSPRNG.
+
+    Returns
+    -------
+    seed : bytes
+        32 random bytes, for :func:`generator.generate`'s ``seed``.
+    """
     return secrets.token_bytes(SEED_BYTES)
 
 
@@ -47,8 +53,27 @@ _HEX_SEED = re.compile(r"[0-9a-fA-F]{%d}" % (2 * SEED_BYTES))
 
 
 def parse_seed(text: str, *, practice: bool) -> bytes:
-    """Turn ``--seed`` text into a 32-byte key.
+    """Turn seed text into a 32-byte key.
 
+    Parameters
+    ----------
+    text : str
+        64 hex digits, or (with ``practice``) any text.
+    practice : bool
+        Accept a guessable seed; the manifest then marks the release as replayable.
+
+    Returns
+    -------
+    seed : bytes
+        32 bytes, for :func:`generator.generate`'s ``seed``.
+
+    Raises
+    ------
+    ValueError
+        If ``text`` is not a strong seed and ``practice`` is false.
+
+    Notes
+    -----
     A strong seed is exactly 64 hex digits (surrounding whitespace ignored; ``bytes.fromhex``
     alone would skip inner spaces and give a shorter key) that do not look chosen by hand:
     at least :data:`MIN_DISTINCT_SEED_BYTES` distinct byte values (so no repeated byte and no

@@ -29,11 +29,35 @@ class ParameterError(UsageError):
 
 @dataclass(frozen=True, kw_only=True)
 class Params:
-    """Everything that shapes a release except the seed and the data.
+    """Everything that shapes a release except the seed and the data; built by keyword.
 
-    mode: ``cross`` mixes ``k_private`` private images with ``k - k_private`` public patches;
-    ``inside`` mixes ``k`` private images; ``mixup`` is ``cross`` without the sign mask.
-    lambda: ``|N(0,1)|^k`` normalised, redrawn while ``max > c1`` or the private sum ``< c2``.
+    Parameters
+    ----------
+    mode : {'cross', 'inside', 'mixup'}
+        ``cross`` mixes ``k_private`` private images with ``k - k_private`` public patches;
+        ``inside`` mixes ``k`` private images; ``mixup`` is ``cross`` without the sign mask.
+    k : int
+        Images mixed into each encryption, 2 to 16.
+    k_private : int
+        Private images among them (``k`` for ``inside``, fewer otherwise).
+    c1, c2 : float
+        The lambdas, ``|N(0,1)|^k`` normalised, are redrawn while their largest exceeds ``c1`` or
+        the private ones sum to less than ``c2``.
+    n_private : int
+        Private images drawn from the private set.
+    per_image : int
+        Encryptions whose first image is each private image.
+    domain : {'centered', 'positive'}
+        The pixel values: [-1, 1] or [0, 1].
+    balanced : bool
+        Draw the private images evenly from every class.
+    image_shape : tuple of int
+        (H, W, C); :func:`generator.generate` sets it from the private images.
+
+    Notes
+    -----
+    Nothing is checked here: :meth:`validate` raises :class:`ParameterError` (a
+    :class:`challenge.UsageError`) naming the first parameter that is wrong.
     """
 
     mode: str = "cross"

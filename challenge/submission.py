@@ -94,10 +94,34 @@ def write_submission(out: Path, blocks: Iterator[np.ndarray], *, expected: Expec
                      metadata: dict, force: bool = False, private: bool = False) -> Path:
     """Stream ``blocks`` into ``out/decryption.npy`` (via a temporary file) and write ``metadata.json``.
 
-    An unwritable ``out`` (read-only, full disk, a file in the way) is one :class:`UsageError`
-    naming the path; no temporary file, no decryption without its metadata and no folder this call
-    created is left behind.  ``private``: the rows are (or are fitted to) the private images, so the
-    files are 0600 in a folder created 0700.  ``out`` is never inside a release or a key store.
+    Parameters
+    ----------
+    out : path
+        The submission folder, created if missing; never inside a release or a key store.
+    blocks : iterable of ndarray
+        The rows of the decryption in order, (rows, H, W, C) each; ``expected.n`` rows in all.
+    expected : Expected
+        What the release's submissions look like (``release.expected`` of :func:`attacks.open_public`).
+    dtype : str
+        The stored dtype: ``"uint8"``, or ``"float32"`` in the release's pixel domain.
+    metadata : dict
+        Written as ``metadata.json`` (e.g. ``team``, ``method``).
+    force : bool, optional
+        Replace an existing ``decryption.npy``.
+    private : bool, optional
+        The rows are (or are fitted to) the private images: the files are 0600 in a folder created 0700.
+
+    Returns
+    -------
+    path : Path
+        The ``decryption.npy`` written.
+
+    Raises
+    ------
+    UsageError
+        If ``decryption.npy`` exists without ``force``, ``out`` is in a protected place, or it is
+        unwritable (read-only, full disk, a file in the way); no temporary file, no decryption
+        without its metadata and no folder this call created is left behind.
     """
     out = Path(out)
     check_output(out)

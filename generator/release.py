@@ -401,14 +401,50 @@ def generate(
     formats: tuple[str, ...] = FORMATS,
     write_elsewhere=None,
 ) -> dict:
-    """Build the release at ``out`` and return its manifest.
+    """Build the release at ``out`` (``public/`` and ``secret/keys.zarr``) and return its manifest.
 
-    The image shape is the private images' (``params.image_shape`` is set from them); the public
-    patches must have the same.  ``format_version`` 1 and 2 exist to reproduce releases of those
-    versions byte for byte (their images are 32x32x3); ``formats`` chooses the copies of the public
-    arrays (:data:`FORMATS`).  ``write_elsewhere`` encodes and writes the encryptions instead of this
-    process, to the same bytes (a Dask cluster: :func:`generator.distributed.on_cluster`).  Every
-    file is synced to disk before the release takes its name, and the name itself after.
+    Parameters
+    ----------
+    out : path
+        The release folder; its parent is created if missing.
+    params : Params
+        The release's parameters; ``image_shape`` is set from the private images.
+    seed : bytes
+        32 bytes: :func:`challenge.fresh_seed`, or :func:`challenge.parse_seed`.
+    private : ImageSet
+        The private set the private images are drawn from.
+    public : ImageSet or None
+        The public patch bank, at the private images' shape; None for ``mode="inside"``.
+    practice : bool, optional
+        Mark the release as replayable (a seed from ``parse_seed(..., practice=True)``).
+    chunk : int, optional
+        Encryptions encoded at a time: bounds memory, never changes a byte.
+    force : bool, optional
+        Replace an existing release at ``out`` (never another kind of folder).
+    progress : bool or None, optional
+        Draw progress bars; None: on a terminal.
+    format_version : int, optional
+        1 and 2 exist to reproduce releases of those versions byte for byte (32x32x3 images only).
+    formats : tuple of str, optional
+        The copies of the public arrays (:data:`FORMATS`); ``npy`` is required.
+    write_elsewhere : callable, optional
+        Encodes and writes the encryptions instead of this process, to the same bytes (a Dask
+        cluster: :func:`generator.distributed.on_cluster`).
+
+    Returns
+    -------
+    manifest : dict
+        The JSON object written as ``public/manifest.json``.
+
+    Raises
+    ------
+    UsageError
+        For invalid parameters or data, an ``out`` that exists without ``force``, or a failed
+        write; nothing is left behind, and a replaced release is kept until the new one has its name.
+
+    Notes
+    -----
+    Every file is synced to disk before the release takes its name, and the name itself after.
     """
     if format_version not in fmt.READABLE_VERSIONS:
         raise UsageError(f"format version {format_version}: this tool writes {', '.join(map(str, fmt.READABLE_VERSIONS))}")

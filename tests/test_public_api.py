@@ -182,3 +182,94 @@ def test_importing_the_packages_loads_no_heavy_library():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+# --- numpydoc Parameters / Returns / Raises on what docs/API.md uses ---
+
+DOCUMENTED = [  # docs/API.md's functions, classes and methods (its exceptions say when they are raised)
+    "challenge.parse_seed", "challenge.fresh_seed", "challenge.Params", "challenge.Manifest",
+    "challenge.Manifest.read", "challenge.Manifest.from_json", "challenge.Manifest.to_json",
+    "challenge.Manifest.fingerprint", "challenge.open_key_store", "challenge.format.KeyStore.read",
+    "challenge.write_submission",
+    "generator.generate", "generator.load_sources", "generator.default_private", "generator.default_public",
+    "verifier.score_array", "verifier.format_table", "verifier.platform_scores", "verifier.selected_rows",
+    "verifier.write_baseline",
+    "attacks.open_public", "attacks.pool_attack", "attacks.graph_attack",
+]
+
+
+def resolve(dotted: str):
+    parts = dotted.split(".")
+    for cut in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:cut]))
+        except ModuleNotFoundError:
+            continue
+        for name in parts[cut:]:
+            obj = getattr(obj, name)
+        return obj
+    raise LookupError(dotted)
+
+
+def numpydoc_sections(doc: str) -> dict[str, list[str]]:
+    """Section title -> the names its entries document (``c1, c2 : float`` documents two)."""
+    lines = doc.splitlines()
+    sections, current = {}, None
+    for i, line in enumerate(lines):
+        underline = lines[i + 1].strip() if i + 1 < len(lines) else ""
+        if line.strip() and underline and set(underline) == {"-"} and len(underline) == len(line.strip()):
+            current = sections.setdefault(line.strip(), [])
+        elif current is not None and line and not line[0].isspace() and set(line.strip()) != {"-"}:
+            current.extend(name.strip() for name in line.split(" : ")[0].split(","))
+    return sections
+
+
+def raises_itself(function) -> bool:
+    """Whether the body raises an error of its own (what it calls may raise more)."""
+    import ast
+    import textwrap
+
+    tree = ast.parse(textwrap.dedent(inspect.getsource(function)))
+    return any(isinstance(node, ast.Raise) and node.exc is not None for node in ast.walk(tree))
+
+
+@pytest.mark.parametrize("dotted", DOCUMENTED)
+def test_the_api_is_documented_in_numpydoc(dotted):
+    obj = resolve(dotted)
+    doc = inspect.getdoc(obj) or ""
+    sections = numpydoc_sections(doc)
+    function = obj.__init__ if inspect.isclass(obj) else obj
+    expected = [n for n in inspect.signature(function).parameters if n not in ("self", "cls")]
+    documents = sections.get("Parameters", [])
+    assert documents == expected, f"{dotted}: Parameters document {documents}, the signature has {expected}"
+    if not inspect.isclass(obj):
+        assert sections.get("Returns"), f"{dotted}: no Returns section"
+        if raises_itself(obj):
+            assert sections.get("Raises"), f"{dotted}: raises, but has no Raises section"
+
+
+def test_every_name_the_api_document_imports_is_documented():
+    import re
+
+    text = (ROOT / "docs" / "API.md").read_text(encoding="utf-8")
+    imported = {f"{module}.{name.strip()}" for module, names in re.findall(r"^from (\w+) import ([\w, ]+)$", text, re.M)
+                for name in names.split(",") if module in PACKAGES}
+    exceptions = {name for name in imported if inspect.isclass(resolve(name)) and issubclass(resolve(name), Exception)}
+    assert imported - exceptions <= set(DOCUMENTED), sorted(imported - exceptions - set(DOCUMENTED))
+
+
+def test_the_numpydoc_reader_sees_a_missing_or_a_stray_parameter():
+    def documented(a, b):
+        """Add.
+
+        Parameters
+        ----------
+        a, c : int
+            Numbers.
+
+        Returns
+        -------
+        int
+        """
+
+    assert numpydoc_sections(inspect.getdoc(documented)) == {"Parameters": ["a", "c"], "Returns": ["int"]}

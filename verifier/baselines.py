@@ -140,7 +140,40 @@ def pairing_blocks(store: fmt.KeyStore, encryptions: Iterator[np.ndarray], expec
 
 def write_baseline(kind: str, out: Path, expected: Expected, *, store: fmt.KeyStore | None = None,
                    release: Path | None = None, seed: int = 0, rows: int = ROWS, force: bool = False) -> Path:
-    """Write the ``kind`` baseline for a release described by ``expected`` into ``out``."""
+    """Write a baseline submission into ``out``: the scale of the scores on a release.
+
+    Parameters
+    ----------
+    kind : str
+        One of :data:`KINDS`: ``oracle`` (the ground truth), ``blind`` (``|encryption|``
+        stretched to the domain), ``noise``, ``constant`` and ``mean`` (the floors), ``pairing``
+        (a least-squares fit given the true pairing and lambdas).
+    out : path
+        The submission folder.
+    expected : Expected
+        What the release's submissions look like (``release.expected`` of :func:`attacks.open_public`).
+    store : KeyStore, optional
+        The key store: needed by oracle, constant, mean and pairing.
+    release : path, optional
+        The release folder: needed by blind and pairing.
+    seed : int, optional
+        The noise baseline's random seed.
+    rows : int, optional
+        Rows made at a time: bounds memory.
+    force : bool, optional
+        Replace an existing submission.
+
+    Returns
+    -------
+    path : Path
+        The ``decryption.npy`` written.
+
+    Raises
+    ------
+    UsageError
+        If ``kind`` is unknown or lacks ``store`` or ``release``, or the submission cannot be
+        written (:func:`challenge.write_submission`).
+    """
     keys = argument("store", flag="--keys")  # as a message names it
     if kind == "oracle":
         if store is None:

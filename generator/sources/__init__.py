@@ -171,8 +171,32 @@ def load_sources(private_path: Path | None, public_path: Path | None, params, *,
                  grey: bool = False):
     """The private set and (when the mode uses one) the public bank; embedded data by default.
 
-    ``size`` and ``grey`` shape the private set (:func:`load_private`); the bank must have its
-    shape: one built here from an image folder is built at it, a stored one that differs is refused.
+    Parameters
+    ----------
+    private_path : path or None
+        A data set in one of :data:`LAYOUTS` or an image folder (:func:`load_private`); None: the
+        embedded private set.
+    public_path : path or None
+        A patch bank (``instahide patches``), an ``.npz`` of patches, or an image folder (a bank
+        is built of it at the private images' shape); None: the embedded patches.
+    params : Params
+        The release's parameters: whether its mode uses public patches.
+    size : int, optional
+        Resize the private images to size x size.
+    grey : bool, optional
+        Decode an image folder to grey.
+
+    Returns
+    -------
+    private : ImageSet
+    public : ImageSet or None
+        None when ``params.mode`` uses no public patch.
+
+    Raises
+    ------
+    SourceError
+        If a data set is unreadable or malformed, or the bank's shape is not the private images'
+        (a :class:`challenge.UsageError`).
     """
     _check_size(size)
     if private_path is not None:
