@@ -23,7 +23,7 @@ from challenge.submission import Expected, expected_from_params
 __all__ = ["PublicRelease", "open_public", "magnitudes"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class PublicRelease:
     """A release as an attacker sees it: parameters, the expected submission, the labels, the encryptions."""
 
@@ -100,7 +100,8 @@ def open_public(release: Path) -> PublicRelease:
                           lambda h: h.dtype == np.float32 and len(h.shape) == 4 and h.shape[0] == n
                           and h.shape[3] in CHANNELS and min(h.shape[1:3]) >= 1,
                           f"({n}, H, W, C) float32 with C in {CHANNELS}", "encryptions")
-    return PublicRelease(Path(release), manifest, params, expected, labels, encryptions)
+    return PublicRelease(path=Path(release), manifest=manifest, params=params, expected=expected, labels=labels,
+                         encryptions=encryptions)
 
 
 def magnitudes(block: np.ndarray, params: Params) -> np.ndarray:

@@ -397,7 +397,7 @@ def _warm_detector() -> None:
 # Bank store
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class PatchBankSummary:
     """What a build did: counts for the CLI and the release manifest."""
 

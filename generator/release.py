@@ -194,7 +194,7 @@ class ZarrChunks:
         self.filled, self.index = 0, self.index + 1
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class RowEncoder:
     """What encoding rows needs besides their keys: small enough to send once to every worker of a cluster."""
 
@@ -546,7 +546,8 @@ def _build(tmp: Path, params: Params, seed: bytes, private: ImageSet, public: Im
         label_chunks.write(labels)
         label_chunks.close()
     z_signs = keys["encryption/sign_bits"]
-    encoder = RowEncoder(key, params.masked, ground_truth, public_images, affine(params.domain))
+    encoder = RowEncoder(key=key, masked=params.masked, ground_truth=ground_truth, public_images=public_images,
+                         domain_affine=affine(params.domain))
     row_keys = (plan.private_index, public_index, plan.lam)
     if write_elsewhere is None:
         copies = [_npy_file(public_dir / fmt.ENCRYPTION_FILE, shape, digests, fmt.ENCRYPTION_FILE)]
