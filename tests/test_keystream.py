@@ -75,7 +75,7 @@ def test_parse_seed():
     strong = "9e3b71c05fa2d846b1e07c3a5d92f4680ca7e1b53d6f082947bc1ea5603fd28b"
     assert parse_seed(strong, practice=False) == bytes.fromhex(strong)
     assert parse_seed("ab" * 32, practice=True) == bytes([0xAB] * 32)  # a repeated byte is guessable
-    with pytest.raises(ValueError, match="--practice"):
+    with pytest.raises(ValueError, match="only with practice=True"):
         parse_seed("42", practice=False)
     with pytest.raises(ValueError, match="64 hex digits"):
         parse_seed("zz" * 32, practice=False)

@@ -40,6 +40,6 @@ def test_pairing_needs_keys_and_release(tiny_release):
     from challenge.errors import UsageError
 
     store = fmt.open_key_store(tiny_release / "secret" / "keys.zarr")
-    with pytest.raises(UsageError, match="--keys .* and --release"):
+    with pytest.raises(UsageError, match=r"needs store \(.*\) and release \("):
         write_baseline("pairing", tiny_release / "never", expected_from_keys(store), store=store)
     assert not (tiny_release / "never").exists()
