@@ -46,7 +46,8 @@ def argument(name: str, value: object = None, *, flag: str | None = None) -> str
 @contextmanager
 def command_line() -> Iterator[None]:
     """Inside the block, :func:`argument` names the command line's flags: the command tree runs
-    each command in it, so its messages stay those of the tool's options."""
+    each command in it, so its messages stay those of the tool's options.  A process started
+    inside (a Dask worker) does not inherit it: argument checks belong before work is sent out."""
     global _command_line
     before, _command_line = _command_line, True
     try:

@@ -1,5 +1,7 @@
-"""The public API stays small and readable (issue 21): a call names its arguments beyond the first
-few, so that a reader can tell ``generate(out, params, seed=..., private=..., public=...)`` apart."""
+"""The public API stays small, readable and documented (issue 21, part 3): a call names its
+arguments beyond the first few (``generate(out, params, seed=..., private=..., public=...)``); a
+mistake names the keyword argument from Python and the flag from the command line; the packages
+re-export docs/API.md's names without importing them up front; each has numpydoc sections."""
 
 from __future__ import annotations
 
@@ -53,6 +55,7 @@ def public_callables() -> dict[str, object]:
                 found[f"{module.__name__}.{name}"] = obj
             elif inspect.isclass(obj):
                 for attribute, value in vars(obj).items():
+                    value = getattr(value, "__func__", value)  # a classmethod's or staticmethod's function
                     if inspect.isfunction(value) and (not attribute.startswith("_") or attribute == "__init__"):
                         found[f"{module.__name__}.{name}.{attribute}"] = value
     return found
