@@ -4,7 +4,7 @@ words a message uses for an argument: a notebook has no ``--force``, a shell has
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Iterator
+from collections.abc import Iterator
 
 __all__ = ["UsageError", "argument", "command_line"]
 
@@ -47,7 +47,7 @@ def argument(name: str, value: object = None, *, flag: str | None = None) -> str
 def command_line() -> Iterator[None]:
     """Inside the block, :func:`argument` names the command line's flags: the command tree runs
     each command in it, so its messages stay those of the tool's options.  A process started
-    inside (a Dask worker) does not inherit it: argument checks belong before work is sent out."""
+    inside by spawning (a Dask worker) does not inherit it: check arguments before sending work out."""
     global _command_line
     before, _command_line = _command_line, True
     try:
