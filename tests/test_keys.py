@@ -26,7 +26,8 @@ def test_lambda_kernel_matches_plain_reference(params, version):
         if expected is None:  # this row went to round 1+: check it against its own round
             redrawn += 1
             round_words = row_words(SEED, "lambda", first_row=r, n_rows=1, words_per_row=LAMBDA_TRIES * per_try,
-                                    round_=1).reshape(LAMBDA_TRIES, per_try)
+                                    round_=1)
+            round_words = round_words.reshape(LAMBDA_TRIES, per_try)
             expected = lambda_reference(round_words, params.k, params.k_private, params.c1, params.c2, version)
             if expected is None:
                 continue

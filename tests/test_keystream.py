@@ -33,8 +33,8 @@ def test_random_access_equals_one_contiguous_stream():
     assert np.array_equal(row_bytes(SEED, "sign", first_row=13, n_rows=5, bytes_per_row=37), rows[13:18])
     words = row_words(SEED, "partners", first_row=0, n_rows=30, words_per_row=3)
     assert np.array_equal(row_words(SEED, "partners", first_row=11, n_rows=4, words_per_row=3), words[11:15])
-    assert np.array_equal(words.reshape(-1), np.frombuffer(keystream(SEED, "partners", first_block=0,
-                                                                     n_bytes=720).tobytes(), "<u8"))
+    stream = keystream(SEED, "partners", first_block=0, n_bytes=720)
+    assert np.array_equal(words.reshape(-1), np.frombuffer(stream.tobytes(), "<u8"))
 
 
 def test_purposes_rounds_and_seeds_give_independent_streams():
