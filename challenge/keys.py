@@ -96,11 +96,11 @@ def draw_plan(seed: bytes, params: Params, *, labels: np.ndarray, bank_size: int
     selection = select_private(seed, labels, n, params.balanced)
     canonical_row = random_order(seed, "order", N)
     first = (canonical_row // params.per_image)[:, None]
-    partners = distinct_below(row_words(seed, "partners", first_row=0, n_rows=N, words_per_row=params.k_private - 1),
-                              n, excluded=first)
+    partner_words = row_words(seed, "partners", first_row=0, n_rows=N, words_per_row=params.k_private - 1)
+    partners = distinct_below(partner_words, n, excluded=first)
     private_index = np.concatenate([first, partners], axis=1).astype(np.int32)
-    public_bank_index = distinct_below(row_words(seed, "public", first_row=0, n_rows=N,
-                                                 words_per_row=params.k_public), bank_size).astype(np.int32)
+    public_words = row_words(seed, "public", first_row=0, n_rows=N, words_per_row=params.k_public)
+    public_bank_index = distinct_below(public_words, bank_size).astype(np.int32)
     lam = np.concatenate(
         [lambda_rows(seed, params, first_row=a, n_rows=min(_LAMBDA_ROW_BLOCK, N - a), version=version)
          for a in range(0, N, _LAMBDA_ROW_BLOCK)]

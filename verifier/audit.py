@@ -593,9 +593,8 @@ def check_chunk(rows: RowContext, arrays: dict[str, np.ndarray], a: int, b: int)
         stored = np.full(pu.shape, -1, np.int64)
         stored[ok] = t["public/bank_index"][pu[ok]]
         tally("seed_keys", pu_file, ok & np.any(stored != bank, axis=1), "not the patches the seed draws")
-    tally("seed_keys", lam_file, rows_differ(lam, lambda_rows(seed, params, first_row=a, n_rows=b - a,
-                                                              version=rows.version)),
-          "not the lambdas the seed draws")
+    drawn = lambda_rows(seed, params, first_row=a, n_rows=b - a, version=rows.version)
+    tally("seed_keys", lam_file, rows_differ(lam, drawn), "not the lambdas the seed draws")
     signs_file = rows.key_file("encryption/sign_bits")
     if params.masked:
         tally("seed_keys", signs_file, rows_differ(signs, sign_bits(seed, a, b - a, params.image_shape)), "not the sign mask the seed draws")
