@@ -7,3 +7,10 @@
 (:mod:`commands.attack`) are built.  The attacks read a release's public files only and import
 nothing but :mod:`challenge`; :mod:`verifier.strength` scores and reports them.
 """
+
+from challenge.exports import lazy_exports as _lazy_exports
+
+# docs/API.md's names, each imported on first use
+_EXPORTS = {"graph_attack": "attacks.graph", "open_public": "attacks.public", "pool_attack": "attacks.pool"}
+__all__ = [*_EXPORTS]
+__getattr__, __dir__ = _lazy_exports(__name__, _EXPORTS)

@@ -469,7 +469,28 @@ def pair_accuracy(groups: np.ndarray, truth: np.ndarray, n_private: int) -> floa
 
 def graph_attack(release: PublicRelease, *, rounds: int = 10, rows: int = 4096, seed: int = 0,
                  dims: int = DIMS) -> GraphResult:
-    """Run steps 1-4 on a release's public files, with a progress bar per step and per round."""
+    """The keyless attack (steps 1-4 above) on a release's public files, with a progress bar per
+    step and per round.
+
+    Parameters
+    ----------
+    release : PublicRelease
+        From :func:`attacks.open_public`.
+    rounds : int, optional
+        Rounds of refinement (step 4).
+    rows : int, optional
+        Rows handled at a time: bounds memory.
+    seed : int, optional
+        Seeds the random projection and every k-means: same seed, same answer.
+    dims : int, optional
+        Columns of the random projection the k-means works on.
+
+    Returns
+    -------
+    result : GraphResult
+        Each encryption's groups (recovered private images) and their lambdas, and the images;
+        ``result.first_choice()`` picks one image per encryption to submit.
+    """
     p = release.params
     n, m = p.n_private, p.k_private
     labels = release.labels

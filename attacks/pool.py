@@ -43,7 +43,7 @@ def class_columns(pool: ImageSet, release: PublicRelease) -> np.ndarray | None:
     return pool.labels
 
 
-def best_candidates(features: np.ndarray, pool: ImageSet, release: PublicRelease, rows: int = 4096,
+def best_candidates(features: np.ndarray, pool: ImageSet, release: PublicRelease, *, rows: int = 4096,
                     progress=None) -> tuple[np.ndarray, np.ndarray]:
     """Per encryption, the index of its most similar candidate and that similarity.
 
@@ -68,10 +68,35 @@ def best_candidates(features: np.ndarray, pool: ImageSet, release: PublicRelease
 
 
 def pool_attack(release: PublicRelease, pool: ImageSet, rows: int = 4096, progress=None) -> tuple[np.ndarray, np.ndarray]:
-    """(choice, similarity) per encryption; submit ``pool.images[choice]``."""
+    """Match each encryption to its most similar image of a pool the attacker holds.
+
+    Parameters
+    ----------
+    release : PublicRelease
+        From :func:`attacks.open_public`.
+    pool : ImageSet
+        The candidate images, at the release's image shape (e.g. the data set the private images
+        may come from).
+    rows : int, optional
+        Rows compared at a time: bounds memory, never changes the answer.
+    progress : callable, optional
+        Told how many candidates were just compared (a progress bar's advance).
+
+    Returns
+    -------
+    choice : ndarray of int64
+        (N,): each encryption's best candidate; submit ``pool.images[choice]``.
+    similarity : ndarray of float32
+        (N,): its cosine similarity.
+
+    Raises
+    ------
+    UsageError
+        If the pool's images are not the release's shape.
+    """
     if pool.images.shape[1:] != release.image_shape:
         raise UsageError(f"the pool's images are {_shape_text(pool.images.shape[1:])} and the release's "
                          f"{_shape_text(release.image_shape)}; give a pool of the release's image shape")
     features = np.concatenate([unit_rows(gradients(magnitudes(block, release.params)))
                                for block in release.encryption_blocks(rows)])
-    return best_candidates(features, pool, release, rows, progress)
+    return best_candidates(features, pool, release, rows=rows, progress=progress)

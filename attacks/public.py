@@ -23,7 +23,7 @@ from challenge.submission import Expected, expected_from_params
 __all__ = ["PublicRelease", "open_public", "magnitudes"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class PublicRelease:
     """A release as an attacker sees it: parameters, the expected submission, the labels, the encryptions."""
 
@@ -62,8 +62,25 @@ def _header(path: Path, max_bytes: int, fits, expected: str, what: str) -> NpyFi
 
 
 def open_public(release: Path) -> PublicRelease:
-    """Read ``public/manifest.json``, ``public/label.npy`` and the header of ``public/encryption.npy``
-    of ``release`` (never the key store)."""
+    """A release as an attacker sees it: its public files only, never the key store.
+
+    Parameters
+    ----------
+    release : path
+        The release folder or its ``public/`` folder.
+
+    Returns
+    -------
+    release : PublicRelease
+        The manifest (read leniently: an attack needs only the parameters), the parameters, the
+        expected submission, the labels (read) and the encryptions (their checked header; read
+        block by block).
+
+    Raises
+    ------
+    UsageError
+        If the parameters, the labels or the encryptions' header are missing or malformed.
+    """
     problems = []  # an attacker reads what it can: only the parameters are needed
     manifest = Manifest.read(release, problems)
     params = manifest.params
@@ -83,7 +100,8 @@ def open_public(release: Path) -> PublicRelease:
                           lambda h: h.dtype == np.float32 and len(h.shape) == 4 and h.shape[0] == n
                           and h.shape[3] in CHANNELS and min(h.shape[1:3]) >= 1,
                           f"({n}, H, W, C) float32 with C in {CHANNELS}", "encryptions")
-    return PublicRelease(Path(release), manifest, params, expected, labels, encryptions)
+    return PublicRelease(path=Path(release), manifest=manifest, params=params, expected=expected, labels=labels,
+                         encryptions=encryptions)
 
 
 def magnitudes(block: np.ndarray, params: Params) -> np.ndarray:

@@ -5,7 +5,7 @@ attack").
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -33,6 +33,7 @@ class Attack:
     """
 
     name: str
+    _: KW_ONLY
     help: str  # one line, in ``instahide attack --help``
     description: str  # ``instahide attack NAME --help``
     attacker: str  # who could run it, as the strength verdict names them
@@ -59,18 +60,18 @@ def _pair_accuracy(result: GraphResult, store: fmt.KeyStore) -> dict:
 
 
 ATTACKS = (  # in the order of ``attack --help``, the strength runs and its verdict
-    Attack("pool", "match each encryption against a data set the attacker can obtain",
-           "Match each encryption against every image of POOL by a sign-invariant similarity (correlation of the "
-           "pixel differences of |x|) and submit the best match. Works when the private images come from an "
+    Attack("pool", help="match each encryption against a data set the attacker can obtain",
+           description="Match each encryption against every image of POOL by a sign-invariant similarity "
+           "(correlation of the pixel differences of |x|) and submit the best match. Works when the private images come from an "
            "obtainable set (CIFAR-10, the embedded data).",
-           "an attacker with the private source set",
-           "the data set the private images were drawn from (e.g. CIFAR-10), matched against every encryption",
-           _pool, uses_pool=True),
-    Attack("graph", "the keyless attack of Carlini et al. (no pool needed)",
-           "Group encryptions that share a private image (sign-invariant features, k-means within each label class), "
-           "recover the lambdas from label.npy and reconstruct each private image by a least-squares fit of "
+           attacker="an attacker with the private source set",
+           has="the data set the private images were drawn from (e.g. CIFAR-10), matched against every encryption",
+           run=_pool, uses_pool=True),
+    Attack("graph", help="the keyless attack of Carlini et al. (no pool needed)",
+           description="Group encryptions that share a private image (sign-invariant features, k-means within each "
+           "label class), recover the lambdas from label.npy and reconstruct each private image by a least-squares fit of "
            "|encryption| (Carlini et al., arXiv 2011.05315).",
-           "an attacker with only the public files",
-           "the encryptions and label.npy, nothing else: the keyless attack of Carlini et al.",
-           _graph, measure=_pair_accuracy),
+           attacker="an attacker with only the public files",
+           has="the encryptions and label.npy, nothing else: the keyless attack of Carlini et al.",
+           run=_graph, measure=_pair_accuracy),
 )

@@ -73,7 +73,7 @@ def big_private(sets: int = 10):
 
 
 def scored(folder, blocks, release, store, dtype="float32") -> dict:
-    write_submission(folder, blocks, release.expected, dtype, {"team": "bench"}, force=True)
+    write_submission(folder, blocks, expected=release.expected, dtype=dtype, metadata={"team": "bench"}, force=True)
     return score(folder, store, expected=release.expected)[1].summary
 
 
@@ -169,7 +169,7 @@ def heldout(work: Path, seeds: int, development: bool = False) -> None:
     from tests.photos import heldout_private, heldout_public, natural_private, natural_public
 
     def measure(name: str, path: Path, private, public, seed: int) -> float:
-        generate(path, Params(domain="positive"), bytes([seed + 1]) * 32, private, public)
+        generate(path, Params(domain="positive"), seed=bytes([seed + 1]) * 32, private=private, public=public)
         release, store = open_public(path), fmt.open_key_store(path / "secret" / "keys.zarr")
         start = time.perf_counter()
         result = graph_attack(release)
@@ -200,7 +200,8 @@ def big_full(work: Path, public) -> None:
     """Time, peak RSS and pair accuracy of the graph attack on 50,000 encryptions, all rounds, in a
     process of its own that reads the public files only (the groups go to a file, scored here)."""
     big = work / "big"
-    generate(big, Params(n_private=1000, per_image=50, domain="positive"), SEED, big_private(), public)
+    generate(big, Params(n_private=1000, per_image=50, domain="positive"), seed=SEED, private=big_private(),
+             public=public)
     code = ("import sys, numpy; from attacks.graph import graph_attack; from attacks.public import open_public; "
             "numpy.save(sys.argv[2], graph_attack(open_public(sys.argv[1])).groups)")
     wall, rss = timed(["-c", code, str(big), str(work / "groups.npy")], module=False)
@@ -249,7 +250,7 @@ def main() -> int:
     for label, params in (("[0, 1]", Params(domain="positive")), ("mixup", Params(mode="mixup")),
                           ("[-1, 1]", Params())):
         path = work / label.strip("[]").replace(", ", "_")
-        generate(path, params, SEED, private, public)
+        generate(path, params, seed=SEED, private=private, public=public)
         release, store = open_public(path), fmt.open_key_store(path / "secret" / "keys.zarr")
         truth = store["encryption/private_index"][:]
         graph_attack(open_public(path)) if label == "[0, 1]" else None  # JIT warm-up, outside the timing
@@ -273,7 +274,7 @@ def main() -> int:
         graph_at_shape(work, shape, private, public)
 
     default = work / "default"
-    generate(default, Params(), SEED, default_private(), default_public())
+    generate(default, Params(), seed=SEED, private=default_private(), public=default_public())
     release, store = open_public(default), fmt.open_key_store(default / "secret" / "keys.zarr")
     pool = default_private()
     start = time.perf_counter()
@@ -292,7 +293,8 @@ def main() -> int:
     print(f"strength, 5,000 encryptions: {wall:.1f} s, peak RSS {rss:.0f} MB (target < 120 s)")
     if args.big:
         big = work / "big"
-        generate(big, Params(n_private=1000, per_image=50, domain="positive"), SEED, big_private(), public)
+        generate(big, Params(n_private=1000, per_image=50, domain="positive"), seed=SEED, private=big_private(),
+                 public=public)
         wall, rss = timed(["commands.main", "attack", "graph", "--release", str(big), "--out", str(work / "sub-big")])
         print(f"graph, 50,000 encryptions: {wall:.1f} s, peak RSS {rss:.0f} MB (target < 4,096 MB)")
     return 0

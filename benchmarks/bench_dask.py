@@ -93,7 +93,7 @@ def report(what: str, count: int, unit: str, best: dict) -> None:
 def bench_verify_and_audit(clients: dict, tmp: Path, n: int, repeats: int) -> None:
     params = Params(n_private=100, per_image=n // 100)
     release = tmp / "release"
-    generate(release, params, SEED, default_private(), default_public(), formats=("npy",),
+    generate(release, params, seed=SEED, private=default_private(), public=default_public(), formats=("npy",),
              write_elsewhere=on_cluster(clients[2]))
     expected, store = open_for_scoring(release, release / "secret" / "keys.zarr")
     write_baseline("blind", tmp / "blind", expected, store=store, release=release)
@@ -131,7 +131,8 @@ def bench_generate_memory(tmp: Path, shape: tuple, counts: list[int], formats: t
         with cluster(2) as client:  # fresh workers: their peak is this release's
             params = Params(n_private=100, per_image=count // 100)
             t = time.perf_counter()
-            generate(out, params, SEED, private, public, formats=formats, write_elsewhere=on_cluster(client))
+            generate(out, params, seed=SEED, private=private, public=public, formats=formats,
+                     write_elsewhere=on_cluster(client))
             seconds = time.perf_counter() - t
             peaks = sorted(client.run(peak_rss_mb).values())
         size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file()) / 1e9

@@ -61,7 +61,7 @@ def measure(shape: tuple[int, int, int], megabytes: float, seed: bytes) -> bool:
     rows = max(100, int(megabytes * 1e6 / (4 * image_values(shape))) // 100 * 100)
     params = Params(n_private=100, per_image=rows // 100, image_shape=shape)
     private, bank = resized(default_private(), shape), resized(default_public(), shape)
-    plan = draw_plan(seed, params, private.labels, len(bank), FORMAT_VERSION)
+    plan = draw_plan(seed, params, labels=private.labels, bank_size=len(bank), version=FORMAT_VERSION)
     t_signs = best_of(1, lambda: sign_bits(seed, 0, rows, shape))
     signs = sign_bits(seed, 0, rows, shape)
     tables = (private.images[plan.selection], bank.images, affine("centered"))

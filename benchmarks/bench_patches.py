@@ -68,7 +68,7 @@ def plain_loop(root: Path, out: Path) -> np.ndarray:
     for idx, rel in enumerate(files):
         img, _ = load_resized(root / rel)
         h, w = img.shape[:2]
-        pos = crop_positions(SEED, rel, w, h, CROPS)
+        pos = crop_positions(SEED, rel, width=w, height=h, k=CROPS)
         crops = np.stack([img[y:y + 32, x:x + 32] for x, y in pos])
         keep = count_keypoints(crops) > DEFAULT_MIN_KEYPOINTS
         kept.extend(crops[keep])

@@ -61,7 +61,7 @@ def plain_write(path: Path, size: int, block: int = 4 << 20) -> float:
 
 def timed_generate(out: Path, params: Params, data, formats: tuple[str, ...]) -> tuple[float, int]:
     start = time.perf_counter()
-    generate(out, params, SEED, *data, formats=formats, progress=False)
+    generate(out, params, seed=SEED, private=data[0], public=data[1], formats=formats, progress=False)
     seconds = time.perf_counter() - start
     size = folder_bytes(out)
     shutil.rmtree(out)
@@ -91,7 +91,8 @@ def main() -> int:
         raise SystemExit(f"{work}: {free / 1e9:.1f} GB free, need {need / 1e9:.1f} GB; use a smaller --encryptions")
     try:
         data = default_private(), default_public()
-        generate(work / "warm", Params(n_private=20, per_image=5), SEED, *data, progress=False)  # compile, cache
+        generate(work / "warm", Params(n_private=20, per_image=5), seed=SEED, private=data[0], public=data[1],
+                 progress=False)  # compile, cache
         shutil.rmtree(work / "warm")
         params = Params(per_image=args.encryptions // 100)
         print(f"{params.n_encryptions:,} encryptions in {work} (free: {free / 1e9:.0f} GB); load {load()}")

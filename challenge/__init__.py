@@ -8,7 +8,15 @@ import sys
 import tempfile
 from pathlib import Path
 
-__all__ = ["__version__"]
+from challenge.exports import lazy_exports as _lazy_exports
+
+_EXPORTS = {  # docs/API.md's names, each imported on first use
+    "Manifest": "challenge.manifest", "ManifestError": "challenge.manifest", "Params": "challenge.params",
+    "UsageError": "challenge.errors", "fresh_seed": "challenge.keystream", "open_key_store": "challenge.format",
+    "parse_seed": "challenge.keystream", "write_submission": "challenge.submission",
+}
+__all__ = ["__version__", *_EXPORTS]
+__getattr__, __dir__ = _lazy_exports(__name__, _EXPORTS)
 
 __version__ = "0.1.0"
 

@@ -259,6 +259,22 @@ class KeyStore:
             raise FormatError(f"{where}: rows {rows}: unreadable ({type(e).__name__}: {e})") from None
 
     def read(self, name: str) -> np.ndarray:
+        """One whole array of the key store.
+
+        Parameters
+        ----------
+        name : str
+            Its path in the store, e.g. ``"private/images"`` (FORMAT.md 5).
+
+        Returns
+        -------
+        array : ndarray
+
+        Raises
+        ------
+        FormatError
+            If a chunk of it does not decode (a :class:`challenge.UsageError`).
+        """
         return self.rows(name)
 
 
@@ -266,6 +282,26 @@ def open_key_store(path: Path, *, check_indices: bool = True) -> KeyStore:
     """Open ``keys.zarr`` read-only, checking every array's dtype, shape and chunks against the params
     and, unless ``check_indices`` is false, every index's range (see :func:`check_index_ranges`).
 
+    Parameters
+    ----------
+    path : path
+        The key store folder, ``secret/keys.zarr`` of a release.
+    check_indices : bool, optional
+        Also read every index array and check its range (the whole of them: skip for speed when
+        they are read again anyway).
+
+    Returns
+    -------
+    store : KeyStore
+        ``store.read(name)`` reads an array, ``store[name]`` opens it for slicing.
+
+    Raises
+    ------
+    FormatError
+        If the store departs from the format (a :class:`challenge.UsageError`).
+
+    Notes
+    -----
     Zarr metadata is data too: a store that lies about a shape or dtype, holds a symlink (which
     could lead reads outside it), a FIFO or a device (which would block or never end), a file
     larger than the format ever writes, or declares chunks larger than the format writes is refused

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from challenge.errors import argument
 from challenge.geometry import image_values, sign_bytes
 from challenge.keystream import random_order, row_bytes, row_words, uniform_below
 from challenge.lambdas import LambdaRejected, draw_lambda
@@ -42,19 +43,21 @@ class Plan:
 def select_private(seed: bytes, labels: np.ndarray, n_private: int, balanced: bool) -> np.ndarray:
     """Choose ``n_private`` source images uniformly at random (or ``balanced`` per class)."""
     if len(labels) < n_private:
-        raise ParameterError(f"the private set has {len(labels)} images, fewer than --n-private {n_private}")
+        raise ParameterError(f"the private set has {len(labels)} images, fewer than {argument('n_private', n_private)}")
     order = random_order(seed, "select", len(labels))
     if not balanced:
         return np.sort(order[:n_private])
     classes = np.unique(labels)
     if n_private % len(classes):
-        raise ParameterError(f"--balanced needs --n-private divisible by the {len(classes)} classes, got {n_private}")
+        raise ParameterError(f"{argument('balanced', True)} needs {argument('n_private')} divisible by the "
+                             f"{len(classes)} classes, got {n_private}")
     quota = n_private // len(classes)
     shuffled = labels[order]
     chosen = [order[shuffled == c][:quota] for c in classes]
     short = [int(c) for c, picked in zip(classes, chosen) if len(picked) < quota]
     if short:
-        raise ParameterError(f"--balanced needs {quota} images of each class; classes {short} have fewer")
+        raise ParameterError(f"{argument('balanced', True)} needs {quota} images of each class; "
+                             f"classes {short} have fewer")
     return np.sort(np.concatenate(chosen))
 
 
@@ -77,15 +80,15 @@ def distinct_below(words: np.ndarray, bound: int, excluded: np.ndarray | None = 
     return out
 
 
-def lambda_rows(key: bytes, params: Params, first_row: int, n_rows: int, version: int) -> np.ndarray:
+def lambda_rows(key: bytes, params: Params, *, first_row: int, n_rows: int, version: int) -> np.ndarray:
     """float32 (n_rows, k): the coefficients of rows ``first_row ..`` (:func:`challenge.lambdas.draw_lambda`)."""
     try:
-        return draw_lambda(key, params.lambda_constraints, first_row, n_rows, version)
+        return draw_lambda(key, params.lambda_constraints, first_row=first_row, n_rows=n_rows, version=version)
     except LambdaRejected as e:
         raise ParameterError(str(e)) from None
 
 
-def draw_plan(seed: bytes, params: Params, labels: np.ndarray, bank_size: int, version: int) -> Plan:
+def draw_plan(seed: bytes, params: Params, *, labels: np.ndarray, bank_size: int, version: int) -> Plan:
     """Every small secret of the release (see :class:`Plan`); ``seed`` is the stream key (FORMAT.md 7.1)."""
     n, N = params.n_private, params.n_encryptions
     if params.k_public and bank_size < params.k_public:
@@ -93,11 +96,14 @@ def draw_plan(seed: bytes, params: Params, labels: np.ndarray, bank_size: int, v
     selection = select_private(seed, labels, n, params.balanced)
     canonical_row = random_order(seed, "order", N)
     first = (canonical_row // params.per_image)[:, None]
-    partners = distinct_below(row_words(seed, "partners", 0, N, params.k_private - 1), n, excluded=first)
+    partner_words = row_words(seed, "partners", first_row=0, n_rows=N, words_per_row=params.k_private - 1)
+    partners = distinct_below(partner_words, n, excluded=first)
     private_index = np.concatenate([first, partners], axis=1).astype(np.int32)
-    public_bank_index = distinct_below(row_words(seed, "public", 0, N, params.k_public), bank_size).astype(np.int32)
+    public_words = row_words(seed, "public", first_row=0, n_rows=N, words_per_row=params.k_public)
+    public_bank_index = distinct_below(public_words, bank_size).astype(np.int32)
     lam = np.concatenate(
-        [lambda_rows(seed, params, a, min(_LAMBDA_ROW_BLOCK, N - a), version) for a in range(0, N, _LAMBDA_ROW_BLOCK)]
+        [lambda_rows(seed, params, first_row=a, n_rows=min(_LAMBDA_ROW_BLOCK, N - a), version=version)
+         for a in range(0, N, _LAMBDA_ROW_BLOCK)]
     )
     return Plan(selection, private_index, public_bank_index, lam)
 
@@ -107,7 +113,7 @@ def sign_bits(seed: bytes, first_row: int, n_rows: int, image_shape: tuple[int, 
     image (little bit order; bit 1 means the value is negated).  Row r is bytes ``[b r, b (r + 1))``
     of the ``sign`` stream; the pad bits past the last value are zero, so a row's bytes say nothing
     the image does not use."""
-    rows = row_bytes(seed, "sign", first_row, n_rows, sign_bytes(image_shape))
+    rows = row_bytes(seed, "sign", first_row=first_row, n_rows=n_rows, bytes_per_row=sign_bytes(image_shape))
     used = image_values(image_shape) % 8
     if used:
         rows[:, -1] &= (1 << used) - 1

@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from challenge.canonical import canonical_json
+from challenge.errors import argument
 
 __all__ = ["BLOCK_BYTES", "KEY_SALT", "MIN_DISTINCT_SEED_BYTES", "PURPOSES", "SEED_BYTES",
            "chacha20_keystream", "fresh_seed", "keystream", "nonce", "parse_seed", "random_order",
@@ -37,7 +38,13 @@ _MAX_BLOCKS = 2**32  # the RFC 8439 block counter is 32 bits
 
 
 def fresh_seed() -> bytes:
-    """A new secret seed from the operating system's CSPRNG."""
+    """A new secret seed from the operating system's CSPRNG.
+
+    Returns
+    -------
+    seed : bytes
+        32 random bytes, for :func:`generator.generate`'s ``seed``.
+    """
     return secrets.token_bytes(SEED_BYTES)
 
 
@@ -46,8 +53,27 @@ _HEX_SEED = re.compile(r"[0-9a-fA-F]{%d}" % (2 * SEED_BYTES))
 
 
 def parse_seed(text: str, *, practice: bool) -> bytes:
-    """Turn ``--seed`` text into a 32-byte key.
+    """Turn seed text into a 32-byte key.
 
+    Parameters
+    ----------
+    text : str
+        64 hex digits, or (with ``practice``) any text.
+    practice : bool
+        Accept a guessable seed; the manifest then marks the release as replayable.
+
+    Returns
+    -------
+    seed : bytes
+        32 bytes, for :func:`generator.generate`'s ``seed``.
+
+    Raises
+    ------
+    ValueError
+        If ``text`` is not a strong seed and ``practice`` is false.
+
+    Notes
+    -----
     A strong seed is exactly 64 hex digits (surrounding whitespace ignored; ``bytes.fromhex``
     alone would skip inner spaces and give a shorter key) that do not look chosen by hand:
     at least :data:`MIN_DISTINCT_SEED_BYTES` distinct byte values (so no repeated byte and no
@@ -62,13 +88,14 @@ def parse_seed(text: str, *, practice: bool) -> bytes:
         if practice or not _looks_hand_made(key):
             return key
         raise ValueError(
-            "--seed is 64 hex digits but guessable (too few distinct bytes, or a run like 00 01 02 ...); "
-            "use a fresh one (omit --seed) or pass --practice to mark the release as replayable"
+            f"{argument('seed')} is 64 hex digits but guessable (too few distinct bytes, or a run like 00 01 02 ...); "
+            f"use a fresh one (omit {argument('seed')}) or pass {argument('practice', True)} to mark the release as "
+            "replayable"
         )
     if not practice:
         raise ValueError(
-            "--seed must be exactly 64 hex digits (256 bits); a shorter, guessable seed is accepted only "
-            "with --practice, which marks the release as replayable"
+            f"{argument('seed')} must be exactly 64 hex digits (256 bits); a shorter, guessable seed is accepted "
+            f"only with {argument('practice', True)}, which marks the release as replayable"
         )
     return hashlib.sha256(b"instahide-practice-seed\0" + text.encode()).digest()
 
@@ -118,14 +145,15 @@ def chacha20_keystream(key: bytes, counter: int, nonce96: bytes, n_bytes: int) -
     return out
 
 
-def keystream(seed: bytes, purpose: str, first_block: int, n_bytes: int, round_: int = 0) -> np.ndarray:
+def keystream(seed: bytes, purpose: str, *, first_block: int, n_bytes: int, round_: int = 0) -> np.ndarray:
     """``n_bytes`` of the keystream for ``purpose`` (and lambda round) from block ``first_block``."""
     if len(seed) != SEED_BYTES:
         raise ValueError(f"seed must be {SEED_BYTES} bytes, got {len(seed)}")
     return chacha20_keystream(seed, first_block, nonce(purpose, round_), n_bytes)
 
 
-def row_bytes(seed: bytes, purpose: str, first_row: int, n_rows: int, bytes_per_row: int, round_: int = 0) -> np.ndarray:
+def row_bytes(seed: bytes, purpose: str, *, first_row: int, n_rows: int, bytes_per_row: int,
+              round_: int = 0) -> np.ndarray:
     """uint8 (n_rows, bytes_per_row): the keystream of ``purpose`` cut into packed rows.
 
     Row r owns bytes ``[bytes_per_row * r, bytes_per_row * (r + 1))`` of the stream, so any row is
@@ -133,13 +161,15 @@ def row_bytes(seed: bytes, purpose: str, first_row: int, n_rows: int, bytes_per_
     """
     start = bytes_per_row * first_row
     skip = start % BLOCK_BYTES
-    raw = keystream(seed, purpose, start // BLOCK_BYTES, skip + n_rows * bytes_per_row, round_)
+    raw = keystream(seed, purpose, first_block=start // BLOCK_BYTES, n_bytes=skip + n_rows * bytes_per_row,
+                    round_=round_)
     return raw[skip:].reshape(n_rows, bytes_per_row)
 
 
-def row_words(seed: bytes, purpose: str, first_row: int, n_rows: int, words_per_row: int, round_: int = 0) -> np.ndarray:
+def row_words(seed: bytes, purpose: str, *, first_row: int, n_rows: int, words_per_row: int,
+              round_: int = 0) -> np.ndarray:
     """Like :func:`row_bytes`, read as little-endian uint64 words: (n_rows, words_per_row)."""
-    raw = row_bytes(seed, purpose, first_row, n_rows, 8 * words_per_row, round_)
+    raw = row_bytes(seed, purpose, first_row=first_row, n_rows=n_rows, bytes_per_row=8 * words_per_row, round_=round_)
     return np.ascontiguousarray(raw).view("<u8").astype(np.uint64)
 
 
@@ -150,4 +180,4 @@ def uniform_below(words: np.ndarray, bound) -> np.ndarray:
 
 def random_order(seed: bytes, purpose: str, n: int) -> np.ndarray:
     """A uniformly random permutation of ``range(n)``: stable argsort of one 64-bit word per item."""
-    return np.argsort(row_words(seed, purpose, 0, n, 1)[:, 0], kind="stable")
+    return np.argsort(row_words(seed, purpose, first_row=0, n_rows=n, words_per_row=1)[:, 0], kind="stable")

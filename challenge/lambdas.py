@@ -38,6 +38,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
+from challenge.errors import argument
 from challenge.keystream import row_words
 
 __all__ = ["LAMBDA_TRIES", "LN2", "MAX_ROUNDS", "SQRT2", "LambdaRejected", "acceptance", "draw_lambda",
@@ -161,7 +162,7 @@ def _count_accepted(words, k, k_private, c1, c2, version):
     return ok.sum()
 
 
-def draw_lambda(key: bytes, constraints: tuple, first_row: int, n_rows: int, version: int) -> np.ndarray:
+def draw_lambda(key: bytes, constraints: tuple, *, first_row: int, n_rows: int, version: int) -> np.ndarray:
     """float32 (n_rows, k): the accepted coefficients of rows ``first_row ..``.
 
     ``constraints`` is ``(k, k_private, c1, c2)``.  Round 0 gives each row :data:`LAMBDA_TRIES`
@@ -172,16 +173,17 @@ def draw_lambda(key: bytes, constraints: tuple, first_row: int, n_rows: int, ver
     per_try = words_per_try(k, version)
     lam = np.zeros((n_rows, k), np.float32)
     accepted = np.zeros(n_rows, np.bool_)
-    words = row_words(key, "lambda", first_row, n_rows, LAMBDA_TRIES * per_try)
+    words = row_words(key, "lambda", first_row=first_row, n_rows=n_rows, words_per_row=LAMBDA_TRIES * per_try)
     _first_accepted(words.reshape(n_rows, LAMBDA_TRIES, per_try), *constraints, version, lam, accepted)
     for r in np.flatnonzero(~accepted):
         for round_ in range(1, MAX_ROUNDS):
-            words = row_words(key, "lambda", first_row + r, 1, LAMBDA_TRIES * per_try, round_)
+            words = row_words(key, "lambda", first_row=first_row + r, n_rows=1, words_per_row=LAMBDA_TRIES * per_try,
+                              round_=round_)
             _first_accepted(words.reshape(1, LAMBDA_TRIES, per_try), *constraints, version, lam[r : r + 1], accepted[r : r + 1])
             if accepted[r]:
                 break
         else:
-            raise LambdaRejected("lambda constraints rejected every draw; loosen --c1 / --c2")
+            raise LambdaRejected(f"lambda constraints rejected every draw; loosen {argument('c1')} / {argument('c2')}")
     return lam
 
 
@@ -189,5 +191,6 @@ def acceptance(constraints: tuple) -> int:
     """Accepted tries out of 20,000 by the feasibility rule (FORMAT.md 7.7): version-2 tries read
     from rows 0 .. 2,499 of the lambda stream under a public key, so every install agrees."""
     per_try = words_per_try(constraints[0], 2)
-    words = row_words(FEASIBILITY_KEY, "lambda", 0, FEASIBILITY_ROWS, LAMBDA_TRIES * per_try)
+    words = row_words(FEASIBILITY_KEY, "lambda", first_row=0, n_rows=FEASIBILITY_ROWS,
+                      words_per_row=LAMBDA_TRIES * per_try)
     return int(_count_accepted(words.reshape(-1, per_try), *constraints, 2))

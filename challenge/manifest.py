@@ -50,10 +50,31 @@ class ManifestError(fmt.FormatError):
         super().__init__(f"{where}: {field_ or 'fields'}: {message}{more}")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Manifest:
     """What a release says about itself; the other fields of the JSON follow from these.  A field is
-    None only in a manifest read with ``problems`` (:meth:`from_json`), where it failed its check."""
+    None only in a manifest read with ``problems`` (:meth:`from_json`), where it failed its check.
+
+    Parameters
+    ----------
+    params : Params
+        The release's parameters.
+    class_names : list of str
+        The private set's class names, indexed by label (empty when it has none).
+    n_classes : int
+        Columns of ``label.npy``.
+    practice : bool
+        The seed is a replayable practice seed.
+    sources : dict
+        ``{"private": {fingerprint, images, notes}, "public": the same or None}``.
+    commitment : str
+        ``"sha256:"`` and 64 hex digits: the key store's commitment.
+    files : dict of str to str
+        Each public file's name -> its SHA-256.
+    version : int, optional
+        The format version.
+    generator : dict, optional
+        The tool that wrote the release."""
 
     params: Params
     class_names: list[str]
@@ -66,8 +87,19 @@ class Manifest:
     generator: dict = field(default_factory=fmt.generator_info)
 
     def fingerprint(self, role: str) -> str | None:
-        """``sources.ROLE.fingerprint`` (``role``: private or public); None for a release without
-        public patches, or sources that failed their check."""
+        """``sources.ROLE.fingerprint``: the data set the release was drawn from.
+
+        Parameters
+        ----------
+        role : {'private', 'public'}
+            Which set.
+
+        Returns
+        -------
+        fingerprint : str or None
+            64 hex digits; None for a release without public patches, or sources that failed
+            their check.
+        """
         source = (self.sources or {}).get(role)
         return source["fingerprint"] if source else None
 
@@ -78,6 +110,13 @@ class Manifest:
         return source["images"] if source else None
 
     def to_json(self) -> dict:
+        """The manifest as the JSON object ``manifest.json`` holds.
+
+        Returns
+        -------
+        manifest : dict
+            Every field of FORMAT.md 4, the derived ones included; :meth:`from_json` is its inverse.
+        """
         return {
             "format": FORMAT_NAME,
             "format_version": self.version,
@@ -101,8 +140,27 @@ class Manifest:
     def from_json(cls, obj, where: str = fmt.MANIFEST_FILE, problems: list[tuple[str, str]] | None = None) -> "Manifest":
         """The manifest of the JSON object ``obj``, every field checked; the exact inverse of
         :meth:`to_json` (``from_json(m.to_json()) == m``, and a stored manifest re-serialises to its
-        bytes).  :class:`ManifestError` (exit 2) lists every problem; with ``problems`` (a list) they
-        are appended to it instead, and each field that failed its check is None."""
+        bytes).
+
+        Parameters
+        ----------
+        obj : dict
+            The parsed JSON.
+        where : str, optional
+            What a problem names as its place (the file it came from).
+        problems : list, optional
+            Given, each problem is appended to it as (field, message) instead of raised, and each
+            field that failed its check is None: for tools that go on with a damaged manifest.
+
+        Returns
+        -------
+        manifest : Manifest
+
+        Raises
+        ------
+        ManifestError
+            Without ``problems``, listing every problem (a :class:`challenge.UsageError`).
+        """
         if not isinstance(obj, dict):
             raise ManifestError(where, [("", "expected a JSON object")])
         params, found = manifest_problems(obj)
@@ -130,8 +188,25 @@ class Manifest:
 
     @classmethod
     def read(cls, release: Path, problems: list[tuple[str, str]] | None = None) -> "Manifest":
-        """The manifest of ``release`` (the release folder or its ``public/`` folder, as participants
-        have it), read as :meth:`from_json` reads it."""
+        """The manifest of a release, read as :meth:`from_json` reads it.
+
+        Parameters
+        ----------
+        release : path
+            The release folder or its ``public/`` folder, as participants have it.
+        problems : list, optional
+            As for :meth:`from_json`.
+
+        Returns
+        -------
+        manifest : Manifest
+
+        Raises
+        ------
+        ManifestError
+            Without ``problems``, listing every problem; :class:`challenge.UsageError` for a
+            missing or unreadable ``manifest.json``.
+        """
         path = manifest_path(release)
         return cls.from_json(fmt.read_json(path), printable(path), problems)
 
@@ -232,7 +307,7 @@ def _check_sources(sources, params: Params, bad) -> None:
     if params.k_public and not source_ok(sources["public"], params.k_public):
         bad("sources.public", f"expected {{fingerprint: 64 hex, images: {params.k_public}..{MAX_ENCRYPTIONS}, notes: counts}}")
     if not params.k_public and sources["public"] is not None:
-        bad("sources.public", f"expected null: --mode {params.mode} uses no public patch")
+        bad("sources.public", f"expected null: params.mode {params.mode} uses no public patch")
 
 
 def manifest_path(release: Path) -> Path:

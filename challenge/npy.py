@@ -50,7 +50,7 @@ def parse_header(f) -> tuple[tuple, bool, np.dtype]:
     return _HEADER_READERS[version](f, max_header_size=MAX_HEADER_BYTES)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class NpyFile:
     """A checked ``.npy`` header: where the C-order rows start, their dtype and shape."""
 
@@ -130,7 +130,7 @@ def read_npy_header(path: Path, max_bytes: int) -> tuple[NpyFile | None, list[st
         problems.append(f"{name}: truncated: {size:,} bytes, but its header {shape} {dtype} needs {need:,}")
     elif size > need:
         problems.append(f"{name}: {size - need:,} bytes after the array its header describes; expected exactly {need:,} bytes")
-    return NpyFile(path, dtype, tuple(shape), offset, size), problems
+    return NpyFile(path=path, dtype=dtype, shape=tuple(shape), offset=offset, size=size), problems
 
 
 # --- a release's own arrays, whose header is known exactly ----------------------------------------

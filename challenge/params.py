@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from challenge.domain import check_domain
-from challenge.errors import UsageError
+from challenge.errors import UsageError, argument
 from challenge.geometry import DEFAULT_IMAGE_SHAPE, check_image_shape, image_values
 from challenge.lambdas import LAMBDA_TRIES, FEASIBILITY_ROWS, acceptance
 
@@ -27,13 +27,37 @@ class ParameterError(UsageError):
     """A parameter (or combination) that cannot make a valid release."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Params:
-    """Everything that shapes a release except the seed and the data.
+    """Everything that shapes a release except the seed and the data; built by keyword.
 
-    mode: ``cross`` mixes ``k_private`` private images with ``k - k_private`` public patches;
-    ``inside`` mixes ``k`` private images; ``mixup`` is ``cross`` without the sign mask.
-    lambda: ``|N(0,1)|^k`` normalised, redrawn while ``max > c1`` or the private sum ``< c2``.
+    Parameters
+    ----------
+    mode : {'cross', 'inside', 'mixup'}
+        ``cross`` mixes ``k_private`` private images with ``k - k_private`` public patches;
+        ``inside`` mixes ``k`` private images; ``mixup`` is ``cross`` without the sign mask.
+    k : int
+        Images mixed into each encryption, 2 to 16.
+    k_private : int
+        Private images among them (``k`` for ``inside``, fewer otherwise).
+    c1, c2 : float
+        The lambdas, ``|N(0,1)|^k`` normalised, are redrawn while their largest exceeds ``c1`` or
+        the private ones sum to less than ``c2``.
+    n_private : int
+        Private images drawn from the private set.
+    per_image : int
+        Encryptions whose first image is each private image.
+    domain : {'centered', 'positive'}
+        The pixel values: [-1, 1] or [0, 1].
+    balanced : bool
+        Draw the private images evenly from every class.
+    image_shape : tuple of int
+        (H, W, C); :func:`generator.generate` sets it from the private images.
+
+    Notes
+    -----
+    Nothing is checked here: :meth:`validate` raises :class:`ParameterError` (a
+    :class:`challenge.UsageError`) naming the first parameter that is wrong.
     """
 
     mode: str = "cross"
@@ -87,31 +111,35 @@ class Params:
     def validate(self) -> "Params":
         """Raise :class:`ParameterError` naming the first parameter that is wrong."""
         if self.mode not in MODES:
-            raise ParameterError(f"--mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+            raise ParameterError(f"{argument('mode')} must be one of {', '.join(MODES)}, got {self.mode!r}")
         try:
             check_domain(self.domain)
         except ValueError as e:
-            raise ParameterError(f"--domain: {e}") from None
+            raise ParameterError(f"{argument('domain')}: {e}") from None
         if not 2 <= self.k <= MAX_K:
-            raise ParameterError(f"--k must be between 2 and {MAX_K}, got {self.k}")
+            raise ParameterError(f"{argument('k')} must be between 2 and {MAX_K}, got {self.k}")
         if self.mode == "inside" and self.k_private != self.k:
-            raise ParameterError(f"--mode inside mixes only private images: --k-private must equal --k ({self.k})")
+            raise ParameterError(f"{argument('mode', 'inside')} mixes only private images: {argument('k_private')} "
+                                 f"must equal {argument('k')} ({self.k})")
         if not 1 <= self.k_private <= self.k:
-            raise ParameterError(f"--k-private must be between 1 and --k ({self.k}), got {self.k_private}")
+            raise ParameterError(f"{argument('k_private')} must be between 1 and {argument('k')} ({self.k}), "
+                                 f"got {self.k_private}")
         if self.mode != "inside" and self.k_private == self.k:
-            raise ParameterError(f"--mode {self.mode} needs at least one public patch: --k-private < --k")
+            raise ParameterError(f"{argument('mode', self.mode)} needs at least one public patch: "
+                                 f"{argument('k_private')} < {argument('k')}")
         if not 1.0 / self.k < self.c1 <= 1.0:
-            raise ParameterError(f"--c1 must be in (1/k, 1] = ({1 / self.k:.4f}, 1], got {self.c1}")
+            raise ParameterError(f"{argument('c1')} must be in (1/k, 1] = ({1 / self.k:.4f}, 1], got {self.c1}")
         if not 0.0 <= self.c2 <= 1.0:
-            raise ParameterError(f"--c2 must be in [0, 1], got {self.c2}")
+            raise ParameterError(f"{argument('c2')} must be in [0, 1], got {self.c2}")
         if self.n_private < self.k_private or self.n_private < 2:
-            raise ParameterError(f"--n-private must be at least max(2, k_private) = {max(2, self.k_private)}, got {self.n_private}")
+            raise ParameterError(f"{argument('n_private')} must be at least max(2, k_private) = "
+                                 f"{max(2, self.k_private)}, got {self.n_private}")
         try:
             check_image_shape(self.image_shape)
         except ValueError as e:
             raise ParameterError(f"image_shape: {e}") from None
         if self.per_image < 1:
-            raise ParameterError(f"--per-image must be positive, got {self.per_image}")
+            raise ParameterError(f"{argument('per_image')} must be positive, got {self.per_image}")
         if self.n_encryptions > MAX_ENCRYPTIONS:
             raise ParameterError(f"n_private * per_image = {self.n_encryptions} exceeds the limit of {MAX_ENCRYPTIONS}")
         if self.n_encryptions * self.image_values > MAX_RELEASE_VALUES:
@@ -120,7 +148,8 @@ class Params:
         accepted = acceptance(self.lambda_constraints)
         if accepted < MIN_ACCEPTED_TRIES:
             raise ParameterError(
-                f"--c1 {self.c1} and --c2 {self.c2} accept only {accepted} of {FEASIBILITY_TRIES:,} lambda tries "
+                f"{argument('c1', self.c1)} and {argument('c2', self.c2)} accept only {accepted} of "
+                f"{FEASIBILITY_TRIES:,} lambda tries "
                 f"for k={self.k}, k_private={self.k_private} (at least {MIN_ACCEPTED_TRIES} needed); loosen them"
             )
         return self

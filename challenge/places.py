@@ -55,7 +55,7 @@ def protected_place(path: str | os.PathLike) -> tuple[str, Path] | None:
 def check_output(path: str | os.PathLike, option: str = "output", *, replaces_release: bool = False) -> None:
     """Refuse (:class:`UsageError`, exit code 2) an output ``path`` inside a release or a key store.
 
-    ``option`` names the flag in the message (``--out``, ``--sheet``, ...).  ``replaces_release``:
+    ``option`` names the argument in the message (:func:`challenge.errors.argument`).  ``replaces_release``:
     ``path`` is a whole release to write (``generate --force`` may replace one), not a file in it.
     """
     place = protected_place(path)

@@ -29,7 +29,7 @@ def _lines(text: str | None) -> int:
     return len(text.split("\n")) if text else 0
 
 
-def contact_sheet(images: np.ndarray, columns: int = 8, scale: int = 2, gap: int = 2,
+def contact_sheet(images: np.ndarray, *, columns: int = 8, scale: int = 2, gap: int = 2,
                   captions: list[str] | None = None, title: str | None = None) -> Image.Image:
     """uint8 (n, H, W, C), C in {1, 3} -> one RGB image, row-major, ``scale``x enlarged, white gaps.
 

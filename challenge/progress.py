@@ -41,7 +41,7 @@ class Progress:
     once a folder walk is complete.
     """
 
-    def __init__(self, label: str, total: int, enabled: bool | None = None, stream=None, unit: str = "items"):
+    def __init__(self, label: str, total: int, *, enabled: bool | None = None, stream=None, unit: str = "items"):
         self.label, self.total, self.done, self.unit = label, max(total, 1), 0, unit
         self.stream = stream or sys.stderr
         self.enabled = not _quiet and (self.stream.isatty() if enabled is None else enabled)

@@ -14,7 +14,7 @@ import numpy as np
 
 from challenge import format as fmt
 from challenge.domain import DOMAINS
-from challenge.errors import UsageError
+from challenge.errors import UsageError, argument
 from challenge.files import UnsafeFile, make_folders, remove_made, write_atomic
 from challenge.manifest import Manifest
 from challenge.npy import ROWS, read_npy_header
@@ -61,7 +61,7 @@ def open_for_scoring(release: Path | None, keys: Path | None) -> tuple[Expected,
     """What a submission must look like and the key store to score it with (or None), checking that
     the two belong together: same parameters, and the key store the manifest commits to."""
     if release is None and keys is None:
-        raise UsageError("give --release (to validate) or --keys (to validate and score)")
+        raise UsageError(f"give {argument('release')} (to validate) or {argument('keys')} (to validate and score)")
     store = fmt.open_key_store(keys) if keys is not None else None
     if release is None:
         return expected_from_keys(store), store
@@ -90,20 +90,44 @@ def encryption_blocks(release: Path, expected: Expected, rows: int = ROWS) -> It
         yield block
 
 
-def write_submission(out: Path, blocks: Iterator[np.ndarray], expected: Expected, dtype: str,
-                     metadata: dict, force: bool = False, *, private: bool = False) -> Path:
+def write_submission(out: Path, blocks: Iterator[np.ndarray], *, expected: Expected, dtype: str,
+                     metadata: dict, force: bool = False, private: bool = False) -> Path:
     """Stream ``blocks`` into ``out/decryption.npy`` (via a temporary file) and write ``metadata.json``.
 
-    An unwritable ``out`` (read-only, full disk, a file in the way) is one :class:`UsageError`
-    naming the path; no temporary file, no decryption without its metadata and no folder this call
-    created is left behind.  ``private``: the rows are (or are fitted to) the private images, so the
-    files are 0600 in a folder created 0700.  ``out`` is never inside a release or a key store.
+    Parameters
+    ----------
+    out : path
+        The submission folder, created if missing; never inside a release or a key store.
+    blocks : iterable of ndarray
+        The rows of the decryption in order, (rows, H, W, C) each; ``expected.n`` rows in all.
+    expected : Expected
+        What the release's submissions look like (``release.expected`` of :func:`attacks.open_public`).
+    dtype : str
+        The stored dtype: ``"uint8"``, or ``"float32"`` in the release's pixel domain.
+    metadata : dict
+        Written as ``metadata.json`` (e.g. ``team``, ``method``).
+    force : bool, optional
+        Replace an existing ``decryption.npy``.
+    private : bool, optional
+        The rows are (or are fitted to) the private images: the files are 0600 in a folder created 0700.
+
+    Returns
+    -------
+    path : Path
+        The ``decryption.npy`` written.
+
+    Raises
+    ------
+    UsageError
+        If ``decryption.npy`` exists without ``force``, ``out`` is in a protected place, or it is
+        unwritable (read-only, full disk, a file in the way); no temporary file, no decryption
+        without its metadata and no folder this call created is left behind.
     """
     out = Path(out)
     check_output(out)
     target = out / DECRYPTION_FILE
     if target.exists() and not force:
-        raise UsageError(f"{printable(target)}: already exists; pass --force to replace it")
+        raise UsageError(f"{printable(target)}: already exists; pass {argument('force', True)} to replace it")
     tmp = out / f".{DECRYPTION_FILE}.partial-{os.getpid()}"
     mode = 0o600 if private else 0o644
     made = []

@@ -161,7 +161,7 @@ def _attacker(attack: Attack, release, pool, args):
     from verifier.strength import Attacker
 
     if attack.uses_pool and pool is None:
-        return Attacker(attack.name, attack.attacker, attack.has, missing="give --pool the data set the private "
+        return Attacker(attack.name, who=attack.attacker, has=attack.has, missing="give --pool the data set the private "
                         "images come from")
     inputs, fields = _inputs(attack, pool)
 
@@ -169,7 +169,7 @@ def _attacker(attack: Attack, release, pool, args):
         _, answer = attack.run(release, folder, **inputs, rows=args.rows, force=args.force)
         return {**fields, **(attack.measure(answer, store) if attack.measure else {})}
 
-    return Attacker(attack.name, attack.attacker, attack.has, write)
+    return Attacker(attack.name, who=attack.attacker, has=attack.has, write=write)
 
 
 def _run_strength(args) -> int:

@@ -8,7 +8,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from challenge.errors import UsageError
+from challenge.errors import UsageError, command_line
 from challenge.places import check_output
 
 __all__ = ["OneLineParser", "add_source_options", "check_keys_path", "natural_int", "positive_int", "run", "shape_options", "version_option"]
@@ -90,7 +90,13 @@ OUTPUT_OPTIONS = ("out", "work")  # every command's output paths: never inside a
 
 
 def run(main_parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
-    """Parse and run; turn user mistakes into one line and exit code 2, bugs into exit code 1."""
+    """Parse and run; turn user mistakes into one line and exit code 2, bugs into exit code 1.  The
+    library's messages name the flags (:func:`challenge.errors.command_line`)."""
+    with command_line():
+        return _run(main_parser, argv)
+
+
+def _run(main_parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
     args = main_parser.parse_args(argv)
     try:
         check_keys_path(getattr(args, "keys", None))

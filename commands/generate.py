@@ -131,8 +131,8 @@ def _run_generate(args) -> int:
     with dask_client(args.dask) as cluster:
         private, public = load_sources(args.private, args.public, params, size=args.size, grey=args.grey)
         manifest = Manifest.from_json(generate(
-            args.out, params, seed, private, public, practice=args.practice, chunk=args.chunk, force=args.force,
-            formats=formats, format_version=args.format_version, write_elsewhere=None if cluster is None else on_cluster(cluster)))
+            args.out, params, seed=seed, private=private, public=public, practice=args.practice, chunk=args.chunk,
+            force=args.force, formats=formats, format_version=args.format_version, write_elsewhere=None if cluster is None else on_cluster(cluster)))
     if args.private is None:
         print("instahide: warning: the private images are the embedded demo data, which ships with this tool: "
               "anyone can match them ('instahide attack pool' recovers them); use --private for a real challenge",

@@ -121,7 +121,7 @@ def _run_audit(args) -> int:
     return 3
 
 
-def reproduce(release: Path, keys: Path, private: Path | None = None, public: Path | None = None,
+def reproduce(release: Path, keys: Path, *, private: Path | None = None, public: Path | None = None,
               work: Path | None = None) -> tuple[Manifest, list]:
     """Regenerate the release from the named data and its seed (generator), then compare it with the
     published one (verifier); returns the published manifest and every difference found."""
@@ -147,7 +147,8 @@ def reproduce_from(published, private: tuple, public: tuple, work: Path | None =
     with scratch_folder(work) as tmp:
         again = tmp / "release"
         try:
-            generate(again, published.params, published.seed, private_set, public_set, practice=published.practice,
+            generate(again, published.params, seed=published.seed, private=private_set, public=public_set,
+                     practice=published.practice,
                      format_version=published.store.version, formats=formats_of(published.files))
         except UsageError as e:
             raise regeneration_failed(work, e) from None
@@ -155,7 +156,8 @@ def reproduce_from(published, private: tuple, public: tuple, work: Path | None =
 
 
 def _run_reproduce(args) -> int:
-    manifest, differences = reproduce(args.release, _keys_default(args), args.private, args.public, args.work)
+    manifest, differences = reproduce(args.release, _keys_default(args), private=args.private, public=args.public,
+                                      work=args.work)
     if args.json:
         print(json.dumps({"identical": not differences, "differences": [d.__dict__ for d in differences]}, indent=2))
     elif not differences:

@@ -88,7 +88,8 @@ def run_sweep(args) -> int:
         for number, (label, params) in enumerate(grid, 1):
             release, report = out / ".release", out / "settings" / f"{number:02d}"
             shutil.rmtree(release, ignore_errors=True)
-            generate(release, params, parse_seed(f"{args.seed} {label}", practice=True), private, public,
+            generate(release, params, seed=parse_seed(f"{args.seed} {label}", practice=True), private=private,
+                     public=public,
                      practice=True, progress=False)
             command = [sys.executable, "-m", "commands.main", "strength", str(release), "--keys",
                        str(release / "secret" / "keys.zarr"), "--out", str(report), "--json", "--force",

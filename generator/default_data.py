@@ -29,7 +29,13 @@ def _origin(n: int) -> np.ndarray:
 
 
 def default_private() -> ImageSet:
-    """200 procedurally rendered 32x32 images in 10 classes (see data/README.md)."""
+    """The embedded private set: 200 procedurally rendered 32x32 images in 10 classes (data/README.md).
+
+    Returns
+    -------
+    images : ImageSet
+        Anyone who has this tool has them: for practice and tests, never a real challenge.
+    """
     z = _load("private.npz")
     images, labels, names = z["images"], z["labels"], z["class_names"]
     return ImageSet(images, labels.astype(np.int64), tuple(map(str, names)), ("private.npz",),
@@ -37,7 +43,13 @@ def default_private() -> ImageSet:
 
 
 def default_public() -> ImageSet:
-    """2,560 procedurally rendered 32x32 scene patches (see data/README.md)."""
+    """The embedded public patch bank: 2,560 procedurally rendered 32x32 scene patches (data/README.md).
+
+    Returns
+    -------
+    patches : ImageSet
+        Labels -1 (patches have no class).
+    """
     patches = _load("public.npz")["patches"]
     return ImageSet(patches, np.full(len(patches), -1, np.int64), (), ("public.npz",),
                     _origin(len(patches)), ("file", "record"))

@@ -57,7 +57,7 @@ def _round_up(rows: int, step: int) -> int:
     return step * -(-rows // step)
 
 
-def write_on_cluster(client, encoder: RowEncoder, row_keys: tuple, public_dir: Path, z_signs: zarr.Array,
+def write_on_cluster(client, encoder: RowEncoder, row_keys: tuple, *, public_dir: Path, z_signs: zarr.Array,
                      with_zarr: bool, chunk: int, digests: dict, progress: bool | None) -> np.ndarray:
     """Encode every row on ``client``'s workers into ``public_dir`` and ``z_signs``; return the preview's rows.
 
@@ -108,7 +108,7 @@ def _write_task(encoder: RowEncoder, own: tuple[int, int], zarr_span: tuple[int,
     start, stop = own
     digests: dict[str, str] = {}
     z_signs = zarr.open_array(str(signs_path), mode="r+")
-    chunks = ZarrChunks(public_dir, "encryption", zarr_rows, encoder.image_shape, digests,
+    chunks = ZarrChunks(public_dir, "encryption", rows=zarr_rows, row_shape=encoder.image_shape, digests=digests,
                         first_chunk=zarr_span[0] // zarr_rows) if zarr_rows else None
     end = max(stop, zarr_span[1])
     buffer = np.empty((min(chunk, end - start), *encoder.image_shape), "<f4")  # one block in memory, reused

@@ -327,7 +327,7 @@ def _seed_key(seed: bytes) -> bytes:
     return seed if len(seed) <= 64 else hashlib.blake2b(seed).digest()
 
 
-def crop_positions(seed: bytes, rel_path: str, width: int, height: int, k: int,
+def crop_positions(seed: bytes, rel_path: str, *, width: int, height: int, k: int,
                    patch_size: int = PATCH) -> list[tuple[int, int]]:
     """Up to ``k`` distinct top-left corners of P x P crops in a width x height image."""
     key = _seed_key(seed)
@@ -376,7 +376,7 @@ def _process_chunk(root: str, items: list[tuple[int, str]], key: bytes, crops: i
         if converted:
             count_note(notes, f"converted_{converted}")
         h, w = img.shape[:2]
-        for x0, y0 in crop_positions(key, rel, w, h, crops, patch):
+        for x0, y0 in crop_positions(key, rel, width=w, height=h, k=crops, patch_size=patch):
             cand.append(img[y0 : y0 + patch, x0 : x0 + patch])
             boxes.append((idx, x0, y0, x0 + patch, y0 + patch))
     notes["crops_tried"] = len(cand)
@@ -397,7 +397,7 @@ def _warm_detector() -> None:
 # Bank store
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class PatchBankSummary:
     """What a build did: counts for the CLI and the release manifest."""
 

@@ -28,7 +28,7 @@ import zarr
 from challenge import format as fmt
 from challenge.domain import affine, to_uint8
 from challenge.encoding import encode
-from challenge.errors import UsageError
+from challenge.errors import UsageError, argument
 from challenge.geometry import DEFAULT_IMAGE_SHAPE, sign_bytes
 from challenge.imageset import ImageSet
 from challenge.keys import draw_plan, sign_bits
@@ -52,9 +52,10 @@ def parse_formats(text: str) -> tuple[str, ...]:
     """``--formats npy,zarr`` as a tuple in :data:`FORMATS` order; ``npy`` is required (every reader uses it)."""
     chosen = {name.strip() for name in text.split(",") if name.strip()}
     if not chosen <= set(FORMATS):
-        raise UsageError(f"--formats {text}: expected a comma-separated subset of {','.join(FORMATS)}")
+        raise UsageError(f"{argument('formats', text)}: expected a comma-separated subset of {','.join(FORMATS)}")
     if "npy" not in chosen:
-        raise UsageError(f"--formats {text}: must include npy (the 2020 format, which every reader of a release uses)")
+        raise UsageError(f"{argument('formats', text)}: must include npy (the 2020 format, which every reader of "
+                         "a release uses)")
     return tuple(name for name in FORMATS if name in chosen)
 
 
@@ -163,7 +164,8 @@ class ZarrChunks:
     Chunk boundaries are the array's, whatever the size of the blocks given to :meth:`write`.
     """
 
-    def __init__(self, public_dir: Path, array: str, rows: int, row_shape: tuple, digests: dict, first_chunk: int = 0):
+    def __init__(self, public_dir: Path, array: str, *, rows: int, row_shape: tuple, digests: dict,
+                 first_chunk: int = 0):
         self.public_dir, self.array, self.digests = public_dir, array, digests
         self.buffer = np.zeros((rows, *row_shape), "<f4")
         self.filled, self.index = 0, first_chunk
@@ -192,7 +194,7 @@ class ZarrChunks:
         self.filled, self.index = 0, self.index + 1
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class RowEncoder:
     """What encoding rows needs besides their keys: small enough to send once to every worker of a cluster."""
 
@@ -206,7 +208,7 @@ class RowEncoder:
     def image_shape(self) -> tuple:
         return self.ground_truth.shape[1:]
 
-    def rows(self, start: int, private_index: np.ndarray, public_index: np.ndarray, lam: np.ndarray,
+    def rows(self, start: int, private_index: np.ndarray, public_index: np.ndarray, lam: np.ndarray, *,
              out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The sign rows and encryptions of rows ``start .. start + len(lam)``, whatever the split into
         blocks; the encryptions in ``out`` (C-order float32) if given."""
@@ -329,13 +331,14 @@ def _recover_leftovers(out: Path) -> None:
 
 def _check_replaceable(out: Path, force: bool) -> None:
     if out.is_symlink():
-        raise UsageError(f"{out}: is a symlink (to {os.readlink(out)}); give the folder itself as --out")
+        raise UsageError(f"{out}: is a symlink (to {os.readlink(out)}); give the folder itself as {argument('out')}")
     if not out.exists():
         return
     if not (out / fmt.PUBLIC_DIR / fmt.MANIFEST_FILE).is_file():
-        raise UsageError(f"{out}: exists and is not a release; refusing to replace it even with --force")
+        raise UsageError(f"{out}: exists and is not a release; refusing to replace it even with "
+                         f"{argument('force', True)}")
     if not force:
-        raise UsageError(f"{out}: already exists; pass --force to replace it")
+        raise UsageError(f"{out}: already exists; pass {argument('force', True)} to replace it")
 
 
 def _make_parent(out: Path) -> None:
@@ -386,10 +389,10 @@ def _publish(tmp: Path, out: Path) -> None:
 def generate(
     out: Path,
     params: Params,
+    *,
     seed: bytes,
     private: ImageSet,
     public: ImageSet | None,
-    *,
     practice: bool = False,
     chunk: int = 4096,
     force: bool = False,
@@ -398,14 +401,50 @@ def generate(
     formats: tuple[str, ...] = FORMATS,
     write_elsewhere=None,
 ) -> dict:
-    """Build the release at ``out`` and return its manifest.
+    """Build the release at ``out`` (``public/`` and ``secret/keys.zarr``) and return its manifest.
 
-    The image shape is the private images' (``params.image_shape`` is set from them); the public
-    patches must have the same.  ``format_version`` 1 and 2 exist to reproduce releases of those
-    versions byte for byte (their images are 32x32x3); ``formats`` chooses the copies of the public
-    arrays (:data:`FORMATS`).  ``write_elsewhere`` encodes and writes the encryptions instead of this
-    process, to the same bytes (a Dask cluster: :func:`generator.distributed.on_cluster`).  Every
-    file is synced to disk before the release takes its name, and the name itself after.
+    Parameters
+    ----------
+    out : path
+        The release folder; its parent is created if missing.
+    params : Params
+        The release's parameters; ``image_shape`` is set from the private images.
+    seed : bytes
+        32 bytes: :func:`challenge.fresh_seed`, or :func:`challenge.parse_seed`.
+    private : ImageSet
+        The private set the private images are drawn from.
+    public : ImageSet or None
+        The public patch bank, at the private images' shape; None for ``mode="inside"``.
+    practice : bool, optional
+        Mark the release as replayable (a seed from ``parse_seed(..., practice=True)``).
+    chunk : int, optional
+        Encryptions encoded at a time: bounds memory, never changes a byte.
+    force : bool, optional
+        Replace an existing release at ``out`` (never another kind of folder).
+    progress : bool or None, optional
+        Draw progress bars; None: on a terminal.
+    format_version : int, optional
+        1 and 2 exist to reproduce releases of those versions byte for byte (32x32x3 images only).
+    formats : tuple of str, optional
+        The copies of the public arrays (:data:`FORMATS`); ``npy`` is required.
+    write_elsewhere : callable, optional
+        Encodes and writes the encryptions instead of this process, to the same bytes (a Dask
+        cluster: :func:`generator.distributed.on_cluster`).
+
+    Returns
+    -------
+    manifest : dict
+        The JSON object written as ``public/manifest.json``.
+
+    Raises
+    ------
+    UsageError
+        For invalid parameters or data, an ``out`` that exists without ``force``, or a failed
+        write; nothing is left behind, and a replaced release is kept until the new one has its name.
+
+    Notes
+    -----
+    Every file is synced to disk before the release takes its name, and the name itself after.
     """
     if format_version not in fmt.READABLE_VERSIONS:
         raise UsageError(f"format version {format_version}: this tool writes {', '.join(map(str, fmt.READABLE_VERSIONS))}")
@@ -419,10 +458,10 @@ def generate(
                          f"{'x'.join(map(str, params.image_shape))}: a release mixes images of one shape "
                          "(make the patch bank at the private images' size)")
     if chunk < 1:
-        raise UsageError(f"--chunk must be positive, got {chunk}")
+        raise UsageError(f"{argument('chunk')} must be positive, got {chunk}")
     formats = parse_formats(",".join(formats))
     if params.k_public and public is None:
-        raise UsageError(f"--mode {params.mode} needs a public patch bank")
+        raise UsageError(f"{argument('mode', params.mode)} needs a public patch bank")
     out = Path(os.path.abspath(out))
     _make_parent(out)
     with output_lock(out):
@@ -451,7 +490,7 @@ def _build(tmp: Path, params: Params, seed: bytes, private: ImageSet, public: Im
     fingerprints = {"private": private.fingerprint(), "public": public.fingerprint() if bank_size else None}
     context = stream_context(params.to_dict(version), fingerprints["private"], fingerprints["public"])
     key = stream_key(seed, context, version)
-    plan = draw_plan(key, params, private.labels, bank_size, version)
+    plan = draw_plan(key, params, labels=private.labels, bank_size=bank_size, version=version)
     ground_truth = private.images[plan.selection]
     truth_labels = private.labels[plan.selection]
     used = np.unique(plan.public_bank_index)
@@ -503,19 +542,21 @@ def _build(tmp: Path, params: Params, seed: bytes, private: ImageSet, public: Im
                                  dtype="float32", compressors=None, fill_value=0)
         public_zarr.create_array("label", shape=labels.shape, chunks=(label_rows, n_classes),
                                  dtype="float32", compressors=None, fill_value=0)
-        label_chunks = ZarrChunks(public_dir, "label", label_rows, labels.shape[1:], digests)
+        label_chunks = ZarrChunks(public_dir, "label", rows=label_rows, row_shape=labels.shape[1:], digests=digests)
         label_chunks.write(labels)
         label_chunks.close()
     z_signs = keys["encryption/sign_bits"]
-    encoder = RowEncoder(key, params.masked, ground_truth, public_images, affine(params.domain))
+    encoder = RowEncoder(key=key, masked=params.masked, ground_truth=ground_truth, public_images=public_images,
+                         domain_affine=affine(params.domain))
     row_keys = (plan.private_index, public_index, plan.lam)
     if write_elsewhere is None:
         copies = [_npy_file(public_dir / fmt.ENCRYPTION_FILE, shape, digests, fmt.ENCRYPTION_FILE)]
         if "zarr" in formats:
-            copies.append(ZarrChunks(public_dir, "encryption", zarr_rows, image_shape, digests))
+            copies.append(ZarrChunks(public_dir, "encryption", rows=zarr_rows, row_shape=image_shape, digests=digests))
         head = _write_encryptions(encoder, row_keys, copies, z_signs, chunk, progress)
     else:
-        head = write_elsewhere(encoder, row_keys, public_dir, z_signs, "zarr" in formats, chunk, digests, progress)
+        head = write_elsewhere(encoder, row_keys, public_dir=public_dir, z_signs=z_signs, with_zarr="zarr" in formats,
+                              chunk=chunk, digests=digests, progress=progress)
     save_png(release_preview(to_uint8(head, params.domain), version), public_dir / fmt.PREVIEW_FILE)
 
     store = fmt.KeyStore(keys, params, dict(keys.attrs))

@@ -28,7 +28,7 @@ def public_bank():
 def tiny_release(tmp_path_factory, private_set, public_bank) -> Path:
     """A 100-encryption cross release with the fixed test seed (read-only: do not modify)."""
     out = tmp_path_factory.mktemp("tiny") / "release"
-    generate(out, TINY, SEED, private_set, public_bank)
+    generate(out, TINY, seed=SEED, private=private_set, public=public_bank)
     return out
 
 

@@ -78,7 +78,7 @@ def test_in_memory_needs_the_releases_keys(tiny_release, tmp_path):
     from tests.helpers import TINY
 
     other = tmp_path / "other"
-    generate(other, TINY, bytes(32), *_sources())
+    generate(other, TINY, seed=bytes(32), **_sources())
     store = fmt.open_key_store(other / "secret" / "keys.zarr")
     with pytest.raises(UsageError, match="commit"):
         score_array(_truth(store), other / "secret" / "keys.zarr", release=tiny_release)
@@ -87,7 +87,7 @@ def test_in_memory_needs_the_releases_keys(tiny_release, tmp_path):
 def _sources():
     from generator.default_data import default_private, default_public
 
-    return default_private(), default_public()
+    return {"private": default_private(), "public": default_public()}
 
 
 def test_every_name_the_api_document_imports_is_in_its_modules_all():

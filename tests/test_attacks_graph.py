@@ -144,8 +144,8 @@ def photo_release(tmp_path_factory):
     from tests.photos import natural_private, natural_public
 
     out = tmp_path_factory.mktemp("photos") / "release"
-    generate(out, Params(n_private=40, per_image=20, domain="positive"), SEED,
-             natural_private(per_photo=4), natural_public(per_photo=64))
+    generate(out, Params(n_private=40, per_image=20, domain="positive"), seed=SEED,
+             private=natural_private(per_photo=4), public=natural_public(per_photo=64))
     return out
 
 

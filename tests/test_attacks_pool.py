@@ -13,7 +13,8 @@ from verifier.scoring import score
 
 def _score(release_path, images, tmp_path):
     release = open_public(release_path)
-    write_submission(tmp_path / "sub", iter([images]), release.expected, "uint8", {"team": "test"})
+    write_submission(tmp_path / "sub", iter([images]), expected=release.expected, dtype="uint8",
+                     metadata={"team": "test"})
     _, scores = score(tmp_path / "sub", fmt.open_key_store(release_path / "secret" / "keys.zarr"))
     return scores.summary
 

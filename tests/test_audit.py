@@ -65,7 +65,7 @@ def test_fresh_release_is_sound_with_every_check(tiny_release):
     Params(k=4, k_private=1, n_private=10, per_image=2, balanced=True),
 ])
 def test_fresh_releases_of_every_mode_are_sound(tmp_path, private_set, public_bank, params):
-    generate(tmp_path / "r", params, SEED, private_set, public_bank)
+    generate(tmp_path / "r", params, seed=SEED, private=private_set, public=public_bank)
     report = run(tmp_path / "r")
     assert report.sound, [f.line() for f in report.findings]
 
@@ -289,7 +289,7 @@ def test_key_store_that_differs_from_the_commitment(release):
 
 def test_key_store_of_another_release(release, tmp_path, private_set, public_bank):
     from tests.helpers import TINY
-    generate(tmp_path / "other", TINY, bytes(32), private_set, public_bank)
+    generate(tmp_path / "other", TINY, seed=bytes(32), private=private_set, public=public_bank)
     report = run(release, keys(tmp_path / "other"))
     assert {"commitment", "encryptions", "labels"} <= {f.check for f in report.findings}
     assert findings(report, "commitment")[0].file == str(keys(tmp_path / "other"))
@@ -346,7 +346,7 @@ def test_memory_does_not_grow_with_the_number_of_encryptions(tmp_path, private_s
     for per_image in (50, 400):
         out = tmp_path / str(per_image)
         generate(out, Params(mode="inside", k=2, k_private=2, c1=0.9, c2=0.0, n_private=10, per_image=per_image),
-                 SEED, private_set, None)
+                 seed=SEED, private=private_set, public=None)
         tracemalloc.start()
         try:
             assert run(out, chunk=256).sound

@@ -307,7 +307,7 @@ def test_reference_data_of_another_release_does_not_score(platform, bundle, tmp_
     from tests.helpers import TINY
 
     other = tmp_path / "other"
-    generate(other, TINY, bytes(range(1, 33)), private_set, public_bank)
+    generate(other, TINY, seed=bytes(range(1, 33)), private=private_set, public=public_bank)
     foreign = make_bundle(other, keys_of(other), tmp_path / "other.zip")
     ref = unzip(foreign, tmp_path / "foreign") / "reference_data"
     sample = bundle / "starting_kit" / "sample_submission.zip"
@@ -373,7 +373,7 @@ def test_keys_of_another_release_are_refused(tiny_release, tmp_path, private_set
     from tests.helpers import TINY
 
     other = tmp_path / "other"
-    generate(other, TINY, bytes(range(1, 33)), private_set, public_bank)
+    generate(other, TINY, seed=bytes(range(1, 33)), private=private_set, public=public_bank)
     with pytest.raises(UsageError, match="commitment"):
         make_bundle(tiny_release, keys_of(other), tmp_path / "c.zip")
     assert not (tmp_path / "c.zip").exists()

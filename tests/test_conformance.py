@@ -43,7 +43,8 @@ def built(request, tmp_path_factory, private_set, public_bank):
     params, shape, version = CASES[request.param]
     private_set, public_bank = resized(private_set, shape), resized(public_bank, shape)
     out = tmp_path_factory.mktemp("conformance") / request.param
-    generate(out, params, parse_seed(seed_text(request.param), practice=True), private_set, public_bank, practice=True,
+    generate(out, params, seed=parse_seed(seed_text(request.param), practice=True), private=private_set,
+             public=public_bank, practice=True,
              format_version=version)
     return out, private_set, public_bank, params, version
 
@@ -299,11 +300,13 @@ def test_the_tool_gives_the_version_1_redraw_seed_and_holdout_known_answers():
     v1 = published["version_1"]
     key = stream_key(seed, stream_context(published["params"], sources["private"], sources["public"]), 1)
     assert key.hex() == v1["stream_key"]
-    assert lambda_rows(key, Params(**published["params"]), 0, 4, 1).tolist() == v1["lambda_rows_0_to_3"]
+    assert lambda_rows(key, Params(**published["params"]), first_row=0, n_rows=4,
+                       version=1).tolist() == v1["lambda_rows_0_to_3"]
     redraw = published["lambda_redraw"]
     key = stream_key(seed, stream_context(redraw["params"], sources["private"], sources["public"]), 2)
     assert key.hex() == redraw["stream_key"]
-    assert lambda_rows(key, Params(**redraw["params"]), redraw["row"], 1, 2).tolist() == [redraw["lambda"]]
+    assert lambda_rows(key, Params(**redraw["params"]), first_row=redraw["row"], n_rows=1,
+                       version=2).tolist() == [redraw["lambda"]]
     assert parse_seed(published["practice_seed"]["text"], practice=True).hex() == published["practice_seed"]["seed"]
     holdout = published["holdout"]
     assert holdout_mask(seed, 16, holdout["fraction"]).tolist() == holdout["final_0_to_15"]
@@ -326,7 +329,8 @@ def test_the_tool_writes_the_worked_example(tmp_path):
     assert canonical_json(context).decode() == example["hkdf_info"]
     assert stream_key(seed, context, 3).hex() == example["stream_key"]
 
-    manifest = generate(tmp_path / "example", Params(n_private=4, per_image=2), seed, private_set, public_set, practice=True)
+    manifest = generate(tmp_path / "example", Params(n_private=4, per_image=2), seed=seed, private=private_set,
+                        public=public_set, practice=True)
     assert manifest["params"] == example["params"] and manifest["key_store"]["commitment"] == example["commitment"]
     arrays, _ = read_store(tmp_path / "example")
     assert arrays["private/source_index"].tolist() == example["private_source_index"]
@@ -350,8 +354,8 @@ def test_the_tool_gives_the_known_answers():
                      stream_context(published["params"], published["sources"]["private"], published["sources"]["public"]), 2)
     assert key.hex() == published["stream_key"]
     for purpose, head in published["first_64_bytes_of_each_stream"].items():
-        assert keystream(key, purpose, 0, 64).tobytes().hex() == head
-    assert lambda_rows(key, params, 0, 4, 2).tolist() == published["lambda_rows_0_to_3"]
+        assert keystream(key, purpose, first_block=0, n_bytes=64).tobytes().hex() == head
+    assert lambda_rows(key, params, first_row=0, n_rows=4, version=2).tolist() == published["lambda_rows_0_to_3"]
     assert acceptance(params.lambda_constraints) == published["feasibility_accepted_tries_of_the_defaults"]
     v3 = published["version_3"]
     params = Params(**v3["params"])
@@ -359,5 +363,5 @@ def test_the_tool_gives_the_known_answers():
                      stream_context(v3["params"], published["sources"]["private"], published["sources"]["public"]), 3)
     assert key.hex() == v3["stream_key"]
     assert [row.tobytes().hex() for row in sign_bits(key, 0, 3, params.image_shape)] == v3["sign_rows_0_to_2"]
-    assert lambda_rows(key, params, 0, 4, 3).tolist() == v3["lambda_rows_0_to_3"]
+    assert lambda_rows(key, params, first_row=0, n_rows=4, version=3).tolist() == v3["lambda_rows_0_to_3"]
     assert json.loads(KNOWN_ANSWERS.read_bytes().decode("ascii")) == published  # plain ASCII: one reading in any language

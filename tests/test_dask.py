@@ -66,7 +66,8 @@ def test_generate_on_the_cluster_writes_the_pinned_known_answers(tmp_path, clien
     """The practice release "kat" written by the cluster: the digests tests/test_reproduce.py pins for one process."""
     sets = [private_set, public_bank] if shape is None else [resized(s, shape) for s in (private_set, public_bank)]
     out = tmp_path / "kat"
-    generate(out, TINY, parse_seed("kat", practice=True), *sets, practice=True, format_version=version,
+    generate(out, TINY, seed=parse_seed("kat", practice=True), private=sets[0], public=sets[1], practice=True,
+             format_version=version,
              write_elsewhere=on_cluster(client))
     assert digests(out) == known
 
@@ -76,8 +77,9 @@ def test_generate_on_the_cluster_writes_the_pinned_known_answers(tmp_path, clien
 def test_generate_on_the_cluster_at_another_shape_writes_the_bytes_of_one_process(tmp_path, client, private_set,
                                                                                   public_bank, shape):
     sets = [resized(s, shape) for s in (private_set, public_bank)]
-    generate(tmp_path / "here", TWO_TASKS, SEED, *sets, chunk=1000)
-    generate(tmp_path / "there", TWO_TASKS, SEED, *sets, chunk=1000, write_elsewhere=on_cluster(client))
+    generate(tmp_path / "here", TWO_TASKS, seed=SEED, private=sets[0], public=sets[1], chunk=1000)
+    generate(tmp_path / "there", TWO_TASKS, seed=SEED, private=sets[0], public=sets[1], chunk=1000,
+             write_elsewhere=on_cluster(client))
     here, there = tree_bytes(tmp_path / "here"), tree_bytes(tmp_path / "there")
     assert list(here) == list(there) and all(here[name] == there[name] for name in here)
 
@@ -265,7 +267,7 @@ def unreadable_keys(tmp_path_factory, private_set, public_bank):
     import zarr
 
     release = tmp_path_factory.mktemp("unreadable") / "release"
-    generate(release, TWO_TASKS, SEED, private_set, public_bank, formats=("npy",))
+    generate(release, TWO_TASKS, seed=SEED, private=private_set, public=public_bank, formats=("npy",))
     lam = zarr.open_array(str(release / "secret" / "keys.zarr" / "encryption" / "lam"), mode="r+")
     lam[3900] = [0.7, 0.06, 0.06, 0.06, 0.06, 0.06]
     chunk = release / "secret" / "keys.zarr" / "encryption" / "lam" / "c" / "1" / "0"

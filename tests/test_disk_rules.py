@@ -55,7 +55,7 @@ def test_public_zarr_attributes_are_written_and_audited_alike(tiny_release, tmp_
 
 def test_holdout_is_a_keystream_purpose():
     seed = bytes(range(32))
-    assert keystream(seed, "holdout", 0, 64).tobytes() == spec.stream(seed, "holdout", 64)
+    assert keystream(seed, "holdout", first_block=0, n_bytes=64).tobytes() == spec.stream(seed, "holdout", 64)
     assert holdout_mask(seed, 1000, 0.3).tolist() == spec.holdout(seed, 1000, 0.3)
 
 

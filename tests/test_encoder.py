@@ -11,7 +11,8 @@ SEED = bytes(range(32))
 
 
 def keys_for(params, private_set, public_bank):
-    plan = draw_plan(SEED, params, private_set.labels, len(public_bank) if params.k_public else 0, 2)
+    plan = draw_plan(SEED, params, labels=private_set.labels, bank_size=len(public_bank) if params.k_public else 0,
+                     version=2)
     signs = sign_bits(SEED, 0, params.n_encryptions, (32, 32, 3)) if params.masked else np.zeros((params.n_encryptions, 384), np.uint8)
     return private_set.images[plan.selection], plan, signs
 

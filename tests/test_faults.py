@@ -88,11 +88,11 @@ def test_sigkill_at_any_point_leaves_nothing_or_a_complete_release(tmp_path):
 def test_killed_between_the_two_renames_of_a_replacement(tmp_path, private_set, public_bank, monkeypatch):
     """The replaced release (with its secret keys) is put back, not left in a hidden folder."""
     out = tmp_path / "release"
-    before = generate(out, TINY, SEED, private_set, public_bank)
+    before = generate(out, TINY, seed=SEED, private=private_set, public=public_bank)
     hidden_old = tmp_path / ".release.old-999999999"
     os.rename(out, hidden_old)  # what a kill right after the first rename of _publish leaves
     with pytest.raises(UsageError, match="already exists"):
-        generate(out, TINY, SEED, private_set, public_bank)
+        generate(out, TINY, seed=SEED, private=private_set, public=public_bank)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["release"]
     assert fmt.read_json(out / "public" / "manifest.json") == before and is_complete(out)
 
@@ -102,7 +102,7 @@ def test_an_old_release_that_cannot_be_deleted_does_not_fail_its_replacement(tmp
     """The replaced release is deleted after the new one took its name: a file that will not go
     (busy, or a disk error) leaves a leftover, not a failed run that has in fact published."""
     out = tmp_path / "release"
-    generate(out, TINY, SEED, private_set, public_bank)
+    generate(out, TINY, seed=SEED, private=private_set, public=public_bank)
     real_unlink = os.unlink
 
     def unlink(path, *args, **kwargs):
@@ -110,7 +110,7 @@ def test_an_old_release_that_cannot_be_deleted_does_not_fail_its_replacement(tmp
             raise OSError(errno.EBUSY, "Device or resource busy", path)
         return real_unlink(path, *args, **kwargs)
     monkeypatch.setattr(os, "unlink", unlink)
-    manifest = generate(out, TINY, bytes(32), private_set, public_bank, force=True)
+    manifest = generate(out, TINY, seed=bytes(32), private=private_set, public=public_bank, force=True)
     monkeypatch.undo()
     assert fmt.read_json(out / "public" / "manifest.json") == manifest and is_complete(out)
 
@@ -140,16 +140,16 @@ def test_full_disk_at_any_write_leaves_no_partial_release(tmp_path, private_set,
     else:
         monkeypatch.setattr(release_module, "encode", _failing(release_module.encode, after=3))
     with pytest.raises(UsageError, match="No space left on device"):
-        generate(tmp_path / "new", TINY, SEED, private_set, public_bank, chunk=10)
+        generate(tmp_path / "new", TINY, seed=SEED, private=private_set, public=public_bank, chunk=10)
     assert list(tmp_path.iterdir()) == []
 
 
 def test_full_disk_while_replacing_keeps_the_old_release(tmp_path, private_set, public_bank, monkeypatch):
     out = tmp_path / "release"
-    before = generate(out, TINY, SEED, private_set, public_bank)
+    before = generate(out, TINY, seed=SEED, private=private_set, public=public_bank)
     monkeypatch.setattr(release_module.fmt, "write_json", _failing(fmt.write_json))
     with pytest.raises(UsageError, match="No space left on device"):
-        generate(out, TINY, bytes(32), private_set, public_bank, force=True)
+        generate(out, TINY, seed=bytes(32), private=private_set, public=public_bank, force=True)
     assert [p.name for p in tmp_path.iterdir()] == ["release"]
     assert fmt.read_json(out / "public" / "manifest.json") == before and is_complete(out)
 

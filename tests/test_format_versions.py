@@ -81,7 +81,7 @@ def test_one_seed_two_releases_share_no_sign_mask(tmp_path, private_set, public_
               "domain": (replace(TINY, domain="positive"), private_set, public_bank)}[differs]
     masks, contexts = [], []
     for i, (params, private, public) in enumerate([(TINY, private_set, public_bank), second]):
-        generate(tmp_path / str(i), params, SEED, private, public)
+        generate(tmp_path / str(i), params, seed=SEED, private=private, public=public)
         store = fmt.open_key_store(tmp_path / str(i) / "secret" / "keys.zarr")
         masks.append(store.read("encryption/sign_bits"))
         contexts.append(store.attrs["stream_context"])
@@ -95,6 +95,7 @@ def test_version_1_shared_masks_when_a_seed_was_reused(tmp_path, private_set, pu
     masks = []
     for n_private in (20, 21):
         out = tmp_path / f"n{n_private}"
-        generate(out, Params(n_private=n_private, per_image=5), SEED, private_set, public_bank, format_version=1)
+        generate(out, Params(n_private=n_private, per_image=5), seed=SEED, private=private_set, public=public_bank,
+                 format_version=1)
         masks.append(fmt.open_key_store(out / "secret" / "keys.zarr").read("encryption/sign_bits"))
     assert np.array_equal(masks[0][:100], masks[1][:100])

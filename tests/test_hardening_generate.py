@@ -131,13 +131,13 @@ def test_killed_after_the_new_release_took_the_name_keeps_the_old_one(tmp_path):
 
 def test_leftovers_that_hold_a_replaced_release_are_never_deleted(tmp_path, private_set, public_bank):
     out = tmp_path / "r"
-    generate(out, TINY, SEED, private_set, public_bank)
+    generate(out, TINY, seed=SEED, private=private_set, public=public_bank)
     before = manifest(out)
     os.rename(out, tmp_path / ".r.old-999999999")  # a kill between the renames, by a run long gone
-    generate(tmp_path / "half", TINY, bytes(32), private_set, public_bank)
+    generate(tmp_path / "half", TINY, seed=bytes(32), private=private_set, public=public_bank)
     os.rename(tmp_path / "half", tmp_path / ".r.partial-999999999")
     with pytest.raises(UsageError, match="exists"):
-        generate(out, TINY, SEED, private_set, public_bank)
+        generate(out, TINY, seed=SEED, private=private_set, public=public_bank)
     assert manifest(out) == before and is_complete(out) and siblings(tmp_path) == ["r"]
 
 
@@ -172,7 +172,7 @@ def test_a_strong_seed_is_exactly_64_hex_digits(text):
 @pytest.mark.parametrize("text", ["00" * 32, "ff" * 32, "ab" * 32, "deadbeef" * 8, "00" * 31 + "07",
                                   bytes(range(16)).hex() * 2, bytes(range(32)).hex()])
 def test_a_low_entropy_seed_needs_practice(text):
-    with pytest.raises(ValueError, match="--practice"):
+    with pytest.raises(ValueError, match="pass practice=True"):
         parse_seed(text, practice=False)
     assert len(parse_seed(text, practice=True)) == 32
 
@@ -214,7 +214,7 @@ def test_seed_file_is_bounded_regular_and_exclusive(tmp_path):
 def test_secret_folder_is_private_whatever_the_umask(tmp_path, private_set, public_bank, umask):
     previous = os.umask(umask)
     try:
-        generate(tmp_path / "r", TINY, SEED, private_set, public_bank)
+        generate(tmp_path / "r", TINY, seed=SEED, private=private_set, public=public_bank)
     finally:
         os.umask(previous)
     secret = tmp_path / "r" / "secret"

@@ -45,7 +45,7 @@ def oracle(tiny_release, tmp_path_factory) -> Path:
 def twin_release(tmp_path_factory, private_set, public_bank) -> Path:
     """Same parameters and data as tiny_release, another seed: a different key store."""
     out = tmp_path_factory.mktemp("twin") / "release"
-    generate(out, TINY, bytes(reversed(SEED)), private_set, public_bank)
+    generate(out, TINY, seed=bytes(reversed(SEED)), private=private_set, public=public_bank)
     return out
 
 

@@ -27,27 +27,28 @@ def test_rfc8439_appendix_a1_vector():
 
 
 def test_random_access_equals_one_contiguous_stream():
-    whole = keystream(SEED, "sign", 0, 64 * 50)
-    assert np.array_equal(keystream(SEED, "sign", 7, 64 * 3), whole[7 * 64 : 10 * 64])
-    rows = row_bytes(SEED, "sign", 0, 40, 37)
-    assert np.array_equal(row_bytes(SEED, "sign", 13, 5, 37), rows[13:18])
-    words = row_words(SEED, "partners", 0, 30, 3)
-    assert np.array_equal(row_words(SEED, "partners", 11, 4, 3), words[11:15])
-    assert np.array_equal(words.reshape(-1), np.frombuffer(keystream(SEED, "partners", 0, 720).tobytes(), "<u8"))
+    whole = keystream(SEED, "sign", first_block=0, n_bytes=64 * 50)
+    assert np.array_equal(keystream(SEED, "sign", first_block=7, n_bytes=64 * 3), whole[7 * 64 : 10 * 64])
+    rows = row_bytes(SEED, "sign", first_row=0, n_rows=40, bytes_per_row=37)
+    assert np.array_equal(row_bytes(SEED, "sign", first_row=13, n_rows=5, bytes_per_row=37), rows[13:18])
+    words = row_words(SEED, "partners", first_row=0, n_rows=30, words_per_row=3)
+    assert np.array_equal(row_words(SEED, "partners", first_row=11, n_rows=4, words_per_row=3), words[11:15])
+    stream = keystream(SEED, "partners", first_block=0, n_bytes=720)
+    assert np.array_equal(words.reshape(-1), np.frombuffer(stream.tobytes(), "<u8"))
 
 
 def test_purposes_rounds_and_seeds_give_independent_streams():
-    streams = {keystream(SEED, p, 0, 64).tobytes() for p in PURPOSES}
-    streams.add(keystream(SEED, "lambda", 0, 64, round_=1).tobytes())
-    streams.add(keystream(bytes(32), "lambda", 0, 64).tobytes())
+    streams = {keystream(SEED, p, first_block=0, n_bytes=64).tobytes() for p in PURPOSES}
+    streams.add(keystream(SEED, "lambda", first_block=0, n_bytes=64, round_=1).tobytes())
+    streams.add(keystream(bytes(32), "lambda", first_block=0, n_bytes=64).tobytes())
     assert len(streams) == len(PURPOSES) + 2
 
 
 def test_counter_overflow_is_refused():
-    assert len(keystream(SEED, "sign", 2**32 - 1, 64)) == 64  # the last block of the 32-bit counter
+    assert len(keystream(SEED, "sign", first_block=2**32 - 1, n_bytes=64)) == 64  # the last block of the 32-bit counter
     for first, n_bytes in ((2**32 - 1, 65), (2**32 - 1, 128), (2**32, 1), (-1, 64)):
         with pytest.raises(ValueError, match="32-bit counter"):
-            keystream(SEED, "sign", first, n_bytes)
+            keystream(SEED, "sign", first_block=first, n_bytes=n_bytes)
 
 
 def test_nonce_is_the_purpose_padded_then_the_round():
@@ -74,7 +75,7 @@ def test_parse_seed():
     strong = "9e3b71c05fa2d846b1e07c3a5d92f4680ca7e1b53d6f082947bc1ea5603fd28b"
     assert parse_seed(strong, practice=False) == bytes.fromhex(strong)
     assert parse_seed("ab" * 32, practice=True) == bytes([0xAB] * 32)  # a repeated byte is guessable
-    with pytest.raises(ValueError, match="--practice"):
+    with pytest.raises(ValueError, match="only with practice=True"):
         parse_seed("42", practice=False)
     with pytest.raises(ValueError, match="64 hex digits"):
         parse_seed("zz" * 32, practice=False)
@@ -83,7 +84,7 @@ def test_parse_seed():
 
 
 def test_uniform_below_and_random_order():
-    words = row_words(SEED, "select", 0, 60_000, 1)[:, 0]
+    words = row_words(SEED, "select", first_row=0, n_rows=60_000, words_per_row=1)[:, 0]
     values = uniform_below(words, 6)
     counts = np.bincount(values, minlength=6)
     assert values.min() >= 0 and values.max() < 6

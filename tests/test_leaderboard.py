@@ -87,7 +87,8 @@ def test_best_and_worst_skip_a_private_image_already_shown():
     # encryptions 0..5; the three best all match private image 7: only the first of them is shown
     ssim = np.array([0.99, 0.98, 0.97, 0.5, 0.4, 0.1])
     matched = np.array([7, 7, 7, 1, 2, 3])
-    scores = Scores({}, np.arange(6), ssim, np.zeros(6, int), np.zeros(8))
+    scores = Scores({}, encryptions=np.arange(6), max_ssim=ssim, best_column=np.zeros(6, int),
+                    best_per_private=np.zeros(8))
     best, worst = leaderboard.best_and_worst(scores, matched, count=3)
     assert best.tolist() == [0, 3, 4] and worst.tolist() == [5, 4, 3]
     best, worst = leaderboard.best_and_worst(scores, np.arange(6), count=2)  # all distinct: plain order

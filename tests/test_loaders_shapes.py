@@ -226,7 +226,7 @@ def test_hostile_imagenet_batches(tmp_path):
     np.savez(f, data=np.zeros((2, 192), np.float32), labels=np.array([1, 2]))
     with pytest.raises(SourceError, match=r"data: expected uint8 \(2, 192\), got float32"):
         load_private(tmp_path)
-    with pytest.raises(SourceError, match=r"--grey: this set is RGB \(8x8x3\)"):
+    with pytest.raises(SourceError, match=r"grey: this set is RGB \(8x8x3\)"):
         write_imagenet(f, imgs, [1, 2])
         load_private(tmp_path, grey=True)
 
@@ -316,7 +316,8 @@ def test_grey_bank_at_28_follows_the_scaled_rule_whatever_the_workers(tmp_path):
         src = load_resized(pub / bank.source_files[f], 28, grey=True)[0]
         assert min(src.shape[:2]) == 35 and src.shape[2] == 1  # round_half_up(40 * 28 / 32)
         assert (x1 - x0, y1 - y0) == (28, 28) and np.array_equal(img, src[y0:y1, x0:x1])
-        assert (x0, y0) in crop_positions(SEED, bank.source_files[f], src.shape[1], src.shape[0], 2, 28)
+        assert (x0, y0) in crop_positions(SEED, bank.source_files[f], width=src.shape[1], height=src.shape[0],
+                                          k=2, patch_size=28)
     with pytest.raises(SourceError, match=r"patch size: expected 7\.\.512 px, got 6"):
         build_patch_bank(pub, tmp_path / "c", seed=SEED, workers=1, patch_size=6)
 

@@ -20,8 +20,8 @@ from verifier.describe import render, summary
 @pytest.mark.parametrize("version, shape", [(1, (32, 32, 3)), (2, (32, 32, 3)), (3, (32, 32, 3)), (3, (9, 11, 1))])
 def test_a_stored_manifest_reads_and_writes_back_byte_for_byte(tmp_path, private_set, public_bank, version, shape):
     out = tmp_path / "release"
-    written = generate(out, TINY, parse_seed("round trip", practice=True), resized(private_set, shape),
-                       resized(public_bank, shape), practice=True, format_version=version)
+    written = generate(out, TINY, seed=parse_seed("round trip", practice=True), private=resized(private_set, shape),
+                       public=resized(public_bank, shape), practice=True, format_version=version)
     stored = (out / "public" / fmt.MANIFEST_FILE).read_bytes()
     manifest = Manifest.from_json(json.loads(stored))
     assert manifest.to_bytes() == stored and manifest.to_json() == written

@@ -4,6 +4,7 @@ names its parameter (boundaries found missing by mutation testing, docs/TESTING.
 import pytest
 
 import challenge.params
+from challenge.errors import command_line
 from challenge.params import MAX_K, MIN_ACCEPTED_TRIES, ParameterError, Params
 
 
@@ -19,25 +20,42 @@ def test_the_last_valid_values_pass(params):
     assert params.validate() is params
 
 
-@pytest.mark.parametrize("params, message", [
-    (Params(k=1, k_private=1), "--k must be between 2 and 16, got 1"),
-    (Params(mode="inside", k=MAX_K + 1, k_private=MAX_K + 1), "--k must be between 2 and 16, got 17"),
-    (Params(k=6, k_private=0), "--k-private must be between 1 and --k (6), got 0"),
-    (Params(k=6, k_private=7), "--k-private must be between 1 and --k (6), got 7"),
-    (Params(k=6, k_private=6), "--mode cross needs at least one public patch: --k-private < --k"),
-    (Params(mode="mixup", k=3, k_private=3), "--mode mixup needs at least one public patch: --k-private < --k"),
-    (Params(mode="inside", k=3, k_private=2), "--mode inside mixes only private images: --k-private must equal --k (3)"),
-    (Params(k=4, c1=0.25), "--c1 must be in (1/k, 1] = (0.2500, 1], got 0.25"),
-    (Params(k=4, c1=1.01), "--c1 must be in (1/k, 1] = (0.2500, 1], got 1.01"),
-    (Params(c2=-0.01), "--c2 must be in [0, 1], got -0.01"),
-    (Params(mode="inside", k=2, k_private=2, c2=1.01), "--c2 must be in [0, 1], got 1.01"),
-    (Params(n_private=1, k_private=1, k=2), "--n-private must be at least max(2, k_private) = 2, got 1"),
-    (Params(n_private=2, k_private=3, k=4), "--n-private must be at least max(2, k_private) = 3, got 2"),
+@pytest.mark.parametrize("params, flags, keywords", [
+    (Params(k=1, k_private=1), "--k must be between 2 and 16, got 1",
+     "k must be between 2 and 16, got 1"),
+    (Params(mode="inside", k=MAX_K + 1, k_private=MAX_K + 1), "--k must be between 2 and 16, got 17",
+     "k must be between 2 and 16, got 17"),
+    (Params(k=6, k_private=0), "--k-private must be between 1 and --k (6), got 0",
+     "k_private must be between 1 and k (6), got 0"),
+    (Params(k=6, k_private=7), "--k-private must be between 1 and --k (6), got 7",
+     "k_private must be between 1 and k (6), got 7"),
+    (Params(k=6, k_private=6), "--mode cross needs at least one public patch: --k-private < --k",
+     "mode='cross' needs at least one public patch: k_private < k"),
+    (Params(mode="mixup", k=3, k_private=3), "--mode mixup needs at least one public patch: --k-private < --k",
+     "mode='mixup' needs at least one public patch: k_private < k"),
+    (Params(mode="inside", k=3, k_private=2), "--mode inside mixes only private images: --k-private must equal --k (3)",
+     "mode='inside' mixes only private images: k_private must equal k (3)"),
+    (Params(k=4, c1=0.25), "--c1 must be in (1/k, 1] = (0.2500, 1], got 0.25",
+     "c1 must be in (1/k, 1] = (0.2500, 1], got 0.25"),
+    (Params(k=4, c1=1.01), "--c1 must be in (1/k, 1] = (0.2500, 1], got 1.01",
+     "c1 must be in (1/k, 1] = (0.2500, 1], got 1.01"),
+    (Params(c2=-0.01), "--c2 must be in [0, 1], got -0.01",
+     "c2 must be in [0, 1], got -0.01"),
+    (Params(mode="inside", k=2, k_private=2, c2=1.01), "--c2 must be in [0, 1], got 1.01",
+     "c2 must be in [0, 1], got 1.01"),
+    (Params(n_private=1, k_private=1, k=2), "--n-private must be at least max(2, k_private) = 2, got 1",
+     "n_private must be at least max(2, k_private) = 2, got 1"),
+    (Params(n_private=2, k_private=3, k=4), "--n-private must be at least max(2, k_private) = 3, got 2",
+     "n_private must be at least max(2, k_private) = 3, got 2"),
 ])
-def test_the_first_invalid_values_are_named(params, message):
+def test_the_first_invalid_values_are_named(params, flags, keywords):
+    """By its keyword from Python, by its flag on the command line."""
     with pytest.raises(ParameterError) as error:
         params.validate()
-    assert str(error.value) == message
+    assert str(error.value) == keywords
+    with command_line(), pytest.raises(ParameterError) as error:
+        params.validate()
+    assert str(error.value) == flags
 
 
 def test_the_feasibility_bound_is_inclusive(monkeypatch):

@@ -126,12 +126,12 @@ def test_counts_track_scikit_image_sift():
 
 
 def test_crop_positions_deterministic_distinct_inside():
-    a = crop_positions(SEED, "n01/x.JPEG", 53, 40, 5)
-    assert a == crop_positions(SEED, "n01/x.JPEG", 53, 40, 5)
-    assert a != crop_positions(b"other", "n01/x.JPEG", 53, 40, 5)
+    a = crop_positions(SEED, "n01/x.JPEG", width=53, height=40, k=5)
+    assert a == crop_positions(SEED, "n01/x.JPEG", width=53, height=40, k=5)
+    assert a != crop_positions(b"other", "n01/x.JPEG", width=53, height=40, k=5)
     assert len(set(a)) == 5 and all(0 <= x <= 21 and 0 <= y <= 8 for x, y in a)
-    assert sorted(crop_positions(SEED, "f", 33, 32, 10)) == [(0, 0), (1, 0)]  # only 2 exist
-    assert crop_positions(SEED, "f", 31, 40, 3) == []
+    assert sorted(crop_positions(SEED, "f", width=33, height=32, k=10)) == [(0, 0), (1, 0)]  # only 2 exist
+    assert crop_positions(SEED, "f", width=31, height=40, k=3) == []
 
 
 def test_bank_contents_and_bad_inputs(tmp_path):
@@ -159,7 +159,7 @@ def test_bank_contents_and_bad_inputs(tmp_path):
         assert min(src.shape[:2]) == 40
         assert x1 - x0 == 32 and y1 - y0 == 32 and 0 <= x0 and x1 <= src.shape[1] and 0 <= y0 and y1 <= src.shape[0]
         assert np.array_equal(img, src[y0:y1, x0:x1])  # reproducible from (file, crop box)
-        assert (x0, y0) in crop_positions(SEED, files[f], src.shape[1], src.shape[0], 4)
+        assert (x0, y0) in crop_positions(SEED, files[f], width=src.shape[1], height=src.shape[0], k=4)
     assert (count_keypoints(bank.images) > 3).all()
     grey = files.index("n01/grey.JPEG")
     for img in bank.images[bank.origin[:, 0] == grey]:

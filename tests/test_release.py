@@ -81,8 +81,8 @@ def test_same_seed_same_bytes_whatever_threads_and_chunk(tmp_path):
 
 
 def test_different_seeds_give_different_releases(tmp_path, private_set, public_bank):
-    a = generate(tmp_path / "a", TINY, SEED, private_set, public_bank)
-    b = generate(tmp_path / "b", TINY, bytes(32), private_set, public_bank)
+    a = generate(tmp_path / "a", TINY, seed=SEED, private=private_set, public=public_bank)
+    b = generate(tmp_path / "b", TINY, seed=bytes(32), private=private_set, public=public_bank)
     assert a["files"]["encryption.npy"] != b["files"]["encryption.npy"]
     assert a["key_store"]["commitment"] != b["key_store"]["commitment"]
 
@@ -99,19 +99,19 @@ def test_failure_midway_leaves_nothing(tmp_path, private_set, public_bank, monke
     real_encode = release_module.encode
     monkeypatch.setattr(release_module, "encode", failing_encode)
     with pytest.raises(UsageError, match="No space left"):
-        generate(tmp_path / "out", TINY, SEED, private_set, public_bank, chunk=10)
+        generate(tmp_path / "out", TINY, seed=SEED, private=private_set, public=public_bank, chunk=10)
     assert list(tmp_path.iterdir()) == []
 
 
 def test_existing_output_is_kept_unless_forced(tmp_path, private_set, public_bank):
     out = tmp_path / "out"
-    first = generate(out, TINY, SEED, private_set, public_bank)
+    first = generate(out, TINY, seed=SEED, private=private_set, public=public_bank)
     with pytest.raises(UsageError, match="already exists"):
-        generate(out, TINY, bytes(32), private_set, public_bank)
+        generate(out, TINY, seed=bytes(32), private=private_set, public=public_bank)
     assert fmt.read_json(out / "public" / "manifest.json") == first
-    second = generate(out, TINY, bytes(32), private_set, public_bank, force=True)
+    second = generate(out, TINY, seed=bytes(32), private=private_set, public=public_bank, force=True)
     assert fmt.read_json(out / "public" / "manifest.json") == second != first
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
     (tmp_path / "notarelease").mkdir()
     with pytest.raises(UsageError, match="not a release"):
-        generate(tmp_path / "notarelease", TINY, SEED, private_set, public_bank, force=True)
+        generate(tmp_path / "notarelease", TINY, seed=SEED, private=private_set, public=public_bank, force=True)

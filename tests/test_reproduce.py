@@ -119,7 +119,8 @@ def test_known_answer_release_on_any_thread_count_and_chunk(tmp_path):
 @pytest.mark.parametrize("version", [1, 2])
 def test_older_versions_known_answers_still_come_out_and_reproduce(tmp_path, private_set, public_bank, version):
     out = tmp_path / f"kat-v{version}"
-    generate(out, TINY, parse_seed("kat", practice=True), private_set, public_bank, practice=True, format_version=version)
+    generate(out, TINY, seed=parse_seed("kat", practice=True), private=private_set, public=public_bank, practice=True,
+             format_version=version)
     assert digests(out) == KNOWN[version]
     _, differences = reproduce(out, keys(out))
     assert differences == []
@@ -133,7 +134,8 @@ def test_grey_known_answers_on_any_thread_count_and_chunk(tmp_path, private_set,
         for n_threads, chunk in ((1, 7), (min(2, numba.config.NUMBA_NUM_THREADS), 4096)):
             numba.set_num_threads(n_threads)
             out = tmp_path / f"grey-{n_threads}-{chunk}"
-            generate(out, TINY, parse_seed("kat", practice=True), *grey, practice=True, chunk=chunk)
+            generate(out, TINY, seed=parse_seed("kat", practice=True), private=grey[0], public=grey[1], practice=True,
+                     chunk=chunk)
             assert digests(out) == KNOWN_GREY
     finally:
         numba.set_num_threads(threads)
@@ -200,7 +202,7 @@ def test_a_malformed_manifest_field_is_a_difference_too(release, field, value):
 
 
 def test_key_store_of_another_seed(release, tmp_path, private_set, public_bank):
-    generate(tmp_path / "other", TINY, bytes(32), private_set, public_bank)
+    generate(tmp_path / "other", TINY, seed=bytes(32), private=private_set, public=public_bank)
     shutil.rmtree(keys(release))
     shutil.copytree(keys(tmp_path / "other"), keys(release))
     published = manifest_json(release)["key_store"]["commitment"]

@@ -80,7 +80,8 @@ def test_holdout_split_equals_verifys(n, fraction):
 @pytest.mark.parametrize("version", [1, 2, 3])
 def test_commitment_from_npy_files_equals_the_stores(tmp_path, private_set, public_bank, version):
     release = tmp_path / "release"
-    generate(release, Params(n_private=20, per_image=3), SEED, private_set, public_bank, format_version=version)
+    generate(release, Params(n_private=20, per_image=3), seed=SEED, private=private_set, public=public_bank,
+             format_version=version)
     store = fmt.open_key_store(release / "secret" / "keys.zarr")
     _write_reference(store, tmp_path / "ref")
     manifest = manifest_json(release)
@@ -100,7 +101,8 @@ def shaped(request, tmp_path_factory, private_set, public_bank):
     root = tmp_path_factory.mktemp("shaped")
     per_image = 1 if shape[0] > 100 else 3
     params = Params(n_private=20, per_image=per_image, image_shape=shape, domain=domain)
-    generate(root / "release", params, SEED, resized(private_set, shape), resized(public_bank, shape))
+    generate(root / "release", params, seed=SEED, private=resized(private_set, shape),
+             public=resized(public_bank, shape))
     store = fmt.open_key_store(root / "release" / "secret" / "keys.zarr")
     _write_reference(store, root / "input" / "ref")
     return root, store, expected_from_params(Manifest.read(root / "release").params)

@@ -43,7 +43,7 @@ def mode(path: Path) -> int:
 def other_release(tmp_path_factory, private_set, public_bank) -> Path:
     """A release of the same parameters and data with another seed: its keys are foreign to tiny_release."""
     out = tmp_path_factory.mktemp("other") / "release"
-    generate(out, TINY, bytes(32), private_set, public_bank)
+    generate(out, TINY, seed=bytes(32), private=private_set, public=public_bank)
     return out
 
 

@@ -42,7 +42,7 @@ def test_sign_row_sizes_and_pad_bits():
 def test_encoder_equals_numpy_twin_and_ignores_threads_and_chunks(private_set, public_bank, shape, mode):
     params = Params(mode=mode, n_private=20, per_image=3, image_shape=shape)
     private, bank = resized(private_set, shape), resized(public_bank, shape)
-    plan = draw_plan(SEED, params, private.labels, len(bank), 3)
+    plan = draw_plan(SEED, params, labels=private.labels, bank_size=len(bank), version=3)
     N = params.n_encryptions
     signs = sign_bits(SEED, 0, N, shape) if params.masked else np.zeros((N, sign_bytes(shape)), np.uint8)
     truth = private.images[plan.selection]
@@ -104,11 +104,13 @@ def test_key_store_chunks_hold_at_most_16_mib():
 def test_shape_mismatches_and_old_versions_are_refused(tmp_path, private_set, public_bank):
     grey = resized(private_set, (28, 28, 1))
     with pytest.raises(UsageError, match="public patches are 32x32x3, the private images 28x28x1"):
-        generate(tmp_path / "a", TINY, SEED, grey, public_bank)
+        generate(tmp_path / "a", TINY, seed=SEED, private=grey, public=public_bank)
     with pytest.raises(UsageError, match="format version 2 holds only 32x32x3 images; the private images are 28x28x1"):
-        generate(tmp_path / "b", TINY, SEED, grey, resized(public_bank, (28, 28, 1)), format_version=2)
+        generate(tmp_path / "b", TINY, seed=SEED, private=grey, public=resized(public_bank, (28, 28, 1)),
+                 format_version=2)
     with pytest.raises(ParameterError, match="height 6 is out of range"):
-        generate(tmp_path / "c", TINY, SEED, resized(private_set, (6, 6, 3)), resized(public_bank, (6, 6, 3)))
+        generate(tmp_path / "c", TINY, seed=SEED, private=resized(private_set, (6, 6, 3)),
+                 public=resized(public_bank, (6, 6, 3)))
     assert not any(tmp_path.iterdir())
 
 
@@ -189,7 +191,8 @@ def test_end_to_end_on_the_command_line(tmp_path, private_set, public_bank, shap
 def test_wrong_shape_submission_gets_a_hint(tmp_path, private_set, public_bank):
     shape = (28, 28, 1)
     release = tmp_path / "release"
-    generate(release, Params(n_private=10, per_image=3), SEED, resized(private_set, shape), resized(public_bank, shape),
+    generate(release, Params(n_private=10, per_image=3), seed=SEED, private=resized(private_set, shape),
+             public=resized(public_bank, shape),
              progress=False)
     for array, hint in ((np.zeros((30, 28, 28), np.float32), "no channel axis: add one with x.reshape(-1, 28, 28, 1)"),
                         (np.zeros((30, 784), np.float32), "flattened: reshape with x.reshape(-1, 28, 28, 1)"),

@@ -41,7 +41,7 @@ def test_the_page_says_at_the_top_that_it_shows_the_private_images(report):
 def other_release(request, tmp_path_factory, private_set, public_bank):
     out = tmp_path_factory.mktemp("other") / "release"
     params = TINY if request.param == "same parameters" else replace(TINY, per_image=4)
-    generate(out, params, bytes(range(1, 33)), private_set, public_bank)
+    generate(out, params, seed=bytes(range(1, 33)), private=private_set, public=public_bank)
     return out
 
 

@@ -11,14 +11,16 @@ from verifier.scoring import Scores
 from verifier.strength import PAIRING, Attacker, Entry, above_floors, floor_ssim, verdict
 
 # the registered attacks pool and graph, as the command tree passes them to strength (pool not assessed unless run)
-ATTACKERS = [Attacker(a.name, a.attacker, a.has, missing="give --pool the data set the private images come from")
+ATTACKERS = [Attacker(a.name, who=a.attacker, has=a.has, missing="give --pool the data set the private images come from")
              for a in ATTACKS if a.name in ("pool", "graph")]
 
 
 def entry(name: str, best: list[float], keyless: bool = False) -> Entry:
     best = np.array(best)
     summary = {"Max_SSIM": float(np.mean(best)), "n_private": len(best)}
-    return Entry(name, keyless, 1.0, Scores(summary, np.arange(len(best)), best, np.zeros(len(best)), best), {}, None)
+    scores = Scores(summary, encryptions=np.arange(len(best)), max_ssim=best, best_column=np.zeros(len(best)),
+                    best_per_private=best)
+    return Entry(name, keyless, 1.0, scores, {}, None)
 
 
 def scored(entries: list[Entry]) -> tuple[list[Entry], np.ndarray]:

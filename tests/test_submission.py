@@ -201,7 +201,7 @@ def test_bad_arguments_exit_2(tmp_path, capsys, tiny_release):
 def test_keys_of_another_release_with_the_same_parameters(tmp_path, capsys, tiny_release, private_set, public_bank):
     """Same parameters, same data, another seed: only the commitment tells the key stores apart."""
     other = tmp_path / "other"
-    generate(other, TINY, bytes(32), private_set, public_bank)
+    generate(other, TINY, seed=bytes(32), private=private_set, public=public_bank)
     assert manifest_json(other)["params"] == manifest_json(tiny_release)["params"]
     folder = make(tmp_path / "s", good())
     code, _, err = verify(capsys, folder, "--release", tiny_release, "--keys", other / "secret" / "keys.zarr")

@@ -32,7 +32,7 @@ def public_digests(release: Path) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def npy_release(tmp_path_factory, private_set, public_bank) -> Path:
     out = tmp_path_factory.mktemp("npy") / "release"
-    generate(out, TINY, SEED, private_set, public_bank, formats=("npy",))
+    generate(out, TINY, seed=SEED, private=private_set, public=public_bank, formats=("npy",))
     return out
 
 
@@ -74,7 +74,7 @@ def test_zarr_chunks_are_the_bytes_zarr_writes_whatever_the_chunk(tmp_path, priv
     """Chunk files are written from the rows, not by zarr: byte for byte what zarr writes, at any --chunk."""
     params = Params(n_private=20, per_image=per_image)
     out = tmp_path / "r"
-    generate(out, params, SEED, private_set, public_bank, chunk=chunk)
+    generate(out, params, seed=SEED, private=private_set, public=public_bank, chunk=chunk)
     public = out / "public"
     manifest = fmt.read_json(public / "manifest.json")
     assert manifest["files"] == public_digests(out)
@@ -107,7 +107,7 @@ def test_generate_never_reads_back_what_it_wrote_to_hash_it(tmp_path, private_se
     hashed = []
     real = fmt.sha256_file
     monkeypatch.setattr(fmt, "sha256_file", lambda path, *a: hashed.append(Path(path).name) or real(path, *a))
-    generate(tmp_path / "r", TINY, SEED, private_set, public_bank)
+    generate(tmp_path / "r", TINY, seed=SEED, private=private_set, public=public_bank)
     # only the small files zarr and Pillow write themselves: zarr.json and preview.png
     assert set(hashed) <= {"zarr.json", "preview.png"}, hashed
 
@@ -127,13 +127,13 @@ def test_every_file_is_synced_before_the_release_takes_its_name(tmp_path, privat
 
     monkeypatch.setattr(release_module.os, "fsync", fsync)
     monkeypatch.setattr(release_module, "_publish", publish)
-    generate(tmp_path / "r", TINY, SEED, private_set, public_bank)
+    generate(tmp_path / "r", TINY, seed=SEED, private=private_set, public=public_bank)
     assert str(tmp_path) in synced  # the rename itself, too
 
 
 @pytest.mark.parametrize("text", ["zarr", "npy,hdf5", "", "npy;zarr"])
 def test_formats_without_npy_or_unknown_are_refused(text, tmp_path):
-    with pytest.raises(UsageError, match="--formats"):
+    with pytest.raises(UsageError, match=f"formats={text!r}: "):
         parse_formats(text)
     result = run_cli("generate", "--out", str(tmp_path / "r"), "--formats", text, *TINY_ARGS)
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1 and "--formats" in result.stderr

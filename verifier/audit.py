@@ -26,7 +26,7 @@ from challenge import files
 from challenge import format as fmt
 from challenge.domain import affine, to_uint8
 from challenge.encoding import encode
-from challenge.errors import UsageError
+from challenge.errors import UsageError, argument
 from challenge.keys import distinct_below, lambda_rows, select_private, sign_bits
 from challenge.keystream import random_order, row_words, stream_key
 from challenge.labels import weighted_labels
@@ -114,7 +114,7 @@ def audit(release: Path, keys: Path, chunk: int = 4096, runner: Runner | None = 
     if not (keys / "zarr.json").exists():
         raise UsageError(f"{keys}: not a key store (no zarr.json)")
     if chunk < 1:
-        raise UsageError(f"--chunk must be positive, got {chunk}")
+        raise UsageError(f"{argument('chunk')} must be positive, got {chunk}")
     return _Audit(release, keys, chunk, runner or Runner()).run()
 
 
@@ -583,16 +583,18 @@ def check_chunk(rows: RowContext, arrays: dict[str, np.ndarray], a: int, b: int)
     # seed: every key of the row is the one its index draws
     seed = rows.key
     first = rows.order[a:b] // params.per_image
-    partners = distinct_below(row_words(seed, "partners", a, b - a, kp - 1), n, excluded=first[:, None])
+    partners = distinct_below(row_words(seed, "partners", first_row=a, n_rows=b - a, words_per_row=kp - 1), n,
+                              excluded=first[:, None])
     tally("seed_keys", pi_file, np.any(pi != np.concatenate([first[:, None], partners], axis=1), axis=1),
           "not the images the seed draws")
     if params.k_public and rows.bank_size is not None:
-        bank = distinct_below(row_words(seed, "public", a, b - a, params.k_public), rows.bank_size)
+        bank = distinct_below(row_words(seed, "public", first_row=a, n_rows=b - a, words_per_row=params.k_public),
+                              rows.bank_size)
         stored = np.full(pu.shape, -1, np.int64)
         stored[ok] = t["public/bank_index"][pu[ok]]
         tally("seed_keys", pu_file, ok & np.any(stored != bank, axis=1), "not the patches the seed draws")
-    tally("seed_keys", lam_file, rows_differ(lam, lambda_rows(seed, params, a, b - a, rows.version)),
-          "not the lambdas the seed draws")
+    drawn = lambda_rows(seed, params, first_row=a, n_rows=b - a, version=rows.version)
+    tally("seed_keys", lam_file, rows_differ(lam, drawn), "not the lambdas the seed draws")
     signs_file = rows.key_file("encryption/sign_bits")
     if params.masked:
         tally("seed_keys", signs_file, rows_differ(signs, sign_bits(seed, a, b - a, params.image_shape)), "not the sign mask the seed draws")

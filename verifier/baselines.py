@@ -24,7 +24,7 @@ import numpy as np
 
 from challenge import format as fmt
 from challenge.domain import UINT8_TO_CENTERED
-from challenge.errors import UsageError
+from challenge.errors import UsageError, argument
 from verifier import metrics
 from challenge.npy import ROWS
 from challenge.submission import Expected, encryption_blocks, write_submission
@@ -140,26 +140,62 @@ def pairing_blocks(store: fmt.KeyStore, encryptions: Iterator[np.ndarray], expec
 
 def write_baseline(kind: str, out: Path, expected: Expected, *, store: fmt.KeyStore | None = None,
                    release: Path | None = None, seed: int = 0, rows: int = ROWS, force: bool = False) -> Path:
-    """Write the ``kind`` baseline for a release described by ``expected`` into ``out``."""
+    """Write a baseline submission into ``out``: the scale of the scores on a release.
+
+    Parameters
+    ----------
+    kind : str
+        One of :data:`KINDS`: ``oracle`` (the ground truth), ``blind`` (``|encryption|``
+        stretched to the domain), ``noise``, ``constant`` and ``mean`` (the floors), ``pairing``
+        (a least-squares fit given the true pairing and lambdas).
+    out : path
+        The submission folder.
+    expected : Expected
+        What the release's submissions look like (``release.expected`` of :func:`attacks.open_public`).
+    store : KeyStore, optional
+        The key store: needed by oracle, constant, mean and pairing.
+    release : path, optional
+        The release folder: needed by blind and pairing.
+    seed : int, optional
+        The noise baseline's random seed.
+    rows : int, optional
+        Rows made at a time: bounds memory.
+    force : bool, optional
+        Replace an existing submission.
+
+    Returns
+    -------
+    path : Path
+        The ``decryption.npy`` written.
+
+    Raises
+    ------
+    UsageError
+        If ``kind`` is unknown or lacks ``store`` or ``release``, or the submission cannot be
+        written (:func:`challenge.write_submission`).
+    """
+    keys = argument("store", flag="--keys")  # as a message names it
     if kind == "oracle":
         if store is None:
-            raise UsageError("the oracle baseline needs --keys (it submits the ground truth)")
+            raise UsageError(f"the oracle baseline needs {keys} (it submits the ground truth)")
         blocks, dtype = oracle_blocks(store, rows), "uint8"
     elif kind == "blind":
         if release is None:
-            raise UsageError("the blind baseline needs --release (it reads public/encryption.npy)")
+            raise UsageError(f"the blind baseline needs {argument('release')} (it reads public/encryption.npy)")
         blocks, dtype = (blind(block, expected) for block in encryption_blocks(release, expected, rows)), "float32"
     elif kind == "pairing":
         if store is None or release is None:
-            raise UsageError("the pairing baseline needs --keys (the pairing and lambdas) and --release (the encryptions)")
+            raise UsageError(f"the pairing baseline needs {keys} (the pairing and lambdas) and {argument('release')} "
+                             "(the encryptions)")
         blocks, dtype = pairing_blocks(store, encryption_blocks(release, expected, rows), expected, rows), "float32"
     elif kind == "noise":
         blocks, dtype = noise_blocks(expected, seed, rows), "float32"
     elif kind in FLOORS:
         if store is None:
-            raise UsageError(f"the {kind} baseline needs --keys (it is fitted to the private images)")
+            raise UsageError(f"the {kind} baseline needs {keys} (it is fitted to the private images)")
         blocks, dtype = floor_blocks(kind, store, expected, rows), "uint8"
     else:
         raise UsageError(f"unknown baseline {kind!r}; expected one of {', '.join(KINDS)}")
     metadata = {"team": "baseline", "method": METHODS[kind]}
-    return write_submission(out, blocks, expected, dtype, metadata, force, private=kind in FROM_KEYS)
+    return write_submission(out, blocks, expected=expected, dtype=dtype, metadata=metadata, force=force,
+                            private=kind in FROM_KEYS)

@@ -48,7 +48,7 @@ import numpy as np
 from challenge import __version__
 from challenge import format as fmt
 from challenge.domain import to_uint8
-from challenge.errors import UsageError
+from challenge.errors import UsageError, argument
 from challenge.manifest import Manifest
 from challenge.submission import (DECRYPTION_FILE, METADATA_FILE, encryption_blocks, expected_from_params,
                                   open_for_scoring, write_submission)
@@ -317,8 +317,8 @@ def _sample(release: Path, expected, folder: Path) -> Path:
     """The blind baseline as uint8 (a quarter of float32's size), zipped as participants submit."""
     blocks = (to_uint8(blind(block, expected), expected.domain) for block in encryption_blocks(release, expected))
     sub = folder / "sample"
-    write_submission(sub, blocks, expected, "uint8", {"team": "baseline", "method": "blind: |encryption| stretched "
-                     "per image to the pixel range"})
+    write_submission(sub, blocks, expected=expected, dtype="uint8",
+                     metadata={"team": "baseline", "method": "blind: |encryption| stretched per image to the pixel range"})
     path = folder / "sample_submission.zip"
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
         for name in (DECRYPTION_FILE, METADATA_FILE):
@@ -381,11 +381,11 @@ def make_bundle(release: str | os.PathLike, keys: str | os.PathLike, out_zip: st
     release, keys, out_zip = Path(release), Path(keys), Path(out_zip)
     start = start or datetime.now(timezone.utc).date()
     if out_zip.exists() and not force:
-        raise UsageError(f"{printable(out_zip)}: already exists; pass --force to replace it")
+        raise UsageError(f"{printable(out_zip)}: already exists; pass {argument('force', True)} to replace it")
     if holdout is not None and end is None:
         raise UsageError("a bundle with a holdout needs an end date for its development phase (the final phase starts then)")
     if end is not None and end <= start:
-        raise UsageError(f"--end {end.isoformat()} is not after --start {start.isoformat()}")
+        raise UsageError(f"{argument('end', end.isoformat())} is not after {argument('start', start.isoformat())}")
     if per_day < 1 or total < 1:
         raise UsageError(f"submission limits must be positive, got {per_day} a day and {total} in all")
     if wheel is not None:

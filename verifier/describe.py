@@ -15,7 +15,7 @@ import numpy as np
 from challenge import files
 from challenge import format as fmt
 from challenge.domain import describe as domain_json, to_uint8
-from challenge.errors import UsageError
+from challenge.errors import UsageError, argument
 from challenge.preview import contact_sheet, save_png
 from challenge.files import safe_name
 from challenge.manifest import Manifest, json_get, seed_json
@@ -135,7 +135,7 @@ def write_sheet(release: Path, keys: Path, out: Path, count: int = 8) -> Path:
     The sheet shows the ground truth, so it is as secret as the key store: mode 0600 whatever the
     umask, and written atomically (a full disk leaves no half picture that looks whole).
     """
-    check_output(out, "--sheet")
+    check_output(out, argument("out", flag="--sheet"))
     store = fmt.open_key_store(keys)
     fmt.check_commitment(Manifest.read(release, problems=[]).commitment, store, release, keys)
     tiles, columns, captions = sheet(release, store, count)
@@ -144,4 +144,4 @@ def write_sheet(release: Path, keys: Path, out: Path, count: int = 8) -> Path:
     try:
         return files.write_atomic(out, png.getvalue(), mode=0o600)
     except files.UnsafeFile as e:
-        raise UsageError(f"--sheet {e}") from None
+        raise UsageError(f"{argument('out', flag='--sheet')} {e}") from None

@@ -14,7 +14,7 @@ import html
 import io
 import re
 from contextlib import ExitStack
-from dataclasses import dataclass, field, replace
+from dataclasses import KW_ONLY, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +22,7 @@ from PIL import Image
 
 from challenge import format as fmt
 from challenge.domain import to_uint8
-from challenge.errors import UsageError
+from challenge.errors import UsageError, argument
 from challenge.manifest import Manifest
 from challenge.preview import contact_sheet, save_png
 from verifier.archive import add_layout_hint, submission_folder
@@ -59,6 +59,7 @@ class Pair:
 
     kind: str
     place: int
+    _: KW_ONLY
     encryption: int
     private: int | None  # None on a public board, which never shows or names a private image
     ssim: float
@@ -78,6 +79,7 @@ class Release:
 @dataclass
 class Entry:
     folder: Path
+    _: KW_ONLY
     validation: Validation
     scores: Scores | None
     pairs: list[Pair] = field(default_factory=list)  # its pictured recoveries, best then worst
@@ -148,7 +150,8 @@ def recovery_pairs(entry: Entry, store: fmt.KeyStore, expected: Expected, count:
                 np.concatenate([recovery, store.rows("private/images", p, p + 1)]), [f"recovery {i}", f"private {p}"])
             scale = max(1, round(TILE_PIXELS / max(tiles.shape[1:3])))
             picture = contact_sheet(tiles, columns=len(tiles), scale=scale, captions=captions)
-            out.append((Pair(kind, place, i, None if public else p, published(float(scores.max_ssim[at]))), picture))
+            pair = Pair(kind, place, encryption=i, private=None if public else p, ssim=published(float(scores.max_ssim[at])))
+            out.append((pair, picture))
     return out
 
 
@@ -175,7 +178,8 @@ def build(submissions: list[Path], store: fmt.KeyStore, *, rows: int = ROWS, sel
     for path in map(Path, submissions):
         first = seen.setdefault(_identity(path), path)
         if first is not path:  # the same folder or file given twice (or through a link): ranked once
-            entries.append(Entry(path, Validation(path, [f"same file as {printable(first)}, ranked once"]), None))
+            repeated = Validation(path, [f"same file as {printable(first)}, ranked once"])
+            entries.append(Entry(path, validation=repeated, scores=None))
             continue
         try:
             folder = unpacked.enter_context(submission_folder(path, expected)) if unpacked is not None else path
@@ -188,7 +192,7 @@ def build(submissions: list[Path], store: fmt.KeyStore, *, rows: int = ROWS, sel
             add_layout_hint(validation)
         except UsageError as e:  # not a folder, unreadable, an unsafe archive: invalid, the others are still ranked
             validation, scores = Validation(path, [str(e).removeprefix(f"{printable(path)}: ")]), None
-        entries.append(Entry(path, validation, scores))
+        entries.append(Entry(path, validation=validation, scores=scores))
     for kind in floors:
         if cluster is None:
             scores = score_blocks(floor_blocks(kind, store, expected, rows), store, expected, selected=selected)
@@ -197,7 +201,8 @@ def build(submissions: list[Path], store: fmt.KeyStore, *, rows: int = ROWS, sel
 
             scores = score_image_on_cluster(cluster, floor_image(kind, store), store, expected, rows=rows, selected=selected)
         metadata = {"team": "reference", "method": f"{kind} floor: a trivial submission (docs/FORMAT.md, section 8)"}
-        entries.append(Entry(Path(kind), Validation(Path(kind), [], None, metadata), scores, reference=kind))
+        entries.append(Entry(Path(kind), validation=Validation(Path(kind), [], None, metadata), scores=scores,
+                             reference=kind))
     return entries
 
 
@@ -386,7 +391,7 @@ def html_page(entries: list[Entry], release: Release | None = None, sizes: dict[
 def check_replaceable(out: Path, force: bool) -> None:
     """Refuse to write over a board in ``out`` unless ``force``: checked before any scoring starts."""
     if not force and any((Path(out) / name).exists() for name in (LEADERBOARD_MD, LEADERBOARD_HTML)):
-        raise UsageError(f"{printable(out)}: already holds a leaderboard; pass --force to replace it")
+        raise UsageError(f"{printable(out)}: already holds a leaderboard; pass {argument('force', True)} to replace it")
 
 
 def write(entries: list[Entry], store: fmt.KeyStore, out: Path, release: Path | None = None, *,

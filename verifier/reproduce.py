@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image
 
 from challenge import format as fmt
-from challenge.errors import UsageError
+from challenge.errors import UsageError, argument
 from challenge.imageset import ImageSet
 from challenge.params import Params
 from challenge.text import printable
@@ -111,13 +111,13 @@ def open_published(release: Path, keys: Path) -> Published:
 
 
 def check_work(work: Path | None) -> None:
-    """``--work`` must be a folder; checked before anything is loaded."""
+    """``work`` must be a folder; checked before anything is loaded."""
     if work is not None and not Path(work).is_dir():
-        raise UsageError(f"--work {work}: not a folder")
+        raise UsageError(f"{argument('work', work)}: not a folder")
 
 
 def _where(work: Path | None) -> str:
-    return f"--work {work}" if work is not None else f"the temporary folder {tempfile.gettempdir()}"
+    return argument("work", work) if work is not None else f"the temporary folder {tempfile.gettempdir()}"
 
 
 @contextmanager

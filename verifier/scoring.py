@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
 import numpy as np
 
 from challenge import format as fmt
-from challenge.errors import UsageError
+from challenge.errors import UsageError, argument
 from challenge.files import write_files
 from challenge.keystream import row_words
 from verifier import metrics
@@ -93,17 +93,39 @@ def holdout_mask(seed: bytes, n_encryptions: int, fraction: float) -> np.ndarray
     without them can tell which encryptions count for the final board.
     """
     if not 0 < fraction < 1:
-        raise UsageError(f"--holdout is {fraction}; expected a fraction strictly between 0 and 1")
+        raise UsageError(f"{argument('holdout')} is {fraction}; expected a fraction strictly between 0 and 1")
     bound = np.uint64(int(fraction * 2**64))
     mask = np.empty(n_encryptions, bool)
     for start in range(0, n_encryptions, _HOLDOUT_ROWS):
         stop = min(start + _HOLDOUT_ROWS, n_encryptions)
-        mask[start:stop] = row_words(seed, "holdout", start, stop - start, 1)[:, 0] < bound
+        words = row_words(seed, "holdout", first_row=start, n_rows=stop - start, words_per_row=1)
+        mask[start:stop] = words[:, 0] < bound
     return mask
 
 
 def selected_rows(store: fmt.KeyStore, holdout: float | None, part: str = "public") -> np.ndarray | None:
-    """The encryptions a score covers: all (None) without a holdout, else its ``part``."""
+    """The encryptions a score covers under a holdout.
+
+    Parameters
+    ----------
+    store : KeyStore
+        The key store, whose seed draws the split.
+    holdout : float or None
+        The fraction held out for the final board, strictly between 0 and 1; None: no holdout.
+    part : {'public', 'final'}, optional
+        The part scored: the public leaderboard's, or the held-out one.
+
+    Returns
+    -------
+    rows : ndarray of bool or None
+        (N,): True for each encryption of ``part``, for :func:`score_array`'s ``selected``;
+        None (all) without a holdout.
+
+    Raises
+    ------
+    UsageError
+        If ``holdout`` is not in (0, 1), ``part`` is unknown, or the part is empty.
+    """
     if holdout is None:
         return None
     if part not in PARTS:
@@ -111,7 +133,8 @@ def selected_rows(store: fmt.KeyStore, holdout: float | None, part: str = "publi
     final = holdout_mask(bytes(store.read("seed")), store.params.n_encryptions, holdout)
     rows = final if part == "final" else ~final
     if not rows.any():
-        raise UsageError(f"--holdout {holdout} leaves no encryption in the {part} part; choose another fraction")
+        raise UsageError(f"{argument('holdout', holdout)} leaves no encryption in the {part} part; "
+                         "choose another fraction")
     return rows
 
 
@@ -120,6 +143,7 @@ class Scores:
     """Aggregates plus the per-encryption and per-private-image detail behind them."""
 
     summary: dict  # headline() name -> float, plus counts
+    _: KW_ONLY
     encryptions: np.ndarray  # (E,) the encryption rows these scores cover, ascending
     max_ssim: np.ndarray  # (E,) per covered encryption
     best_column: np.ndarray  # (E,) which private image (column of private_index) gave max_ssim
@@ -180,7 +204,8 @@ class Accumulator:
         summary["n_encryptions"] = n
         summary["n_private"] = len(seen)
         best = np.where(seen, self.best_per_private, np.nan)
-        return Scores(summary, rows, max_ssim.copy(), self.best_column[rows], best)
+        return Scores(summary, encryptions=rows, max_ssim=max_ssim.copy(), best_column=self.best_column[rows],
+                      best_per_private=best)
 
 
 def _accumulate(store: fmt.KeyStore, expected: Expected, selected: np.ndarray | None, engine: Engine):
@@ -220,12 +245,37 @@ def score_blocks(blocks: Iterable[np.ndarray], store: fmt.KeyStore, expected: Ex
 
 def score_array(decryption, keys: Path | str | fmt.KeyStore, *, release: Path | str | None = None, rows: int = ROWS,
                 selected: np.ndarray | None = None, engine: Engine = metrics.score_pairs) -> Scores:
-    """Score a recovery held in memory (a notebook's array, shape (N, H, W, C), the release's images) against ``keys``.
+    """Score a recovery held in memory against the ground truth in ``keys``.
 
-    The array gets the checks ``verify`` gives ``decryption.npy`` (dtype, shape, finite values in the
-    release's domain, or uint8) and the same streaming scorer, so the scores are ``verify``'s.
-    ``keys`` is a key store path or an opened :class:`challenge.format.KeyStore`; with ``release``,
-    the key store must be the one its manifest commits to.  A problem is one :class:`UsageError`.
+    The array gets the checks ``verify`` gives ``decryption.npy`` and the same streaming scorer, so
+    the scores are ``verify``'s.
+
+    Parameters
+    ----------
+    decryption : array_like
+        (N, H, W, C): float32 or float64 in the release's pixel domain, or uint8; any byte order.
+    keys : path or KeyStore
+        The key store, a path or opened (:func:`challenge.open_key_store`).
+    release : path, optional
+        The release: the key store must then be the one its manifest commits to.
+    rows : int, optional
+        Rows scored at a time: bounds memory, never changes a score.
+    selected : ndarray of bool, optional
+        (N,): the encryptions that count (:func:`selected_rows`); all by default.
+    engine : callable, optional
+        The pair scorer (:func:`verifier.metrics.score_pairs`); tests swap in a reference.
+
+    Returns
+    -------
+    scores : Scores
+        ``scores.summary`` maps each metric to its value (:func:`platform_scores` rounds them as
+        published), beside per-encryption and per-private-image detail.
+
+    Raises
+    ------
+    UsageError
+        If the array is not a valid submission (shape, dtype, NaN, values outside the domain), or
+        the key store is not the release's.
     """
     if isinstance(keys, fmt.KeyStore):
         expected, store = expected_from_keys(keys), keys
@@ -251,14 +301,37 @@ def _native(block: np.ndarray) -> np.ndarray:
 
 
 def format_table(scores: Scores) -> str:
-    """The scores as aligned ``name  value  meaning`` lines (with how many images ``recovered_share`` counts)."""
+    """The scores as a table for people.
+
+    Parameters
+    ----------
+    scores : Scores
+        From :func:`score_array`.
+
+    Returns
+    -------
+    table : str
+        Aligned ``name  value  meaning`` lines, one per metric (with how many images
+        ``recovered_share`` counts).
+    """
     s = scores.summary
     counted = {"recovered_share": f" ({round(s['recovered_share'] * s['n_private'])} of {s['n_private']})"}
     return "\n".join(f"{m.name:<16}{published(s[m.name]):9.4f}  {m.meaning}{counted.get(m.name, '')}" for m in METRICS)
 
 
 def platform_scores(scores: Scores) -> dict:
-    """The flat name -> published number mapping challenge platforms read."""
+    """The scores as challenge platforms read them (``scores.json``).
+
+    Parameters
+    ----------
+    scores : Scores
+        From :func:`score_array`.
+
+    Returns
+    -------
+    scores : dict
+        Each headline metric's name -> its value, rounded as published.
+    """
     return {name: published(scores.summary[name]) for name in headline()}
 
 

@@ -18,14 +18,14 @@ import html
 import io
 import json
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import KW_ONLY, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 
 from challenge import format as fmt
-from challenge.errors import UsageError
+from challenge.errors import UsageError, argument
 from challenge.files import output_folder, write_files
 from challenge.preview import save_png
 from challenge.submission import Expected, encryption_blocks, open_for_scoring, write_submission
@@ -92,15 +92,16 @@ class Attacker:
     attacker has; ``write`` runs it (None: not assessed here, ``missing`` says what it needs)."""
 
     name: str
+    _: KW_ONLY
     who: str
     has: str
     write: Writer | None = None
     missing: str = ""
 
 
-PAIRING = Attacker("pairing", "an attacker given the keys' pairing",  # the verifier's own baseline, always run
-                   "which private images each encryption mixes, and their lambdas, from the keys: the ceiling of the "
-                   "graph attack's last step once its grouping is solved")
+PAIRING = Attacker("pairing", who="an attacker given the keys' pairing",  # the verifier's own baseline, always run
+                   has="which private images each encryption mixes, and their lambdas, from the keys: the ceiling of "
+                   "the graph attack's last step once its grouping is solved")
 
 
 def strength(release_path: Path, keys: Path, out: Path, attackers: Sequence[Attacker], *, force: bool = False,
@@ -134,7 +135,7 @@ def strength(release_path: Path, keys: Path, out: Path, attackers: Sequence[Atta
     out = Path(out)
     report_path = out / STRENGTH_JSON
     if report_path.exists() and not force:
-        raise UsageError(f"{report_path}: already exists; pass --force to replace it")
+        raise UsageError(f"{report_path}: already exists; pass {argument('force', True)} to replace it")
     subs = out / "submissions"
 
     def floor(kind: str) -> Writer:
@@ -180,7 +181,8 @@ def strength(release_path: Path, keys: Path, out: Path, attackers: Sequence[Atta
 
 
 def _write(folder: Path, blocks, dtype: str, expected: Expected, method: str, force: bool) -> dict:
-    write_submission(folder, blocks, expected, dtype, {"team": "instahide strength", "method": method}, force)
+    write_submission(folder, blocks, expected=expected, dtype=dtype,
+                     metadata={"team": "instahide strength", "method": method}, force=force)
     return {}
 
 
@@ -235,7 +237,8 @@ def _pictures(entries: list[Entry], store: fmt.KeyStore, expected: Expected) -> 
     for e in entries:
         if e.name in FLOORS:
             continue
-        for pair, picture in recovery_pairs(Scored(Path(e.name), e.validation, e.scores), store, expected):
+        scored = Scored(Path(e.name), validation=e.validation, scores=e.scores)
+        for pair, picture in recovery_pairs(scored, store, expected):
             name = f"{PICTURES_DIR}/{e.name}-{pair.kind}{pair.place}.png"
             buffer = io.BytesIO()
             save_png(picture, buffer)

@@ -14,7 +14,7 @@ outputs only through :func:`printable`.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
@@ -103,6 +103,7 @@ class ValueTally:
     """Running count of non-finite and out-of-range values over the streamed rows."""
 
     expected: Expected
+    _: KW_ONLY
     nonfinite: BadValues = field(default_factory=BadValues)
     outside: BadValues = field(default_factory=BadValues)
     vmin: float = np.inf

@@ -41,6 +41,7 @@ from typing import Callable
 
 import numpy as np
 
+from challenge.errors import argument
 from challenge.geometry import MAX_IMAGE_SIDE, MIN_IMAGE_SIDE
 from challenge.imageset import ImageSet
 from generator.default_data import default_private, default_public
@@ -140,7 +141,7 @@ def _check_size(size: int | None) -> None:
 def _reshaped(s: ImageSet, size: int | None, grey: bool, where: str) -> ImageSet:
     """``s`` resized to size x size (None: as it is); ``grey`` only confirms a grey set."""
     if grey and s.image_shape[2] != 1:
-        raise SourceError(f"{where}: --grey: this set is RGB ({'x'.join(map(str, s.image_shape))}); "
+        raise SourceError(f"{where}: {argument('grey')}: this set is RGB ({'x'.join(map(str, s.image_shape))}); "
                           "grey decoding applies to image folders (convert the data set to grey first)")
     if size is None or s.image_shape[:2] == (size, size):
         return s
@@ -166,12 +167,36 @@ def load_public(path: str | os.PathLike) -> ImageSet:
                     ("file", "record"))
 
 
-def load_sources(private_path: Path | None, public_path: Path | None, params, size: int | None = None,
+def load_sources(private_path: Path | None, public_path: Path | None, params, *, size: int | None = None,
                  grey: bool = False):
     """The private set and (when the mode uses one) the public bank; embedded data by default.
 
-    ``size`` and ``grey`` shape the private set (:func:`load_private`); the bank must have its
-    shape: one built here from an image folder is built at it, a stored one that differs is refused.
+    Parameters
+    ----------
+    private_path : path or None
+        A data set in one of :data:`LAYOUTS` or an image folder (:func:`load_private`); None: the
+        embedded private set.
+    public_path : path or None
+        A patch bank (``instahide patches``), an ``.npz`` of patches, or an image folder (a bank
+        is built of it at the private images' shape); None: the embedded patches.
+    params : Params
+        The release's parameters: whether its mode uses public patches.
+    size : int, optional
+        Resize the private images to size x size.
+    grey : bool, optional
+        Decode an image folder to grey.
+
+    Returns
+    -------
+    private : ImageSet
+    public : ImageSet or None
+        None when ``params.mode`` uses no public patch.
+
+    Raises
+    ------
+    SourceError
+        If a data set is unreadable or malformed, or the bank's shape is not the private images'
+        (a :class:`challenge.UsageError`).
     """
     _check_size(size)
     if private_path is not None:
@@ -188,7 +213,8 @@ def load_sources(private_path: Path | None, public_path: Path | None, params, si
         where = "the embedded public patches" if public_path is None else str(public_path)
         raise SourceError(
             f"{where}: patches are {_shape_text(public.image_shape)}, the private images "
-            f"{_shape_text(shape)}; every image of a release has one shape: give --public an image folder "
+            f"{_shape_text(shape)}; every image of a release has one shape: give "
+            f"{argument('public_path', flag='--public')} an image folder "
             f"(a bank is built at the private shape) or build one with 'instahide patches DIR --out bank.zarr "
             f"--size {shape[0]}{' --grey' if shape[2] == 1 else ''}'")
     return private, public
@@ -202,7 +228,7 @@ def _bank_from_folder(folder: Path, shape: tuple[int, int, int]) -> ImageSet:
     """Build a patch bank of an image folder with the default settings at ``shape``, in a temporary place."""
     if shape[0] != shape[1]:
         raise SourceError(f"{folder}: patch banks are square; the private images are {_shape_text(shape)}: "
-                          "resize them with --size")
+                          f"resize them with {argument('size')}")
     with tempfile.TemporaryDirectory(prefix="instahide-bank-") as tmp:
         bank = Path(tmp) / "bank.zarr"
         with bank_progress("bank", resumable=False) as hooks:
