@@ -30,6 +30,7 @@ import shutil
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -62,14 +63,12 @@ def nearest_share(release, truth) -> float:
 def big_private(sets: int = 10):
     """1,000 labelled photo crops: ``sets`` independent draws of 10 per photo (the photos have too
     few mutually distinct crops for one draw of 100 each); for time and memory only."""
-    from challenge.imageset import ImageSet
     from tests.photos import natural_private
 
     parts = [natural_private(per_photo=10, seed=s) for s in range(sets)]
     images = np.concatenate([q.images for q in parts])
     origin = np.stack([np.zeros(len(images), np.int64), np.arange(len(images), dtype=np.int64)], axis=1)
-    return ImageSet(images, np.concatenate([q.labels for q in parts]), parts[0].class_names, parts[0].source_files,
-                    origin, parts[0].origin_columns)
+    return replace(parts[0], images=images, labels=np.concatenate([q.labels for q in parts]), origin=origin)
 
 
 def scored(folder, blocks, release, store, dtype="float32") -> dict:

@@ -10,7 +10,7 @@ data set.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 
 import numpy as np
 
@@ -32,16 +32,17 @@ class ImageSet:
     class_names : names of the classes, indexed by label.
     source_files : relative paths (or names) of the files the images came from.
     origin : int64 array (N, len(origin_columns)); column 0 indexes ``source_files``.
-    origin_columns : what each column of ``origin`` means, e.g. ("file", "record").
+    origin_columns : what each column of ``origin`` means; ("file", "record") unless given.
     notes : counts of handled oddities (skipped, converted), reported in summaries and manifests.
     """
 
     images: np.ndarray
+    _: KW_ONLY
     labels: np.ndarray
     class_names: tuple[str, ...]
     source_files: tuple[str, ...]
     origin: np.ndarray
-    origin_columns: tuple[str, ...]
+    origin_columns: tuple[str, ...] = ("file", "record")
     notes: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

@@ -38,8 +38,8 @@ def default_private() -> ImageSet:
     """
     z = _load("private.npz")
     images, labels, names = z["images"], z["labels"], z["class_names"]
-    return ImageSet(images, labels.astype(np.int64), tuple(map(str, names)), ("private.npz",),
-                    _origin(len(images)), ("file", "record"))
+    return ImageSet(images, labels=labels.astype(np.int64), class_names=tuple(map(str, names)),
+                    source_files=("private.npz",), origin=_origin(len(images)))
 
 
 def default_public() -> ImageSet:
@@ -51,5 +51,5 @@ def default_public() -> ImageSet:
         Labels -1 (patches have no class).
     """
     patches = _load("public.npz")["patches"]
-    return ImageSet(patches, np.full(len(patches), -1, np.int64), (), ("public.npz",),
-                    _origin(len(patches)), ("file", "record"))
+    return ImageSet(patches, labels=np.full(len(patches), -1, np.int64), class_names=(), source_files=("public.npz",),
+                    origin=_origin(len(patches)))

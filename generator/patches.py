@@ -746,5 +746,6 @@ def load_patch_bank(path: str | os.PathLike) -> ImageSet:
     origin = arrays["origin"][:n]
     files = _decode_files(arrays["files_utf8"][:], arrays["files_offsets"][:])
     notes = {k: int(v) for k, v in attrs.get("notes", {}).items()}
-    return ImageSet(np.ascontiguousarray(images, np.uint8), np.full(n, -1, np.int64), (), files,
-                    np.asarray(origin, np.int64), ("file", "x0", "y0", "x1", "y1"), notes)
+    return ImageSet(np.ascontiguousarray(images, np.uint8), labels=np.full(n, -1, np.int64), class_names=(),
+                    source_files=files, origin=np.asarray(origin, np.int64),
+                    origin_columns=("file", "x0", "y0", "x1", "y1"), notes=notes)

@@ -64,8 +64,8 @@ def _imageset(names, per_photo: int, seed: int, labelled: bool) -> ImageSet:
     images = np.concatenate([_crops(_photo(name), per_photo, rng, labelled) for name in names])
     labels = np.repeat(np.arange(len(names)), per_photo) if labelled else np.full(len(images), -1)
     origin = np.stack([np.zeros(len(images), np.int64), np.arange(len(images), dtype=np.int64)], axis=1)
-    return ImageSet(images, labels.astype(np.int64), tuple(names) if labelled else (), ("skimage-data",),
-                    origin, ("file", "record"))
+    return ImageSet(images, labels=labels.astype(np.int64), class_names=tuple(names) if labelled else (),
+                    source_files=("skimage-data",), origin=origin)
 
 
 def natural_private(per_photo: int = 10, seed: int = 0) -> ImageSet:

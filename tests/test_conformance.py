@@ -321,9 +321,10 @@ def test_the_tool_writes_the_worked_example(tmp_path):
     example, seed = published["worked_example"], bytes.fromhex(published["seed"])
     private, public = example_sets()
     origin = lambda n: np.stack([np.zeros(n, np.int64), np.arange(n, dtype=np.int64)], axis=1)
-    private_set = ImageSet(private["images"], private["labels"], tuple(private["class_names"]), (private["file"],),
-                           origin(6), ("file", "record"))
-    public_set = ImageSet(public["images"], np.full(5, -1, np.int64), (), (public["file"],), origin(5), ("file", "record"))
+    private_set = ImageSet(private["images"], labels=private["labels"], class_names=tuple(private["class_names"]),
+                           source_files=(private["file"],), origin=origin(6))
+    public_set = ImageSet(public["images"], labels=np.full(5, -1, np.int64), class_names=(),
+                          source_files=(public["file"],), origin=origin(5))
     assert {"private": private_set.fingerprint(), "public": public_set.fingerprint()} == example["fingerprints"]
     context = stream_context(example["params"], *example["fingerprints"].values())
     assert canonical_json(context).decode() == example["hkdf_info"]

@@ -37,7 +37,8 @@ RNG = np.random.default_rng(2812)
 
 def _set(images):
     n = len(images)
-    return ImageSet(images, np.zeros(n, np.int64), ("a",), ("f",), np.zeros((n, 2), np.int64), ("file", "record"))
+    return ImageSet(images, labels=np.zeros(n, np.int64), class_names=("a",), source_files=("f",),
+                    origin=np.zeros((n, 2), np.int64))
 
 
 def test_imageset_takes_any_shape_grey_or_rgb_and_names_the_shape_it_expects():

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Callable
@@ -145,8 +145,7 @@ def _reshaped(s: ImageSet, size: int | None, grey: bool, where: str) -> ImageSet
                           "grey decoding applies to image folders (convert the data set to grey first)")
     if size is None or s.image_shape[:2] == (size, size):
         return s
-    return ImageSet(resize_images(s.images, size), s.labels, s.class_names, s.source_files, s.origin,
-                    s.origin_columns, s.notes)
+    return replace(s, images=resize_images(s.images, size))
 
 
 def load_public(path: str | os.PathLike) -> ImageSet:
@@ -163,8 +162,8 @@ def load_public(path: str | os.PathLike) -> ImageSet:
         raise SourceError(f"{p}: patches: expected uint8 (N, H, W, C) with C = 1 or 3, got {patches.dtype} {patches.shape}")
     n = len(patches)
     origin = np.stack([np.zeros(n, np.int64), np.arange(n, dtype=np.int64)], axis=1)
-    return ImageSet(np.ascontiguousarray(patches), np.full(n, -1, np.int64), (), (p.name,), origin,
-                    ("file", "record"))
+    return ImageSet(np.ascontiguousarray(patches), labels=np.full(n, -1, np.int64), class_names=(),
+                    source_files=(p.name,), origin=origin)
 
 
 def load_sources(private_path: Path | None, public_path: Path | None, params, *, size: int | None = None,

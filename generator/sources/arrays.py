@@ -133,7 +133,8 @@ def load_npz_set(path: Path) -> ImageSet:
     arrays = load_npz(path, ("images", "labels"), ("class_names",))
     images, labels, names, origin = check_arrays(arrays["images"], arrays["labels"], str(path), str(path),
                                                   arrays.get("class_names"))
-    return ImageSet(np.ascontiguousarray(images), labels, names, (path.name,), origin, ("file", "record"))
+    return ImageSet(np.ascontiguousarray(images), labels=labels, class_names=names, source_files=(path.name,),
+                    origin=origin)
 
 
 def load_npy_pair(d: Path) -> ImageSet:
@@ -142,7 +143,8 @@ def load_npy_pair(d: Path) -> ImageSet:
     cp = d / "class_names.npy"
     cn = _load_npy_file(cp) if os.path.lexists(cp) else None
     images, labels, names, origin = check_arrays(images, labels, str(ip), str(lp), cn)
-    return ImageSet(np.ascontiguousarray(images), labels, names, ("images.npy",), origin, ("file", "record"))
+    return ImageSet(np.ascontiguousarray(images), labels=labels, class_names=names, source_files=("images.npy",),
+                    origin=origin)
 
 
 def npz_shape(path: Path, key: str) -> tuple:

@@ -124,7 +124,7 @@ def load_binary(d: Path, split: str, *, cifar100: bool) -> ImageSet:
         origin[at : at + n, 0] = i
         origin[at : at + n, 1] = np.arange(n)
         at += n
-    return ImageSet(images, labels, names, tuple(f.name for f in files), origin, ("file", "record"))
+    return ImageSet(images, labels=labels, class_names=names, source_files=tuple(f.name for f in files), origin=origin)
 
 
 def _numpy_reconstruct():
@@ -266,7 +266,5 @@ def load_python(d: Path, split: str, *, cifar100: bool) -> ImageSet:
         parts_l.append(lab)
         parts_o.append(np.stack([np.full(n, i, np.int64), np.arange(n, dtype=np.int64)], axis=1))
     images = np.concatenate(parts_i)
-    return ImageSet(
-        images, np.concatenate(parts_l), names, tuple(f.name for f in files),
-        np.concatenate(parts_o), ("file", "record"),
-    )
+    return ImageSet(images, labels=np.concatenate(parts_l), class_names=names,
+                    source_files=tuple(f.name for f in files), origin=np.concatenate(parts_o))

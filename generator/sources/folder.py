@@ -114,8 +114,8 @@ def load_folder(root: Path, size: int, grey: bool, workers: int | None) -> Image
     n = int(kept.sum())
     origin = np.stack([np.arange(n, dtype=np.int64), np.zeros(n, np.int64)], axis=1)
     images = images if n == len(files) else images[kept]  # no second copy when every file was read
-    return ImageSet(images, labels[kept], tuple(classes), tuple(f for f, k in zip(files, kept) if k),
-                    origin, ("file", "record"), notes)
+    return ImageSet(images, labels=labels[kept], class_names=tuple(classes),
+                    source_files=tuple(f for f, k in zip(files, kept) if k), origin=origin, notes=notes)
 
 
 def _decode_files(root: str, rels: list[str], size: int, grey: bool) -> tuple[np.ndarray, np.ndarray, dict]:

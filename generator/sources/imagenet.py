@@ -58,4 +58,4 @@ def load_batches(d: Path, split: str) -> ImageSet:
         origin[at : at + n, 1] = np.arange(n)
         at += n
     names = tuple(str(i) for i in range(1, IMAGENET_CLASSES + 1))
-    return ImageSet(images, labels, names, tuple(f.name for f in files), origin, ("file", "record"))
+    return ImageSet(images, labels=labels, class_names=names, source_files=tuple(f.name for f in files), origin=origin)

@@ -42,8 +42,8 @@ def load_idx(d: Path, split: str) -> ImageSet:
     n = len(images)
     origin = np.stack([np.zeros(n, np.int64), np.arange(n, dtype=np.int64)], axis=1)
     names = tuple(str(i) for i in range(int(labels.max()) + 1))
-    return ImageSet(images[..., None], labels, names, (image_file.name, label_file.name), origin,
-                    ("file", "record"))
+    return ImageSet(images[..., None], labels=labels, class_names=names,
+                    source_files=(image_file.name, label_file.name), origin=origin)
 
 
 def _idx_file(d: Path, name: str) -> Path:
