@@ -394,7 +394,7 @@ def fit_images(y, groups, lam, mu, n_groups: int, advance: Advance = None) -> tu
 
 
 @njit(cache=True, parallel=True)
-def _icm(corr, gram, present, group_class, groups, lam_of, price, sweeps):
+def _icm(corr, gram, present, group_class, groups, lam_of, sweeps):
     """Per encryption, move one group at a time to the group that lowers its residual most.
 
     corr[i, g] = <r_i, P_g> (r_i: the encryption minus its public term), gram = P P^T, present[i]:
@@ -407,7 +407,7 @@ def _icm(corr, gram, present, group_class, groups, lam_of, price, sweeps):
     for i in prange(n):
         cur = groups[i].copy()
         lam = np.empty(m)
-        best_cost = _cost(corr[i], gram, group_class, lam_of[i], price, cur, lam)
+        best_cost = _cost(corr[i], gram, group_class, lam_of[i], cur, lam)
         for _ in range(sweeps):
             moved = False
             for j in range(m):
@@ -425,7 +425,7 @@ def _icm(corr, gram, present, group_class, groups, lam_of, price, sweeps):
                     if not _covers(cur, group_class, present[i]):
                         cur[j] = keep
                         continue
-                    cost = _cost(corr[i], gram, group_class, lam_of[i], price, cur, lam)
+                    cost = _cost(corr[i], gram, group_class, lam_of[i], cur, lam)
                     if cost < best_cost - 1e-12:
                         best_cost = cost
                         keep = g
@@ -450,9 +450,8 @@ def _covers(cur, group_class, present):
 
 
 @njit(cache=True)
-def _cost(corr, gram, group_class, lam_of, price, cur, lam):
-    """||r - sum_j lam_j P_j||^2 - ||r||^2 + sum_j price_j for the group set ``cur`` (lambdas
-    written to ``lam``)."""
+def _cost(corr, gram, group_class, lam_of, cur, lam):
+    """||r - sum_j lam_j P_j||^2 - ||r||^2 for the group set ``cur`` (lambdas written to ``lam``)."""
     m = cur.shape[0]
     for j in range(m):
         same = 0
@@ -462,7 +461,6 @@ def _cost(corr, gram, group_class, lam_of, price, cur, lam):
         lam[j] = lam_of[group_class[cur[j]]] / same
     cost = 0.0
     for j in range(m):
-        cost += price[cur[j]]
         cost -= 2.0 * lam[j] * corr[cur[j]]
         for q in range(m):
             cost += lam[j] * lam[q] * gram[cur[j], cur[q]]
@@ -485,19 +483,18 @@ def _correlations(r, images, present, group_class, groups) -> np.ndarray:
 
 
 def reassign(y, images, public_term, groups, labels, group_class, mu, sweeps: int = 3, rows: int = 4096,
-             advance: Advance = None, price=None) -> np.ndarray:
+             advance: Advance = None) -> np.ndarray:
     """Groups after iterated conditional modes on the fit (see :func:`_icm`); int32 (N, k_private)."""
     groups = np.array(groups, dtype=np.int32, copy=True)
     gram = images @ images.T
     p32 = images.astype(np.float32)
     lab = labels.astype(np.float64)
     present = labels > 0
-    price = np.zeros(len(images)) if price is None else price
     for a in range(0, len(y), rows):
         r = y[a : a + rows] - (mu[a : a + rows, None] * public_term[None, :]).astype(np.float32)
         corr = _correlations(r, p32, present[a : a + rows], group_class, groups[a : a + rows])
         block = groups[a : a + rows]
-        _icm(corr, gram, present[a : a + rows], group_class, block, lab[a : a + rows], price, sweeps)
+        _icm(corr, gram, present[a : a + rows], group_class, block, lab[a : a + rows], sweeps)
         groups[a : a + rows] = block
         if advance:
             advance(len(block))
