@@ -41,7 +41,7 @@ from attacks.public import PublicRelease, magnitudes
 from challenge.domain import DOMAINS
 from challenge.progress import Progress
 
-__all__ = ["GraphResult", "whitener", "unit_rows", "top_neighbours", "class_sizes", "centre_sums",
+__all__ = ["GraphResult", "whitener", "transform", "residuals", "unit_rows", "top_neighbours", "class_sizes", "centre_sums",
            "spherical_kmeans", "project", "initial_groups", "split_merged", "private_lambdas", "fit_images",
            "reassign", "pair_accuracy", "graph_attack"]
 
