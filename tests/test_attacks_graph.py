@@ -235,3 +235,20 @@ def test_graph_attack_output_does_not_depend_on_the_thread_count(photo_release):
     digests = [run.communicate(timeout=300)[0].strip() for run in runs]
     assert all(run.returncode == 0 for run in runs)
     assert digests[0] == digests[1] and len(digests[0]) == 64
+
+
+@pytest.mark.parametrize("domain, whitened", [("centered", False), ("positive", True)])
+def test_graph_attack_whitens_only_where_the_magnitudes_are_the_mix(tmp_path, monkeypatch, domain, whitened):
+    """With a mask in [-1, 1], |x| folds the mix: the features stay pixel differences, never whitened."""
+    from tests.synthetic import synthetic_release
+
+    synthetic_release(tmp_path, (9, 11, 3), domain=domain)
+    calls = []
+
+    def identity(rows, *args, **kwargs):
+        calls.append(rows.shape[1])
+        return np.eye(rows.shape[1], dtype=np.float32)
+
+    monkeypatch.setattr(G, "whitener", identity)
+    G.graph_attack(open_public(tmp_path))
+    assert calls == ([9 * 11 * 3] * (1 + G.WHITENINGS) if whitened else [])
