@@ -14,8 +14,9 @@
    (tests/photos.py: never used as private images while developing), 100 private x 50, over
    ``--seeds`` seeds (crops and keys), with the caps the label puts on it: the refinement started
    from the true pairing, and the shares of encryptions whose two private images share a class
-   (their lambda split is assumed equal) or have a lambda under 0.05; the development photos'
-   figure at seed 0 beside it, in the same run.
+   (their lambda split is assumed equal) or have a lambda under 0.05; the development sets'
+   figures at seed 0 beside it, in the same run (``--dev``: the development sets only, the
+   photos and the synthetic textures, over ``--seeds`` seeds).
 7. with ``--big-full``, only this: time, peak RSS and pair accuracy of the graph attack on
    50,000 encryptions (1,000 private photo crops x 50, [0, 1]), all refinement rounds.
 
@@ -37,8 +38,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from attacks.graph import (EPS, fit_images, gradients, graph_attack, pair_accuracy, private_lambdas, reassign,  # noqa: E402
-                           top_neighbours, unit_rows)
+from attacks.graph import (COVARIANCE_ROWS, EPS, fit_images, graph_attack, pair_accuracy, private_lambdas,  # noqa: E402
+                           reassign, top_neighbours, unit_rows, whitener)
 from attacks.public import magnitudes  # noqa: E402
 from attacks.pool import pool_attack  # noqa: E402
 from attacks.public import open_public  # noqa: E402
@@ -129,29 +130,37 @@ def local_optima(y, images, public_term, truth, lam, group_class, mu) -> np.ndar
 
 
 def caps(release, store) -> dict:
-    """What the label lets any grouping reach: the refinement started from the true pairing (fit, then
-    one reassignment); the oracle caps: the share of encryptions whose true images are the best fit
-    (:func:`local_optima`) given the true images and the true lambdas (what no attack by this cost
-    passes), and given the true images with the label's equal split; the shares of encryptions
-    whose two private images share a class (their lambda split is assumed equal) or have a lambda
-    under 0.05, and of the oracle's misfits with a lambda under 0.05."""
+    """What the label lets any grouping reach, in the attack's final features (|x| whitened by the
+    encryptions' covariance, then by the covariance of what the true images and lambdas leave,
+    the public patches' mix: what the attack's whitening by its own residuals approaches): the
+    refinement started from the true pairing (fit, then one reassignment); the oracle caps: the
+    share of encryptions whose true images are the best fit (:func:`local_optima`) given the true
+    images and the true lambdas (what no attack by this cost passes), and given the true images
+    with the label's equal split; the shares of encryptions whose two private images share a
+    class (their lambda split is assumed equal) or have a lambda under 0.05, and of the oracle's
+    misfits with a lambda under 0.05."""
     from challenge.domain import DOMAINS
 
     truth = store["encryption/private_index"][:].astype(np.int32)
     classes = store.read("private/labels")
     n, m = release.params.n_private, release.params.k_private
-    z = np.concatenate([gradients(magnitudes(b, release.params)) for b in release.encryption_blocks(4096)])
-    mu = np.maximum(1.0 - release.labels.astype(np.float64).sum(axis=1), 0.0)
-    lam = private_lambdas(truth, classes, release.labels)
-    images, public_term = fit_images(z, truth, lam, mu, n)
-    kept = reassign(z, images, public_term, truth, release.labels, classes, mu)
-    true_lam = store["encryption/lam"][:, :m].astype(np.float64)
+    y = np.concatenate([magnitudes(b, release.params).reshape(len(b), -1) for b in release.encryption_blocks(4096)])
     lo, hi = DOMAINS[release.params.domain]
-    true_images = gradients(store.read("private/images") / 255.0 * (hi - lo) + lo).astype(np.float64)
+    true_images = (store.read("private/images") / 255.0 * (hi - lo) + lo).reshape(n, -1)
+    true_lam = store["encryption/lam"][:, :m].astype(np.float64)
+    mu = np.maximum(1.0 - release.labels.astype(np.float64).sum(axis=1), 0.0)
+    w = whitener(y[:COVARIANCE_ROWS]).astype(np.float64)
+    z, true_images = (y @ w).astype(np.float32), true_images @ w
     mix = np.zeros_like(z, dtype=np.float64)
     for j in range(m):
         mix += true_lam[:, j, None] * true_images[truth[:, j]]
     public_true = ((z - mix) * mu[:, None]).sum(axis=0) / max(float((mu ** 2).sum()), EPS)
+    noise = (z - mix - mu[:, None] * public_true)[:COVARIANCE_ROWS]
+    w = whitener(noise, level=float(np.mean(z[:COVARIANCE_ROWS].var(axis=0, dtype=np.float64)))).astype(np.float64)
+    z, true_images, public_true = (z @ w).astype(np.float32), true_images @ w, public_true @ w
+    lam = private_lambdas(truth, classes, release.labels)
+    images, public_term = fit_images(z, truth, lam=lam, mu=mu, n_groups=n)
+    kept = reassign(z, truth, images=images, public_term=public_term, labels=release.labels, group_class=classes, mu=mu)
     oracle = local_optima(z, true_images, public_true, truth, true_lam, classes, mu)
     small = true_lam.min(axis=1) < 0.05
     return {"from_truth": pair_accuracy(kept, truth, n),
@@ -164,8 +173,9 @@ def caps(release, store) -> dict:
 
 def heldout(work: Path, seeds: int, development: bool = False) -> None:
     """Graph pair accuracy in [0, 1] on held-out photo releases over ``seeds`` seeds, with the caps
-    (``development``: on the development photos instead, the set to develop on)."""
-    from tests.photos import heldout_private, heldout_public, natural_private, natural_public
+    (``development``: on the development sets instead, the photos and the textures, to develop on),
+    and the development sets at seed 0 in the same run."""
+    from tests.photos import heldout_private, heldout_public, natural_private, natural_public, texture_private
 
     def measure(name: str, path: Path, private, public, seed: int) -> float:
         generate(path, Params(domain="positive"), seed=bytes([seed + 1]) * 32, private=private, public=public)
@@ -182,17 +192,24 @@ def heldout(work: Path, seeds: int, development: bool = False) -> None:
         shutil.rmtree(path)
         return accuracy
 
+    def photos(s):
+        return measure("development", work / f"dev-{s}", natural_private(seed=s), natural_public(seed=s + 100), s)
+
+    def textures(s):  # patches of the development photos, as held-out releases have
+        return measure("textures", work / f"textures-{s}", texture_private(seed=s), heldout_public(seed=s + 100), s)
+
     if development:
-        found = [measure("development", work / f"dev-{s}", natural_private(seed=s), natural_public(seed=s + 100), s)
-                 for s in range(seeds)]
-        print(f"development pair accuracy over {seeds} seeds: mean {np.mean(found):.3f}, min {min(found):.3f}, "
-              f"max {max(found):.3f}")
+        for name, run in (("development", photos), ("textures", textures)):
+            found = [run(s) for s in range(seeds)]
+            print(f"{name:11} pair accuracy over {seeds} seeds: mean {np.mean(found):.3f}, min {min(found):.3f}, "
+                  f"max {max(found):.3f}")
         return
     found = [measure("held-out", work / f"heldout-{s}", heldout_private(seed=s), heldout_public(seed=s + 100), s)
              for s in range(seeds)]
     print(f"held-out    pair accuracy over {seeds} seeds: mean {np.mean(found):.3f}, min {min(found):.3f}, "
           f"max {max(found):.3f} (target >= 0.9)")
-    measure("development", work / "dev-0", natural_private(seed=0), natural_public(seed=100), 0)
+    photos(0)
+    textures(0)
 
 
 def big_full(work: Path, public) -> None:

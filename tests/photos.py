@@ -7,6 +7,10 @@ and tuned on, with :data:`PUBLIC_PHOTOS` as the public patches) and the held-out
 images (they served as public patches only, which no attack has to recover).  Held-out releases
 swap the roles: held-out private crops, the development photos as patches.  Only
 ``benchmarks/bench_attacks.py --heldout`` reads the held-out half, to measure.
+
+A third set stands in for what makes the held-out half hard while the attack is developed
+(:func:`texture_private`): synthetic colour textures, one per class, whose crops are alike as
+crops of brick or gravel are, drawn from a seed, never from a held-out photo.
 """
 
 from __future__ import annotations
@@ -34,6 +38,22 @@ def _photo(name: str) -> np.ndarray:
         return np.asarray(im.convert("RGB"))
 
 
+def texture(seed: int, size: int = 384) -> np.ndarray:
+    """uint8 (size, size, 3): a texture, white noise band-passed around a random frequency (0.003
+    to 0.1 cycles per pixel) and orientation, in random colours or grey, of low to medium contrast."""
+    rng = np.random.default_rng(seed)
+    fy, fx = np.fft.fftfreq(size)[:, None], np.fft.rfftfreq(size)[None, :]
+    radius, angle = np.maximum(np.hypot(fy, fx), 1 / size), np.arctan2(fy, fx)
+    centre, width = np.exp(rng.uniform(np.log(0.003), np.log(0.1))), rng.uniform(0.3, 1.0)
+    band = np.exp(-np.log(radius / centre) ** 2 / (2 * width**2) + rng.uniform(0, 3) * (np.cos(2 * (angle - rng.uniform(0, np.pi))) - 1))
+    grey = rng.random() < 0.5
+    noise = rng.standard_normal((1 if grey else 3, size, size))
+    t = np.stack([np.fft.irfft2(np.fft.rfft2(v) * band, s=(size, size)) for v in noise], axis=-1)
+    t = np.repeat(t, 3, axis=-1) if grey else t @ (np.eye(3) + 0.5 * rng.standard_normal((3, 3)))
+    t = (t - t.mean()) / t.std()
+    return np.clip(rng.uniform(60, 190, 1 if grey else 3) + rng.uniform(20, 45) * t, 0, 255).astype(np.uint8)
+
+
 def _crops(photo: np.ndarray, count: int, rng: np.random.Generator, distinct: bool) -> np.ndarray:
     """``count`` square crops of a random side between 1/8 and 1/3 of the short side, resized to
     32x32; flat crops are skipped and, if ``distinct``, near-copies of earlier crops too (a photo
@@ -59,9 +79,9 @@ def _crops(photo: np.ndarray, count: int, rng: np.random.Generator, distinct: bo
     return np.stack(out)
 
 
-def _imageset(names, per_photo: int, seed: int, labelled: bool) -> ImageSet:
+def _imageset(names, per_photo: int, seed: int, labelled: bool, load=_photo) -> ImageSet:
     rng = np.random.default_rng(seed)
-    images = np.concatenate([_crops(_photo(name), per_photo, rng, labelled) for name in names])
+    images = np.concatenate([_crops(load(name), per_photo, rng, labelled) for name in names])
     labels = np.repeat(np.arange(len(names)), per_photo) if labelled else np.full(len(images), -1)
     origin = np.stack([np.zeros(len(images), np.int64), np.arange(len(images), dtype=np.int64)], axis=1)
     return ImageSet(images, labels=labels.astype(np.int64), class_names=tuple(names) if labelled else (),
@@ -86,3 +106,11 @@ def heldout_private(per_photo: int = 10, seed: int = 0) -> ImageSet:
 def heldout_public(per_photo: int = 256, seed: int = 1) -> ImageSet:
     """Public patches for held-out releases: crops of the development photos."""
     return _imageset(PRIVATE_PHOTOS, per_photo, seed, labelled=False)
+
+
+def texture_private(per_photo: int = 10, seed: int = 0) -> ImageSet:
+    """``10 * per_photo`` labelled crops of 10 synthetic textures (:func:`texture`, seeds 0 to 9),
+    one class per texture: a development set of alike images, released with the development
+    photos as patches (:func:`heldout_public`), as the held-out photos are."""
+    return _imageset(tuple(f"texture-{t}" for t in range(10)), per_photo, seed, labelled=True,
+                     load=lambda name: texture(int(name.rsplit("-", 1)[1])))

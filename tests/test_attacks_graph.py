@@ -52,14 +52,70 @@ def test_unit_rows_in_place_gives_the_same_bytes_without_a_copy():
     assert np.allclose(np.linalg.norm(same, axis=1), 1) and np.allclose(same.mean(axis=1), 0, atol=1e-6)
 
 
-def test_project_keeps_cosines_of_centred_rows():
+def test_project_keeps_cosines():
     rng = np.random.default_rng(8)
     z = (rng.standard_normal((40, 3000)) + rng.standard_normal(3000)).astype(np.float32)  # alike rows
-    f, p = G.unit_rows(z), G.unit_rows(G.project(z, 1024, rows=7))
+    f, p = G.unit_rows(z, centre=False), G.unit_rows(G.project(z, 1024, rows=7), centre=False)
     assert p.shape == (40, 1024)
     assert np.abs(p @ p.T - f @ f.T).max() < 6 / np.sqrt(1024)  # the error's scale is 1/sqrt(dims)
     few = z[:, :500]
     assert G.project(few, 1024) is few  # no more columns than dims: as is
+
+
+def test_unit_rows_uncentred_only_scales():
+    y = np.array([[3.0, 4.0, 0.0], [1.0, 1.0, 1.0]], np.float32)
+    np.testing.assert_allclose(G.unit_rows(y, centre=False), y / np.linalg.norm(y, axis=1, keepdims=True), rtol=1e-6)
+    assert not G.unit_rows(y)[1].any()  # centred, a flat row is zero
+
+
+def correlated_rows(n: int, d: int, seed: int = 9) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return (5 + rng.standard_normal((n, d)) @ rng.standard_normal((d, d))).astype(np.float32)  # an offset, as |x| has
+
+
+@pytest.mark.parametrize("floor", [0.0, 0.5])
+def test_whitener_inverts_the_raised_covariance(floor):
+    """W W^T is the inverse of the covariance with its diagonal raised by floor x its mean (numpy's
+    covariance, by eigendecomposition), the sums taken over blocks of rows."""
+    rows = correlated_rows(300, 12)
+    cov = np.cov(rows.astype(np.float64).T, bias=True)
+    cov += floor * np.trace(cov) / 12 * np.eye(12)
+    w = G.whitener(rows, floor, block=64).astype(np.float64)
+    values, vectors = np.linalg.eigh(cov)
+    np.testing.assert_allclose(w @ w.T, (vectors / values) @ vectors.T, rtol=1e-4, atol=1e-6)
+    if floor == 0:  # the whitened rows' covariance is the identity
+        np.testing.assert_allclose(np.cov((rows @ w).T, bias=True), np.eye(12), atol=1e-3)
+
+
+def test_whitener_floor_is_a_share_of_the_level_given():
+    """Residuals whitened with the features' level: near zero (an exact fit), W is almost a scaling."""
+    rows = correlated_rows(300, 12) * 1e-4
+    w = G.whitener(rows, 0.1, level=1.0).astype(np.float64)
+    np.testing.assert_allclose(w @ w.T, np.eye(12) / 0.1, rtol=1e-3, atol=1e-4)
+
+
+def test_whitener_floor_grows_when_rows_are_few():
+    """Fewer rows than values: the default floor is (D / N)^2 / 10, not the least floor."""
+    many, few = correlated_rows(300, 12), correlated_rows(8, 12)
+    np.testing.assert_array_equal(G.whitener(many), G.whitener(many, G.FLOOR))
+    np.testing.assert_array_equal(G.whitener(few), G.whitener(few, (12 / 8) ** 2 / 10))
+
+
+def test_residuals_are_the_rows_minus_their_fit():
+    rng = np.random.default_rng(10)
+    z, images, public_term = rng.random((6, 5), np.float32), rng.random((4, 5)), rng.random(5)
+    groups, lam, mu = rng.integers(0, 4, (6, 2)).astype(np.int32), rng.random((6, 2)), rng.random(6)
+    want = [z[i] - mu[i] * public_term - lam[i, 0] * images[groups[i, 0]] - lam[i, 1] * images[groups[i, 1]] for i in range(6)]
+    got = G.residuals(z, groups, lam=lam, images=images, public_term=public_term, mu=mu)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_transform_multiplies_in_place_by_blocks():
+    z, m = correlated_rows(50, 6), np.random.default_rng(11).standard_normal((6, 6)).astype(np.float32)
+    want, seen = z @ m, []
+    G.transform(z, m, block=16, advance=seen.append)
+    np.testing.assert_allclose(z, want, rtol=1e-6)
+    assert seen == [16, 16, 16, 2]
 
 
 def test_top_neighbours_blockwise_equals_full_sort():
@@ -79,7 +135,7 @@ def test_fit_images_matches_dense_least_squares(shape):
     groups[groups[:, 0] == groups[:, 1], 1] = (groups[groups[:, 0] == groups[:, 1], 0] + 1) % 8
     lam, mu = rng.uniform(0.1, 0.4, (40, 2)), rng.uniform(0.2, 0.6, 40)
     y = rng.random((40, int(np.prod(shape)))).astype(np.float32)
-    got = G.fit_images(y, groups, lam, mu, 8)
+    got = G.fit_images(y, groups, lam=lam, mu=mu, n_groups=8)
     want = fit_images_reference(y, groups, lam, mu, 8)
     for a, b in zip(got, want):
         np.testing.assert_allclose(a, b, rtol=1e-8, atol=1e-10)
@@ -121,7 +177,8 @@ def test_reassign_finds_the_exact_mixes_from_a_wrong_start(shape):
     public_term, mu = rng.standard_normal(d), rng.uniform(0.2, 0.4, len(truth))
     y = (lam[:, :1] * images[truth[:, 0]] + lam[:, 1:] * images[truth[:, 1]] + mu[:, None] * public_term).astype(np.float32)
     start = (truth + 1) % 3 + np.array([0, 3])
-    got = G.reassign(y, images, public_term, start.astype(np.int32), labels, group_class, mu)
+    got = G.reassign(y, start.astype(np.int32), images=images, public_term=public_term, labels=labels,
+                     group_class=group_class, mu=mu)
     exhaustive = best_groups_reference(y, images, public_term, labels, group_class, mu, 2)
     np.testing.assert_array_equal(np.sort(got, axis=1), exhaustive)
     np.testing.assert_array_equal(got, truth)
@@ -180,3 +237,20 @@ def test_graph_attack_output_does_not_depend_on_the_thread_count(photo_release):
     digests = [run.communicate(timeout=300)[0].strip() for run in runs]
     assert all(run.returncode == 0 for run in runs)
     assert digests[0] == digests[1] and len(digests[0]) == 64
+
+
+@pytest.mark.parametrize("domain, whitened", [("centered", False), ("positive", True)])
+def test_graph_attack_whitens_only_where_the_magnitudes_are_the_mix(tmp_path, monkeypatch, domain, whitened):
+    """With a mask in [-1, 1], |x| folds the mix: the features stay pixel differences, never whitened."""
+    from tests.synthetic import synthetic_release
+
+    synthetic_release(tmp_path, (9, 11, 3), domain=domain)
+    calls = []
+
+    def identity(rows, *args, **kwargs):
+        calls.append(rows.shape[1])
+        return np.eye(rows.shape[1], dtype=np.float32)
+
+    monkeypatch.setattr(G, "whitener", identity)
+    G.graph_attack(open_public(tmp_path))
+    assert calls == ([9 * 11 * 3] * (1 + G.WHITENINGS) if whitened else [])

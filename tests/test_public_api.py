@@ -18,15 +18,6 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("challenge", "generator", "verifier", "attacks", "commands")
 MAX_POSITIONAL = 4
 
-# attacks/graph.py's internals, being rewritten for issue 22, and ImageSet, built in every source
-# loader: tolerated until they change, then this list must go (the test below fails once an entry
-# keeps the rule).
-NOT_YET = {
-    "attacks.graph.spherical_kmeans", "attacks.graph.initial_groups", "attacks.graph.split_merged",
-    "attacks.graph.fit_images", "attacks.graph.reassign",
-}
-
-
 def public_modules() -> list:
     """Every module of the packages; verifier/codabench is a standalone program, not the API."""
     modules = []
@@ -65,13 +56,8 @@ def positional(function) -> list[str]:
 
 def test_public_functions_take_at_most_four_arguments_by_position():
     too_many = {name: positional(f) for name, f in public_callables().items()
-                if len(positional(f)) > MAX_POSITIONAL and name not in NOT_YET}
+                if len(positional(f)) > MAX_POSITIONAL}
     assert not too_many, f"make the arguments beyond the first one or two keyword-only: {too_many}"
-
-
-@pytest.mark.parametrize("name", sorted(NOT_YET))
-def test_tolerated_exceptions_still_need_tolerating(name):
-    assert len(positional(public_callables()[name])) > MAX_POSITIONAL, f"{name} keeps the rule now: drop it from NOT_YET"
 
 
 # --- messages name the caller's words: keyword arguments from Python, flags from the command line ---
