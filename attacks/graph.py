@@ -6,7 +6,8 @@ IEEE S&P 2021, arXiv 2011.05315), in our own code and without a deep-learning fr
    covariance of the encryptions (:func:`whitener`), in which that noise is about white; their
    cosines are the similarity of the grouping, their squared distances the fit's cost.  In the
    centred domain with a mask |x| is no mix and its folds no additive noise: there the features
-   are the pixel differences (:func:`gradients`), not whitened.
+   are the pixel differences (:func:`gradients`), not whitened; so too for images wider than
+   :data:`MAX_WHITENED` values, whose covariance would not fit in memory.
 2. Grouping: ``label.npy`` names the classes in each encryption, and two encryptions can share a
    private image only through a class both carry.  So each class is grouped on its own: its share
    of the label memberships gives its number of private images (:func:`class_sizes`), and a
@@ -50,6 +51,8 @@ DIMS = 1024  # the grouping's features (see :func:`project`)
 FLOOR = 0.03  # a whitening's least floor on the eigenvalues, a share of their mean (see :func:`whitener`)
 COVARIANCE_ROWS = 16384  # the rows a covariance is estimated from (the release's order is random)
 WHITENINGS = 2  # times the features are whitened again, by the fit's residuals (see :func:`graph_attack`)
+MAX_WHITENED = 4096  # values per image up to which the features are whitened: its D x D matrices (float64)
+# take 4 x 134 MB at 4,096 and grow as D^2 (D^3 time); wider images keep the pixel differences
 Advance = Callable[[int], None] | None  # told how many rows were just done (a progress bar's advance)
 
 
@@ -534,7 +537,8 @@ def graph_attack(release: PublicRelease, *, rounds: int = 10, rows: int = 4096, 
 
     Where |x| is not the mix (a sign mask in the centred domain, whose folds are no additive noise),
     the features are the pixel differences, never whitened: whitening took pair accuracy from 0.46
-    to 0.22 there (development photos, [-1, 1]).
+    to 0.22 there (development photos, [-1, 1]).  So they are for images of more than
+    :data:`MAX_WHITENED` values, whose covariance would not fit in memory.
 
     Parameters
     ----------
@@ -561,18 +565,19 @@ def graph_attack(release: PublicRelease, *, rounds: int = 10, rows: int = 4096, 
     labels = release.labels
     n_rows = len(labels)
     mu = np.maximum(1.0 - labels.astype(np.float64).sum(axis=1), 0.0)
-    linear = not p.masked or DOMAINS[p.domain][0] >= 0  # |x| is the mix itself
     height, width, channels = release.image_shape
-    d = height * width * channels if linear else ((height - 1) * width + height * (width - 1)) * channels
+    mix = not p.masked or DOMAINS[p.domain][0] >= 0  # |x| is the mix itself
+    whiten = mix and height * width * channels <= MAX_WHITENED  # whitened |x|; else pixel differences
+    d = height * width * channels if whiten else ((height - 1) * width + height * (width - 1)) * channels
     z = np.empty((n_rows, d), np.float32)  # filled, then whitened, in place
     start = 0
-    with Progress("features", (2 if linear else 1) * n_rows, unit="encryptions") as bar:
+    with Progress("features", (2 if whiten else 1) * n_rows, unit="encryptions") as bar:
         for block in release.encryption_blocks(rows):
             y = magnitudes(block, p)
-            z[start : start + len(block)] = y.reshape(len(block), -1) if linear else gradients(y)
+            z[start : start + len(block)] = y.reshape(len(block), -1) if whiten else gradients(y)
             start += len(block)
             bar.advance(len(block))
-        if linear:
+        if whiten:
             transform(z, whitener(z[:COVARIANCE_ROWS]), rows, bar.advance)
     sizes = class_sizes(labels, m, n)
     group_class = np.repeat(np.arange(len(sizes)), sizes)
@@ -580,7 +585,7 @@ def graph_attack(release: PublicRelease, *, rounds: int = 10, rows: int = 4096, 
         groups = initial_groups(project(z, dims, seed, rows), labels, k_private=m, sizes=sizes, seed=seed,
                                 advance=bar.advance)
     expected = len(z) * m / n
-    for stage in range(WHITENINGS + 1 if linear else 1):
+    for stage in range(WHITENINGS + 1 if whiten else 1):
         if stage:
             with Progress(f"whitening {stage}/{WHITENINGS}", n_rows, unit="rows") as bar:
                 lam = private_lambdas(groups, group_class, labels)

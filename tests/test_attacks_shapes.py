@@ -102,3 +102,17 @@ def test_blind_keeps_the_shape(shape):
     x = np.random.default_rng(3).standard_normal((4, *shape)).astype(np.float32)
     out = blind(x, Expected(4, "centered", shape))
     assert out.shape == x.shape and out.min() == -1 and out.max() == 1
+
+
+def test_graph_attack_does_not_whiten_features_too_wide_for_a_covariance(tmp_path, monkeypatch):
+    """A whitening holds D x D matrices: at 512 x 512 x 3 (D = 786,432) that is terabytes.  Above
+    MAX_WHITENED values per image the attack keeps the pixel differences, never forming one."""
+    side = int(np.ceil(np.sqrt(G.MAX_WHITENED / 3 + 1)))  # the smallest square colour image above the limit
+    truth = synthetic_release(tmp_path, (side, side, 3), one_patch=True)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a covariance of features wider than MAX_WHITENED was formed")
+
+    monkeypatch.setattr(G, "whitener", refuse)
+    result = G.graph_attack(open_public(tmp_path))
+    assert G.pair_accuracy(result.groups, truth.index, truth.params.n_private) >= 0.95
