@@ -215,6 +215,20 @@ def test_split_merged_splits_into_the_smallest_group_even_when_it_keeps_many_mem
     assert groups[0, 0] != groups[100, 0] and set(groups[:200, 0]) == {0, 2}
 
 
+def test_split_merged_keeps_to_groups_under_short():
+    """Where groups are far from whole images (pixel differences), a group of 65 is left alone."""
+    rng = np.random.default_rng(9)
+    z = rng.standard_normal((400, 64)).astype(np.float32)
+    groups = np.empty((400, 1), np.int32)
+    groups[:200, 0], groups[200:270, 0], groups[270:335, 0], groups[335:, 0] = 0, 1, 2, 3  # 200, 70, 65, 65
+    lam, mu = np.ones((400, 1)), np.zeros(400)
+    fitted, public_term = G.fit_images(z, groups, lam=lam, mu=mu, n_groups=4)
+    before = groups.copy()
+    assert not G.split_merged(z, groups, lam=lam, images=fitted, public_term=public_term, mu=mu,
+                              group_class=np.zeros(4, np.int64), expected=100.0, short=50.0)
+    np.testing.assert_array_equal(groups, before)
+
+
 def test_gram_matches_the_dense_design():
     """Including a row whose two slots name one group (the dense design adds them in one column)."""
     rng = np.random.default_rng(6)
@@ -289,6 +303,10 @@ def test_graph_attack_finds_the_pairing_in_the_positive_domain(photo_release):
     random_groups = np.random.default_rng(0).integers(0, 40, truth.shape)
     assert G.pair_accuracy(random_groups, truth, 40) < 0.1
     assert result.images.shape == (40, 32, 32, 3) and np.isfinite(result.images).all()
+    group_class = np.repeat(np.arange(10), G.class_sizes(release.labels, 2, 40))
+    grey = group_class >= 7  # camera, coins and page: grey photos, found grey and fitted grey
+    spread = np.ptp(result.images, axis=-1).max(axis=(1, 2))
+    assert (spread[grey] < 1e-5).all() and (spread[~grey] > 0.05).all(), spread
 
 
 DIGEST = """
