@@ -7,7 +7,11 @@ IEEE S&P 2021, arXiv 2011.05315), in our own code and without a deep-learning fr
    cosines are the similarity of the grouping, their squared distances the fit's cost.  In the
    centred domain with a mask |x| is no mix and its folds no additive noise: there the features
    are the pixel differences (:func:`gradients`), not whitened; so too for images wider than
-   :data:`MAX_WHITENED` values, whose covariance would not fit in memory.
+   :data:`MAX_WHITENED` values, whose covariance would not fit in memory.  Colour images enter in
+   an opponent colour basis, chroma planes first (:func:`opponent`): the whitening is triangular,
+   so a grey image stays in the luminance columns through every whitening, and a class the label's
+   fit finds grey (:func:`grey_classes`) is grouped and fitted there alone, its images' 2 x H x W
+   chroma values held at zero instead of fitted to noise.
 2. Grouping: ``label.npy`` names the classes in each encryption, and two encryptions can share a
    private image only through a class both carry.  So each class is grouped on its own: its share
    of the label memberships gives its number of private images (:func:`class_sizes`), and a
@@ -23,9 +27,9 @@ IEEE S&P 2021, arXiv 2011.05315), in our own code and without a deep-learning fr
    patches' share, whose average B is a further unknown), exactly as the key-given ``pairing``
    baseline does.  Each encryption is then moved to the groups that fit it best (iterated
    conditional modes, respecting its label's classes) and the fit repeated.  k-means sometimes
-   puts two images in one group and splits another between two; a group with twice the expected
-   memberships is split in two (2-means of its residuals) into a group of its class that holds
-   almost nothing (:func:`split_merged`), which the refinement cannot do by single moves.
+   puts two images in one group and splits another between two; a group with 1.5 x the expected
+   memberships is split in two (2-means of its residuals) into the smallest group of its class,
+   if that is short (:func:`split_merged`), which the refinement cannot do by single moves.
    Once the refinement settles, the features are whitened again by the covariance of the fit's
    residuals, the public patches' mix alone (:data:`WHITENINGS` times), and the refinement goes on.
 """
@@ -33,6 +37,7 @@ IEEE S&P 2021, arXiv 2011.05315), in our own code and without a deep-learning fr
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Callable
 
 import numpy as np
@@ -42,9 +47,9 @@ from attacks.public import PublicRelease, magnitudes
 from challenge.domain import DOMAINS
 from challenge.progress import Progress
 
-__all__ = ["GraphResult", "whitener", "transform", "residuals", "unit_rows", "top_neighbours", "class_sizes", "centre_sums",
-           "spherical_kmeans", "project", "initial_groups", "split_merged", "private_lambdas", "fit_images",
-           "reassign", "pair_accuracy", "graph_attack"]
+__all__ = ["GraphResult", "opponent", "from_opponent", "whitener", "transform", "residuals", "unit_rows", "top_neighbours",
+           "class_sizes", "grey_classes", "centre_sums", "spherical_kmeans", "project", "initial_groups", "split_merged",
+           "private_lambdas", "fit_images", "reassign", "pair_accuracy", "graph_attack"]
 
 EPS = 1e-12
 DIMS = 1024  # the grouping's features (see :func:`project`)
@@ -83,6 +88,35 @@ def gradients(images: np.ndarray) -> np.ndarray:
     """
     a = np.asarray(images, np.float32)
     return np.concatenate([np.diff(a, axis=1).reshape(len(a), -1), np.diff(a, axis=2).reshape(len(a), -1)], axis=1)
+
+
+OPPONENT = np.array([[1, 1, 1], [1, -1, 0], [1, 1, -2]]).T / np.sqrt([3, 2, 6])  # RGB times it: grey, 2 chroma
+GREY_RATIO = 3.0  # a class is grey where its mean image's chroma is below this many times its noise
+
+
+def opponent(images: np.ndarray) -> tuple[np.ndarray, int]:
+    """float32 (N, H*W*C) and the number of chroma columns in it: colour images (N, H, W, 3) in an
+    orthonormal opponent basis, plane by plane, the two chroma planes first, luminance last (grey
+    images are zero in the chroma planes); other images as they are, with no chroma columns.
+
+    Why chroma first: :func:`whitener`'s matrix is upper triangular, so column t of the whitened
+    features depends on columns up to t only, and what is zero in the leading chroma columns stays
+    zero there through every whitening: a grey image lives in the trailing H*W columns.
+    """
+    a = np.asarray(images, np.float32)
+    if a.shape[-1] != 3:
+        return a.reshape(len(a), -1), 0
+    planes = np.moveaxis(a @ OPPONENT.astype(np.float32), -1, 1)[:, [1, 2, 0]]
+    return np.ascontiguousarray(planes).reshape(len(a), -1), 2 * a.shape[1] * a.shape[2]
+
+
+def from_opponent(rows: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
+    """The images (N, H, W, C) of rows in :func:`opponent`'s order (its inverse)."""
+    height, width, channels = shape
+    if channels != 3:
+        return rows.reshape(len(rows), *shape)
+    planes = rows.reshape(len(rows), 3, height, width)[:, [2, 0, 1]]
+    return np.moveaxis(planes, 1, -1) @ OPPONENT.T
 
 
 def whitener(rows: np.ndarray, floor: float | None = None, level: float | None = None, block: int = 4096) -> np.ndarray:
@@ -269,7 +303,8 @@ def project(z: np.ndarray, dims: int, seed: int = 0, rows: int = 4096) -> np.nda
 
 
 def initial_groups(z: np.ndarray, labels: np.ndarray, *, k_private: int, sizes: np.ndarray, seed: int = 0,
-                   advance: Advance = None) -> np.ndarray:
+                   advance: Advance = None, grey: np.ndarray | None = None,
+                   luminance: np.ndarray | None = None) -> np.ndarray:
     """int32 (N, k_private): groups from a spherical k-means of each class's encryptions.
 
     ``z``: the features (in the attack, their projection by :func:`project`), one row per
@@ -279,7 +314,9 @@ def initial_groups(z: np.ndarray, labels: np.ndarray, *, k_private: int, sizes: 
     Groups ``offsets[c] .. offsets[c+1]`` are class c's images.  Each encryption takes its nearest
     centre in every class it carries; a spare slot (fewer classes than images) takes the next
     nearest centre of its heaviest class; a slot still empty (a class with too few groups) takes
-    the lowest free group.  ``advance`` is told each class's row count once it is grouped.
+    the lowest free group.  ``advance`` is told each class's row count once it is grouped.  The
+    ``grey`` classes (bool, C) are grouped on the rows of ``luminance`` instead, the features'
+    luminance columns (:func:`opponent`): their chroma columns hold noise only.
     """
     n_rows = len(z)
     offsets = np.concatenate([[0], np.cumsum(sizes)])
@@ -294,7 +331,8 @@ def initial_groups(z: np.ndarray, labels: np.ndarray, *, k_private: int, sizes: 
         rows = np.flatnonzero(present[:, c])
         if len(rows) == 0:
             continue
-        fc = unit_rows(z[rows], in_place=True, centre=False)  # z[rows] is a copy already
+        features = luminance if grey is not None and grey[c] else z
+        fc = unit_rows(features[rows], in_place=True, centre=False)  # a copy already
         centres = spherical_kmeans(fc, int(min(sizes[c], len(rows))), seed=seed + int(c))
         order = np.argsort(-(fc @ centres.T), axis=1, kind="stable")
         for t in range(order.shape[1]):
@@ -311,18 +349,24 @@ def initial_groups(z: np.ndarray, labels: np.ndarray, *, k_private: int, sizes: 
     return groups
 
 
-def split_merged(z, groups, *, lam, images, public_term, mu, group_class, expected: float, seed: int = 0) -> bool:
-    """Split each group that holds two images (over 1.5 x the expected memberships) into itself
-    and a group of its class that holds almost nothing (under half): the 2-means of its
-    encryptions' residuals (the encryption minus its other images and the public term) separates
-    the two images.  Changes ``groups`` in place; returns whether it did."""
+def split_merged(z, groups, *, lam, images, public_term, mu, group_class, expected: float, short: float | None = None,
+                 seed: int = 0) -> bool:
+    """Split each group that holds two images (over 1.5 x the ``expected`` memberships) into
+    itself and the smallest group of its class, if that holds fewer than ``short`` (default
+    ``expected``): the 2-means of its encryptions' residuals (the encryption minus its other
+    images and the public term) separates the two images.  A class's memberships are fixed by the
+    label, so a group that holds two images leaves another short: one that holds scraps of several
+    images, or half of one split over two groups.  Such a group often keeps 60 to 80 memberships
+    (textures, seed 0: 45, 62, 66 and 81); the refinement then moves its scraps to where they fit.
+    Changes ``groups`` in place; returns whether it did."""
+    short = expected if short is None else short
     sizes = np.bincount(groups.ravel(), minlength=len(images))
     changed = False
     for c in np.unique(group_class):
         ids = np.flatnonzero(group_class == c)
         small = ids[np.argsort(sizes[ids], kind="stable")]
         big = ids[np.argsort(-sizes[ids], kind="stable")]
-        for s, b in zip(small[sizes[small] < expected / 2], big[sizes[big] > 1.5 * expected]):
+        for s, b in zip(small[sizes[small] < short], big[sizes[big] > 1.5 * expected]):
             rows, slot = np.nonzero(groups == b)
             r = z[rows] - (mu[rows, None] * public_term[None, :]).astype(np.float32)
             for j in range(groups.shape[1]):
@@ -333,6 +377,31 @@ def split_merged(z, groups, *, lam, images, public_term, mu, group_class, expect
             groups[rows[half], slot[half]] = s
             changed = True
     return changed
+
+
+def grey_classes(z: np.ndarray, labels: np.ndarray, *, mu: np.ndarray, chroma: int, block: int = 4096) -> np.ndarray:
+    """bool (C,): the label classes whose private images are grey, judged from the public files.
+
+    The label alone fits each class's mean image (the least squares of ``z`` on the label columns
+    and ``mu``, the public term).  A grey class's mean is zero in the ``chroma`` leading columns
+    (:func:`opponent`), so its fitted chroma is the fit's noise: its mean square over that noise's
+    variance is about 1 (0.6 to 0.8 measured on the development photos and textures, where colour
+    classes gave 16 to 56), and a class is grey below :data:`GREY_RATIO`.
+    """
+    present = (labels > 0).any(axis=0)
+    if chroma == 0:
+        return np.zeros(labels.shape[1], bool)
+    design = np.concatenate([labels.astype(np.float64), mu[:, None]], axis=1)
+    moments, total = np.zeros((design.shape[1], chroma)), 0.0
+    for a in range(0, len(z), block):  # float64 blocks: no copy of all of z
+        part = z[a : a + block, :chroma].astype(np.float64)
+        moments += design[a : a + block].T @ part
+        total += float(np.einsum("ij,ij->", part, part))
+    inverse = np.linalg.pinv(design.T @ design, hermitian=True)
+    means = inverse @ moments
+    noise = (total - float(np.sum(means * moments))) / max(len(z) * chroma, 1)  # the fit's residual variance
+    energy = np.mean(means[:-1] ** 2, axis=1) / np.maximum(np.diag(inverse)[:-1] * noise, EPS)
+    return present & (energy < GREY_RATIO)
 
 
 # --- 3. lambdas ----------------------------------------------------------------------------------
@@ -392,9 +461,22 @@ def _solve(gram: np.ndarray, moments: np.ndarray) -> np.ndarray:
     return np.linalg.pinv(gram, hermitian=True) @ moments
 
 
-def fit_images(y, groups, *, lam, mu, n_groups: int, advance: Advance = None) -> tuple[np.ndarray, np.ndarray]:
-    """Least-squares images (n_groups, D) and public term (D,) for the model above (float64)."""
-    solved = _solve(_gram(groups, lam, mu, n_groups), _moments(y, groups, lam, mu, n_groups))
+def _solve_fit(gram: np.ndarray, moments: np.ndarray, grey: np.ndarray | None, chroma: int) -> np.ndarray:
+    """:func:`_solve`, the first ``chroma`` columns with the ``grey`` groups out of the design
+    (their images zero there): the rest of the design's gram and moments are unchanged by that."""
+    solved = _solve(gram, moments)
+    if grey is not None and chroma:
+        kept = np.flatnonzero(np.append(~grey, True))  # and the public term
+        solved[:, :chroma] = 0.0
+        solved[kept, :chroma] = _solve(gram[np.ix_(kept, kept)], moments[kept, :chroma])
+    return solved
+
+
+def fit_images(y, groups, *, lam, mu, n_groups: int, advance: Advance = None, grey: np.ndarray | None = None,
+               chroma: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Least-squares images (n_groups, D) and public term (D,) for the model above (float64);
+    the images of the ``grey`` groups (bool, n_groups) zero in the first ``chroma`` columns."""
+    solved = _solve_fit(_gram(groups, lam, mu, n_groups), _moments(y, groups, lam, mu, n_groups), grey, chroma)
     if advance:
         advance(len(y))
     return solved[:n_groups], solved[n_groups]
@@ -538,7 +620,10 @@ def graph_attack(release: PublicRelease, *, rounds: int = 10, rows: int = 4096, 
     Where |x| is not the mix (a sign mask in the centred domain, whose folds are no additive noise),
     the features are the pixel differences, never whitened: whitening took pair accuracy from 0.46
     to 0.22 there (development photos, [-1, 1]).  So they are for images of more than
-    :data:`MAX_WHITENED` values, whose covariance would not fit in memory.
+    :data:`MAX_WHITENED` values, whose covariance would not fit in memory.  With them the groups
+    are far from whole images (pair accuracy about 0.5 in [-1, 1]), and a short group is as likely
+    a real image as scraps: a merged group is split only into a group under half the expected
+    memberships (into any short group: 0.464 against 0.492, attack seeds 0 to 3, same photos).
 
     Parameters
     ----------
@@ -570,26 +655,35 @@ def graph_attack(release: PublicRelease, *, rounds: int = 10, rows: int = 4096, 
     whiten = mix and height * width * channels <= MAX_WHITENED  # whitened |x|; else pixel differences
     d = height * width * channels if whiten else ((height - 1) * width + height * (width - 1)) * channels
     z = np.empty((n_rows, d), np.float32)  # filled, then whitened, in place
+    chroma = 0  # leading chroma columns of z (see :func:`opponent`)
     start = 0
     with Progress("features", (2 if whiten else 1) * n_rows, unit="encryptions") as bar:
         for block in release.encryption_blocks(rows):
             y = magnitudes(block, p)
-            z[start : start + len(block)] = y.reshape(len(block), -1) if whiten else gradients(y)
+            if whiten:
+                z[start : start + len(block)], chroma = opponent(y)
+            else:
+                z[start : start + len(block)] = gradients(y)
             start += len(block)
             bar.advance(len(block))
         if whiten:
             transform(z, whitener(z[:COVARIANCE_ROWS]), rows, bar.advance)
     sizes = class_sizes(labels, m, n)
     group_class = np.repeat(np.arange(len(sizes)), sizes)
+    grey = grey_classes(z, labels, mu=mu, chroma=chroma)
+    grey_group = grey[group_class] if grey.any() else None
+    fit = partial(fit_images, mu=mu, n_groups=n, grey=grey_group, chroma=chroma)
     with Progress("grouping", int(np.count_nonzero(labels[:, sizes > 0] > 0)), unit="rows") as bar:
         groups = initial_groups(project(z, dims, seed, rows), labels, k_private=m, sizes=sizes, seed=seed,
-                                advance=bar.advance)
+                                advance=bar.advance, grey=grey,
+                                luminance=project(z[:, chroma:], dims, seed, rows) if grey.any() else None)
     expected = len(z) * m / n
+    short = expected if whiten else expected / 2  # a group that may take a split (see above)
     for stage in range(WHITENINGS + 1 if whiten else 1):
         if stage:
             with Progress(f"whitening {stage}/{WHITENINGS}", n_rows, unit="rows") as bar:
                 lam = private_lambdas(groups, group_class, labels)
-                images, public_term = fit_images(z, groups, lam=lam, mu=mu, n_groups=n)
+                images, public_term = fit(z, groups, lam=lam)
                 head = slice(0, COVARIANCE_ROWS)
                 level = float(np.mean(z[head].var(axis=0, dtype=np.float64)))
                 noise = residuals(z[head], groups[head], lam=lam[head], images=images, public_term=public_term,
@@ -601,12 +695,12 @@ def graph_attack(release: PublicRelease, *, rounds: int = 10, rows: int = 4096, 
             label = f"whitening {stage}/{WHITENINGS}, round {r + 1}/{most}" if stage else f"round {r + 1}/{most}"
             with Progress(label, 3 * n_rows, unit="rows") as bar:  # fit, maybe a refit, reassign
                 lam = private_lambdas(groups, group_class, labels)
-                images, public_term = fit_images(z, groups, lam=lam, mu=mu, n_groups=n, advance=bar.advance)
+                images, public_term = fit(z, groups, lam=lam, advance=bar.advance)
                 split = split_merged(z, groups, lam=lam, images=images, public_term=public_term, mu=mu,
-                                     group_class=group_class, expected=expected, seed=seed)
+                                     group_class=group_class, expected=expected, short=short, seed=seed)
                 if split:
                     lam = private_lambdas(groups, group_class, labels)
-                    images, public_term = fit_images(z, groups, lam=lam, mu=mu, n_groups=n)
+                    images, public_term = fit(z, groups, lam=lam)
                 bar.advance(n_rows)
                 moved = reassign(z, groups, images=images, public_term=public_term, labels=labels, group_class=group_class,
                                  mu=mu, rows=rows, advance=bar.advance)
@@ -620,9 +714,11 @@ def graph_attack(release: PublicRelease, *, rounds: int = 10, rows: int = 4096, 
     with Progress("fit", n_rows, unit="encryptions") as bar:
         for block in release.encryption_blocks(rows):
             stop = start + len(block)
-            moments += _moments(magnitudes(block, p).reshape(len(block), -1), groups[start:stop], lam[start:stop],
-                                mu[start:stop], n)
+            y = magnitudes(block, p)
+            y = opponent(y)[0] if chroma else y.reshape(len(block), -1)
+            moments += _moments(y, groups[start:stop], lam[start:stop], mu[start:stop], n)
             start = stop
             bar.advance(len(block))
-    images = _solve(_gram(groups, lam, mu, n), moments)[:n]
-    return GraphResult(groups, lam, images.astype(np.float32).reshape(n, *release.image_shape))
+    images = _solve_fit(_gram(groups, lam, mu, n), moments, grey_group, chroma)[:n]
+    images = from_opponent(images, release.image_shape) if chroma else images.reshape(n, *release.image_shape)
+    return GraphResult(groups, lam, images.astype(np.float32))

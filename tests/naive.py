@@ -269,15 +269,22 @@ def centre_sums_reference(f, assign, k) -> np.ndarray:
     return out
 
 
-def fit_images_reference(y, groups, lam, mu, n_groups: int) -> tuple[np.ndarray, np.ndarray]:
+def fit_images_reference(y, groups, lam, mu, n_groups: int, grey=None, chroma: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Twin of :func:`attacks.graph.fit_images`: dense least squares of y ~ D X, where row i of D
-    holds lam_ij at column groups_ij (summed) and mu_i in the last column (the public term)."""
+    holds lam_ij at column groups_ij (summed) and mu_i in the last column (the public term); in
+    the first ``chroma`` columns of y the ``grey`` groups' columns of D are dropped (their images
+    zero there)."""
     d = np.zeros((len(groups), n_groups + 1))
     for i in range(len(groups)):
         for j in range(groups.shape[1]):
             d[i, groups[i, j]] += lam[i, j]
         d[i, n_groups] = mu[i]
-    solved = np.linalg.lstsq(d, np.asarray(y, np.float64), rcond=None)[0]
+    y = np.asarray(y, np.float64)
+    solved = np.linalg.lstsq(d, y, rcond=None)[0]
+    if grey is not None:
+        kept = np.flatnonzero(np.append(~grey, True))
+        solved[:, :chroma] = 0.0
+        solved[kept, :chroma] = np.linalg.lstsq(d[:, kept], y[:, :chroma], rcond=None)[0]
     return solved[:n_groups], solved[n_groups]
 
 

@@ -141,6 +141,94 @@ def test_fit_images_matches_dense_least_squares(shape):
         np.testing.assert_allclose(a, b, rtol=1e-8, atol=1e-10)
 
 
+def test_fit_images_holds_grey_groups_at_zero_in_the_chroma_columns():
+    """Constrained least squares: the grey groups out of the design in the first ``chroma`` columns."""
+    rng = np.random.default_rng(4)
+    groups = np.stack([rng.permutation(60) % 8, (rng.permutation(60) + 3) % 8], axis=1).astype(np.int32)
+    groups[groups[:, 0] == groups[:, 1], 1] = (groups[groups[:, 0] == groups[:, 1], 0] + 1) % 8
+    lam, mu = rng.uniform(0.1, 0.4, (60, 2)), rng.uniform(0.2, 0.6, 60)
+    y = rng.random((60, 75)).astype(np.float32)  # 5x5x3 in the opponent order: 50 chroma columns
+    grey = np.array([True, False, False, True, False, True, False, False])
+    got = G.fit_images(y, groups, lam=lam, mu=mu, n_groups=8, grey=grey, chroma=50)
+    want = fit_images_reference(y, groups, lam, mu, 8, grey=grey, chroma=50)
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a, b, rtol=1e-8, atol=1e-10)
+    assert not got[0][grey, :50].any() and got[0][grey, 50:].all() and got[0][~grey].all()
+
+
+def test_opponent_round_trips_and_puts_grey_images_in_the_luminance_columns():
+    rng = np.random.default_rng(5)
+    colour = rng.random((4, 5, 6, 3)).astype(np.float32)
+    rows, chroma = G.opponent(colour)
+    assert rows.shape == (4, 90) and chroma == 60
+    np.testing.assert_allclose(G.from_opponent(rows, (5, 6, 3)), colour, atol=1e-6)
+    grey_rows, _ = G.opponent(np.repeat(colour[..., :1], 3, axis=-1))
+    assert np.abs(grey_rows[:, :60]).max() < 1e-6 and np.abs(grey_rows[:, 60:]).min() > 0
+    np.testing.assert_allclose(grey_rows[:, 60:], colour[..., 0].reshape(4, -1) * np.sqrt(3), rtol=1e-6)
+    single, none = G.opponent(colour[..., :1])
+    assert none == 0 and np.array_equal(single, colour[..., 0].reshape(4, -1))
+
+
+def test_a_grey_image_stays_in_the_luminance_columns_through_the_whitening():
+    """The whitener is upper triangular: what is zero in the leading (chroma) columns stays zero."""
+    rows, chroma = G.opponent(np.random.default_rng(6).random((400, 4, 4, 3)).astype(np.float32) ** 3)
+    grey, _ = G.opponent(np.repeat(np.random.default_rng(7).random((3, 4, 4, 1)), 3, axis=-1))
+    whitened = grey @ G.whitener(rows)
+    assert np.abs(whitened[:, :chroma]).max() < 1e-5 * np.abs(whitened).max()
+    assert not np.allclose(whitened[:, chroma:], grey[:, chroma:])  # it did transform them
+
+
+def test_grey_classes_are_the_classes_whose_fitted_mean_has_no_chroma():
+    rng = np.random.default_rng(8)
+    n, classes = 3000, 6
+    images = rng.random((classes, 3, 8, 8, 3))
+    images[[1, 4]] = images[[1, 4], ..., :1]  # classes 1 and 4 grey
+    cls = rng.integers(0, classes, (n, 2))
+    which = rng.integers(0, 3, (n, 2))
+    lam = rng.uniform(0.15, 0.4, (n, 2))
+    labels = np.zeros((n, classes))
+    np.add.at(labels, (np.arange(n)[:, None].repeat(2, 1), cls), lam)
+    mu = 1 - lam.sum(axis=1)
+    mix = (lam[:, :, None, None, None] * images[cls, which]).sum(axis=1) + mu[:, None, None, None] * rng.random((n, 8, 8, 3))
+    z, chroma = G.opponent(mix)
+    np.testing.assert_array_equal(G.grey_classes(z, labels, mu=mu, chroma=chroma, block=700),
+                                  [False, True, False, False, True, False])
+    assert not G.grey_classes(z, labels, mu=mu, chroma=0).any()
+    labels[:, 5] = 0  # a class no encryption carries is not called grey
+    assert not G.grey_classes(z, labels, mu=mu, chroma=chroma)[5]
+
+
+def test_split_merged_splits_into_the_smallest_group_even_when_it_keeps_many_memberships():
+    """Two images in group 0 (200 memberships); images 2 and 3 spread over groups 1 to 3 (70, 65, 65:
+    none under half the expected 100, where the split used to look for its group)."""
+    rng = np.random.default_rng(9)
+    truth = np.repeat(np.arange(4), 100)
+    images = rng.standard_normal((4, 64)) * 3
+    z = (images[truth] + rng.standard_normal((400, 64))).astype(np.float32)
+    groups = np.zeros((400, 1), np.int32)
+    groups[200:265, 0], groups[265:300, 0], groups[300:335, 0], groups[335:, 0] = 2, 1, 1, 3
+    lam, mu = np.ones((400, 1)), np.zeros(400)
+    fitted, public_term = G.fit_images(z, groups, lam=lam, mu=mu, n_groups=4)
+    assert G.split_merged(z, groups, lam=lam, images=fitted, public_term=public_term, mu=mu,
+                          group_class=np.zeros(4, np.int64), expected=100.0)
+    assert len(np.unique(groups[:100, 0])) == 1 and len(np.unique(groups[100:200, 0])) == 1
+    assert groups[0, 0] != groups[100, 0] and set(groups[:200, 0]) == {0, 2}
+
+
+def test_split_merged_keeps_to_groups_under_short():
+    """Where groups are far from whole images (pixel differences), a group of 65 is left alone."""
+    rng = np.random.default_rng(9)
+    z = rng.standard_normal((400, 64)).astype(np.float32)
+    groups = np.empty((400, 1), np.int32)
+    groups[:200, 0], groups[200:270, 0], groups[270:335, 0], groups[335:, 0] = 0, 1, 2, 3  # 200, 70, 65, 65
+    lam, mu = np.ones((400, 1)), np.zeros(400)
+    fitted, public_term = G.fit_images(z, groups, lam=lam, mu=mu, n_groups=4)
+    before = groups.copy()
+    assert not G.split_merged(z, groups, lam=lam, images=fitted, public_term=public_term, mu=mu,
+                              group_class=np.zeros(4, np.int64), expected=100.0, short=50.0)
+    np.testing.assert_array_equal(groups, before)
+
+
 def test_gram_matches_the_dense_design():
     """Including a row whose two slots name one group (the dense design adds them in one column)."""
     rng = np.random.default_rng(6)
@@ -215,6 +303,10 @@ def test_graph_attack_finds_the_pairing_in_the_positive_domain(photo_release):
     random_groups = np.random.default_rng(0).integers(0, 40, truth.shape)
     assert G.pair_accuracy(random_groups, truth, 40) < 0.1
     assert result.images.shape == (40, 32, 32, 3) and np.isfinite(result.images).all()
+    group_class = np.repeat(np.arange(10), G.class_sizes(release.labels, 2, 40))
+    grey = group_class >= 7  # camera, coins and page: grey photos, found grey and fitted grey
+    spread = np.ptp(result.images, axis=-1).max(axis=(1, 2))
+    assert (spread[grey] < 1e-5).all() and (spread[~grey] > 0.05).all(), spread
 
 
 DIGEST = """
