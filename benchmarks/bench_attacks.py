@@ -137,7 +137,7 @@ def held_out_fits(y, images, public_term, truth, lam, group_class, mu) -> np.nda
     estimated, where :func:`local_optima`'s are the true ones.  Each image's own refit drops the
     encryption from its least squares alone (its coupling to the other images is left)."""
     weight = np.bincount(truth.ravel(), weights=(lam ** 2).ravel(), minlength=len(images))
-    rows, ok = np.arange(len(y)), np.ones(len(y), bool)
+    ok = np.ones(len(y), bool)
     norms = np.einsum("ij,ij->i", images, images)
     for j in range(truth.shape[1]):
         a, lj = truth[:, j], lam[:, j, None]
@@ -213,7 +213,8 @@ def heldout(work: Path, seeds: int, development: bool = False) -> None:
         accuracy = pair_accuracy(result.groups, store["encryption/private_index"][:], release.params.n_private)
         c = caps(release, store)
         print(f"{name:11} seed {seed}: pair accuracy {accuracy:.3f} [{seconds:.0f} s]; from the true pairing "
-              f"{c['from_truth']:.3f}, each encryption held out of its images' fit {c['held_out']:.3f}; oracle (true images, true lambdas) {c['oracle']:.3f}, with the equal split "
+              f"{c['from_truth']:.3f}, each encryption held out of its images' fit {c['held_out']:.3f}; "
+              f"oracle (true images, true lambdas) {c['oracle']:.3f}, with the equal split "
               f"{c['oracle_equal_split']:.3f}, its misfits with a lambda < 0.05 {c['misfit_small_lambda']:.3f}; "
               f"two images of one class {c['same_class']:.3f}, a lambda < 0.05 {c['small_lambda']:.3f}")
         shutil.rmtree(path)
