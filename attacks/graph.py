@@ -357,7 +357,7 @@ def split_merged(z, groups, *, lam, images, public_term, mu, group_class, expect
     images and the public term) separates the two images.  A class's memberships are fixed by the
     label, so a group that holds two images leaves another short: one that holds scraps of several
     images, or half of one split over two groups.  Such a group often keeps 60 to 80 memberships
-    (textures, seed 0: 45, 62, 66 and 81); the refinement then moves its scraps to where they fit.
+    (45 to 81 on textures seed 0); the refinement then moves its scraps to where they fit.
     Changes ``groups`` in place; returns whether it did."""
     short = expected if short is None else short
     sizes = np.bincount(groups.ravel(), minlength=len(images))
