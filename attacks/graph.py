@@ -111,10 +111,8 @@ def opponent(images: np.ndarray) -> tuple[np.ndarray, int]:
 
 
 def from_opponent(rows: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
-    """The images (N, H, W, C) of rows in :func:`opponent`'s order (its inverse)."""
-    height, width, channels = shape
-    if channels != 3:
-        return rows.reshape(len(rows), *shape)
+    """The colour images (N, H, W, 3) of rows in :func:`opponent`'s order (its inverse)."""
+    height, width, _ = shape
     planes = rows.reshape(len(rows), 3, height, width)[:, [2, 0, 1]]
     return np.moveaxis(planes, 1, -1) @ OPPONENT.T
 
@@ -388,9 +386,9 @@ def grey_classes(z: np.ndarray, labels: np.ndarray, *, mu: np.ndarray, chroma: i
     variance is about 1 (0.6 to 0.8 measured on the development photos and textures, where colour
     classes gave 16 to 56), and a class is grey below :data:`GREY_RATIO`.
     """
-    present = (labels > 0).any(axis=0)
     if chroma == 0:
         return np.zeros(labels.shape[1], bool)
+    present = (labels > 0).any(axis=0)
     design = np.concatenate([labels.astype(np.float64), mu[:, None]], axis=1)
     moments, total = np.zeros((design.shape[1], chroma)), 0.0
     for a in range(0, len(z), block):  # float64 blocks: no copy of all of z
@@ -464,11 +462,12 @@ def _solve(gram: np.ndarray, moments: np.ndarray) -> np.ndarray:
 def _solve_fit(gram: np.ndarray, moments: np.ndarray, grey: np.ndarray | None, chroma: int) -> np.ndarray:
     """:func:`_solve`, the first ``chroma`` columns with the ``grey`` groups out of the design
     (their images zero there): the rest of the design's gram and moments are unchanged by that."""
-    solved = _solve(gram, moments)
-    if grey is not None and chroma:
-        kept = np.flatnonzero(np.append(~grey, True))  # and the public term
-        solved[:, :chroma] = 0.0
-        solved[kept, :chroma] = _solve(gram[np.ix_(kept, kept)], moments[kept, :chroma])
+    if grey is None or not chroma:
+        return _solve(gram, moments)
+    kept = np.flatnonzero(np.append(~grey, True))  # and the public term
+    solved = np.zeros_like(moments)
+    solved[kept, :chroma] = _solve(gram[np.ix_(kept, kept)], moments[kept, :chroma])
+    solved[:, chroma:] = _solve(gram, moments[:, chroma:])
     return solved
 
 
