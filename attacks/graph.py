@@ -31,7 +31,9 @@ IEEE S&P 2021, arXiv 2011.05315), in our own code and without a deep-learning fr
    memberships is split in two (2-means of its residuals) into the smallest group of its class,
    if that is short (:func:`split_merged`), which the refinement cannot do by single moves.
    Once the refinement settles, the features are whitened again by the covariance of the fit's
-   residuals, the public patches' mix alone (:data:`WHITENINGS` times), and the refinement goes on.
+   residuals, the public patches' mix alone (:data:`WHITENINGS` times); each class is grouped
+   again on what the fit leaves of its own images, in the few directions where they differ
+   (:func:`regroup`), and the refinement goes on.
 """
 
 from __future__ import annotations
@@ -49,13 +51,14 @@ from challenge.progress import Progress
 
 __all__ = ["GraphResult", "opponent", "from_opponent", "whitener", "transform", "residuals", "unit_rows", "top_neighbours",
            "class_sizes", "grey_classes", "centre_sums", "spherical_kmeans", "project", "initial_groups", "split_merged",
-           "private_lambdas", "fit_images", "reassign", "pair_accuracy", "graph_attack"]
+           "greedy_match", "signal_basis", "regroup", "private_lambdas", "fit_images", "reassign", "pair_accuracy", "graph_attack"]
 
 EPS = 1e-12
 DIMS = 1024  # the grouping's features (see :func:`project`)
 FLOOR = 0.03  # a whitening's least floor on the eigenvalues, a share of their mean (see :func:`whitener`)
 COVARIANCE_ROWS = 16384  # the rows a covariance is estimated from (the release's order is random)
 WHITENINGS = 2  # times the features are whitened again, by the fit's residuals (see :func:`graph_attack`)
+SIGNAL_EDGE = 1.25  # a class's images differ along a direction that stands this far above its noise (see :func:`regroup`)
 MAX_WHITENED = 4096  # values per image up to which the features are whitened: its D x D matrices (float64)
 # take 4 x 134 MB at 4,096 and grow as D^2 (D^3 time); wider images keep the pixel differences
 Advance = Callable[[int], None] | None  # told how many rows were just done (a progress bar's advance)
@@ -377,6 +380,69 @@ def split_merged(z, groups, *, lam, images, public_term, mu, group_class, expect
     return changed
 
 
+def greedy_match(overlap: np.ndarray) -> np.ndarray:
+    """int64 (n,): for each row of the square ``overlap`` (counts), the column matched to it one
+    to one, largest overlaps first (ties to the lower index)."""
+    n = len(overlap)
+    match = np.full(n, -1, np.int64)
+    used = np.zeros(n, bool)
+    for flat in np.argsort(-overlap, axis=None, kind="stable"):
+        row, column = divmod(int(flat), n)
+        if match[row] < 0 and not used[column]:
+            match[row], used[column] = column, True
+    return match
+
+
+def signal_basis(r: np.ndarray, q: int, *, seed: int = 0, iterations: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    """float32 (D, q), float (q,): an orthonormal basis of the ``q`` leading right singular vectors
+    of ``r`` (N, D) and their singular values, by seeded subspace iteration (8 columns more than
+    asked): O(N D q) a pass, where a full SVD costs O(N D^2)."""
+    basis = np.linalg.qr(np.random.default_rng(seed).standard_normal((r.shape[1], q + 8)).astype(np.float32))[0]
+    for _ in range(iterations):
+        basis = np.linalg.qr(r.T @ (r @ basis))[0]
+    _, values, vt = np.linalg.svd(r @ basis, full_matrices=False)
+    return (basis @ vt[:q].T).astype(np.float32), values[:q]
+
+
+def regroup(z, groups, *, lam, images, public_term, mu, group_class, grey=None, chroma: int = 0, seed: int = 0) -> None:
+    """Group each class again, once the fit stands, on what its encryptions hold of its own
+    images, in the few directions where those images differ; changes ``groups`` in place.
+
+    The first grouping sees each encryption whole: its other private image and the public mix
+    hide what tells alike images apart (a class of smooth grey textures came out no better than
+    chance).  An encryption that carries the class once, minus its other images and the public
+    term, leaves lam x its image + noise; minus lam x the class's mean image, lam x that image's
+    difference from the mean: k images differ in k - 1 directions, the leading singular vectors
+    of these residuals.  Kept are those whose singular value exceeds :data:`SIGNAL_EDGE` x the
+    k-th (the noise's largest), at least one; a spherical k-means of the residuals in them, a few
+    columns where there were thousands of noise, groups the class.  Each new cluster keeps the old
+    group it shares most encryptions with, so encryptions with two images of the class (left out)
+    keep theirs.  The ``grey`` groups' classes are grouped on the luminance columns (after
+    ``chroma``), as in :func:`initial_groups`.
+    """
+    for c in np.unique(group_class):
+        ids = np.flatnonzero(group_class == c)
+        inside = group_class[groups] == c
+        k, rows = len(ids), np.flatnonzero(inside.sum(axis=1) == 1)
+        if k < 2 or len(rows) < 2 * k:
+            continue
+        slot = np.argmax(inside[rows], axis=1)
+        cols = slice(chroma if grey is not None and grey[ids[0]] else 0, None)
+        own, own_lam = groups[rows, slot], lam[rows, slot]
+        r = residuals(z[rows, cols], groups[rows], lam=lam[rows], images=images[:, cols],
+                      public_term=public_term[cols], mu=mu[rows])
+        r += (own_lam[:, None] * images[own, cols]).astype(np.float32)
+        mean = (own_lam @ r / max(float(own_lam @ own_lam), EPS)).astype(np.float32)
+        r -= np.outer(own_lam, mean).astype(np.float32)
+        basis, values = signal_basis(r, k, seed=seed + int(c))
+        basis = basis[:, : max(int(np.sum(values[: k - 1] > SIGNAL_EDGE * values[k - 1])), 1)]
+        f = unit_rows_uncentred(r @ basis + np.outer(own_lam, mean @ basis).astype(np.float32))
+        found = np.argmax(f @ spherical_kmeans(f, k, seed=seed + int(c)).T, axis=1)
+        overlap = np.zeros((k, k), np.int64)
+        np.add.at(overlap, (found, np.searchsorted(ids, own)), 1)
+        groups[rows, slot] = ids[greedy_match(overlap)[found]]
+
+
 def grey_classes(z: np.ndarray, labels: np.ndarray, *, mu: np.ndarray, chroma: int, block: int = 4096) -> np.ndarray:
     """bool (C,): the label classes whose private images are grey, judged from the public files.
 
@@ -599,13 +665,7 @@ def pair_accuracy(groups: np.ndarray, truth: np.ndarray, n_private: int) -> floa
     for j in range(groups.shape[1]):
         for q in range(truth.shape[1]):
             np.add.at(overlap, (groups[:, j], truth[:, q]), 1)
-    match = np.full(n_private, -1)
-    used = np.zeros(n_private, bool)
-    for flat in np.argsort(-overlap, axis=None, kind="stable"):
-        g, p = divmod(int(flat), n_private)
-        if match[g] < 0 and not used[p]:
-            match[g], used[p] = p, True
-    mapped = np.sort(match[groups], axis=1)
+    mapped = np.sort(greedy_match(overlap)[groups], axis=1)
     return float(np.mean(np.all(mapped == np.sort(truth, axis=1), axis=1)))
 
 
@@ -689,6 +749,9 @@ def graph_attack(release: PublicRelease, *, rounds: int = 10, rows: int = 4096, 
                                   mu=mu[head])
                 transform(z, whitener(noise, level=level), rows, bar.advance)
                 del noise
+                images, public_term = fit(z, groups, lam=lam)
+                regroup(z, groups, lam=lam, images=images, public_term=public_term, mu=mu, group_class=group_class,
+                        grey=grey_group, chroma=chroma, seed=seed)
         most = max(rounds // 2, 1) if stage else rounds  # each whitening starts from a settled fit
         for r in range(most):
             label = f"whitening {stage}/{WHITENINGS}, round {r + 1}/{most}" if stage else f"round {r + 1}/{most}"

@@ -229,6 +229,57 @@ def test_split_merged_keeps_to_groups_under_short():
     np.testing.assert_array_equal(groups, before)
 
 
+def test_greedy_match_takes_the_largest_overlaps_first():
+    """Row 1's 6 is taken before row 0's 5, so row 0 gets what is left, not its own best."""
+    np.testing.assert_array_equal(G.greedy_match(np.array([[5, 4], [6, 0]])), [1, 0])
+    np.testing.assert_array_equal(G.greedy_match(np.array([[2, 2], [2, 2]])), [0, 1])  # ties to the lower index
+
+
+def test_signal_basis_matches_the_svd():
+    rng = np.random.default_rng(12)
+    r = (rng.standard_normal((300, 6)) * [40, 30, 25, 20, 15, 10]) @ rng.standard_normal((6, 200))
+    r = (r + rng.standard_normal((300, 200))).astype(np.float32)
+    basis, values = G.signal_basis(r, 6, seed=1)
+    _, ref_values, ref_vt = np.linalg.svd(r.astype(np.float64), full_matrices=False)
+    np.testing.assert_allclose(values, ref_values[:6], rtol=1e-4)
+    np.testing.assert_allclose(basis.T @ basis, np.eye(6), atol=1e-5)
+    np.testing.assert_allclose(np.linalg.svd(ref_vt[:6] @ basis, compute_uv=False), 1, atol=1e-4)  # the same span
+
+
+def _purity(found, truth):
+    return sum(np.bincount(truth[found == g]).max() for g in np.unique(found)) / len(truth)
+
+
+def test_regroup_finds_a_class_its_partners_hide():
+    """Class 0: five images that differ in two of 1,000 directions, each encryption with a strong image of
+    class 1, the public term and noise.  A k-means of the encryptions (the first grouping) is near chance
+    (0.2); of the residuals without class 1's images, still lost in 1,000 columns of noise; in the
+    directions where the images differ it finds them.  Rows with two images of class 1 keep theirs."""
+    rng = np.random.default_rng(11)
+    n, d = 600, 1000
+    angle = np.arange(5) * 2 * np.pi / 5
+    plane = np.linalg.qr(rng.standard_normal((d, 2)))[0].T
+    images = np.concatenate([rng.standard_normal(d) + 10 * np.stack([np.cos(angle), np.sin(angle)], 1) @ plane,
+                             rng.standard_normal((5, d)) * 3])
+    truth = np.stack([rng.integers(0, 5, n), rng.integers(5, 10, n)], 1).astype(np.int32)
+    lam = rng.uniform(0.3, 0.45, (n, 2))
+    mu, public = 1 - lam.sum(1), rng.standard_normal(d)
+    z = (lam[:, :1] * images[truth[:, 0]] + lam[:, 1:] * images[truth[:, 1]] + mu[:, None] * public
+         + rng.standard_normal((n, d))).astype(np.float32)
+    groups = truth.copy()
+    groups[:, 0] = rng.integers(0, 5, n)
+    groups[:20] = [6, 8]
+    fitted, public_term = G.fit_images(z, groups, lam=lam, mu=mu, n_groups=10)
+    whole = G.unit_rows(z, centre=False)
+    assert _purity(np.argmax(whole @ G.spherical_kmeans(whole, 5).T, axis=1), truth[:, 0]) < 0.3
+    residual = G.unit_rows((z - lam[:, 1:] * fitted[groups[:, 1]] - mu[:, None] * public_term).astype(np.float32), centre=False)
+    assert _purity(np.argmax(residual @ G.spherical_kmeans(residual, 5).T, axis=1), truth[:, 0]) < 0.65
+    G.regroup(z, groups, lam=lam, images=fitted, public_term=public_term, mu=mu, group_class=np.repeat([0, 1], 5))
+    assert _purity(groups[20:, 0], truth[20:, 0]) > 0.85
+    np.testing.assert_array_equal(groups[20:, 1], truth[20:, 1])
+    np.testing.assert_array_equal(groups[:20], [[6, 8]] * 20)
+
+
 def test_gram_matches_the_dense_design():
     """Including a row whose two slots name one group (the dense design adds them in one column)."""
     rng = np.random.default_rng(6)
