@@ -381,13 +381,12 @@ def split_merged(z, groups, *, lam, images, public_term, mu, group_class, expect
 
 
 def greedy_match(overlap: np.ndarray) -> np.ndarray:
-    """int64 (n,): for each row of the square ``overlap`` (counts), the column matched to it one
-    to one, largest overlaps first (ties to the lower index)."""
-    n = len(overlap)
-    match = np.full(n, -1, np.int64)
-    used = np.zeros(n, bool)
+    """int64 (rows,): for each row of ``overlap`` (counts, no more rows than columns), the column
+    matched to it one to one, largest overlaps first (ties to the lower index)."""
+    match = np.full(overlap.shape[0], -1, np.int64)
+    used = np.zeros(overlap.shape[1], bool)
     for flat in np.argsort(-overlap, axis=None, kind="stable"):
-        row, column = divmod(int(flat), n)
+        row, column = divmod(int(flat), overlap.shape[1])
         if match[row] < 0 and not used[column]:
             match[row], used[column] = column, True
     return match
@@ -415,9 +414,11 @@ def regroup(z, groups, *, lam, images, public_term, mu, group_class, grey=None, 
     difference from the mean: k images differ in k - 1 directions, the leading singular vectors
     of these residuals.  Kept are those whose singular value exceeds :data:`SIGNAL_EDGE` x the
     k-th (the noise's largest), at least one; a spherical k-means of the residuals in them, a few
-    columns where there were thousands of noise, groups the class.  Each new cluster keeps the old
-    group it shares most encryptions with, so encryptions with two images of the class (left out)
-    keep theirs.  The ``grey`` groups' classes are grouped on the luminance columns (after
+    columns where there were thousands of noise, groups the class.  In one direction (images that
+    barely differ) unit rows are its two signs: the class is split in two, and the rounds' splits
+    of merged groups (:func:`split_merged`) divide it further, one cut at a time.  Each new cluster
+    keeps the old group it shares most encryptions with, so encryptions with two images of the
+    class (left out) keep theirs.  The ``grey`` groups' classes are grouped on the luminance columns (after
     ``chroma``), as in :func:`initial_groups`.
     """
     for c in np.unique(group_class):
@@ -435,10 +436,11 @@ def regroup(z, groups, *, lam, images, public_term, mu, group_class, grey=None, 
         mean = (own_lam @ r / max(float(own_lam @ own_lam), EPS)).astype(np.float32)
         r -= np.outer(own_lam, mean).astype(np.float32)
         basis, values = signal_basis(r, k, seed=seed + int(c))
-        basis = basis[:, : max(int(np.sum(values[: k - 1] > SIGNAL_EDGE * values[k - 1])), 1)]
-        f = unit_rows_uncentred(r @ basis + np.outer(own_lam, mean @ basis).astype(np.float32))
-        found = np.argmax(f @ spherical_kmeans(f, k, seed=seed + int(c)).T, axis=1)
-        overlap = np.zeros((k, k), np.int64)
+        q = max(int(np.sum(values[: k - 1] > SIGNAL_EDGE * values[k - 1])), 1)
+        f = unit_rows_uncentred(r @ basis[:, :q] + np.outer(own_lam, mean @ basis[:, :q]).astype(np.float32))
+        clusters = k if q > 1 else 2  # one direction's unit rows are its two signs
+        found = np.argmax(f @ spherical_kmeans(f, clusters, seed=seed + int(c)).T, axis=1)
+        overlap = np.zeros((clusters, k), np.int64)
         np.add.at(overlap, (found, np.searchsorted(ids, own)), 1)
         groups[rows, slot] = ids[greedy_match(overlap)[found]]
 

@@ -233,6 +233,7 @@ def test_greedy_match_takes_the_largest_overlaps_first():
     """Row 1's 6 is taken before row 0's 5, so row 0 gets what is left, not its own best."""
     np.testing.assert_array_equal(G.greedy_match(np.array([[5, 4], [6, 0]])), [1, 0])
     np.testing.assert_array_equal(G.greedy_match(np.array([[2, 2], [2, 2]])), [0, 1])  # ties to the lower index
+    np.testing.assert_array_equal(G.greedy_match(np.array([[0, 1, 7], [0, 9, 8]])), [2, 1])  # fewer rows than columns
 
 
 def test_signal_basis_matches_the_svd():
@@ -278,6 +279,28 @@ def test_regroup_finds_a_class_its_partners_hide():
     assert _purity(groups[20:, 0], truth[20:, 0]) > 0.85
     np.testing.assert_array_equal(groups[20:, 1], truth[20:, 1])
     np.testing.assert_array_equal(groups[:20], [[6, 8]] * 20)
+
+
+def test_regroup_splits_a_class_in_two_where_its_images_differ_in_one_direction():
+    """Four images along one direction (-3, -1, 1, 3 times it): no k-means of four in one direction,
+    so the class is cut in two by the sign, for the rounds' splits to divide further."""
+    rng = np.random.default_rng(13)
+    n, d = 800, 300
+    axis = np.linalg.qr(rng.standard_normal((d, 2)))[0].T
+    along = np.array([-3.0, -1.0, 1.0, 3.0]) * 6
+    images = np.concatenate([along[:, None] * axis[0] + 4 * axis[1], rng.standard_normal((4, d)) * 3])
+    truth = np.stack([rng.integers(0, 4, n), rng.integers(4, 8, n)], 1).astype(np.int32)
+    lam = rng.uniform(0.3, 0.45, (n, 2))
+    mu = 1 - lam.sum(1)
+    z = (lam[:, :1] * images[truth[:, 0]] + lam[:, 1:] * images[truth[:, 1]] + rng.standard_normal((n, d))).astype(np.float32)
+    groups = truth.copy()
+    groups[:, 0] = rng.integers(0, 4, n)
+    fitted, public_term = G.fit_images(z, groups, lam=lam, mu=mu, n_groups=8)
+    G.regroup(z, groups, lam=lam, images=fitted, public_term=public_term, mu=mu, group_class=np.repeat([0, 1], 4))
+    assert len(np.unique(groups[:, 0])) == 2
+    low, high = groups[truth[:, 0] < 2, 0], groups[truth[:, 0] >= 2, 0]
+    assert np.mean(low == np.bincount(low).argmax()) > 0.9 and np.mean(high == np.bincount(high).argmax()) > 0.9
+    assert np.bincount(low).argmax() != np.bincount(high).argmax()
 
 
 def test_gram_matches_the_dense_design():
