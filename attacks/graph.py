@@ -435,8 +435,9 @@ def regroup(z, groups, *, lam, images, public_term, mu, group_class, grey=None, 
         r += (own_lam[:, None] * images[own, cols]).astype(np.float32)
         mean = (own_lam @ r / max(float(own_lam @ own_lam), EPS)).astype(np.float32)
         r -= np.outer(own_lam, mean).astype(np.float32)
-        basis, values = signal_basis(r, k, seed=seed + int(c))
-        q = max(int(np.sum(values[: k - 1] > SIGNAL_EDGE * values[k - 1])), 1)
+        basis, values = signal_basis(r, min(k, r.shape[1]), seed=seed + int(c))
+        noise = values[k - 1] if len(values) == k else 0.0  # no more columns than images: none is noise's alone
+        q = max(int(np.sum(values[: k - 1] > SIGNAL_EDGE * noise)), 1)
         f = unit_rows_uncentred(r @ basis[:, :q] + np.outer(own_lam, mean @ basis[:, :q]).astype(np.float32))
         clusters = k if q > 1 else 2  # one direction's unit rows are its two signs
         found = np.argmax(f @ spherical_kmeans(f, clusters, seed=seed + int(c)).T, axis=1)

@@ -303,6 +303,23 @@ def test_regroup_splits_a_class_in_two_where_its_images_differ_in_one_direction(
     assert np.bincount(low).argmax() != np.bincount(high).argmax()
 
 
+def test_regroup_keeps_every_column_when_a_class_has_more_images_than_columns():
+    """Six values per image (the least image, 7x7, has 49; a class can hold 100 images), ten images in
+    a class: every direction may be the images', none is left to measure the noise by."""
+    rng = np.random.default_rng(14)
+    n, d, k = 600, 6, 10
+    images = rng.standard_normal((2 * k, d)) * 3
+    truth = np.stack([rng.integers(0, k, n), rng.integers(k, 2 * k, n)], 1).astype(np.int32)
+    lam = rng.uniform(0.3, 0.45, (n, 2))
+    mu = 1 - lam.sum(1)
+    z = (lam[:, :1] * images[truth[:, 0]] + lam[:, 1:] * images[truth[:, 1]] + 0.05 * rng.standard_normal((n, d))).astype(np.float32)
+    groups = truth.copy()
+    groups[:, 0] = rng.integers(0, k, n)
+    fitted, public_term = G.fit_images(z, groups, lam=lam, mu=mu, n_groups=2 * k)
+    G.regroup(z, groups, lam=lam, images=fitted, public_term=public_term, mu=mu, group_class=np.repeat([0, 1], k))
+    assert _purity(groups[:, 0], truth[:, 0]) > 0.8
+
+
 def test_gram_matches_the_dense_design():
     """Including a row whose two slots name one group (the dense design adds them in one column)."""
     rng = np.random.default_rng(6)
