@@ -105,9 +105,15 @@ def test_residuals_are_the_rows_minus_their_fit():
     rng = np.random.default_rng(10)
     z, images, public_term = rng.random((6, 5), np.float32), rng.random((4, 5)), rng.random(5)
     groups, lam, mu = rng.integers(0, 4, (6, 2)).astype(np.int32), rng.random((6, 2)), rng.random(6)
-    want = [z[i] - mu[i] * public_term - lam[i, 0] * images[groups[i, 0]] - lam[i, 1] * images[groups[i, 1]] for i in range(6)]
+    want = np.array([z[i] - mu[i] * public_term - lam[i, 0] * images[groups[i, 0]] - lam[i, 1] * images[groups[i, 1]]
+                     for i in range(6)])
     got = G.residuals(z, groups, lam=lam, images=images, public_term=public_term, mu=mu)
+    assert got.dtype == np.float32
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    rows, keep = np.array([4, 1, 4]), np.array([0, 1, -1])  # a slot's image left in; a row twice; no slot
+    kept = want[rows] + np.where(keep[:, None] >= 0, lam[rows, np.maximum(keep, 0), None], 0) * images[groups[rows, np.maximum(keep, 0)]]
+    got = G.residuals(z, groups, lam=lam, images=images, public_term=public_term, mu=mu, rows=rows, keep=keep, start=2)
+    np.testing.assert_allclose(got, kept[:, 2:], rtol=1e-5, atol=1e-6)
 
 
 def test_transform_multiplies_in_place_by_blocks():
