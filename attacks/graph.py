@@ -435,8 +435,8 @@ def regroup(z, groups, *, lam, images, public_term, mu, group_class, grey=None, 
     barely differ) unit rows are its two signs: the class is split in two, and the rounds' splits
     of merged groups (:func:`split_merged`) divide it further, one cut at a time.  Each new cluster
     keeps the old group it shares most encryptions with, so encryptions with two images of the
-    class (left out) keep theirs.  The ``grey`` groups' classes are grouped on the luminance columns (after
-    ``chroma``), as in :func:`initial_groups`.
+    class (left out) keep theirs.  The ``grey`` groups' classes are grouped on the luminance
+    columns (after ``chroma``), as in :func:`initial_groups`.
     """
     for c in np.unique(group_class):
         ids = np.flatnonzero(group_class == c)
