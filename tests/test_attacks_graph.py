@@ -257,6 +257,22 @@ def _purity(found, truth):
     return sum(np.bincount(truth[found == g]).max() for g in np.unique(found)) / len(truth)
 
 
+def _mixed_start(rng, images, k, n, *, public=False, noise=1.0):
+    """Encryptions of an image of class 0 (``images[:k]``) and one of class 1 (the rest), lambdas 0.3
+    to 0.45, a public term if ``public``, and Gaussian noise; and the groups to start from, class 1's
+    true and class 0's drawn at random.  Returns z, truth, lam, mu, groups."""
+    truth = np.stack([rng.integers(0, k, n), rng.integers(k, len(images), n)], 1).astype(np.int32)
+    lam = rng.uniform(0.3, 0.45, (n, 2))
+    mu = 1 - lam.sum(1)
+    mix = lam[:, :1] * images[truth[:, 0]] + lam[:, 1:] * images[truth[:, 1]]
+    if public:
+        mix = mix + mu[:, None] * rng.standard_normal(images.shape[1])
+    z = (mix + noise * rng.standard_normal((n, images.shape[1]))).astype(np.float32)
+    groups = truth.copy()
+    groups[:, 0] = rng.integers(0, k, n)
+    return z, truth, lam, mu, groups
+
+
 def test_regroup_finds_a_class_its_partners_hide():
     """Class 0: five images that differ in two of 1,000 directions, each encryption with a strong image of
     class 1, the public term and noise.  A k-means of the encryptions (the first grouping) is near chance
@@ -268,13 +284,7 @@ def test_regroup_finds_a_class_its_partners_hide():
     plane = np.linalg.qr(rng.standard_normal((d, 2)))[0].T
     images = np.concatenate([rng.standard_normal(d) + 10 * np.stack([np.cos(angle), np.sin(angle)], 1) @ plane,
                              rng.standard_normal((5, d)) * 3])
-    truth = np.stack([rng.integers(0, 5, n), rng.integers(5, 10, n)], 1).astype(np.int32)
-    lam = rng.uniform(0.3, 0.45, (n, 2))
-    mu, public = 1 - lam.sum(1), rng.standard_normal(d)
-    z = (lam[:, :1] * images[truth[:, 0]] + lam[:, 1:] * images[truth[:, 1]] + mu[:, None] * public
-         + rng.standard_normal((n, d))).astype(np.float32)
-    groups = truth.copy()
-    groups[:, 0] = rng.integers(0, 5, n)
+    z, truth, lam, mu, groups = _mixed_start(rng, images, 5, n, public=True)
     groups[:20] = [6, 8]
     fitted, public_term = G.fit_images(z, groups, lam=lam, mu=mu, n_groups=10)
     whole = G.unit_rows(z, centre=False)
@@ -295,12 +305,7 @@ def test_regroup_splits_a_class_in_two_where_its_images_differ_in_one_direction(
     axis = np.linalg.qr(rng.standard_normal((d, 2)))[0].T
     along = np.array([-3.0, -1.0, 1.0, 3.0]) * 6
     images = np.concatenate([along[:, None] * axis[0] + 4 * axis[1], rng.standard_normal((4, d)) * 3])
-    truth = np.stack([rng.integers(0, 4, n), rng.integers(4, 8, n)], 1).astype(np.int32)
-    lam = rng.uniform(0.3, 0.45, (n, 2))
-    mu = 1 - lam.sum(1)
-    z = (lam[:, :1] * images[truth[:, 0]] + lam[:, 1:] * images[truth[:, 1]] + rng.standard_normal((n, d))).astype(np.float32)
-    groups = truth.copy()
-    groups[:, 0] = rng.integers(0, 4, n)
+    z, truth, lam, mu, groups = _mixed_start(rng, images, 4, n)
     fitted, public_term = G.fit_images(z, groups, lam=lam, mu=mu, n_groups=8)
     G.regroup(z, groups, lam=lam, images=fitted, public_term=public_term, mu=mu, group_class=np.repeat([0, 1], 4))
     assert len(np.unique(groups[:, 0])) == 2
@@ -315,12 +320,7 @@ def test_regroup_keeps_every_column_when_a_class_has_more_images_than_columns():
     rng = np.random.default_rng(14)
     n, d, k = 600, 6, 10
     images = rng.standard_normal((2 * k, d)) * 3
-    truth = np.stack([rng.integers(0, k, n), rng.integers(k, 2 * k, n)], 1).astype(np.int32)
-    lam = rng.uniform(0.3, 0.45, (n, 2))
-    mu = 1 - lam.sum(1)
-    z = (lam[:, :1] * images[truth[:, 0]] + lam[:, 1:] * images[truth[:, 1]] + 0.05 * rng.standard_normal((n, d))).astype(np.float32)
-    groups = truth.copy()
-    groups[:, 0] = rng.integers(0, k, n)
+    z, truth, lam, mu, groups = _mixed_start(rng, images, k, n, noise=0.05)
     fitted, public_term = G.fit_images(z, groups, lam=lam, mu=mu, n_groups=2 * k)
     G.regroup(z, groups, lam=lam, images=fitted, public_term=public_term, mu=mu, group_class=np.repeat([0, 1], k))
     assert _purity(groups[:, 0], truth[:, 0]) > 0.8
