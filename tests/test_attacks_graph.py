@@ -94,11 +94,56 @@ def test_whitener_floor_is_a_share_of_the_level_given():
     np.testing.assert_allclose(w @ w.T, np.eye(12) / 0.1, rtol=1e-3, atol=1e-4)
 
 
-def test_whitener_floor_grows_when_rows_are_few():
-    """Fewer rows than values: the default floor is (D / N)^2 / 10, not the least floor."""
-    many, few = correlated_rows(300, 12), correlated_rows(8, 12)
-    np.testing.assert_array_equal(G.whitener(many), G.whitener(many, G.FLOOR))
-    np.testing.assert_array_equal(G.whitener(few), G.whitener(few, (12 / 8) ** 2 / 10))
+def effective_directions(cov: np.ndarray, floor: float) -> float:
+    """sum g / (g + floor) over the eigenvalues g of ``cov`` in units of their mean: numpy's SVD."""
+    g = np.linalg.svd(cov, compute_uv=False)
+    return float(np.sum(g / (g + floor * g.mean())))
+
+
+def spectrum_rows(n: int, d: int, decay: float, seed: int = 4) -> np.ndarray:
+    """Rows whose variance in direction t falls as (1 + t)^-decay (0: white), in a random basis."""
+    rng = np.random.default_rng(seed)
+    basis = np.linalg.qr(rng.standard_normal((d, d)))[0]
+    return (rng.standard_normal((n, d)) * (1.0 + np.arange(d)) ** (-decay / 2) @ basis.T).astype(np.float32)
+
+
+@pytest.mark.parametrize("decay", [0.0, 1.0, 2.0])
+def test_features_floor_fits_its_share_of_the_rows(decay):
+    """At the floor chosen, the whitening evens out DIRECTIONS x N directions (against an SVD)."""
+    rows = spectrum_rows(200, 120, decay)
+    cov = G.covariance(rows, block=64)
+    floor = G.features_floor(cov, len(rows))
+    assert floor > G.FLOOR
+    assert effective_directions(cov, floor) == pytest.approx(G.DIRECTIONS * len(rows), rel=1e-6)
+
+
+def test_features_floor_follows_the_spectrum_and_the_rows():
+    """The same rows and values: a white spectrum needs a higher floor than a steep one (photos),
+    and fewer rows a higher floor than more; many rows, the least floor."""
+    white, steep = (G.features_floor(G.covariance(spectrum_rows(200, 120, decay)), 200) for decay in (0.0, 2.0))
+    assert white > 5 * steep
+    few, more = (G.features_floor(G.covariance(spectrum_rows(n, 120, 1.0)), n) for n in (150, 300))
+    assert few > 2 * more
+    assert G.features_floor(G.covariance(spectrum_rows(5000, 40, 1.0)), 5000) == G.FLOOR
+
+
+def test_whitener_defaults_to_the_features_floor():
+    rows = spectrum_rows(100, 40, 1.0)
+    floor = G.features_floor(G.covariance(rows), len(rows))
+    np.testing.assert_array_equal(G.whitener(rows), G.whitener(rows, floor))
+
+
+def test_covariance_in_blocks_is_numpys():
+    rows = correlated_rows(300, 12)
+    np.testing.assert_allclose(G.covariance(rows, block=64), np.cov(rows.T.astype(np.float64), bias=True),
+                               rtol=1e-5, atol=1e-4)
+
+
+def test_rows_floor_grows_when_rows_are_few():
+    """The residuals' floor: (D / N)^4 / 4 where that is above the least floor."""
+    assert G.rows_floor(12, 8) == pytest.approx((12 / 8) ** 4 / 4)
+    assert G.rows_floor(3072, 3072) == 0.25
+    assert G.rows_floor(12, 300) == G.FLOOR
 
 
 def test_residuals_are_the_rows_minus_their_fit():
