@@ -50,9 +50,9 @@ from challenge.domain import DOMAINS
 from challenge.progress import Progress
 
 __all__ = ["GraphResult", "opponent", "from_opponent", "covariance", "features_floor", "rows_floor", "whitener",
-           "transform", "residuals", "unit_rows", "top_neighbours", "class_sizes", "grey_classes", "centre_sums",
-           "spherical_kmeans", "project", "initial_groups", "split_merged", "greedy_match", "signal_basis", "regroup",
-           "private_lambdas", "fit_images", "reassign", "pair_accuracy", "graph_attack"]
+           "residual_whitener", "transform", "residuals", "unit_rows", "top_neighbours", "class_sizes", "grey_classes",
+           "centre_sums", "spherical_kmeans", "project", "initial_groups", "split_merged", "greedy_match", "signal_basis",
+           "regroup", "private_lambdas", "fit_images", "reassign", "pair_accuracy", "graph_attack"]
 
 EPS = 1e-12
 DIMS = 1024  # the grouping's features (see :func:`project`)
@@ -182,8 +182,8 @@ def whitener(rows: np.ndarray, floor: float | None = None, level: float | None =
     """float32 (D, D): a matrix W with W W^T the inverse of the covariance of ``rows`` (N, D), its
     diagonal raised by ``floor`` x ``level`` (each eigenvalue raised alike): rows times W are
     whitened, their dot products those of that inverse covariance.  ``floor`` by default
-    :func:`features_floor`'s; ``level`` by default the mean variance of ``rows`` (the residuals'
-    whitening passes the features', so residuals near zero, an exact fit, change little).
+    :func:`features_floor`'s; ``level`` by default the mean variance of ``rows``
+    (:func:`residual_whitener` passes the features').
 
     Least squares weigh every direction alike, which is right for white noise only; the public
     patches' mix is far from white (natural images: most of its energy in smooth, grey changes).
@@ -199,6 +199,15 @@ def whitener(rows: np.ndarray, floor: float | None = None, level: float | None =
     floor = features_floor(cov, len(rows)) if floor is None else floor
     cov[np.diag_indices(d)] += floor * max(float(np.trace(cov)) / d if level is None else level, EPS)
     return np.linalg.inv(np.linalg.cholesky(cov)).T.astype(np.float32)
+
+
+def residual_whitener(features: np.ndarray, noise: np.ndarray) -> np.ndarray:
+    """:func:`whitener` of the residuals ``noise`` (N, D) left by a fit of the ``features`` rows
+    they came from: the floor :func:`rows_floor`'s, a share of the features' mean variance (so
+    residuals near zero, an exact fit, change little).  The attack and the benchmark's caps both
+    whiten this way."""
+    level = float(np.mean(features.var(axis=0, dtype=np.float64)))
+    return whitener(noise, rows_floor(noise.shape[1], len(noise)), level=level)
 
 
 def transform(z: np.ndarray, matrix: np.ndarray, block: int = 4096, advance: Advance = None) -> None:
@@ -810,10 +819,9 @@ def graph_attack(release: PublicRelease, *, rounds: int = 10, rows: int = 4096, 
                 lam = private_lambdas(groups, group_class, labels)
                 images, public_term = fit(z, groups, lam=lam)
                 head = slice(0, COVARIANCE_ROWS)
-                level = float(np.mean(z[head].var(axis=0, dtype=np.float64)))
                 noise = residuals(z[head], groups[head], lam=lam[head], images=images, public_term=public_term,
                                   mu=mu[head])
-                transform(z, whitener(noise, rows_floor(d, len(noise)), level=level), rows, bar.advance)
+                transform(z, residual_whitener(z[head], noise), rows, bar.advance)
                 del noise
                 images, public_term = fit(z, groups, lam=lam)
                 regroup(z, groups, lam=lam, images=images, public_term=public_term, mu=mu, group_class=group_class,

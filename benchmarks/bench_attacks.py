@@ -41,7 +41,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from attacks.graph import (COVARIANCE_ROWS, EPS, fit_images, graph_attack, pair_accuracy, private_lambdas,  # noqa: E402
-                           reassign, rows_floor, top_neighbours, unit_rows, whitener)
+                           reassign, residual_whitener, top_neighbours, unit_rows, whitener)
 from attacks.public import magnitudes  # noqa: E402
 from attacks.pool import pool_attack  # noqa: E402
 from attacks.public import open_public  # noqa: E402
@@ -184,8 +184,7 @@ def caps(release, store) -> dict:
         mix += true_lam[:, j, None] * true_images[truth[:, j]]
     public_true = ((z - mix) * mu[:, None]).sum(axis=0) / max(float((mu ** 2).sum()), EPS)
     noise = (z - mix - mu[:, None] * public_true)[:COVARIANCE_ROWS]
-    level = float(np.mean(z[:COVARIANCE_ROWS].var(axis=0, dtype=np.float64)))
-    w = whitener(noise, rows_floor(noise.shape[1], len(noise)), level=level).astype(np.float64)
+    w = residual_whitener(z[:COVARIANCE_ROWS], noise).astype(np.float64)
     z, true_images, public_true = (z @ w).astype(np.float32), true_images @ w, public_true @ w
     lam = private_lambdas(truth, classes, release.labels)
     images, public_term = fit_images(z, truth, lam=lam, mu=mu, n_groups=n)
